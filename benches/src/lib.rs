@@ -1,0 +1,1 @@
+//! Benchmarks: not written yet (the benchmark issue).

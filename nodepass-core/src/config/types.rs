@@ -1,0 +1,289 @@
+//! Typed configuration: what a NodePass URL means once parsed.
+//!
+//! Every value here is already validated; code that runs a tunnel never looks at strings again.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::secret::TunnelKey;
+
+/// Default DNS cache time-to-live (`dns`).
+pub const DEFAULT_DNS_TTL: Duration = Duration::from_secs(300);
+/// Default minimum client pool size (`min`).
+pub const DEFAULT_POOL_MIN: u32 = 64;
+/// Default maximum pool size announced by the server (`max`).
+pub const DEFAULT_POOL_MAX: u32 = 1024;
+/// Largest allowed `min` / `max`.
+pub const POOL_LIMIT: u32 = 65536;
+/// Default concurrent session limit (`slot`).
+pub const DEFAULT_SLOT: u32 = 65536;
+/// Default API prefix of the master.
+pub const DEFAULT_MASTER_PREFIX: &str = "/api";
+
+/// A parsed instance URL: the scheme picks the role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Config {
+    /// `server://`
+    Server(ServerConfig),
+    /// `client://`
+    Client(ClientConfig),
+    /// `master://`
+    Master(MasterConfig),
+}
+
+/// The role named by the URL scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// `server://`
+    Server,
+    /// `client://`
+    Client,
+    /// `master://`
+    Master,
+}
+
+impl Role {
+    /// The URL scheme of this role.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Role::Server => "server",
+            Role::Client => "client",
+            Role::Master => "master",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.scheme())
+    }
+}
+
+/// The host part of an address: empty (all addresses), an IP literal, or a name to resolve.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Host {
+    /// Empty host: listen on all addresses (dialing it means loopback).
+    Any,
+    /// An IPv4 or IPv6 literal.
+    Ip(IpAddr),
+    /// A DNS name (lower-cased).
+    Name(String),
+}
+
+/// `host:port` as written in a URL.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    /// The host.
+    pub host: Host,
+    /// The port (0 asks the OS for any free port when listening).
+    pub port: u16,
+}
+
+/// Log level (`log`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum LogLevel {
+    /// `none`: silent.
+    None,
+    /// `debug`
+    Debug,
+    /// `info` (default)
+    #[default]
+    Info,
+    /// `warn`
+    Warn,
+    /// `error`
+    Error,
+    /// `event`: only the periodic status events.
+    Event,
+}
+
+/// TLS mode (`tls`, with `crt` and `key` for mode 2).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub enum TlsMode {
+    /// `tls=0`: plain TCP.
+    #[default]
+    Off,
+    /// `tls=1`: a self-signed certificate made at start.
+    SelfSigned,
+    /// `tls=2`: certificate chain and private key from PEM files (reloaded when they change).
+    Files {
+        /// `crt`: PEM certificate chain.
+        cert: PathBuf,
+        /// `key`: PEM private key.
+        key: PathBuf,
+    },
+}
+
+impl TlsMode {
+    /// The `tls=` digit.
+    pub fn code(&self) -> u8 {
+        match self {
+            TlsMode::Off => 0,
+            TlsMode::SelfSigned => 1,
+            TlsMode::Files { .. } => 2,
+        }
+    }
+}
+
+/// Server data-flow mode (`mode` on a server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ServerMode {
+    /// `0`: reverse if the target address can be bound, else forward.
+    #[default]
+    Auto,
+    /// `1`: the server accepts users on its target address (expose a service behind NAT).
+    Reverse,
+    /// `2`: the client accepts users; the server dials its targets.
+    Forward,
+}
+
+/// Client mode (`mode` on a client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ClientMode {
+    /// `0`: single-end if the tunnel address can be bound, else dual-end.
+    #[default]
+    Auto,
+    /// `1`: a local port forwarder: listen on the tunnel address, dial the target, no server.
+    SingleEnd,
+    /// `2`: connect to a server.
+    DualEnd,
+}
+
+/// Pool transport (`type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum PoolType {
+    /// `0`: TCP (with TLS when `tls` >= 1).
+    #[default]
+    Tcp,
+    /// `1`: QUIC (needs `tls` >= 1).
+    Quic,
+    /// `2`: WebSocket.
+    WebSocket,
+    /// `3`: HTTP/2 (needs `tls` >= 1).
+    Http2,
+}
+
+/// Source address for outbound target connections (`dial`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum DialAddr {
+    /// `auto`: let the OS choose.
+    #[default]
+    Auto,
+    /// Bind this source IP before connecting.
+    Ip(IpAddr),
+}
+
+/// PROXY protocol header sent to the target (`proxy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ProxyProtocol {
+    /// `0`: none.
+    #[default]
+    Off,
+    /// `1`: version 1 (text).
+    V1,
+    /// `2`: version 2 (binary).
+    V2,
+}
+
+/// Protocols refused by sniffing the first bytes of a user connection (`block`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct BlockSet {
+    /// `1`: SOCKS 4/5.
+    pub socks: bool,
+    /// `2`: HTTP/1.x requests.
+    pub http: bool,
+    /// `3`: TLS client hellos.
+    pub tls: bool,
+}
+
+impl BlockSet {
+    /// True when nothing is blocked.
+    pub fn is_empty(&self) -> bool {
+        !(self.socks || self.http || self.tls)
+    }
+}
+
+/// Parameters shared by the server and the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TunnelParams {
+    /// The tunnel key (explicit or derived from the tunnel port).
+    pub key: TunnelKey,
+    /// True when no key was given and it was derived from the tunnel port.
+    pub key_derived: bool,
+    /// Tunnel address: where the server listens / the client dials.
+    pub tunnel: Endpoint,
+    /// Target addresses (at least one), tried round-robin with fail-over.
+    pub targets: Vec<Endpoint>,
+    /// `log`
+    pub log: LogLevel,
+    /// `dns`: DNS cache TTL; zero disables the cache.
+    pub dns_ttl: Duration,
+    /// `dial`
+    pub dial: DialAddr,
+    /// `read`: idle timeout of a session; `None` = no timeout.
+    pub read_timeout: Option<Duration>,
+    /// `rate`: bandwidth limit in Mbit/s; `None` = unlimited.
+    pub rate_mbps: Option<NonZeroU32>,
+    /// `slot`: max concurrent TCP+UDP sessions; `None` = unlimited.
+    pub slot: Option<NonZeroU32>,
+    /// `proxy`
+    pub proxy: ProxyProtocol,
+    /// `block`
+    pub block: BlockSet,
+    /// False when `notcp=1`.
+    pub tcp: bool,
+    /// False when `noudp=1`.
+    pub udp: bool,
+}
+
+/// `server://` configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Shared tunnel parameters.
+    pub params: TunnelParams,
+    /// `tls`, `crt`, `key`
+    pub tls: TlsMode,
+    /// `max`: the largest pool the client may keep (1..=65536).
+    pub max: NonZeroU32,
+    /// `mode`
+    pub mode: ServerMode,
+    /// `type`
+    pub pool_type: PoolType,
+}
+
+/// `client://` configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// Shared tunnel parameters.
+    pub params: TunnelParams,
+    /// `sni`: the name to verify a `tls=2` server certificate against; `None` = the tunnel host.
+    pub sni: Option<String>,
+    /// `ca`: extra PEM trust anchors for verifying a `tls=2` server (added to the built-in roots).
+    pub ca: Option<PathBuf>,
+    /// `min`: the smallest pool the client keeps warm (1..=65536).
+    pub min: NonZeroU32,
+    /// `mode`
+    pub mode: ClientMode,
+}
+
+/// `master://` configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MasterConfig {
+    /// Listen address of the API.
+    pub listen: Endpoint,
+    /// API path prefix, starting with `/`, without a trailing `/` (default `/api`).
+    pub prefix: String,
+    /// `log`
+    pub log: LogLevel,
+    /// `tls`, `crt`, `key`
+    pub tls: TlsMode,
+    /// `state`: path of the state store; `None` = the default location.
+    pub state: Option<PathBuf>,
+}

@@ -1,0 +1,17 @@
+//! nodepass-core: the embeddable NodePass TCP/UDP tunnel.
+//!
+//! # Layout
+//! - [`config`]: the NodePass URL language parsed into typed configuration.
+//! - [`protocol`]: the pure wire codec (no I/O) and the handshake proofs.
+//! - [`error`]: the crate's [`Error`] type.
+//!
+//! # Shutdown
+//! Every long-running function takes a `tokio_util::sync::CancellationToken`; cancelling it stops
+//! accepting, signals in-flight work, and waits for it within a grace period.
+
+pub mod config;
+pub mod error;
+pub mod protocol;
+
+pub use config::Config;
+pub use error::{Error, Result};

@@ -1,0 +1,1 @@
+//! Test support shared by the end-to-end tests: echo servers, certificates, tunnel helpers.
