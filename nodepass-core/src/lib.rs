@@ -15,3 +15,4 @@ pub mod protocol;
 
 pub use config::Config;
 pub use error::{Error, Result};
+pub mod store;

@@ -1,0 +1,1 @@
+//! Durable state of the supervisor (being written).
