@@ -16,3 +16,4 @@ pub mod protocol;
 pub use config::Config;
 pub use error::{Error, Result};
 pub mod store;
+pub mod transport;

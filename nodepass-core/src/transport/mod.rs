@@ -1,0 +1,141 @@
+//! Tunnel transports: one stream type over plain TCP or TLS 1.3, plus socket helpers.
+//!
+//! [`TunnelStream`] is what the handshake, the pool and the relay work with, whatever carries it.
+//! [`tls`] builds the server and client TLS configurations (self-signed, certificate files with
+//! live reload, verification modes). Other pool transports (QUIC, WebSocket, HTTP/2) are not
+//! implemented yet and would slot in here as further variants.
+
+pub mod net;
+pub mod tls;
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::protocol::auth::{BINDING_LEN, EXPORTER_LABEL};
+
+/// A tunnel connection: plain TCP or TLS over TCP, on either side.
+#[derive(Debug)]
+pub enum TunnelStream {
+    /// Plain TCP (`tls=0`).
+    Plain(TcpStream),
+    /// TLS, client side.
+    ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// TLS, server side.
+    ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl TunnelStream {
+    /// The TCP socket underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            TunnelStream::Plain(s) => s,
+            TunnelStream::ClientTls(s) => s.get_ref().0,
+            TunnelStream::ServerTls(s) => s.get_ref().0,
+        }
+    }
+
+    /// True when the stream runs inside TLS.
+    pub fn is_tls(&self) -> bool {
+        !matches!(self, TunnelStream::Plain(_))
+    }
+
+    /// The channel binding for the handshake proofs: the TLS exporter value of this TLS
+    /// session, or zeros on plain TCP.
+    pub fn channel_binding(&self) -> io::Result<[u8; BINDING_LEN]> {
+        let out = [0u8; BINDING_LEN];
+        let res = match self {
+            TunnelStream::Plain(_) => return Ok(out),
+            TunnelStream::ClientTls(s) => {
+                s.get_ref()
+                    .1
+                    .export_keying_material(out, EXPORTER_LABEL, None)
+            }
+            TunnelStream::ServerTls(s) => {
+                s.get_ref()
+                    .1
+                    .export_keying_material(out, EXPORTER_LABEL, None)
+            }
+        };
+        res.map_err(io::Error::other)
+    }
+
+    /// True when the idle connection looks usable: the peer has neither closed it nor sent
+    /// anything unexpected. Never blocks (a non-blocking `MSG_PEEK` on the socket).
+    pub fn is_idle_healthy(&self) -> bool {
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        match socket2::SockRef::from(self.tcp()).peek(&mut buf) {
+            // Data on an idle pool connection (a TLS close_notify, a stray byte) or EOF both
+            // mean it must not carry a new session.
+            Ok(_) => false,
+            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+        }
+    }
+}
+
+impl AsyncRead for TunnelStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            TunnelStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            TunnelStream::ClientTls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            TunnelStream::ServerTls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for TunnelStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            TunnelStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            TunnelStream::ClientTls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            TunnelStream::ServerTls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            TunnelStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            TunnelStream::ClientTls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            TunnelStream::ServerTls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            TunnelStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            TunnelStream::ClientTls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            TunnelStream::ServerTls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            TunnelStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            TunnelStream::ClientTls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            TunnelStream::ServerTls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            TunnelStream::Plain(s) => s.is_write_vectored(),
+            TunnelStream::ClientTls(s) => s.is_write_vectored(),
+            TunnelStream::ServerTls(s) => s.is_write_vectored(),
+        }
+    }
+}

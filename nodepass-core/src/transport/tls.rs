@@ -1,0 +1,312 @@
+//! TLS 1.3 for tunnel connections (and the master's HTTPS): server certificates (self-signed
+//! at start, or PEM files reloaded when they change) and the client's verification modes.
+//!
+//! - `tls=1`: the server makes a fresh self-signed certificate; the client accepts any
+//!   certificate but still checks the handshake signature. Protection against a man in the
+//!   middle then comes from the key: the handshake proofs are bound to the TLS session
+//!   (exporter), see [`crate::protocol::auth`].
+//! - `tls=2`: the client verifies the chain against the built-in web roots plus an optional
+//!   `ca` file, and the name against `sni` (or the tunnel host).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+
+/// How often certificate files are checked for changes.
+pub const CERT_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The server side of tunnel (or API) TLS: a config whose certificate can be swapped live.
+#[derive(Clone)]
+pub struct ServerTls {
+    config: Arc<rustls::ServerConfig>,
+    resolver: Arc<SwappableCert>,
+    files: Option<(PathBuf, PathBuf)>,
+}
+
+impl fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("files", &self.files)
+            .finish()
+    }
+}
+
+impl ServerTls {
+    /// A fresh self-signed certificate (`tls=1`) for the given names.
+    pub fn self_signed(names: &[String]) -> Result<Self> {
+        let ck = rcgen::generate_simple_self_signed(names.to_vec())
+            .map_err(|e| Error::Tls(format!("cannot generate a self-signed certificate: {e}")))?;
+        let certs = vec![ck.cert.der().clone()];
+        let key = PrivateKeyDer::try_from(ck.signing_key.serialize_der())
+            .map_err(|e| Error::Tls(format!("generated key: {e}")))?;
+        Self::build(certified(certs, key)?, None, &[])
+    }
+
+    /// A certificate chain and key from PEM files (`tls=2`), reloadable with
+    /// [`ServerTls::watch`].
+    pub fn from_files(cert: &Path, key: &Path) -> Result<Self> {
+        let ck = load_files(cert, key)?;
+        Self::build(ck, Some((cert.to_path_buf(), key.to_path_buf())), &[])
+    }
+
+    /// The same certificate with ALPN protocols set (the master serves `h2` and `http/1.1`).
+    pub fn with_alpn(&self, protocols: &[&[u8]]) -> Result<Self> {
+        let current = self.resolver.current();
+        Self::build_shared(self.resolver.clone(), self.files.clone(), protocols, current)
+    }
+
+    fn build(
+        ck: CertifiedKey,
+        files: Option<(PathBuf, PathBuf)>,
+        alpn: &[&[u8]],
+    ) -> Result<Self> {
+        let resolver = Arc::new(SwappableCert(RwLock::new(Arc::new(ck))));
+        let current = resolver.current();
+        Self::build_shared(resolver, files, alpn, current)
+    }
+
+    fn build_shared(
+        resolver: Arc<SwappableCert>,
+        files: Option<(PathBuf, PathBuf)>,
+        alpn: &[&[u8]],
+        _current: Arc<CertifiedKey>,
+    ) -> Result<Self> {
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| Error::Tls(e.to_string()))?
+            .with_no_client_auth()
+            .with_cert_resolver(resolver.clone());
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(ServerTls {
+            config: Arc::new(config),
+            resolver,
+            files,
+        })
+    }
+
+    /// The rustls server configuration.
+    pub fn config(&self) -> Arc<rustls::ServerConfig> {
+        self.config.clone()
+    }
+
+    /// A tokio acceptor.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.config.clone())
+    }
+
+    /// The DER of the leaf certificate currently presented.
+    pub fn leaf_der(&self) -> CertificateDer<'static> {
+        self.resolver.current().cert[0].clone()
+    }
+
+    /// For certificate files: check them every [`CERT_RELOAD_INTERVAL`] and swap in the new
+    /// certificate when they change (a bad file is logged and the old certificate kept).
+    /// Established connections are not touched. Returns `None` for a self-signed certificate.
+    pub fn watch(&self, shutdown: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+        let (cert, key) = self.files.clone()?;
+        let resolver = self.resolver.clone();
+        Some(tokio::spawn(async move {
+            let mut seen = (stamp(&cert), stamp(&key));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(CERT_RELOAD_INTERVAL) => {}
+                }
+                let now = (stamp(&cert), stamp(&key));
+                if now == seen {
+                    continue;
+                }
+                match load_files(&cert, &key) {
+                    Ok(ck) => {
+                        *resolver.0.write().expect("cert lock poisoned") = Arc::new(ck);
+                        seen = now;
+                        tracing::info!(cert = %cert.display(), "tls certificate reloaded");
+                    }
+                    Err(e) => {
+                        // Files may be mid-write; try again next tick, keep serving the old one.
+                        tracing::warn!(error = %e, "tls certificate reload failed, keeping the previous one");
+                    }
+                }
+            }
+        }))
+    }
+}
+
+fn stamp(p: &Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+fn load_files(cert: &Path, key: &Path) -> Result<CertifiedKey> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| Error::Tls(format!("crt {}: {e}", cert.display())))?
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::Tls(format!("crt {}: {e}", cert.display())))?;
+    if certs.is_empty() {
+        return Err(Error::Tls(format!(
+            "crt {}: no certificate found",
+            cert.display()
+        )));
+    }
+    let pk = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| Error::Tls(format!("key {}: {e}", key.display())))?;
+    certified(certs, pk)
+}
+
+fn certified(certs: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<CertifiedKey> {
+    let signing = provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| Error::Tls(format!("unusable private key: {e}")))?;
+    let ck = CertifiedKey::new(certs, signing);
+    ck.keys_match()
+        .map_err(|e| Error::Tls(format!("certificate and key do not match: {e}")))?;
+    Ok(ck)
+}
+
+/// A certificate resolver whose certificate can be replaced while serving.
+#[derive(Debug)]
+struct SwappableCert(RwLock<Arc<CertifiedKey>>);
+
+impl SwappableCert {
+    fn current(&self) -> Arc<CertifiedKey> {
+        // Never held across `.await`.
+        self.0.read().expect("cert lock poisoned").clone()
+    }
+}
+
+impl ResolvesServerCert for SwappableCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+/// How the client checks the server certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientVerify {
+    /// `tls=1`: any certificate (the key-bound handshake protects against a man in the middle).
+    SelfSigned,
+    /// `tls=2`: full chain and name verification.
+    WebPki {
+        /// Extra trust anchors (PEM) besides the built-in web roots.
+        ca: Option<PathBuf>,
+    },
+}
+
+/// The client side of tunnel TLS.
+#[derive(Clone)]
+pub struct ClientTls {
+    connector: tokio_rustls::TlsConnector,
+    name: ServerName<'static>,
+}
+
+impl fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl ClientTls {
+    /// A client TLS configuration; `name` is the SNI and (for `WebPki`) the verified name.
+    pub fn new(verify: &ClientVerify, name: &str) -> Result<Self> {
+        let provider = provider();
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| Error::Tls(e.to_string()))?;
+        let config = match verify {
+            ClientVerify::SelfSigned => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCert(
+                    provider.signature_verification_algorithms,
+                )))
+                .with_no_client_auth(),
+            ClientVerify::WebPki { ca } => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+                if let Some(ca) = ca {
+                    for cert in CertificateDer::pem_file_iter(ca)
+                        .map_err(|e| Error::Tls(format!("ca {}: {e}", ca.display())))?
+                    {
+                        let cert =
+                            cert.map_err(|e| Error::Tls(format!("ca {}: {e}", ca.display())))?;
+                        roots
+                            .add(cert)
+                            .map_err(|e| Error::Tls(format!("ca {}: {e}", ca.display())))?;
+                    }
+                }
+                builder.with_root_certificates(roots).with_no_client_auth()
+            }
+        };
+        let name = ServerName::try_from(name.to_string())
+            .map_err(|_| Error::Tls(format!("{name:?} is not a valid tls server name")))?;
+        Ok(ClientTls {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            name,
+        })
+    }
+
+    /// Run the TLS handshake over `tcp`. Cancel safe (drops the connection).
+    pub async fn connect(
+        &self,
+        tcp: tokio::net::TcpStream,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        self.connector.connect(self.name.clone(), tcp).await
+    }
+}
+
+/// Accepts any server certificate but still verifies the handshake signature made with it.
+#[derive(Debug)]
+struct AnyCert(WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
