@@ -15,5 +15,7 @@ pub mod protocol;
 
 pub use config::Config;
 pub use error::{Error, Result};
+pub mod pool;
+pub mod stats;
 pub mod store;
 pub mod transport;

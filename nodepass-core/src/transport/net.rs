@@ -302,7 +302,10 @@ mod tests {
         let err = bind_tcp(&ep(Host::Ip([127, 0, 0, 1].into()), port))
             .await
             .unwrap_err();
-        assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
+        assert!(
+            err.to_string().contains(&format!("127.0.0.1:{port}")),
+            "{err}"
+        );
     }
 
     #[tokio::test]

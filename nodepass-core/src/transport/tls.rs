@@ -68,14 +68,15 @@ impl ServerTls {
     /// The same certificate with ALPN protocols set (the master serves `h2` and `http/1.1`).
     pub fn with_alpn(&self, protocols: &[&[u8]]) -> Result<Self> {
         let current = self.resolver.current();
-        Self::build_shared(self.resolver.clone(), self.files.clone(), protocols, current)
+        Self::build_shared(
+            self.resolver.clone(),
+            self.files.clone(),
+            protocols,
+            current,
+        )
     }
 
-    fn build(
-        ck: CertifiedKey,
-        files: Option<(PathBuf, PathBuf)>,
-        alpn: &[&[u8]],
-    ) -> Result<Self> {
+    fn build(ck: CertifiedKey, files: Option<(PathBuf, PathBuf)>, alpn: &[&[u8]]) -> Result<Self> {
         let resolver = Arc::new(SwappableCert(RwLock::new(Arc::new(ck))));
         let current = resolver.current();
         Self::build_shared(resolver, files, alpn, current)
@@ -169,7 +170,10 @@ fn load_files(cert: &Path, key: &Path) -> Result<CertifiedKey> {
     certified(certs, pk)
 }
 
-fn certified(certs: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<CertifiedKey> {
+fn certified(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<CertifiedKey> {
     let signing = provider()
         .key_provider
         .load_private_key(key)

@@ -1,0 +1,343 @@
+//! [`Pool`]: idle, authenticated tunnel connections ready to carry a user session at once.
+//!
+//! The client dials pool connections ahead of demand, so a new user connection costs no TCP or
+//! TLS handshake on the tunnel leg. Whichever side accepts users *takes* connections from its
+//! pool; the other side *parks* a task on each connection, waiting for the `Open`. Both count
+//! into one idle figure: queued connections plus parked ones ([`Pool::park`]).
+//!
+//! Refill is driven by demand, never by a timer: every take (or end of a parked wait) wakes
+//! [`Pool::demand`], and the client's filler dials a replacement immediately. Capacity starts at
+//! `min`, doubles (up to `max`) whenever a taker finds the pool empty, and halves back towards
+//! `min` after a quiet period in which the pool never ran below half its capacity.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::stats::Stats;
+use crate::transport::TunnelStream;
+
+/// A pool of idle tunnel connections. Cheap to clone (`Arc` inside).
+#[derive(Debug, Clone)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// Never held across `.await`.
+    queue: Mutex<VecDeque<TunnelStream>>,
+    parked: AtomicUsize,
+    available: Notify,
+    demand: Notify,
+    min: usize,
+    max: AtomicUsize,
+    capacity: AtomicUsize,
+    /// Lowest idle count seen since the last [`Pool::adapt`], for shrinking.
+    low_water: AtomicUsize,
+    stats: Arc<Stats>,
+}
+
+impl Pool {
+    /// An empty pool that aims for `min` connections and may grow to `max`.
+    pub fn new(min: usize, max: usize, stats: Arc<Stats>) -> Self {
+        let min = min.max(1);
+        let max = max.max(min);
+        let pool = Pool {
+            inner: Arc::new(Inner {
+                queue: Mutex::new(VecDeque::new()),
+                parked: AtomicUsize::new(0),
+                available: Notify::new(),
+                demand: Notify::new(),
+                min,
+                max: AtomicUsize::new(max),
+                capacity: AtomicUsize::new(min),
+                low_water: AtomicUsize::new(usize::MAX),
+                stats,
+            }),
+        };
+        pool.publish();
+        pool
+    }
+
+    /// Idle connections: queued plus parked.
+    pub fn idle(&self) -> usize {
+        self.queued() + self.inner.parked.load(Relaxed)
+    }
+
+    fn queued(&self) -> usize {
+        self.inner.queue.lock().expect("pool lock poisoned").len()
+    }
+
+    /// The number of idle connections the filler currently aims for.
+    pub fn capacity(&self) -> usize {
+        self.inner.capacity.load(Relaxed)
+    }
+
+    /// The lower bound of the capacity.
+    pub fn min(&self) -> usize {
+        self.inner.min
+    }
+
+    /// The upper bound of the capacity.
+    pub fn max(&self) -> usize {
+        self.inner.max.load(Relaxed)
+    }
+
+    /// Set the upper bound (the server announces it in the handshake).
+    pub fn set_max(&self, max: usize) {
+        let max = max.max(1);
+        self.inner.max.store(max, Relaxed);
+        let cap = self.capacity().min(max).max(self.inner.min.min(max));
+        self.inner.capacity.store(cap, Relaxed);
+        self.publish();
+    }
+
+    /// How many connections the filler should add now to reach the capacity.
+    pub fn deficit(&self) -> usize {
+        self.capacity().saturating_sub(self.idle())
+    }
+
+    /// Add an idle connection and wake one waiting taker.
+    pub fn put(&self, conn: TunnelStream) {
+        self.inner
+            .queue
+            .lock()
+            .expect("pool lock poisoned")
+            .push_back(conn);
+        self.inner.available.notify_one();
+        self.publish();
+    }
+
+    /// Take an idle connection now, skipping (and dropping) ones the peer has closed.
+    pub fn try_take(&self) -> Option<TunnelStream> {
+        loop {
+            let conn = self
+                .inner
+                .queue
+                .lock()
+                .expect("pool lock poisoned")
+                .pop_front();
+            match conn {
+                Some(c) if c.is_idle_healthy() => {
+                    self.consumed();
+                    return Some(c);
+                }
+                Some(_) => {
+                    tracing::debug!("dropping a pool connection the peer closed");
+                    self.inner.demand.notify_one();
+                }
+                None => {
+                    self.grow();
+                    self.publish();
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Take an idle connection, waiting up to `wait` for one. Cancel safe.
+    pub async fn take(&self, wait: Duration) -> Option<TunnelStream> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.inner.available.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(c) = self.try_take() {
+                return Some(c);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// Count a connection whose waiting task is parked on it (it is idle but not queued here).
+    /// Dropping the guard ends the count and asks the filler for a replacement.
+    pub fn park(&self) -> Parked {
+        self.inner.parked.fetch_add(1, Relaxed);
+        self.publish();
+        Parked { pool: self.clone() }
+    }
+
+    /// Drop every queued connection (the session they belong to ended).
+    pub fn clear(&self) {
+        let drained: Vec<_> = self
+            .inner
+            .queue
+            .lock()
+            .expect("pool lock poisoned")
+            .drain(..)
+            .collect();
+        drop(drained);
+        self.publish();
+    }
+
+    /// Resolves when a connection was taken or lost, so the filler can replace it.
+    /// Cancel safe.
+    pub async fn demand(&self) {
+        self.inner.demand.notified().await
+    }
+
+    /// Note a connection attempt that failed, so the filler tries again.
+    pub fn nudge(&self) {
+        self.inner.demand.notify_one();
+    }
+
+    /// Periodic capacity adjustment (the filler calls it every minute or so): halve the capacity
+    /// towards `min` when the pool never ran below half of it since the last call.
+    pub fn adapt(&self) {
+        let low = self.inner.low_water.swap(usize::MAX, Relaxed);
+        let cap = self.capacity();
+        if low != usize::MAX && low > cap / 2 && cap > self.inner.min {
+            self.inner
+                .capacity
+                .store((cap / 2).max(self.inner.min), Relaxed);
+            self.publish();
+        }
+    }
+
+    fn consumed(&self) {
+        let idle = self.idle();
+        self.inner.low_water.fetch_min(idle, Relaxed);
+        if idle == 0 {
+            self.grow();
+        }
+        self.inner.demand.notify_one();
+        self.publish();
+    }
+
+    fn grow(&self) {
+        let max = self.max();
+        let _ = self
+            .inner
+            .capacity
+            .fetch_update(Relaxed, Relaxed, |c| Some((c * 2).min(max).max(c.min(max))));
+        self.inner.demand.notify_one();
+    }
+
+    fn publish(&self) {
+        let s = &self.inner.stats;
+        s.pool_idle.store(self.idle() as u64, Relaxed);
+        s.pool_capacity.store(self.capacity() as u64, Relaxed);
+    }
+}
+
+/// Counts one parked connection as idle until dropped (see [`Pool::park`]).
+#[derive(Debug)]
+pub struct Parked {
+    pool: Pool,
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        self.pool.inner.parked.fetch_sub(1, Relaxed);
+        self.pool.consumed();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::{TcpListener, TcpStream};
+
+    async fn pair() -> (TunnelStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (a, b) = tokio::join!(TcpStream::connect(l.local_addr().unwrap()), l.accept());
+        (TunnelStream::Plain(a.unwrap()), b.unwrap().0)
+    }
+
+    fn pool(min: usize, max: usize) -> Pool {
+        Pool::new(min, max, Arc::new(Stats::default()))
+    }
+
+    #[tokio::test]
+    async fn put_take_and_counts() {
+        let p = pool(2, 8);
+        assert_eq!((p.idle(), p.capacity(), p.deficit()), (0, 2, 2));
+        let (a, _pa) = pair().await;
+        let (b, _pb) = pair().await;
+        p.put(a);
+        p.put(b);
+        assert_eq!((p.idle(), p.deficit()), (2, 0));
+        assert!(p.try_take().is_some());
+        assert!(p.try_take().is_some());
+        assert_eq!(p.idle(), 0);
+        assert!(p.take(Duration::from_millis(10)).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn closed_connections_are_skipped() {
+        let p = pool(2, 8);
+        let (dead, peer) = pair().await;
+        drop(peer);
+        let (live, _peer2) = pair().await;
+        p.put(dead);
+        p.put(live);
+        // Give the FIN a moment to arrive (bounded).
+        for _ in 0..100 {
+            if !p.inner.queue.lock().unwrap()[0].is_idle_healthy() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let got = p.try_take().expect("the live one");
+        assert!(got.is_idle_healthy());
+        assert_eq!(p.idle(), 0);
+    }
+
+    #[tokio::test]
+    async fn capacity_grows_on_miss_and_shrinks_when_quiet() {
+        let p = pool(2, 8);
+        assert!(p.try_take().is_none());
+        assert_eq!(p.capacity(), 4);
+        assert!(p.try_take().is_none());
+        assert!(p.try_take().is_none());
+        assert_eq!(p.capacity(), 8, "capped at max");
+        // Quiet period: nothing taken, low water untouched -> no change (no data).
+        p.adapt();
+        assert_eq!(p.capacity(), 8);
+        // Idle stayed high through a take -> shrink.
+        let mut keep = Vec::new();
+        for _ in 0..7 {
+            let (c, peer) = pair().await;
+            keep.push(peer);
+            p.put(c);
+        }
+        let _taken = p.try_take().unwrap();
+        p.adapt();
+        assert_eq!(p.capacity(), 4);
+        p.set_max(3);
+        assert_eq!((p.max(), p.capacity()), (3, 3));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_taker_gets_a_later_put() {
+        let p = pool(1, 4);
+        let p2 = p.clone();
+        let waiter = tokio::spawn(async move { p2.take(Duration::from_secs(5)).await.is_some() });
+        tokio::task::yield_now().await;
+        let (c, _peer) = pair().await;
+        p.put(c);
+        assert!(waiter.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn parked_connections_count_as_idle_and_signal_demand() {
+        let p = pool(2, 4);
+        let g = p.park();
+        assert_eq!(p.idle(), 1);
+        let p2 = p.clone();
+        let demand = tokio::spawn(async move { p2.demand().await });
+        tokio::task::yield_now().await;
+        drop(g);
+        tokio::time::timeout(Duration::from_secs(5), demand)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.idle(), 0);
+    }
+}
