@@ -15,7 +15,9 @@ pub mod protocol;
 
 pub use config::Config;
 pub use error::{Error, Result};
+pub mod limit;
 pub mod pool;
+pub mod relay;
 pub mod stats;
 pub mod store;
 pub mod transport;

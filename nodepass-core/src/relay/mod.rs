@@ -1,0 +1,96 @@
+//! Carrying user sessions: TCP byte streams (with half-close) and, in [`udp`], datagrams.
+//!
+//! [`relay_tcp`] copies both directions between a local socket (user or target) and a tunnel
+//! connection until both are done: an EOF on one side becomes a shutdown of the other side's
+//! write half, so half-closed protocols keep working. The local side is [`Metered`]: it counts
+//! bytes into the tunnel's [`Stats`], records activity for the idle timeout (`read`) and applies
+//! the tunnel's shared rate limit (`rate`).
+
+mod metered;
+
+pub use metered::{Activity, Metered, Prefixed};
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+
+use crate::limit::RateLimiter;
+use crate::stats::Stats;
+
+/// Relay buffer size per direction.
+pub const RELAY_BUFFER: usize = 64 * 1024;
+
+/// What every relay of one tunnel shares.
+#[derive(Debug, Clone)]
+pub struct RelayCtx {
+    /// The tunnel's counters.
+    pub stats: Arc<Stats>,
+    /// The tunnel's rate limit, if any.
+    pub rate: Option<RateLimiter>,
+    /// Close a session idle for longer than this.
+    pub idle_timeout: Option<Duration>,
+    /// Cancelled when the tunnel's shutdown grace period is over.
+    pub hard_stop: CancellationToken,
+}
+
+/// Why a relay ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayEnd {
+    /// The session was idle longer than the `read` timeout.
+    #[error("idle timeout")]
+    Idle,
+    /// The tunnel stopped.
+    #[error("tunnel stopped")]
+    Stopped,
+    /// A socket error (resets are ordinary peer behaviour).
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Relay a TCP session between `local` (user or target socket) and `tunnel`, sending `prefix`
+/// (bytes already read off the tunnel after the `Open`) to `local` first. Returns the bytes
+/// carried (local→tunnel, tunnel→local) when both directions ended normally.
+pub async fn relay_tcp<L, T>(
+    local: L,
+    tunnel: T,
+    prefix: BytesMut,
+    ctx: &RelayCtx,
+) -> Result<(u64, u64), RelayEnd>
+where
+    L: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let activity = Activity::new();
+    let mut local = Metered::tcp(local, ctx.stats.clone(), ctx.rate.clone(), activity.clone());
+    let mut tunnel = Prefixed::new(prefix, tunnel);
+    let copy = tokio::io::copy_bidirectional_with_sizes(
+        &mut local,
+        &mut tunnel,
+        RELAY_BUFFER,
+        RELAY_BUFFER,
+    );
+    tokio::select! {
+        res = copy => res.map_err(RelayEnd::Io),
+        _ = activity.idle_for(ctx.idle_timeout) => Err(RelayEnd::Idle),
+        _ = ctx.hard_stop.cancelled() => Err(RelayEnd::Stopped),
+    }
+}
+
+/// True for errors that are ordinary peer behaviour (logged at debug, not as failures).
+pub fn is_peer_disconnect(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::NotConnected
+    )
+}
+
+#[cfg(test)]
+mod tests;
