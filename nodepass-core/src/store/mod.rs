@@ -12,10 +12,10 @@
 //! The trait is small and synchronous; each call is one short transaction. Async callers may call
 //! it directly for single records or wrap batches in `tokio::task::spawn_blocking`.
 //!
-//! # Schema (version 1, in `PRAGMA user_version`)
+//! # Schema (version 1 in `PRAGMA user_version`, `PRAGMA application_id` = `NPST`)
 //! ```sql
 //! CREATE TABLE instances (
-//!     id TEXT PRIMARY KEY NOT NULL,     -- 8 lower-case hex characters
+//!     id TEXT PRIMARY KEY NOT NULL CHECK (length(id) = 8),  -- lower-case hex
 //!     alias TEXT,
 //!     url TEXT NOT NULL,                -- includes the tunnel key
 //!     restart INTEGER NOT NULL,         -- 0 or 1
@@ -23,7 +23,7 @@
 //!     tcp_in INTEGER NOT NULL, tcp_out INTEGER NOT NULL,
 //!     udp_in INTEGER NOT NULL, udp_out INTEGER NOT NULL,
 //!     created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,  -- unix ms
-//!     desired TEXT NOT NULL             -- 'running' or 'stopped'
+//!     desired TEXT NOT NULL CHECK (desired IN ('running', 'stopped'))
 //! ) STRICT;
 //! CREATE TABLE history (
 //!     id TEXT NOT NULL REFERENCES instances(id) ON DELETE CASCADE,
@@ -59,13 +59,15 @@ use std::time::Duration;
 
 mod memory;
 mod record;
+mod schema;
 mod sqlite;
 
 pub use memory::MemoryStore;
 pub use record::{
     Desired, InstanceRecord, MAX_ALIAS_CHARS, Meta, Peer, TrafficSample, TrafficTotals, is_valid_id,
 };
-pub use sqlite::{SCHEMA_VERSION, SqliteStore};
+pub use schema::SCHEMA_VERSION;
+pub use sqlite::SqliteStore;
 
 /// How long [`Store::append_history`] keeps samples unless a store is told otherwise: 7 days.
 pub const DEFAULT_HISTORY_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
