@@ -10,12 +10,68 @@
 //! [`ConfigError`]s naming the parameter, the value and what is allowed); `Display` gives the
 //! canonical URL with every default filled in and the key masked, and
 //! [`Config::to_url_with_secret`] the same with the key, which parses back to an equal value.
+//!
+//! ```
+//! use nodepass_core::config::{Config, Role};
+//!
+//! let config: Config = "server://secret@:10101/127.0.0.1:8080?max=512".parse().unwrap();
+//! assert_eq!(config.role(), Role::Server);
+//! assert!(config.to_string().starts_with("server://****@:10101/127.0.0.1:8080?log=info&tls=0"));
+//! assert_eq!(Config::parse(&config.to_url_with_secret()), Ok(config));
+//! ```
+//!
+//! # Layout
+//! - `types`: the typed configuration ([`Config`], [`ServerConfig`], [`TunnelParams`], ...).
+//! - `parse`: `FromStr` (URL structure and cross-parameter checks).
+//! - `params`: the parameter table, which role accepts what, and each value's spelling.
+//! - `address`: `HOST:PORT` parsing and printing.
+//! - `duration`: Go-style durations (`1h30m`).
+//! - `display`: the canonical URL.
+//! - `secret`: the masked [`TunnelKey`] and the port-derived key.
 
+mod address;
+mod display;
+pub mod duration;
+mod params;
+mod parse;
 mod secret;
 mod types;
 
+#[cfg(test)]
+mod tests;
+
+pub use parse::MAX_URL_LEN;
 pub use secret::{MASK, TunnelKey};
 pub use types::*;
+
+impl Config {
+    /// The role named by the scheme.
+    pub fn role(&self) -> Role {
+        match self {
+            Config::Server(_) => Role::Server,
+            Config::Client(_) => Role::Client,
+            Config::Master(_) => Role::Master,
+        }
+    }
+
+    /// The `log` level, whatever the role.
+    pub fn log_level(&self) -> LogLevel {
+        match self {
+            Config::Server(c) => c.params.log,
+            Config::Client(c) => c.params.log,
+            Config::Master(c) => c.log,
+        }
+    }
+
+    /// The tunnel parameters of a server or client; `None` for a master.
+    pub fn tunnel_params(&self) -> Option<&TunnelParams> {
+        match self {
+            Config::Server(c) => Some(&c.params),
+            Config::Client(c) => Some(&c.params),
+            Config::Master(_) => None,
+        }
+    }
+}
 
 /// Why a URL was refused. Messages name the field, the bad value and what is allowed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

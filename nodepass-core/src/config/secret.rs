@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use super::types::TunnelParams;
+
 /// What a masked secret prints as.
 pub const MASK: &str = "****";
 
@@ -13,6 +15,24 @@ impl TunnelKey {
     /// Wrap a key.
     pub fn new(key: impl Into<String>) -> Self {
         TunnelKey(key.into())
+    }
+
+    /// The key used when a URL gives none: derived from the tunnel port, so both ends of a
+    /// tunnel that share the port agree without configuration.
+    ///
+    /// It is the lowercase hex of the first 16 bytes of SHA-256 over the ASCII string
+    /// `nodepass-derived-key:<port in decimal>`. Anyone who knows the port knows this key, so it
+    /// only keeps honest mistakes apart; see [`TunnelParams::is_derived_key_exposed`].
+    pub fn derive(port: u16) -> Self {
+        let digest = ring::digest::digest(
+            &ring::digest::SHA256,
+            format!("nodepass-derived-key:{port}").as_bytes(),
+        );
+        let hex = digest.as_ref()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        TunnelKey(hex)
     }
 
     /// The key itself. Only the handshake (and the unmasked canonical URL) may call this.
@@ -33,9 +53,20 @@ impl fmt::Display for TunnelKey {
     }
 }
 
+impl TunnelParams {
+    /// True when the key was derived from the port (anyone who knows the port knows the key)
+    /// and the tunnel address is reachable from other machines: the empty host, a non-loopback
+    /// IP, or any name other than `localhost`. Callers warn about it.
+    pub fn is_derived_key_exposed(&self) -> bool {
+        self.key_derived && !self.tunnel.host.is_loopback()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const DERIVED_10101: &str = "04c5dc61d50a4679ac0cf50c489aae39";
 
     #[test]
     fn key_is_masked_in_debug_and_display() {
@@ -43,5 +74,21 @@ mod tests {
         assert_eq!(format!("{k}"), "****");
         assert!(!format!("{k:?}").contains("hunter2"));
         assert_eq!(k.expose(), "hunter2");
+    }
+
+    #[test]
+    fn derived_key_is_stable_hex() {
+        let k = TunnelKey::derive(10101);
+        assert_eq!(k.expose().len(), 32);
+        assert!(
+            k.expose()
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        assert_eq!(k, TunnelKey::derive(10101));
+        assert_ne!(k, TunnelKey::derive(10102));
+        // Pinned so that an accidental change of the rule (which would break mixed-version
+        // tunnels) fails here: sha256("nodepass-derived-key:10101")[..16].
+        assert_eq!(k.expose(), DERIVED_10101);
     }
 }

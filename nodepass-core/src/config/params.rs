@@ -1,0 +1,361 @@
+//! The query parameters: which role accepts which, and how each value is spelled.
+//!
+//! [`PARAMS`] is the one list of names, in canonical order, with the roles that accept them.
+//! Each enum has one table of codes used both to parse (`mode=2`) and to print it back.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::ConfigError;
+use super::duration;
+use super::types::{
+    BlockSet, ClientMode, DialAddr, LogLevel, PoolType, ProxyProtocol, Role, ServerMode, TlsMode,
+};
+
+const ALL: &[Role] = &[Role::Server, Role::Client, Role::Master];
+const TUNNEL: &[Role] = &[Role::Server, Role::Client];
+const SERVER_MASTER: &[Role] = &[Role::Server, Role::Master];
+
+/// Every parameter in canonical order, with the roles that accept it.
+pub(crate) const PARAMS: &[(&str, &[Role])] = &[
+    ("log", ALL),
+    ("tls", SERVER_MASTER),
+    ("crt", SERVER_MASTER),
+    ("key", SERVER_MASTER),
+    ("sni", &[Role::Client]),
+    ("ca", &[Role::Client]),
+    ("dns", TUNNEL),
+    ("min", &[Role::Client]),
+    ("max", &[Role::Server]),
+    ("mode", TUNNEL),
+    ("type", &[Role::Server]),
+    ("dial", TUNNEL),
+    ("read", TUNNEL),
+    ("rate", TUNNEL),
+    ("slot", TUNNEL),
+    ("proxy", TUNNEL),
+    ("block", TUNNEL),
+    ("notcp", TUNNEL),
+    ("noudp", TUNNEL),
+    ("state", &[Role::Master]),
+];
+
+/// The names `role` accepts, comma separated, in canonical order.
+fn allowed_for(role: Role) -> String {
+    let names: Vec<&str> = PARAMS
+        .iter()
+        .filter(|(_, roles)| roles.contains(&role))
+        .map(|(name, _)| *name)
+        .collect();
+    names.join(", ")
+}
+
+/// The parameters of one URL, checked against the role; values are taken out one by one.
+pub(crate) struct Query {
+    values: HashMap<&'static str, String>,
+}
+
+impl Query {
+    /// Split and decode `query` (the text after `?`), refusing unknown, misplaced and repeated
+    /// parameters.
+    pub(crate) fn parse(role: Role, query: &str) -> Result<Query, ConfigError> {
+        let mut values = HashMap::new();
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            // A name that is not a plain word is most likely a key with an unencoded `?` or `&`
+            // in it: refuse without echoing it.
+            if !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(ConfigError::Syntax(
+                    "malformed query parameter name (percent-encode ?, & and # in the key)".into(),
+                ));
+            }
+            let Some((known, roles)) = PARAMS.iter().find(|(n, _)| *n == name) else {
+                return Err(ConfigError::Unknown {
+                    name: name.into_owned(),
+                    role,
+                    allowed: allowed_for(role),
+                });
+            };
+            if !roles.contains(&role) {
+                let applies: Vec<&str> = roles.iter().map(|r| r.scheme()).collect();
+                return Err(ConfigError::WrongRole {
+                    name: name.into_owned(),
+                    role,
+                    applies_to: applies.join(", "),
+                });
+            }
+            if values.insert(*known, value.into_owned()).is_some() {
+                return Err(ConfigError::Duplicate(name.into_owned()));
+            }
+        }
+        Ok(Query { values })
+    }
+
+    /// Take the raw value of `name`, if given.
+    pub(crate) fn take(&mut self, name: &str) -> Option<String> {
+        self.values.remove(name)
+    }
+
+    /// Parse `name` with `parse`, or return `default` when it is absent.
+    pub(crate) fn get<T>(
+        &mut self,
+        name: &'static str,
+        default: T,
+        parse: impl FnOnce(&'static str, &str) -> Result<T, ConfigError>,
+    ) -> Result<T, ConfigError> {
+        match self.take(name) {
+            Some(value) => parse(name, &value),
+            None => Ok(default),
+        }
+    }
+}
+
+/// `ConfigError::Invalid` for `field=value`.
+pub(crate) fn invalid(field: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.to_owned(),
+        value: value.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// An enum spelled as one of a fixed set of codes.
+pub(crate) trait Code: Copy + PartialEq + 'static {
+    /// Every value with its spelling, default first.
+    const CODES: &'static [(&'static str, Self)];
+
+    /// Parse one of [`Code::CODES`].
+    fn parse_code(field: &str, value: &str) -> Result<Self, ConfigError> {
+        Self::CODES
+            .iter()
+            .find(|(code, _)| *code == value)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| {
+                let codes: Vec<&str> = Self::CODES.iter().map(|(c, _)| *c).collect();
+                invalid(
+                    field,
+                    value,
+                    format!("expected one of {}", codes.join(", ")),
+                )
+            })
+    }
+
+    /// The spelling of `self`.
+    fn code(self) -> &'static str {
+        Self::CODES
+            .iter()
+            .find(|(_, v)| *v == self)
+            .map(|(c, _)| *c)
+            .expect("every variant has a code")
+    }
+}
+
+/// `Code` tables plus a `Display` that prints the code.
+macro_rules! codes {
+    ($($ty:ty => [$($code:literal => $val:expr),+ $(,)?];)+) => {$(
+        impl Code for $ty {
+            const CODES: &'static [(&'static str, Self)] = &[$(($code, $val)),+];
+        }
+        impl fmt::Display for $ty {
+            /// The URL spelling of this value.
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.code())
+            }
+        }
+    )+};
+}
+
+codes! {
+    LogLevel => ["none" => LogLevel::None, "debug" => LogLevel::Debug, "info" => LogLevel::Info,
+                 "warn" => LogLevel::Warn, "error" => LogLevel::Error, "event" => LogLevel::Event];
+    ServerMode => ["0" => ServerMode::Auto, "1" => ServerMode::Reverse, "2" => ServerMode::Forward];
+    ClientMode => ["0" => ClientMode::Auto, "1" => ClientMode::SingleEnd, "2" => ClientMode::DualEnd];
+    PoolType => ["0" => PoolType::Tcp, "1" => PoolType::Quic, "2" => PoolType::WebSocket,
+                 "3" => PoolType::Http2];
+    ProxyProtocol => ["0" => ProxyProtocol::Off, "1" => ProxyProtocol::V1, "2" => ProxyProtocol::V2];
+}
+
+/// A `0`/`1` switch.
+pub(crate) fn flag(field: &str, value: &str) -> Result<bool, ConfigError> {
+    match value {
+        "0" => Ok(false),
+        "1" => Ok(true),
+        _ => Err(invalid(field, value, "expected 0 or 1")),
+    }
+}
+
+/// A non-negative decimal integer (digits only).
+pub(crate) fn uint(field: &str, value: &str, allowed: &str) -> Result<u32, ConfigError> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid(field, value, allowed));
+    }
+    value.parse().map_err(|_| invalid(field, value, allowed))
+}
+
+/// `min` / `max`: 1..=65536.
+pub(crate) fn pool_size(field: &str, value: &str) -> Result<NonZeroU32, ConfigError> {
+    const ALLOWED: &str = "expected a pool size 1..=65536";
+    let n = uint(field, value, ALLOWED)?;
+    NonZeroU32::new(n)
+        .filter(|n| n.get() <= super::types::POOL_LIMIT)
+        .ok_or_else(|| invalid(field, value, ALLOWED))
+}
+
+/// `rate` / `slot`: a count where `0` means unlimited.
+pub(crate) fn limit(field: &str, value: &str) -> Result<Option<NonZeroU32>, ConfigError> {
+    Ok(NonZeroU32::new(uint(
+        field,
+        value,
+        "expected a whole number (0 = unlimited)",
+    )?))
+}
+
+/// A duration (`dns`, `read`).
+pub(crate) fn duration(field: &str, value: &str) -> Result<Duration, ConfigError> {
+    duration::parse(value).map_err(|why| {
+        invalid(
+            field,
+            value,
+            format!("{why}: expected {}", duration::DURATION_HELP),
+        )
+    })
+}
+
+/// A non-empty file path (`crt`, `key`, `ca`, `state`).
+pub(crate) fn path(field: &str, value: &str) -> Result<PathBuf, ConfigError> {
+    if value.is_empty() {
+        return Err(invalid(field, value, "expected a file path"));
+    }
+    Ok(PathBuf::from(value))
+}
+
+/// `dial`: `auto` or a source IP (IPv6 bare or bracketed).
+pub(crate) fn dial(field: &str, value: &str) -> Result<DialAddr, ConfigError> {
+    if value == "auto" {
+        return Ok(DialAddr::Auto);
+    }
+    let bare = value
+        .strip_prefix('[')
+        .and_then(|v| v.strip_suffix(']'))
+        .unwrap_or(value);
+    bare.parse()
+        .map(DialAddr::Ip)
+        .map_err(|_| invalid(field, value, "expected auto or a local IP address"))
+}
+
+/// `block`: `0`, or a combination of the digits 1 (SOCKS), 2 (HTTP), 3 (TLS), each at most once.
+pub(crate) fn block(field: &str, value: &str) -> Result<BlockSet, ConfigError> {
+    const ALLOWED: &str = "expected 0 or a combination of 1 (SOCKS), 2 (HTTP) and 3 (TLS), e.g. 13";
+    let mut set = BlockSet::default();
+    if value == "0" {
+        return Ok(set);
+    }
+    if value.is_empty() {
+        return Err(invalid(field, value, ALLOWED));
+    }
+    for digit in value.bytes() {
+        let slot = match digit {
+            b'1' => &mut set.socks,
+            b'2' => &mut set.http,
+            b'3' => &mut set.tls,
+            _ => return Err(invalid(field, value, ALLOWED)),
+        };
+        if std::mem::replace(slot, true) {
+            return Err(invalid(field, value, "each digit may appear only once"));
+        }
+    }
+    Ok(set)
+}
+
+/// `sni`: a host name (lower-cased) or an IP literal.
+pub(crate) fn sni(field: &str, value: &str) -> Result<String, ConfigError> {
+    if let Ok(ip) = value.parse::<std::net::IpAddr>() {
+        return Ok(ip.to_string());
+    }
+    match super::types::Host::parse(value, field) {
+        Ok(super::types::Host::Name(name)) => Ok(name),
+        _ => Err(invalid(
+            field,
+            value,
+            "expected a host name or an IP address",
+        )),
+    }
+}
+
+/// `tls`, `crt` and `key` together.
+pub(crate) fn tls(q: &mut Query) -> Result<TlsMode, ConfigError> {
+    let code = q.take("tls");
+    let cert = q.take("crt");
+    let key = q.take("key");
+    match code.as_deref().unwrap_or("0") {
+        "2" => {
+            let need = |field: &str| ConfigError::Missing {
+                field: field.to_owned(),
+                reason: "tls=2 needs crt and key (PEM certificate chain and private key files)"
+                    .to_owned(),
+            };
+            let cert = path("crt", &cert.ok_or_else(|| need("crt"))?)?;
+            let key = path("key", &key.ok_or_else(|| need("key"))?)?;
+            Ok(TlsMode::Files { cert, key })
+        }
+        code @ ("0" | "1") => {
+            if let Some((field, value)) = [("crt", cert), ("key", key)]
+                .into_iter()
+                .find_map(|(f, v)| v.map(|v| (f, v)))
+            {
+                return Err(invalid(
+                    field,
+                    &value,
+                    format!("only used with tls=2, not tls={code}"),
+                ));
+            }
+            Ok(if code == "0" {
+                TlsMode::Off
+            } else {
+                TlsMode::SelfSigned
+            })
+        }
+        other => Err(invalid(
+            "tls",
+            other,
+            "expected 0 (plain), 1 (self-signed) or 2 (certificate files)",
+        )),
+    }
+}
+
+impl fmt::Display for TlsMode {
+    /// The `tls=` digit.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.code())
+    }
+}
+
+impl fmt::Display for DialAddr {
+    /// `auto` or the IP address (IPv6 without brackets).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DialAddr::Auto => f.write_str("auto"),
+            DialAddr::Ip(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
+impl fmt::Display for BlockSet {
+    /// `0` when empty, else the digits in ascending order (`13`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("0");
+        }
+        for (on, digit) in [(self.socks, "1"), (self.http, "2"), (self.tls, "3")] {
+            if on {
+                f.write_str(digit)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,288 @@
+//! `FromStr for Config`: split a NodePass URL into its parts and build the typed configuration.
+//!
+//! The `url` crate is not used on purpose: it refuses the empty host NodePass relies on
+//! (`server://:10101/...` listens on all addresses), and the grammar is small:
+//! `SCHEME://[KEY@]HOST:PORT[/PATH][?QUERY]`. Errors never contain the key: the user part is
+//! cut off before anything is echoed, and structural mistakes that could hide a key fragment
+//! elsewhere (`#`, `@` after the host) are reported without echoing the input.
+
+use std::str::FromStr;
+
+use percent_encoding::percent_decode_str;
+
+use super::ConfigError;
+use super::params::{self, Code, Query, invalid};
+use super::secret::{MASK, TunnelKey};
+use super::types::{
+    ClientConfig, ClientMode, Config, DEFAULT_DNS_TTL, DEFAULT_MASTER_PREFIX, DEFAULT_POOL_MAX,
+    DEFAULT_POOL_MIN, DEFAULT_SLOT, DialAddr, Endpoint, LogLevel, MasterConfig, PoolType,
+    ProxyProtocol, Role, ServerConfig, ServerMode, TlsMode, TunnelParams,
+};
+
+/// Longest URL accepted, in bytes.
+pub const MAX_URL_LEN: usize = 8192;
+
+/// The parts of a URL before their meaning is checked.
+struct RawUrl<'a> {
+    role: Role,
+    /// The percent-encoded user part, without `@`.
+    user: Option<&'a str>,
+    /// `HOST:PORT`.
+    address: &'a str,
+    /// After the first `/`, without it; `None` when there is no `/`.
+    path: Option<&'a str>,
+    /// After `?`, without it.
+    query: &'a str,
+}
+
+fn syntax(reason: &str) -> ConfigError {
+    ConfigError::Syntax(reason.to_owned())
+}
+
+impl<'a> RawUrl<'a> {
+    fn split(s: &'a str) -> Result<RawUrl<'a>, ConfigError> {
+        if s.len() > MAX_URL_LEN {
+            return Err(syntax("longer than 8192 bytes"));
+        }
+        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(syntax("contains whitespace or control characters"));
+        }
+        if s.contains('#') {
+            return Err(syntax(
+                "a fragment (#) is not allowed; percent-encode # in the key as %23",
+            ));
+        }
+        let (scheme, rest) = s
+            .split_once("://")
+            .ok_or_else(|| syntax("expected server://, client:// or master:// at the start"))?;
+        let role = match scheme.to_ascii_lowercase().as_str() {
+            "server" => Role::Server,
+            "client" => Role::Client,
+            "master" => Role::Master,
+            // Echo the scheme only when it cannot be a misplaced key.
+            _ if scheme.bytes().all(|b| b.is_ascii_alphanumeric()) && scheme.len() <= 16 => {
+                return Err(invalid(
+                    "scheme",
+                    scheme,
+                    "expected server, client or master",
+                ));
+            }
+            _ => {
+                return Err(syntax(
+                    "expected server://, client:// or master:// at the start",
+                ));
+            }
+        };
+        let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (authority, path) = match before_query.split_once('/') {
+            Some((authority, path)) => (authority, Some(path)),
+            None => (before_query, None),
+        };
+        if path.is_some_and(|p| p.contains('@')) {
+            return Err(syntax(
+                "@ after the address; percent-encode / in the key as %2F",
+            ));
+        }
+        let (user, address) = match authority.rsplit_once('@') {
+            Some((user, address)) => (Some(user), address),
+            None => (None, authority),
+        };
+        Ok(RawUrl {
+            role,
+            user,
+            address,
+            path,
+            query,
+        })
+    }
+
+    /// The explicit key, percent-decoded.
+    fn key(&self) -> Result<Option<TunnelKey>, ConfigError> {
+        let Some(user) = self.user else {
+            return Ok(None);
+        };
+        let key_error = |value: &str, reason: &str| invalid("tunnel key", value, reason);
+        if user.is_empty() {
+            return Err(key_error(
+                "",
+                "empty key before @; omit @ to derive the key from the port",
+            ));
+        }
+        if user.contains(':') {
+            return Err(key_error(
+                MASK,
+                "a password part (KEY:PASSWORD@) is not supported; percent-encode : in the key as %3A",
+            ));
+        }
+        let key = percent_decode_str(user)
+            .decode_utf8()
+            .map_err(|_| key_error(MASK, "not valid UTF-8 after percent-decoding"))?;
+        Ok(Some(TunnelKey::new(key)))
+    }
+
+    /// The target list of a server or client URL.
+    fn targets(&self) -> Result<Vec<Endpoint>, ConfigError> {
+        let list = self.path.unwrap_or("");
+        if list.is_empty() {
+            return Err(ConfigError::Missing {
+                field: "target".to_owned(),
+                reason: format!(
+                    "a {} URL needs /TARGET_HOST:PORT[,TARGET...] after the address",
+                    self.role
+                ),
+            });
+        }
+        list.split(',')
+            .map(|t| Endpoint::parse(t, "target"))
+            .collect()
+    }
+
+    /// The API prefix of a master URL.
+    fn prefix(&self) -> Result<String, ConfigError> {
+        let raw = self.path.unwrap_or("");
+        let trimmed = raw.strip_suffix('/').unwrap_or(raw);
+        if trimmed.is_empty() {
+            return Ok(DEFAULT_MASTER_PREFIX.to_owned());
+        }
+        let value = format!("/{raw}");
+        if raw.contains(':') || raw.contains(',') {
+            return Err(invalid(
+                "prefix",
+                &value,
+                "a master URL takes an API path prefix such as /api, not targets",
+            ));
+        }
+        for segment in trimmed.split('/') {
+            let ok_chars = segment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b));
+            if segment.is_empty() || segment == "." || segment == ".." || !ok_chars {
+                return Err(invalid(
+                    "prefix",
+                    &value,
+                    "expected /SEGMENT[/SEGMENT...] of letters, digits, '.', '_', '~' and '-'",
+                ));
+            }
+        }
+        Ok(format!("/{trimmed}"))
+    }
+}
+
+impl FromStr for Config {
+    type Err = ConfigError;
+
+    /// Parse and validate a NodePass URL; see the [module docs](super) for the grammar.
+    fn from_str(s: &str) -> Result<Config, ConfigError> {
+        let url = RawUrl::split(s)?;
+        let mut q = Query::parse(url.role, url.query)?;
+        match url.role {
+            Role::Server => server(&url, &mut q).map(Config::Server),
+            Role::Client => client(&url, &mut q).map(Config::Client),
+            Role::Master => master(&url, &mut q).map(Config::Master),
+        }
+    }
+}
+
+impl Config {
+    /// Parse a NodePass URL (the same as `s.parse::<Config>()`).
+    pub fn parse(s: &str) -> Result<Config, ConfigError> {
+        s.parse()
+    }
+}
+
+/// The parameters shared by server and client.
+fn tunnel_params(url: &RawUrl<'_>, q: &mut Query) -> Result<TunnelParams, ConfigError> {
+    let explicit = url.key()?;
+    let tunnel = Endpoint::parse(url.address, "tunnel")?;
+    let targets = url.targets()?;
+    let key_derived = explicit.is_none();
+    let key = explicit.unwrap_or_else(|| TunnelKey::derive(tunnel.port));
+    let tcp = !q.get("notcp", false, params::flag)?;
+    let udp = !q.get("noudp", false, params::flag)?;
+    if !tcp && !udp {
+        return Err(invalid(
+            "noudp",
+            "1",
+            "notcp=1 and noudp=1 together leave nothing to carry",
+        ));
+    }
+    Ok(TunnelParams {
+        key,
+        key_derived,
+        tunnel,
+        targets,
+        log: q.get("log", LogLevel::default(), LogLevel::parse_code)?,
+        dns_ttl: q.get("dns", DEFAULT_DNS_TTL, params::duration)?,
+        dial: q.get("dial", DialAddr::Auto, params::dial)?,
+        read_timeout: Some(q.get("read", Default::default(), params::duration)?)
+            .filter(|d| !d.is_zero()),
+        rate_mbps: q.get("rate", None, params::limit)?,
+        slot: q.get(
+            "slot",
+            std::num::NonZeroU32::new(DEFAULT_SLOT),
+            params::limit,
+        )?,
+        proxy: q.get("proxy", ProxyProtocol::default(), ProxyProtocol::parse_code)?,
+        block: q.get("block", Default::default(), params::block)?,
+        tcp,
+        udp,
+    })
+}
+
+fn server(url: &RawUrl<'_>, q: &mut Query) -> Result<ServerConfig, ConfigError> {
+    let params = tunnel_params(url, q)?;
+    let tls = params::tls(q)?;
+    let pool_type = q.get("type", PoolType::default(), PoolType::parse_code)?;
+    if matches!(pool_type, PoolType::Quic | PoolType::Http2) && tls == TlsMode::Off {
+        let name = if pool_type == PoolType::Quic {
+            "QUIC"
+        } else {
+            "HTTP/2"
+        };
+        return Err(invalid(
+            "type",
+            pool_type.code(),
+            format!("type={} ({name}) needs tls=1 or tls=2", pool_type.code()),
+        ));
+    }
+    let default_max = std::num::NonZeroU32::new(DEFAULT_POOL_MAX).expect("non-zero");
+    Ok(ServerConfig {
+        params,
+        tls,
+        max: q.get("max", default_max, params::pool_size)?,
+        mode: q.get("mode", ServerMode::default(), ServerMode::parse_code)?,
+        pool_type,
+    })
+}
+
+fn client(url: &RawUrl<'_>, q: &mut Query) -> Result<ClientConfig, ConfigError> {
+    let params = tunnel_params(url, q)?;
+    let default_min = std::num::NonZeroU32::new(DEFAULT_POOL_MIN).expect("non-zero");
+    Ok(ClientConfig {
+        params,
+        sni: q.take("sni").map(|v| params::sni("sni", &v)).transpose()?,
+        ca: q.take("ca").map(|v| params::path("ca", &v)).transpose()?,
+        min: q.get("min", default_min, params::pool_size)?,
+        mode: q.get("mode", ClientMode::default(), ClientMode::parse_code)?,
+    })
+}
+
+fn master(url: &RawUrl<'_>, q: &mut Query) -> Result<MasterConfig, ConfigError> {
+    if url.user.is_some() {
+        return Err(invalid(
+            "tunnel key",
+            MASK,
+            "a master URL takes no key (KEY@)",
+        ));
+    }
+    Ok(MasterConfig {
+        listen: Endpoint::parse(url.address, "listen")?,
+        prefix: url.prefix()?,
+        log: q.get("log", LogLevel::default(), LogLevel::parse_code)?,
+        tls: params::tls(q)?,
+        state: q
+            .take("state")
+            .map(|v| params::path("state", &v))
+            .transpose()?,
+    })
+}
