@@ -4,6 +4,7 @@
 //! - [`config`]: the NodePass URL language parsed into typed configuration.
 //! - [`protocol`]: the pure wire codec (no I/O) and the handshake proofs.
 //! - [`error`]: the crate's [`Error`] type.
+//! - [`limit`]: per-tunnel limits: concurrent session slots (`slot`) and bandwidth (`rate`).
 //!
 //! # Shutdown
 //! Every long-running function takes a `tokio_util::sync::CancellationToken`; cancelling it stops
@@ -11,6 +12,7 @@
 
 pub mod config;
 pub mod error;
+pub mod limit;
 pub mod protocol;
 
 pub use config::Config;
