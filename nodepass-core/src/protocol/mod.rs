@@ -7,10 +7,13 @@
 //! UDP session (see [`datagram`]). The byte layout of each message is in `docs/protocol.md`.
 //!
 //! [`auth`] computes the handshake proofs (HMAC-SHA256) from the key and both nonces.
+//! [`proxy`] encodes the HAProxy PROXY protocol header (v1 or v2) the tunnel sends to a target
+//! before the user's data when `proxy=1|2`.
 
 pub mod auth;
 pub mod datagram;
 mod message;
+pub mod proxy;
 
 pub use message::{ConnKind, Flow, Message, RefuseCode, SessionId, StreamKind};
 
