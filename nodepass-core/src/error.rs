@@ -80,3 +80,19 @@ impl Error {
         }
     }
 }
+
+/// Building configuration errors from code outside the parser.
+pub(crate) trait ConfigErrorExt {
+    /// An invalid value of a named field.
+    fn invalid(field: &str, value: &str, reason: &str) -> Self;
+}
+
+impl ConfigErrorExt for Error {
+    fn invalid(field: &str, value: &str, reason: &str) -> Self {
+        Error::Config(ConfigError::Invalid {
+            field: field.into(),
+            value: value.into(),
+            reason: reason.into(),
+        })
+    }
+}

@@ -19,9 +19,11 @@ pub mod sniff;
 
 pub use config::Config;
 pub use error::{Error, Result};
-pub mod limit;
 pub mod pool;
 pub mod relay;
 pub mod stats;
 pub mod store;
 pub mod transport;
+pub mod tunnel;
+
+pub use tunnel::{Tunnel, TunnelConfig, TunnelHandle};

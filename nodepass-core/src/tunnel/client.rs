@@ -1,0 +1,425 @@
+//! The dual-end client: keeps one authenticated control session with the server (reconnecting
+//! with exponential backoff and jitter), and a warm [`Pool`] of authenticated pool connections
+//! refilled on demand. In reverse flow it parks a task on each pool connection to dial its
+//! targets when the server opens a session; in forward flow it accepts users on its target
+//! address and carries them over the pool.
+//!
+//! Also decides, for `mode=0`, between single-end and dual-end ([`decide`]).
+
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ring::rand::{SecureRandom, SystemRandom};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use super::handshake::{self, HandshakeError};
+use super::users::{Upstream, accept_loop, serve_pool_conn};
+use super::wire::Wire;
+use super::{Ctx, HANDSHAKE_TIMEOUT, Mode, Shared, TunnelState, control};
+use crate::config::{ClientConfig, ClientMode, Host};
+use crate::error::{Error, Result};
+use crate::pool::Pool;
+use crate::protocol::auth::ProofKey;
+use crate::protocol::{ConnKind, Flow, Message, SessionId};
+use crate::transport::TunnelStream;
+use crate::transport::net::{DEFAULT_CONNECT_TIMEOUT, bind_tcp, tune_tunnel_stream};
+use crate::transport::tls::{ClientTls, ClientVerify};
+
+/// First reconnect delay after losing the server.
+pub const RECONNECT_MIN: Duration = Duration::from_millis(200);
+/// Largest reconnect delay.
+pub const RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// Pool connections dialed at once by the filler.
+pub const MAX_POOL_DIALS: usize = 16;
+/// Pause after a failed pool dial before the filler tries again.
+const POOL_DIAL_RETRY: Duration = Duration::from_millis(250);
+/// How often the pool capacity is reconsidered.
+const POOL_ADAPT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What a client configuration turns into.
+pub(crate) enum Decision {
+    /// Forward alone: the tunnel address was bindable (or `mode=1`).
+    Single(Option<TcpListener>),
+    /// Connect to a server.
+    Dual,
+}
+
+/// `mode=0`: single-end if the tunnel address can be bound here, else dual-end.
+pub(crate) async fn decide(cfg: &ClientConfig) -> Result<Decision> {
+    match cfg.mode {
+        ClientMode::SingleEnd => Ok(Decision::Single(if cfg.params.tcp {
+            Some(bind_tcp(&cfg.params.tunnel).await?)
+        } else {
+            None
+        })),
+        ClientMode::DualEnd => Ok(Decision::Dual),
+        ClientMode::Auto => match bind_tcp(&cfg.params.tunnel).await {
+            Ok(l) => Ok(Decision::Single(Some(l))),
+            Err(e) => {
+                tracing::debug!(reason = %e, "tunnel address not bindable here, connecting to a server");
+                Ok(Decision::Dual)
+            }
+        },
+    }
+}
+
+pub(crate) struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: ClientConfig,
+    key: ProofKey,
+    /// The TLS setup learned from the server; never held across `.await`.
+    tls: Mutex<Option<ClientTls>>,
+    /// The forward-flow user listener, kept across sessions; never held across `.await`.
+    users: Mutex<Option<Arc<TcpListener>>>,
+}
+
+/// An established control session.
+struct Established {
+    wire: Wire<TunnelStream>,
+    session: SessionId,
+    session_key: ProofKey,
+    flow: Flow,
+    max: u32,
+    tls: Option<ClientTls>,
+}
+
+impl Client {
+    pub(crate) fn new(cfg: ClientConfig, shared: &Shared) -> Result<Self> {
+        shared.set_mode(Mode::Pending);
+        Ok(Client {
+            inner: Arc::new(Inner {
+                key: ProofKey::from_tunnel_key(cfg.params.key.expose()),
+                cfg,
+                tls: Mutex::new(None),
+                users: Mutex::new(None),
+            }),
+        })
+    }
+
+    pub(crate) async fn run(self, ctx: Ctx) -> Result<()> {
+        let inner = self.inner;
+        let mut backoff = RECONNECT_MIN;
+        loop {
+            if ctx.stop.is_cancelled() {
+                return Ok(());
+            }
+            let attempt = tokio::select! {
+                _ = ctx.stop.cancelled() => return Ok(()),
+                r = inner.connect_control(&ctx) => r,
+            };
+            match attempt {
+                Ok(est) => {
+                    backoff = RECONNECT_MIN;
+                    let reason = inner.clone().run_session(est, &ctx).await?;
+                    if ctx.stop.is_cancelled() {
+                        return Ok(());
+                    }
+                    ctx.shared
+                        .set_state(TunnelState::Reconnecting { error: reason });
+                }
+                Err(e) => {
+                    if e.is_fatal() {
+                        tracing::error!(server = %inner.cfg.params.tunnel, error = %e, "cannot connect to the server");
+                    } else {
+                        tracing::warn!(server = %inner.cfg.params.tunnel, error = %e, "cannot connect to the server");
+                    }
+                    ctx.shared.set_state(TunnelState::Reconnecting {
+                        error: e.to_string(),
+                    });
+                }
+            }
+            let delay = jitter(backoff);
+            tokio::select! {
+                _ = ctx.stop.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(delay) => {}
+            }
+            backoff = (backoff * 2).min(RECONNECT_MAX);
+        }
+    }
+}
+
+/// `d` scaled by a random factor in [0.5, 1.0).
+fn jitter(d: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    let _ = SystemRandom::new().fill(&mut b);
+    let r = u16::from_le_bytes(b) as f64 / 65536.0;
+    d.mul_f64(0.5 + r / 2.0)
+}
+
+impl Inner {
+    fn server_name(&self) -> String {
+        if let Some(sni) = &self.cfg.sni {
+            return sni.clone();
+        }
+        match &self.cfg.params.tunnel.host {
+            Host::Name(n) => n.clone(),
+            Host::Ip(ip) => ip.to_string(),
+            Host::Any => "localhost".into(),
+        }
+    }
+
+    fn tls_for_mode(&self, mode: u8) -> std::result::Result<ClientTls, HandshakeError> {
+        let verify = match mode {
+            1 => ClientVerify::SelfSigned,
+            _ => ClientVerify::WebPki {
+                ca: self.cfg.ca.clone(),
+            },
+        };
+        ClientTls::new(&verify, &self.server_name())
+            .map_err(|e| HandshakeError::Tls(std::io::Error::other(e.to_string())))
+    }
+
+    /// Dial the server and run TLS if `tls` is set.
+    async fn dial(
+        &self,
+        ctx: &Ctx,
+        tls: Option<&ClientTls>,
+    ) -> std::result::Result<TunnelStream, HandshakeError> {
+        let addrs = ctx
+            .targets
+            .resolver
+            .resolve(&self.cfg.params.tunnel)
+            .await
+            .map_err(|e| HandshakeError::Io(std::io::Error::other(e.to_string())))?;
+        let mut last = None;
+        for addr in addrs {
+            match tokio::time::timeout(DEFAULT_CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+                Ok(Ok(tcp)) => {
+                    tune_tunnel_stream(&tcp);
+                    return match tls {
+                        None => Ok(TunnelStream::Plain(tcp)),
+                        Some(t) => Ok(TunnelStream::ClientTls(Box::new(
+                            t.connect(tcp).await.map_err(HandshakeError::Tls)?,
+                        ))),
+                    };
+                }
+                Ok(Err(e)) => last = Some(e),
+                Err(_) => {
+                    last = Some(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "connect timed out",
+                    ))
+                }
+            }
+        }
+        Err(HandshakeError::Io(last.unwrap_or_else(|| {
+            std::io::Error::other("server name resolved to no address")
+        })))
+    }
+
+    async fn attempt_control(
+        &self,
+        ctx: &Ctx,
+        tls: Option<&ClientTls>,
+    ) -> std::result::Result<Established, HandshakeError> {
+        let fut = async {
+            let stream = self.dial(ctx, tls).await?;
+            handshake::connect(stream, ConnKind::Control, [0; 16], &self.key).await
+        };
+        let c = tokio::time::timeout(HANDSHAKE_TIMEOUT, fut)
+            .await
+            .map_err(|_| HandshakeError::Timeout)??;
+        let Some((
+            Message::Welcome {
+                session, flow, max, ..
+            },
+            session_key,
+        )) = c.welcome
+        else {
+            return Err(HandshakeError::Closed);
+        };
+        Ok(Established {
+            wire: c.wire,
+            session,
+            session_key,
+            flow,
+            max,
+            tls: tls.cloned(),
+        })
+    }
+
+    /// Connect the control session, learning from the server whether it needs TLS.
+    async fn connect_control(&self, ctx: &Ctx) -> std::result::Result<Established, HandshakeError> {
+        let cached = self.tls.lock().expect("tls lock poisoned").clone();
+        match self.attempt_control(ctx, cached.as_ref()).await {
+            Err(HandshakeError::TlsRequired(mode)) => {
+                tracing::debug!(mode, "server requires tls, reconnecting with tls");
+                let tls = self.tls_for_mode(mode)?;
+                *self.tls.lock().expect("tls lock poisoned") = Some(tls.clone());
+                self.attempt_control(ctx, Some(&tls)).await
+            }
+            Err(e @ (HandshakeError::Tls(_) | HandshakeError::Closed)) if cached.is_some() => {
+                // The server may have dropped tls: try plain next time.
+                *self.tls.lock().expect("tls lock poisoned") = None;
+                Err(e)
+            }
+            other => other,
+        }
+    }
+
+    /// Run one session until the control connection is lost; returns why.
+    async fn run_session(self: Arc<Self>, est: Established, ctx: &Ctx) -> Result<String> {
+        let Established {
+            mut wire,
+            session,
+            session_key,
+            flow,
+            max,
+            tls,
+        } = est;
+        let token = ctx.stop.child_token();
+        let pool = Pool::new(
+            self.cfg.min.get() as usize,
+            (max as usize).max(1),
+            ctx.shared.stats.clone(),
+        );
+        ctx.shared.set_pool(Some(pool.clone()));
+        ctx.shared.set_mode(match flow {
+            Flow::Reverse => Mode::Reverse,
+            Flow::Forward => Mode::Forward,
+        });
+        if flow == Flow::Forward && ctx.params.tcp {
+            let listener = self.users_listener(ctx).await?;
+            ctx.tracker.spawn(accept_loop(
+                listener,
+                Upstream::Pool(pool.clone()),
+                ctx.clone(),
+                token.clone(),
+            ));
+        }
+        let filler = Filler {
+            client: self.clone(),
+            pool: pool.clone(),
+            session,
+            session_key,
+            flow,
+            tls,
+            ctx: ctx.clone(),
+            token: token.clone(),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        };
+        ctx.tracker.spawn(filler.run());
+        ctx.shared.set_state(TunnelState::Ready);
+        tracing::info!(server = %self.cfg.params.tunnel, ?flow, "connected to the server");
+        let end = control::run(&mut wire, &ctx.shared.stats, &token).await;
+        token.cancel();
+        pool.clear();
+        let reason = match end {
+            control::ControlEnd::Cancelled => "stopped".to_string(),
+            control::ControlEnd::Goodbye => "server said goodbye".to_string(),
+            control::ControlEnd::Lost(why) => why,
+        };
+        if !ctx.stop.is_cancelled() {
+            tracing::warn!(reason = %reason, "lost the server, reconnecting");
+        }
+        Ok(reason)
+    }
+
+    async fn users_listener(&self, ctx: &Ctx) -> Result<Arc<TcpListener>> {
+        if let Some(l) = self.users.lock().expect("users lock poisoned").clone() {
+            return Ok(l);
+        }
+        let Some(ep) = self.cfg.params.targets.first() else {
+            return Err(Error::Unsupported(
+                "forward flow needs a target address".into(),
+            ));
+        };
+        if self.cfg.params.targets.len() > 1 {
+            tracing::warn!("forward flow listens on the first target address only");
+        }
+        let l = Arc::new(bind_tcp(ep).await?);
+        let addr = l.local_addr().ok();
+        ctx.shared.update_addrs(|a| a.users = addr);
+        *self.users.lock().expect("users lock poisoned") = Some(l.clone());
+        Ok(l)
+    }
+}
+
+/// Keeps the pool of one session at its capacity, dialing replacements as soon as
+/// connections are used.
+struct Filler {
+    client: Arc<Inner>,
+    pool: Pool,
+    session: SessionId,
+    session_key: ProofKey,
+    flow: Flow,
+    tls: Option<ClientTls>,
+    ctx: Ctx,
+    token: CancellationToken,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Filler {
+    async fn run(self) {
+        let this = Arc::new(self);
+        let mut adapt = tokio::time::interval(POOL_ADAPT_INTERVAL);
+        adapt.tick().await;
+        loop {
+            // Register interest before checking, so no demand signal is missed.
+            let demand = this.pool.demand();
+            tokio::pin!(demand);
+            loop {
+                let in_flight = this.in_flight.load(Relaxed);
+                if in_flight >= MAX_POOL_DIALS || this.pool.deficit() <= in_flight {
+                    break;
+                }
+                this.in_flight.fetch_add(1, Relaxed);
+                let t = this.clone();
+                tokio::spawn(async move {
+                    let ok = t.add_one().await;
+                    if !ok {
+                        tokio::time::sleep(POOL_DIAL_RETRY).await;
+                    }
+                    t.in_flight.fetch_sub(1, Relaxed);
+                    t.pool.nudge();
+                });
+            }
+            tokio::select! {
+                _ = this.token.cancelled() => return,
+                _ = &mut demand => {}
+                _ = adapt.tick() => this.pool.adapt(),
+            }
+        }
+    }
+
+    async fn add_one(&self) -> bool {
+        let fut = async {
+            let stream = self.client.dial(&self.ctx, self.tls.as_ref()).await?;
+            handshake::connect(stream, ConnKind::Pool, self.session, &self.session_key).await
+        };
+        let conn = tokio::select! {
+            _ = self.token.cancelled() => return true,
+            r = tokio::time::timeout(HANDSHAKE_TIMEOUT, fut) => r,
+        };
+        match conn {
+            Ok(Ok(c)) => {
+                match self.flow {
+                    Flow::Forward => self.pool.put(c.wire.into_parts().0),
+                    Flow::Reverse => {
+                        let parked = self.pool.park();
+                        self.ctx.tracker.spawn(serve_pool_conn(
+                            c.wire,
+                            parked,
+                            self.ctx.clone(),
+                            self.token.clone(),
+                        ));
+                    }
+                }
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "pool connection failed");
+                false
+            }
+            Err(_) => {
+                tracing::debug!("pool connection handshake timed out");
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! The control connection after the handshake: heartbeats both ways, round-trip time, and
+//! detection of a dead peer within [`HEARTBEAT_DEAD_AFTER`](super::HEARTBEAT_DEAD_AFTER).
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::wire::{Wire, WireError};
+use super::{HEARTBEAT_DEAD_AFTER, HEARTBEAT_INTERVAL};
+use crate::protocol::Message;
+use crate::stats::Stats;
+use crate::transport::TunnelStream;
+
+/// How a control session ended.
+#[derive(Debug)]
+pub(crate) enum ControlEnd {
+    /// We were asked to stop (a `Goodbye` was sent).
+    Cancelled,
+    /// The peer said goodbye.
+    Goodbye,
+    /// The peer went silent, closed, or broke the protocol.
+    Lost(String),
+}
+
+/// Run heartbeats on `wire` until `cancel`, a goodbye, or the peer is lost. Pings go out every
+/// [`HEARTBEAT_INTERVAL`]; each pong updates the round-trip time in `stats`.
+pub(crate) async fn run(
+    wire: &mut Wire<TunnelStream>,
+    stats: &Stats,
+    cancel: &CancellationToken,
+) -> ControlEnd {
+    let mut seq: u64 = 0;
+    let mut sent_at = Instant::now();
+    let mut last_rx = Instant::now();
+    let mut next_ping = Instant::now();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => {
+                let _ = tokio::time::timeout(HEARTBEAT_INTERVAL, wire.send(&Message::Goodbye)).await;
+                return ControlEnd::Cancelled;
+            }
+            _ = tokio::time::sleep_until(next_ping) => {
+                if last_rx.elapsed() >= HEARTBEAT_DEAD_AFTER {
+                    return ControlEnd::Lost(format!(
+                        "no heartbeat for {} s", HEARTBEAT_DEAD_AFTER.as_secs()
+                    ));
+                }
+                seq += 1;
+                sent_at = Instant::now();
+                next_ping = sent_at + HEARTBEAT_INTERVAL;
+                if let Err(e) = wire.send(&Message::Ping { seq }).await {
+                    return ControlEnd::Lost(e.to_string());
+                }
+            }
+            msg = wire.recv() => {
+                last_rx = Instant::now();
+                match msg {
+                    Ok(Message::Ping { seq: s }) => {
+                        if let Err(e) = wire.send(&Message::Pong { seq: s }).await {
+                            return ControlEnd::Lost(e.to_string());
+                        }
+                    }
+                    Ok(Message::Pong { seq: s }) if s == seq => {
+                        stats.rtt_us.store(sent_at.elapsed().as_micros() as u64, Relaxed);
+                    }
+                    Ok(Message::Pong { .. }) => {}
+                    Ok(Message::Goodbye) => return ControlEnd::Goodbye,
+                    Ok(other) => {
+                        return ControlEnd::Lost(format!("unexpected {} on the control connection", other.name()));
+                    }
+                    Err(WireError::Closed) => return ControlEnd::Lost("control connection closed".into()),
+                    Err(e) => return ControlEnd::Lost(e.to_string()),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! The authenticated handshake of every tunnel connection, both sides.
+//!
+//! ```text
+//! client                                   server
+//! [TLS handshake, when the server has tls>=1]
+//! Hello{version, kind, nonce_c, session} ->
+//!                                       <- Challenge{version, nonce_s, server_proof}
+//! (verify server_proof)
+//! Proof{client_proof}                    ->
+//!                                          (verify client_proof)
+//!                                       <- Welcome{...} (control) | PoolReady (pool)
+//! ```
+//! A plain `Hello` to a TLS server gets `Refuse{TlsRequired, tls mode}` and the client retries
+//! inside TLS. Proofs are keyed with the tunnel key (control) or the session secret (pool) and
+//! bound to both nonces and the TLS session (see [`crate::protocol::auth`]). The caller bounds
+//! the whole exchange with a timeout.
+
+use std::io;
+
+use ring::rand::{SecureRandom, SystemRandom};
+use tokio::net::TcpStream;
+
+use super::wire::{Wire, WireError};
+use crate::protocol::auth::{ProofKey, Transcript};
+use crate::protocol::{
+    ConnKind, HELLO_TYPE, Message, NONCE_LEN, PROTOCOL_VERSION, ProtocolError, RefuseCode,
+    SessionId,
+};
+use crate::transport::TunnelStream;
+use crate::transport::tls::ServerTls;
+
+/// First byte of a TLS handshake record.
+const TLS_RECORD_HANDSHAKE: u8 = 0x16;
+
+/// Why a handshake failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HandshakeError {
+    #[error("peer closed the connection during the handshake")]
+    Closed,
+    #[error("handshake timed out")]
+    Timeout,
+    #[error("wrong key: the peer could not prove it knows the tunnel key")]
+    BadProof,
+    #[error(
+        "the server could not prove it knows the tunnel key (wrong key, or a man in the middle)"
+    )]
+    BadServerProof,
+    #[error("refused by the server: wrong key")]
+    WrongKey,
+    #[error("protocol version mismatch: peer speaks {peer}, we speak {PROTOCOL_VERSION}")]
+    Version { peer: u8 },
+    #[error("the server requires tls (mode {0})")]
+    TlsRequired(u8),
+    #[error("a tls client connected but this server has tls=0")]
+    UnexpectedTls,
+    #[error("pool connection for a session that is not current")]
+    StaleSession,
+    #[error("refused by the peer ({code:?}): {message}")]
+    Refused { code: RefuseCode, message: String },
+    #[error("tls: {0}")]
+    Tls(io::Error),
+    #[error(transparent)]
+    Protocol(ProtocolError),
+    #[error(transparent)]
+    Io(io::Error),
+}
+
+impl From<WireError> for HandshakeError {
+    fn from(e: WireError) -> Self {
+        match e {
+            WireError::Closed => HandshakeError::Closed,
+            WireError::Protocol(p) => HandshakeError::Protocol(p),
+            WireError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => HandshakeError::Closed,
+            WireError::Io(e) => HandshakeError::Io(e),
+        }
+    }
+}
+
+impl From<io::Error> for HandshakeError {
+    fn from(e: io::Error) -> Self {
+        HandshakeError::Io(e)
+    }
+}
+
+impl HandshakeError {
+    /// Failures that retrying cannot fix without an operator (logged loudly).
+    pub(crate) fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            HandshakeError::BadServerProof
+                | HandshakeError::WrongKey
+                | HandshakeError::Version { .. }
+        )
+    }
+}
+
+pub(crate) fn nonce() -> [u8; NONCE_LEN] {
+    let mut n = [0u8; NONCE_LEN];
+    SystemRandom::new()
+        .fill(&mut n)
+        .expect("system random source failed");
+    n
+}
+
+/// What an accepted tunnel connection turned out to be.
+pub(crate) enum Accepted {
+    /// A new control connection; the caller sends `Welcome`.
+    Control {
+        wire: Wire<TunnelStream>,
+        /// Keys this session's pool proofs.
+        session_key: ProofKey,
+    },
+    /// An authenticated pool connection of `session` (PoolReady already sent).
+    Pool {
+        wire: Wire<TunnelStream>,
+        session: SessionId,
+    },
+}
+
+/// Server side of the handshake on a freshly accepted TCP connection.
+pub(crate) async fn accept(
+    tcp: TcpStream,
+    tls: Option<&ServerTls>,
+    tls_code: u8,
+    key: &ProofKey,
+    session_key: impl Fn(&SessionId) -> Option<ProofKey>,
+) -> Result<Accepted, HandshakeError> {
+    let mut first = [0u8; 1];
+    if tcp.peek(&mut first).await? == 0 {
+        return Err(HandshakeError::Closed);
+    }
+    let stream = match (first[0], tls) {
+        (TLS_RECORD_HANDSHAKE, Some(tls)) => TunnelStream::ServerTls(Box::new(
+            tls.acceptor()
+                .accept(tcp)
+                .await
+                .map_err(HandshakeError::Tls)?,
+        )),
+        (TLS_RECORD_HANDSHAKE, None) => return Err(HandshakeError::UnexpectedTls),
+        (HELLO_TYPE, Some(_)) => {
+            let mut wire = Wire::new(TunnelStream::Plain(tcp));
+            let _hello = wire.recv().await?;
+            refuse(
+                &mut wire,
+                RefuseCode::TlsRequired,
+                tls_code,
+                "this server requires tls",
+            )
+            .await;
+            return Err(HandshakeError::TlsRequired(tls_code));
+        }
+        (_, _) => TunnelStream::Plain(tcp),
+    };
+    let mut wire = Wire::new(stream);
+    let (kind, client_nonce, session) = match wire.recv().await? {
+        Message::Hello {
+            version,
+            kind,
+            nonce,
+            session,
+        } => {
+            if version != PROTOCOL_VERSION {
+                let msg = format!("server speaks protocol version {PROTOCOL_VERSION}");
+                refuse(&mut wire, RefuseCode::Version, PROTOCOL_VERSION, &msg).await;
+                return Err(HandshakeError::Version { peer: version });
+            }
+            (kind, nonce, session)
+        }
+        other => return Err(unexpected(&other, "hello")),
+    };
+    let proof_key = match kind {
+        ConnKind::Control => key.clone(),
+        ConnKind::Pool => match session_key(&session) {
+            Some(k) => k,
+            None => {
+                refuse(&mut wire, RefuseCode::StaleSession, 0, "unknown session").await;
+                return Err(HandshakeError::StaleSession);
+            }
+        },
+    };
+    let transcript = Transcript {
+        kind,
+        client_nonce,
+        server_nonce: nonce(),
+        session,
+        binding: wire.stream.channel_binding()?,
+    };
+    wire.send(&Message::Challenge {
+        version: PROTOCOL_VERSION,
+        nonce: transcript.server_nonce,
+        proof: proof_key.server_proof(&transcript),
+    })
+    .await?;
+    match wire.recv().await? {
+        Message::Proof { proof } if proof_key.verify_client(&transcript, &proof) => {}
+        Message::Proof { .. } => {
+            refuse(&mut wire, RefuseCode::BadKey, 0, "wrong key").await;
+            return Err(HandshakeError::BadProof);
+        }
+        Message::Refuse { code, message, .. } => {
+            return Err(HandshakeError::Refused { code, message });
+        }
+        other => return Err(unexpected(&other, "proof")),
+    }
+    match kind {
+        ConnKind::Control => Ok(Accepted::Control {
+            session_key: key.session_key(&transcript),
+            wire,
+        }),
+        ConnKind::Pool => {
+            wire.send(&Message::PoolReady).await?;
+            Ok(Accepted::Pool { wire, session })
+        }
+    }
+}
+
+/// What the client learns from a successful handshake.
+pub(crate) struct Connected {
+    pub(crate) wire: Wire<TunnelStream>,
+    /// For control connections: `Welcome` and the session secret.
+    pub(crate) welcome: Option<(Message, ProofKey)>,
+}
+
+/// Client side of the handshake over an established stream (TLS already done if any).
+pub(crate) async fn connect(
+    stream: TunnelStream,
+    kind: ConnKind,
+    session: SessionId,
+    proof_key: &ProofKey,
+) -> Result<Connected, HandshakeError> {
+    let mut wire = Wire::new(stream);
+    let client_nonce = nonce();
+    wire.send(&Message::Hello {
+        version: PROTOCOL_VERSION,
+        kind,
+        nonce: client_nonce,
+        session,
+    })
+    .await?;
+    let (server_nonce, server_proof) = match wire.recv().await? {
+        Message::Challenge {
+            version,
+            nonce,
+            proof,
+        } => {
+            if version != PROTOCOL_VERSION {
+                return Err(HandshakeError::Version { peer: version });
+            }
+            (nonce, proof)
+        }
+        Message::Refuse { code, arg, message } => return Err(refused(code, arg, message)),
+        other => return Err(unexpected(&other, "challenge")),
+    };
+    let transcript = Transcript {
+        kind,
+        client_nonce,
+        server_nonce,
+        session,
+        binding: wire.stream.channel_binding()?,
+    };
+    if !proof_key.verify_server(&transcript, &server_proof) {
+        refuse(&mut wire, RefuseCode::BadKey, 0, "server proof invalid").await;
+        return Err(HandshakeError::BadServerProof);
+    }
+    wire.send(&Message::Proof {
+        proof: proof_key.client_proof(&transcript),
+    })
+    .await?;
+    match (kind, wire.recv().await?) {
+        (ConnKind::Control, w @ Message::Welcome { .. }) => Ok(Connected {
+            welcome: Some((w, proof_key.session_key(&transcript))),
+            wire,
+        }),
+        (ConnKind::Pool, Message::PoolReady) => Ok(Connected {
+            wire,
+            welcome: None,
+        }),
+        (_, Message::Refuse { code, arg, message }) => Err(refused(code, arg, message)),
+        (ConnKind::Control, other) => Err(unexpected(&other, "welcome")),
+        (ConnKind::Pool, other) => Err(unexpected(&other, "pool-ready")),
+    }
+}
+
+fn refused(code: RefuseCode, arg: u8, message: String) -> HandshakeError {
+    match code {
+        RefuseCode::TlsRequired => HandshakeError::TlsRequired(arg),
+        RefuseCode::BadKey => HandshakeError::WrongKey,
+        RefuseCode::Version => HandshakeError::Version { peer: arg },
+        RefuseCode::StaleSession => HandshakeError::StaleSession,
+        code => HandshakeError::Refused { code, message },
+    }
+}
+
+fn unexpected(got: &Message, expected: &'static str) -> HandshakeError {
+    HandshakeError::Protocol(ProtocolError::Unexpected {
+        got: got.name(),
+        expected,
+    })
+}
+
+/// Best effort: tell the peer why before closing.
+async fn refuse(wire: &mut Wire<TunnelStream>, code: RefuseCode, arg: u8, message: &str) {
+    let _ = wire
+        .send(&Message::Refuse {
+            code,
+            arg,
+            message: message.to_string(),
+        })
+        .await;
+}

@@ -1,0 +1,432 @@
+//! [`Tunnel`]: a running server or client, in any data-flow mode.
+//!
+//! Build one from a [`TunnelConfig`] with [`Tunnel::bind`] (binds what can be bound now and
+//! decides the mode), then either [`Tunnel::run`] it to completion or [`Tunnel::spawn`] it and
+//! keep the [`TunnelHandle`] for its stats, state and addresses.
+//!
+//! Shutdown: cancelling the token passed to `run`/`spawn` stops accepting users and tunnel
+//! connections and ends the control session (the server says `Goodbye`); sessions in flight get
+//! [`SHUTDOWN_GRACE`] to finish, then are cut. `run` returns once every task has ended.
+//!
+//! Roles live in [`server`], [`client`] (dual-end) and [`single`] (single-end forwarding); the
+//! user-facing accept loop and the target-dialing side are shared ([`users`], [`targets`]).
+
+mod control;
+mod handshake;
+mod server;
+mod single;
+mod targets;
+mod users;
+mod wire;
+
+pub mod client;
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{ClientConfig, Config, ServerConfig, TunnelParams};
+use crate::error::{Error, Result};
+use crate::limit::{RateLimiter, Slots};
+use crate::pool::Pool;
+use crate::relay::RelayCtx;
+use crate::stats::{Stats, StatsSnapshot};
+
+/// How long in-flight sessions may run on after shutdown was requested.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Bound on every tunnel handshake (TLS included).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Heartbeat interval on the control connection.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// A control peer silent for this long is dead.
+pub const HEARTBEAT_DEAD_AFTER: Duration = Duration::from_secs(15);
+/// How long a new user connection waits for an idle pool connection.
+pub const POOL_WAIT: Duration = Duration::from_secs(5);
+/// Interval of the periodic status event.
+pub const STATUS_EVENT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The configuration of a tunnel: a server or a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TunnelConfig {
+    /// `server://`
+    Server(ServerConfig),
+    /// `client://`
+    Client(ClientConfig),
+}
+
+impl TunnelConfig {
+    /// The shared tunnel parameters.
+    pub fn params(&self) -> &TunnelParams {
+        match self {
+            TunnelConfig::Server(c) => &c.params,
+            TunnelConfig::Client(c) => &c.params,
+        }
+    }
+}
+
+impl TryFrom<Config> for TunnelConfig {
+    type Error = Error;
+
+    fn try_from(c: Config) -> Result<Self> {
+        match c {
+            Config::Server(s) => Ok(TunnelConfig::Server(s)),
+            Config::Client(c) => Ok(TunnelConfig::Client(c)),
+            Config::Master(_) => Err(Error::Unsupported(
+                "a master:// url describes the API, not a tunnel".into(),
+            )),
+        }
+    }
+}
+
+impl FromStr for TunnelConfig {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Config::from_str(s)?.try_into()
+    }
+}
+
+/// The data flow a tunnel settled on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// A dual-end client that has not yet heard from its server.
+    Pending,
+    /// The server accepts users and the client dials targets.
+    Reverse,
+    /// The client accepts users and the server dials targets.
+    Forward,
+    /// A client forwarding alone, without a server.
+    SingleEnd,
+}
+
+/// Where a tunnel is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TunnelState {
+    /// Bound, not yet running.
+    Starting,
+    /// Serving (server, single-end) or connected to its server (dual-end client).
+    Ready,
+    /// A dual-end client lost (or never had) its server and is retrying.
+    Reconnecting {
+        /// The last connection error.
+        error: String,
+    },
+    /// Stopped after a shutdown request.
+    Stopped,
+    /// Ended by an error.
+    Failed {
+        /// Why.
+        error: String,
+    },
+}
+
+/// The local addresses a tunnel has bound.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LocalAddrs {
+    /// The server's tunnel listener, or a single-end client's listener.
+    pub tunnel: Option<SocketAddr>,
+    /// The user-facing TCP listener (server in reverse flow, client in forward flow).
+    pub users: Option<SocketAddr>,
+    /// The user-facing UDP socket.
+    pub users_udp: Option<SocketAddr>,
+}
+
+/// State shared between a tunnel's tasks and its handles.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) state: watch::Sender<TunnelState>,
+    /// Never held across `.await`.
+    pub(crate) addrs: Mutex<LocalAddrs>,
+    pub(crate) mode: Mutex<Mode>,
+    pub(crate) pool: Mutex<Option<Pool>>,
+}
+
+impl Shared {
+    fn new() -> Arc<Self> {
+        Arc::new(Shared {
+            stats: Arc::new(Stats::default()),
+            state: watch::Sender::new(TunnelState::Starting),
+            addrs: Mutex::new(LocalAddrs::default()),
+            mode: Mutex::new(Mode::Pending),
+            pool: Mutex::new(None),
+        })
+    }
+
+    pub(crate) fn set_state(&self, s: TunnelState) {
+        self.state.send_replace(s);
+    }
+
+    pub(crate) fn set_mode(&self, m: Mode) {
+        *self.mode.lock().expect("mode lock poisoned") = m;
+    }
+
+    pub(crate) fn set_pool(&self, p: Option<Pool>) {
+        *self.pool.lock().expect("pool lock poisoned") = p;
+    }
+
+    pub(crate) fn update_addrs(&self, f: impl FnOnce(&mut LocalAddrs)) {
+        f(&mut self.addrs.lock().expect("addrs lock poisoned"));
+    }
+}
+
+/// What every connection task of one tunnel needs.
+#[derive(Debug, Clone)]
+pub(crate) struct Ctx {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) relay: RelayCtx,
+    pub(crate) slots: Slots,
+    pub(crate) params: Arc<TunnelParams>,
+    pub(crate) targets: Arc<targets::Targets>,
+    pub(crate) tracker: TaskTracker,
+    /// Stop accepting and end sessions (the caller's shutdown token).
+    pub(crate) stop: CancellationToken,
+}
+
+impl Ctx {
+    fn new(shared: Arc<Shared>, params: &TunnelParams, stop: CancellationToken) -> Self {
+        let params = Arc::new(params.clone());
+        Ctx {
+            relay: RelayCtx {
+                stats: shared.stats.clone(),
+                rate: params.rate_mbps.map(RateLimiter::new),
+                idle_timeout: params.read_timeout,
+                hard_stop: CancellationToken::new(),
+            },
+            slots: Slots::new(params.slot),
+            targets: Arc::new(targets::Targets::new(&params)),
+            tracker: TaskTracker::new(),
+            shared,
+            params,
+            stop,
+        }
+    }
+}
+
+enum Role {
+    Server(server::Server),
+    Client(client::Client),
+    Single(single::Single),
+}
+
+/// A bound tunnel, ready to run. See the [module docs](self).
+pub struct Tunnel {
+    role: Role,
+    shared: Arc<Shared>,
+    params: TunnelParams,
+}
+
+impl std::fmt::Debug for Tunnel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tunnel")
+            .field("mode", &self.mode())
+            .field("addrs", &self.local_addrs())
+            .finish()
+    }
+}
+
+impl Tunnel {
+    /// Bind the listeners this configuration needs now and decide the mode (`mode=0` tries to
+    /// bind and falls back as NodePass does). Errors: bind failures, unsupported features,
+    /// unreadable TLS files. Cancel safe.
+    pub async fn bind(config: TunnelConfig) -> Result<Tunnel> {
+        let shared = Shared::new();
+        let params = config.params().clone();
+        if params.is_derived_key_exposed() {
+            tracing::warn!(
+                tunnel = %params.tunnel,
+                "no key given: the key is derived from the port and this tunnel is reachable from other hosts; set a key"
+            );
+        }
+        let role = match config {
+            TunnelConfig::Server(cfg) => Role::Server(server::Server::bind(cfg, &shared).await?),
+            TunnelConfig::Client(cfg) => match client::decide(&cfg).await? {
+                client::Decision::Single(listener) => {
+                    Role::Single(single::Single::new(cfg, listener, &shared)?)
+                }
+                client::Decision::Dual => Role::Client(client::Client::new(cfg, &shared)?),
+            },
+        };
+        Ok(Tunnel {
+            role,
+            shared,
+            params,
+        })
+    }
+
+    /// The addresses bound so far (a forward-flow client binds its user listener only after
+    /// the server announced the flow: watch [`TunnelHandle::state`]).
+    pub fn local_addrs(&self) -> LocalAddrs {
+        *self.shared.addrs.lock().expect("addrs lock poisoned")
+    }
+
+    /// The data-flow mode (`Pending` for a dual-end client before its first session).
+    pub fn mode(&self) -> Mode {
+        *self.shared.mode.lock().expect("mode lock poisoned")
+    }
+
+    /// Run until `shutdown` is cancelled (then drain within [`SHUTDOWN_GRACE`]) or a fatal
+    /// error. Not cancel safe: cancel through `shutdown` instead of dropping the future.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let ctx = Ctx::new(self.shared.clone(), &self.params, shutdown.clone());
+        self.shared.set_state(TunnelState::Starting);
+        let events = tokio::spawn(status_events(self.shared.clone(), shutdown.clone()));
+        let result = match self.role {
+            Role::Server(s) => s.run(ctx.clone()).await,
+            Role::Client(c) => c.run(ctx.clone()).await,
+            Role::Single(s) => s.run(ctx.clone()).await,
+        };
+        // Stop whatever is still accepting (on error the token may not be cancelled yet).
+        ctx.stop.cancel();
+        ctx.tracker.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, ctx.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::info!(
+                sessions = ctx.tracker.len(),
+                "grace period over, closing sessions still open"
+            );
+            ctx.relay.hard_stop.cancel();
+            if tokio::time::timeout(Duration::from_secs(2), ctx.tracker.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(tasks = ctx.tracker.len(), "tasks did not finish after cut");
+            }
+        }
+        events.abort();
+        self.shared.set_pool(None);
+        self.shared.set_state(match &result {
+            Ok(()) => TunnelState::Stopped,
+            Err(e) => TunnelState::Failed {
+                error: e.to_string(),
+            },
+        });
+        result
+    }
+
+    /// Run in a new task; the handle reports stats and state and can stop it.
+    pub fn spawn(self, shutdown: CancellationToken) -> TunnelHandle {
+        let shared = self.shared.clone();
+        let stop = shutdown.clone();
+        let task = tokio::spawn(self.run(shutdown));
+        TunnelHandle {
+            shared,
+            stop,
+            task: Arc::new(tokio::sync::Mutex::new(Some(task))),
+        }
+    }
+}
+
+/// A handle to a spawned tunnel. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct TunnelHandle {
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    task: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<Result<()>>>>>,
+}
+
+impl TunnelHandle {
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.shared.stats.snapshot()
+    }
+
+    /// Zero the traffic counters.
+    pub fn reset_traffic(&self) {
+        self.shared.stats.reset_traffic()
+    }
+
+    /// The tunnel's state, as a `watch` receiver.
+    pub fn state(&self) -> watch::Receiver<TunnelState> {
+        self.shared.state.subscribe()
+    }
+
+    /// The addresses bound so far.
+    pub fn local_addrs(&self) -> LocalAddrs {
+        *self.shared.addrs.lock().expect("addrs lock poisoned")
+    }
+
+    /// The data-flow mode.
+    pub fn mode(&self) -> Mode {
+        *self.shared.mode.lock().expect("mode lock poisoned")
+    }
+
+    /// The current pool (dual-end tunnels with a session), for idle/capacity figures.
+    pub fn pool(&self) -> Option<Pool> {
+        self.shared.pool.lock().expect("pool lock poisoned").clone()
+    }
+
+    /// Wait until the state satisfies `pred` or `timeout` passes; returns the last state.
+    /// Cancel safe.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&TunnelState) -> bool,
+    ) -> std::result::Result<TunnelState, TunnelState> {
+        let mut rx = self.state();
+        let res = tokio::time::timeout(timeout, rx.wait_for(|s| pred(s)))
+            .await
+            .map(|r| r.map(|s| s.clone()));
+        match res {
+            Ok(Ok(s)) => Ok(s),
+            _ => Err(rx.borrow().clone()),
+        }
+    }
+
+    /// Ask the tunnel to stop (see the module docs for the order of shutdown).
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Wait for the tunnel to end and return how it ended. A second call returns `Ok(())`.
+    /// Cancel safe.
+    pub async fn wait(&self) -> Result<()> {
+        let mut guard = self.task.lock().await;
+        let Some(task) = guard.as_mut() else {
+            return Ok(());
+        };
+        let res = task.await;
+        *guard = None;
+        match res {
+            Ok(r) => r,
+            Err(e) => Err(Error::Io {
+                context: "tunnel task panicked or was aborted".into(),
+                source: std::io::Error::other(e.to_string()),
+            }),
+        }
+    }
+}
+
+/// The periodic status event, at the `event` log level (target `nodepass::event`).
+async fn status_events(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(STATUS_EVENT_INTERVAL);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let s = shared.stats.snapshot();
+        let mode = *shared.mode.lock().expect("mode lock poisoned");
+        tracing::info!(
+            target: "nodepass::event",
+            ?mode,
+            tcp_rx = s.tcp_rx, tcp_tx = s.tcp_tx, udp_rx = s.udp_rx, udp_tx = s.udp_tx,
+            tcp_active = s.tcp_active, udp_active = s.udp_active, refused = s.refused,
+            pool_idle = s.pool_idle, pool_capacity = s.pool_capacity,
+            rtt_ms = s.rtt_us as f64 / 1000.0,
+            "status"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,308 @@
+//! The server role: accepts the client's control and pool connections on the tunnel address;
+//! in reverse flow it also accepts users on its target address, in forward flow it dials its
+//! targets for the sessions the client opens.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use ring::rand::{SecureRandom, SystemRandom};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::handshake::{self, Accepted, HandshakeError};
+use super::users::{Upstream, accept_loop, serve_pool_conn};
+use super::{Ctx, HANDSHAKE_TIMEOUT, HEARTBEAT_INTERVAL, Mode, Shared, TunnelState, control};
+use crate::config::{Host, PoolType, ServerConfig, ServerMode, TlsMode};
+use crate::error::{ConfigErrorExt, Error, Result};
+use crate::pool::Pool;
+use crate::protocol::auth::ProofKey;
+use crate::protocol::{Flow, Message, SessionId};
+use crate::transport::net::{bind_tcp, tune_tunnel_stream};
+use crate::transport::tls::ServerTls;
+
+/// Tunnel handshakes allowed in flight at once; connections beyond are closed at once.
+pub const MAX_PENDING_HANDSHAKES: usize = 512;
+
+struct Session {
+    id: SessionId,
+    key: ProofKey,
+    token: CancellationToken,
+}
+
+pub(crate) struct Server {
+    cfg: ServerConfig,
+    tunnel: TcpListener,
+    users: Option<Arc<TcpListener>>,
+    flow: Flow,
+    tls: Option<ServerTls>,
+    key: ProofKey,
+    /// The current session; never held across `.await`.
+    current: Mutex<Option<Arc<Session>>>,
+}
+
+impl Server {
+    pub(crate) async fn bind(cfg: ServerConfig, shared: &Shared) -> Result<Self> {
+        if cfg.pool_type != PoolType::Tcp {
+            return Err(Error::Unsupported(format!(
+                "type={} pool transport is not implemented yet; use type=0 (tcp)",
+                pool_type_code(cfg.pool_type)
+            )));
+        }
+        let tls = match &cfg.tls {
+            TlsMode::Off => None,
+            TlsMode::SelfSigned => {
+                let mut names = vec!["nodepass".to_string()];
+                match &cfg.params.tunnel.host {
+                    Host::Name(n) => names.push(n.clone()),
+                    Host::Ip(ip) => names.push(ip.to_string()),
+                    Host::Any => {}
+                }
+                Some(ServerTls::self_signed(&names)?)
+            }
+            TlsMode::Files { cert, key } => Some(ServerTls::from_files(cert, key)?),
+        };
+        let tunnel = bind_tcp(&cfg.params.tunnel).await?;
+        let single_target = cfg.params.targets.len() == 1;
+        let (flow, users) = match cfg.mode {
+            ServerMode::Reverse => {
+                if !single_target {
+                    return Err(Error::invalid(
+                        "mode",
+                        "1",
+                        "reverse flow listens on the target address, so exactly one target is allowed",
+                    ));
+                }
+                let users = if cfg.params.tcp {
+                    Some(bind_tcp(&cfg.params.targets[0]).await?)
+                } else {
+                    None
+                };
+                (Flow::Reverse, users)
+            }
+            ServerMode::Forward => (Flow::Forward, None),
+            ServerMode::Auto if single_target && cfg.params.tcp => {
+                match bind_tcp(&cfg.params.targets[0]).await {
+                    Ok(l) => (Flow::Reverse, Some(l)),
+                    Err(e) => {
+                        tracing::info!(reason = %e, "target address not bindable, using forward flow");
+                        (Flow::Forward, None)
+                    }
+                }
+            }
+            ServerMode::Auto => (Flow::Forward, None),
+        };
+        let tunnel_addr = tunnel.local_addr().ok();
+        let users_addr = users.as_ref().and_then(|l| l.local_addr().ok());
+        shared.update_addrs(|a| {
+            a.tunnel = tunnel_addr;
+            a.users = users_addr;
+        });
+        shared.set_mode(match flow {
+            Flow::Reverse => Mode::Reverse,
+            Flow::Forward => Mode::Forward,
+        });
+        let key = ProofKey::from_tunnel_key(cfg.params.key.expose());
+        Ok(Server {
+            cfg,
+            tunnel,
+            users: users.map(Arc::new),
+            flow,
+            tls,
+            key,
+            current: Mutex::new(None),
+        })
+    }
+
+    pub(crate) async fn run(self, ctx: Ctx) -> Result<()> {
+        let this = Arc::new(self);
+        if let Some(tls) = &this.tls {
+            tls.watch(ctx.stop.clone());
+        }
+        // One pool for the server's lifetime, cleared whenever the session changes.
+        let pool = Pool::new(1, this.cfg.max.get() as usize, ctx.shared.stats.clone());
+        ctx.shared.set_pool(Some(pool.clone()));
+        if let Some(users) = &this.users {
+            ctx.tracker.spawn(accept_loop(
+                users.clone(),
+                Upstream::Pool(pool.clone()),
+                ctx.clone(),
+                ctx.stop.clone(),
+            ));
+        }
+        tracing::info!(
+            tunnel = ?this.tunnel.local_addr().ok(),
+            flow = ?this.flow,
+            tls = this.cfg.tls.code(),
+            "server listening"
+        );
+        ctx.shared.set_state(TunnelState::Ready);
+        let handshakes = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = ctx.stop.cancelled() => break,
+                r = this.tunnel.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "tunnel accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, "too many pending tunnel handshakes, connection closed");
+                continue;
+            };
+            let (this, ctx2, pool) = (this.clone(), ctx.clone(), pool.clone());
+            ctx.tracker.spawn(
+                async move {
+                    this.handle_tunnel_conn(tcp, peer, permit, pool, ctx2).await;
+                }
+                .instrument(tracing::debug_span!("tunnel", %peer)),
+            );
+        }
+        if let Some(s) = this.current.lock().expect("session lock poisoned").take() {
+            s.token.cancel();
+        }
+        pool.clear();
+        Ok(())
+    }
+
+    fn session_key(&self, id: &SessionId) -> Option<ProofKey> {
+        let cur = self.current.lock().expect("session lock poisoned");
+        cur.as_ref().filter(|s| &s.id == id).map(|s| s.key.clone())
+    }
+
+    fn session(&self, id: &SessionId) -> Option<Arc<Session>> {
+        let cur = self.current.lock().expect("session lock poisoned");
+        cur.as_ref().filter(|s| &s.id == id).cloned()
+    }
+
+    async fn handle_tunnel_conn(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        pool: Pool,
+        ctx: Ctx,
+    ) {
+        tune_tunnel_stream(&tcp);
+        let accepted = tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            handshake::accept(
+                tcp,
+                self.tls.as_ref(),
+                self.cfg.tls.code(),
+                &self.key,
+                |id| self.session_key(id),
+            ),
+        )
+        .await;
+        drop(permit);
+        let accepted = match accepted {
+            Err(_) => {
+                tracing::warn!(%peer, "tunnel handshake timed out, connection closed");
+                return;
+            }
+            Ok(Err(e)) => {
+                log_refusal(peer, &e);
+                return;
+            }
+            Ok(Ok(a)) => a,
+        };
+        match accepted {
+            Accepted::Control { wire, session_key } => {
+                self.run_session(wire, session_key, peer, pool, ctx).await
+            }
+            Accepted::Pool { wire, session } => {
+                let Some(s) = self.session(&session) else {
+                    return;
+                };
+                match self.flow {
+                    Flow::Reverse => pool.put(wire.into_parts().0),
+                    Flow::Forward => {
+                        let parked = pool.park();
+                        serve_pool_conn(wire, parked, ctx, s.token.clone()).await
+                    }
+                }
+            }
+        }
+    }
+
+    async fn run_session(
+        &self,
+        mut wire: super::wire::Wire<crate::transport::TunnelStream>,
+        key: ProofKey,
+        peer: SocketAddr,
+        pool: Pool,
+        ctx: Ctx,
+    ) {
+        let mut id = [0u8; 16];
+        SystemRandom::new()
+            .fill(&mut id)
+            .expect("system random source failed");
+        let token = ctx.stop.child_token();
+        let session = Arc::new(Session {
+            id,
+            key,
+            token: token.clone(),
+        });
+        let old = self
+            .current
+            .lock()
+            .expect("session lock poisoned")
+            .replace(session);
+        if let Some(old) = old {
+            tracing::info!(%peer, "a client authenticated, replacing the previous session");
+            old.token.cancel();
+            pool.clear();
+        }
+        let welcome = Message::Welcome {
+            session: id,
+            flow: self.flow,
+            max: self.cfg.max.get(),
+            heartbeat_ms: HEARTBEAT_INTERVAL.as_millis() as u32,
+            tcp: self.cfg.params.tcp,
+            udp: self.cfg.params.udp,
+        };
+        if let Err(e) = wire.send(&welcome).await {
+            tracing::debug!(%peer, error = %e, "client left before the welcome");
+        } else {
+            tracing::info!(%peer, "client connected");
+            let end = control::run(&mut wire, &ctx.shared.stats, &token).await;
+            match end {
+                control::ControlEnd::Cancelled => {}
+                control::ControlEnd::Goodbye => tracing::info!(%peer, "client said goodbye"),
+                control::ControlEnd::Lost(why) => {
+                    tracing::warn!(%peer, reason = %why, "client lost")
+                }
+            }
+        }
+        let mut cur = self.current.lock().expect("session lock poisoned");
+        if cur.as_ref().is_some_and(|s| s.id == id) {
+            *cur = None;
+            pool.clear();
+        }
+        token.cancel();
+    }
+}
+
+fn pool_type_code(t: PoolType) -> u8 {
+    match t {
+        PoolType::Tcp => 0,
+        PoolType::Quic => 1,
+        PoolType::WebSocket => 2,
+        PoolType::Http2 => 3,
+    }
+}
+
+fn log_refusal(peer: SocketAddr, e: &HandshakeError) {
+    match e {
+        HandshakeError::Closed | HandshakeError::TlsRequired(_) | HandshakeError::StaleSession => {
+            tracing::debug!(%peer, reason = %e, "tunnel connection closed during handshake")
+        }
+        _ => tracing::warn!(%peer, reason = %e, "tunnel connection refused"),
+    }
+}

@@ -1,0 +1,125 @@
+//! In-process tunnel tests: a server and a client on loopback, every data-flow mode.
+
+use super::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// An echo server on 127.0.0.1:0; returns its address.
+async fn echo_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+async fn start(url: &str, stop: &CancellationToken) -> TunnelHandle {
+    let cfg: TunnelConfig = url.parse().unwrap();
+    Tunnel::bind(cfg).await.unwrap().spawn(stop.child_token())
+}
+
+async fn ready(h: &TunnelHandle) {
+    h.wait_for(Duration::from_secs(10), |s| *s == TunnelState::Ready)
+        .await
+        .expect("tunnel ready");
+}
+
+async fn roundtrip(addr: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(payload).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    out
+}
+
+#[tokio::test]
+async fn reverse_flow_plain() {
+    let stop = CancellationToken::new();
+    let echo = echo_server().await;
+    let server = start("server://secret@127.0.0.1:0/127.0.0.1:0?mode=1", &stop).await;
+    let tunnel = server.local_addrs().tunnel.unwrap();
+    let users = server.local_addrs().users.unwrap();
+    let client = start(
+        &format!("client://secret@{tunnel}/{echo}?mode=2&min=4"),
+        &stop,
+    )
+    .await;
+    ready(&client).await;
+    assert_eq!(client.mode(), Mode::Reverse);
+    assert_eq!(roundtrip(users, b"hello reverse").await, b"hello reverse");
+    let s = server.stats();
+    assert_eq!((s.tcp_rx, s.tcp_tx), (13, 13));
+    stop.cancel();
+    server.wait().await.unwrap();
+    client.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn forward_flow_tls() {
+    let stop = CancellationToken::new();
+    let echo = echo_server().await;
+    let server = start(
+        &format!("server://secret@127.0.0.1:0/{echo}?mode=2&tls=1"),
+        &stop,
+    )
+    .await;
+    let tunnel = server.local_addrs().tunnel.unwrap();
+    let client = start(
+        "client://secret@127.0.0.1:{P}/127.0.0.1:0?mode=2"
+            .replace("{P}", &tunnel.port().to_string())
+            .as_str(),
+        &stop,
+    )
+    .await;
+    ready(&client).await;
+    assert_eq!(client.mode(), Mode::Forward);
+    let users = client.local_addrs().users.unwrap();
+    assert_eq!(roundtrip(users, b"hello forward").await, b"hello forward");
+    stop.cancel();
+    server.wait().await.unwrap();
+    client.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn single_end() {
+    let stop = CancellationToken::new();
+    let echo = echo_server().await;
+    let client = start(&format!("client://127.0.0.1:0/{echo}?mode=1"), &stop).await;
+    ready(&client).await;
+    assert_eq!(client.mode(), Mode::SingleEnd);
+    let l = client.local_addrs().tunnel.unwrap();
+    assert_eq!(roundtrip(l, b"direct").await, b"direct");
+    stop.cancel();
+    client.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn wrong_key_is_refused() {
+    let stop = CancellationToken::new();
+    let server = start("server://right@127.0.0.1:0/127.0.0.1:0?mode=1", &stop).await;
+    let tunnel = server.local_addrs().tunnel.unwrap();
+    let client = start(
+        &format!("client://wrong@{tunnel}/127.0.0.1:9?mode=2"),
+        &stop,
+    )
+    .await;
+    let st = client
+        .wait_for(Duration::from_secs(10), |s| {
+            matches!(s, TunnelState::Reconnecting { .. })
+        })
+        .await
+        .unwrap();
+    assert!(format!("{st:?}").contains("key"), "{st:?}");
+    stop.cancel();
+}

@@ -1,0 +1,197 @@
+//! Both ends of a user session: the accepting side ([`accept_loop`], one task per user
+//! connection, carried over a pool connection or dialed directly) and the dialing side
+//! ([`serve_pool_conn`], which waits for `Open` on a parked pool connection and dials a target).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::wire::{Wire, WireError};
+use super::{Ctx, POOL_WAIT};
+use crate::pool::{Parked, Pool};
+use crate::protocol::{self, Message, StreamKind};
+use crate::relay::{RelayEnd, is_peer_disconnect, relay_tcp};
+use crate::sniff;
+use crate::stats::Stats;
+use crate::transport::TunnelStream;
+use crate::transport::net::tune_stream;
+
+/// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Where accepted user connections go.
+#[derive(Debug, Clone)]
+pub(crate) enum Upstream {
+    /// Over a pool connection to the other end.
+    Pool(Pool),
+    /// Straight to the targets (single-end forwarding).
+    Direct,
+}
+
+/// Accept user connections until `cancel`; each gets its own task in the tunnel's tracker.
+pub(crate) async fn accept_loop(
+    listener: Arc<TcpListener>,
+    upstream: Upstream,
+    ctx: Ctx,
+    cancel: CancellationToken,
+) {
+    loop {
+        let (user, peer) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        // Limits are taken before the work: over the slot limit the user is closed at once.
+        let Some(permit) = ctx.slots.try_acquire() else {
+            Stats::add(&ctx.shared.stats.refused, 1);
+            tracing::debug!(%peer, "slot limit reached, connection refused");
+            continue;
+        };
+        let ctx2 = ctx.clone();
+        let upstream = upstream.clone();
+        let span = tracing::debug_span!("user", %peer);
+        ctx.tracker.spawn(
+            async move {
+                let _permit = permit;
+                handle_user(user, peer, upstream, &ctx2).await;
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn handle_user(user: TcpStream, peer: SocketAddr, upstream: Upstream, ctx: &Ctx) {
+    tune_stream(&user);
+    let stats = &ctx.shared.stats;
+    if let Some(p) = sniff::check(&user, &ctx.params.block, sniff::DEFAULT_SNIFF_WAIT).await {
+        Stats::add(&stats.refused, 1);
+        tracing::warn!(%peer, protocol = p.name(), "blocked by the block rule");
+        return;
+    }
+    let dst = user.local_addr().unwrap_or(peer);
+    match upstream {
+        Upstream::Pool(pool) => {
+            let Some(conn) = open_on_pool(&pool, StreamKind::Tcp, peer, dst).await else {
+                Stats::add(&stats.refused, 1);
+                tracing::warn!(%peer, "no pool connection available, user connection closed");
+                return;
+            };
+            let _active = stats.session(false);
+            finish(relay_tcp(user, conn, BytesMut::new(), &ctx.relay).await);
+        }
+        Upstream::Direct => match ctx.targets.connect_tcp(peer, dst).await {
+            Ok((target, addr)) => {
+                tracing::debug!(%addr, "target connected");
+                let _active = stats.session(false);
+                finish(relay_tcp(user, target, BytesMut::new(), &ctx.relay).await);
+            }
+            Err(e) => tracing::warn!(error = %e, "no target reachable, user connection closed"),
+        },
+    }
+}
+
+/// Take a pool connection and send `Open` on it; one retry with another connection if the
+/// first turns out dead on write.
+pub(crate) async fn open_on_pool(
+    pool: &Pool,
+    kind: StreamKind,
+    src: SocketAddr,
+    dst: SocketAddr,
+) -> Option<TunnelStream> {
+    let mut frame = BytesMut::with_capacity(48);
+    protocol::encode(&Message::Open { kind, src, dst }, &mut frame);
+    for _ in 0..2 {
+        let mut conn = pool.take(POOL_WAIT).await?;
+        match conn.write_all(&frame).await {
+            Ok(()) => return Some(conn),
+            Err(e) => tracing::debug!(error = %e, "pool connection dead on open, trying another"),
+        }
+    }
+    None
+}
+
+fn finish(res: Result<(u64, u64), RelayEnd>) {
+    match res {
+        Ok((up, down)) => tracing::debug!(up, down, "session closed"),
+        Err(RelayEnd::Io(e)) if is_peer_disconnect(&e) => {
+            tracing::debug!(error = %e, "session closed by peer")
+        }
+        Err(RelayEnd::Io(e)) => tracing::info!(error = %e, "session ended with an error"),
+        Err(e) => tracing::debug!(reason = %e, "session closed"),
+    }
+}
+
+/// The dialing side of a parked pool connection: wait for `Open` (or the end of the session),
+/// then dial a target and relay.
+pub(crate) async fn serve_pool_conn(
+    mut wire: Wire<TunnelStream>,
+    parked: Parked,
+    ctx: Ctx,
+    session: CancellationToken,
+) {
+    let msg = tokio::select! {
+        _ = session.cancelled() => return,
+        m = wire.recv() => m,
+    };
+    drop(parked); // no longer idle: the filler replaces it now
+    let (kind, src, dst) = match msg {
+        Ok(Message::Open { kind, src, dst }) => (kind, src, dst),
+        Ok(other) => {
+            tracing::warn!(
+                got = other.name(),
+                "unexpected message on a pool connection"
+            );
+            return;
+        }
+        Err(WireError::Closed) => return,
+        Err(e) => {
+            tracing::debug!(error = %e, "pool connection lost");
+            return;
+        }
+    };
+    let span = tracing::debug_span!("session", %src);
+    async move {
+        let stats = &ctx.shared.stats;
+        let Some(_permit) = ctx.slots.try_acquire() else {
+            Stats::add(&stats.refused, 1);
+            tracing::debug!("slot limit reached, session refused");
+            return;
+        };
+        match kind {
+            StreamKind::Tcp => {
+                if !ctx.params.tcp {
+                    tracing::warn!("tcp session refused: notcp=1");
+                    return;
+                }
+                let (target, addr) = match ctx.targets.connect_tcp(src, dst).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no target reachable, session closed");
+                        return;
+                    }
+                };
+                tracing::debug!(%addr, "target connected");
+                let _active = stats.session(false);
+                let (stream, prefix) = wire.into_parts();
+                finish(relay_tcp(target, stream, prefix, &ctx.relay).await);
+            }
+            StreamKind::Udp => {
+                tracing::warn!("udp session refused: udp is not supported by this build yet");
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
