@@ -308,6 +308,11 @@ mod tests {
         let err = SqliteStore::open(&path).unwrap_err();
         assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
         first.put(&record(1)).unwrap();
+        let err = SqliteStore::open(&path).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Locked { .. }),
+            "still locked after a write: {err:?}"
+        );
         drop(first);
         assert_eq!(SqliteStore::open(&path).unwrap().load().unwrap().len(), 1);
     }
