@@ -1,6 +1,7 @@
 //! Opening a store file: permissions, the checks made before anything is written, the schema.
 
 use std::fs::{self, OpenOptions};
+use std::io;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
@@ -53,21 +54,33 @@ pub(super) fn open_connection(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Create the file with mode 0600, or remove group/other bits from an existing one.
+/// Create the file with mode 0600 (and make its directory entry durable), or remove group/other
+/// bits from an existing one.
 fn prepare_file(path: &Path) -> Result<()> {
     let io_error = |op, source| StoreError::Io {
         op,
         path: path.to_path_buf(),
         source,
     };
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| io_error("open store file", e))?;
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).mode(0o600);
+    let file = match options.clone().create_new(true).open(path) {
+        Ok(file) => {
+            // SQLite syncs the file's content on commit, but not the new name in the directory.
+            let dir = match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir,
+                _ => Path::new("."),
+            };
+            fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io_error("sync the directory of", e))?;
+            file
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => options
+            .open(path)
+            .map_err(|e| io_error("open store file", e))?,
+        Err(e) => return Err(io_error("create store file", e)),
+    };
     let mode = file
         .metadata()
         .map_err(|e| io_error("read permissions of", e))?
@@ -208,6 +221,24 @@ mod tests {
         fs::set_permissions(&loose, fs::Permissions::from_mode(0o644)).unwrap();
         SqliteStore::open(&loose).unwrap();
         assert_eq!(mode_of(&loose), 0o600, "group and other bits are removed");
+    }
+
+    #[test]
+    fn a_missing_directory_is_an_io_error_naming_the_path() {
+        let dir = TempDir::new("missing");
+        let path = dir.path().join("no-such-dir").join("state.db");
+        let err = SqliteStore::open(&path).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Io {
+                    op: "create store file",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains(path.to_str().unwrap()), "{err}");
     }
 
     #[test]
