@@ -48,9 +48,7 @@ pub fn main(program: Program) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let exposed = config
-        .tunnel_params()
-        .is_some_and(|p| p.is_derived_key_exposed());
+    let exposed = config.is_derived_key_exposed();
     if args.check {
         println!("{config}");
         if exposed {

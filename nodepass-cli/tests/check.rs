@@ -159,3 +159,14 @@ fn running_a_role_fails_plainly_for_now() {
     );
     assert_no_key(&out);
 }
+
+#[test]
+fn no_derived_key_warning_for_a_single_end_client() {
+    let out = run(
+        NODEPASS,
+        &["--check", "client://:10101/127.0.0.1:8080?mode=1"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+}

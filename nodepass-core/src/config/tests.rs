@@ -247,6 +247,10 @@ fn derived_key_follows_the_port_and_is_flagged_when_exposed() {
     assert!(params("client://10.1.2.3:10101/a:1").is_derived_key_exposed());
     assert!(!params("server://secret@:10101/a:1").is_derived_key_exposed());
     assert_eq!(params("server://secret@:10101/a:1").key.expose(), "secret");
+    let exposed = |url: &str| Config::parse(url).unwrap().is_derived_key_exposed();
+    assert!(exposed("client://10.1.2.3:10101/a:1?mode=2"));
+    assert!(!exposed("client://:10101/a:1?mode=1"));
+    assert!(!exposed("master://:9090"));
 }
 
 #[test]
