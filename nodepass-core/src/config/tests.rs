@@ -446,3 +446,18 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// Malformed input is an error, never a panic; and whatever parses prints and parses back.
+    #[test]
+    fn arbitrary_input_never_panics(
+        s in prop_oneof![
+            "(?s).{0,80}",
+            "(server|client|master)://[a-zA-Z0-9@:\\[\\]/.,?=&%+#_-]{0,60}",
+        ]
+    ) {
+        if let Ok(config) = Config::parse(&s) {
+            prop_assert_eq!(Config::parse(&config.to_url_with_secret()), Ok(config));
+        }
+    }
+}
