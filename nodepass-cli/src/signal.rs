@@ -31,3 +31,26 @@ pub fn cancel_on_signals(shutdown: CancellationToken) -> std::io::Result<()> {
     });
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn sigterm_cancels_the_token() {
+        let shutdown = CancellationToken::new();
+        cancel_on_signals(shutdown.clone()).unwrap();
+        // The handler is installed, so this SIGTERM reaches it instead of ending the test run.
+        // Only this test sends a signal: a second one would exit the process.
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -TERM {}", std::process::id()))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        tokio::time::timeout(Duration::from_secs(10), shutdown.cancelled())
+            .await
+            .expect("SIGTERM cancels the token");
+    }
+}
