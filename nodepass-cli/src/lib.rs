@@ -1,1 +1,22 @@
-//! Shared code of the nodepass executables.
+//! Shared code of the nodepass executables (`nodepass`, `nodepass-server`, `nodepass-client`,
+//! `nodepass-master`): each binary is a few lines that call [`main`] with its [`Program`].
+//!
+//! # Layout
+//! - [`args`]: command-line arguments; the URL from the argument, `--url-file` or `NODEPASS_URL`.
+//! - [`logging`]: the `log=` level and `NODEPASS_LOG_FORMAT` applied to `tracing`.
+//! - [`signal`]: SIGINT/SIGTERM cancel the shutdown token.
+//! - [`run`]: [`run::run_instance`], the one place a config becomes a running role.
+//! - `app`: the shared `main`: `--check`, exit codes ([`EXIT_USAGE`], [`EXIT_FAILURE`]).
+//!
+//! # Shutdown
+//! The first SIGINT or SIGTERM cancels a `CancellationToken` passed to
+//! [`run::run_instance`]; it returns after a clean stop and the process exits 0. A second
+//! signal exits at once.
+
+mod app;
+pub mod args;
+pub mod logging;
+pub mod run;
+pub mod signal;
+
+pub use app::{EXIT_FAILURE, EXIT_USAGE, Program, main};

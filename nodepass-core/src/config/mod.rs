@@ -63,6 +63,19 @@ impl Config {
         }
     }
 
+    /// True when this instance relies on a port-derived key that others can reach (see
+    /// [`TunnelParams::is_derived_key_exposed`]). False for a master and for a single-end
+    /// client, which have no tunnel peer to authenticate.
+    pub fn is_derived_key_exposed(&self) -> bool {
+        match self {
+            Config::Server(c) => c.params.is_derived_key_exposed(),
+            Config::Client(c) => {
+                c.mode != ClientMode::SingleEnd && c.params.is_derived_key_exposed()
+            }
+            Config::Master(_) => false,
+        }
+    }
+
     /// The tunnel parameters of a server or client; `None` for a master.
     pub fn tunnel_params(&self) -> Option<&TunnelParams> {
         match self {

@@ -101,6 +101,16 @@ impl Query {
         self.values.remove(name)
     }
 
+    /// Called once every parameter of the role has been taken: one accepted by [`PARAMS`] but
+    /// never read would otherwise be silently ignored.
+    pub(crate) fn finish(self) {
+        debug_assert!(
+            self.values.is_empty(),
+            "unread parameters: {:?}",
+            self.values.keys()
+        );
+    }
+
     /// Parse `name` with `parse`, or return `default` when it is absent.
     pub(crate) fn get<T>(
         &mut self,

@@ -6,6 +6,7 @@
 //! cut off before anything is echoed, and structural mistakes that could hide a key fragment
 //! elsewhere (`#`, `@` after the host) are reported without echoing the input.
 
+use std::num::NonZeroU32;
 use std::str::FromStr;
 
 use percent_encoding::percent_decode_str;
@@ -175,11 +176,13 @@ impl FromStr for Config {
     fn from_str(s: &str) -> Result<Config, ConfigError> {
         let url = RawUrl::split(s)?;
         let mut q = Query::parse(url.role, url.query)?;
-        match url.role {
-            Role::Server => server(&url, &mut q).map(Config::Server),
-            Role::Client => client(&url, &mut q).map(Config::Client),
-            Role::Master => master(&url, &mut q).map(Config::Master),
-        }
+        let config = match url.role {
+            Role::Server => Config::Server(server(&url, &mut q)?),
+            Role::Client => Config::Client(client(&url, &mut q)?),
+            Role::Master => Config::Master(master(&url, &mut q)?),
+        };
+        q.finish();
+        Ok(config)
     }
 }
 
@@ -217,11 +220,7 @@ fn tunnel_params(url: &RawUrl<'_>, q: &mut Query) -> Result<TunnelParams, Config
         read_timeout: Some(q.get("read", Default::default(), params::duration)?)
             .filter(|d| !d.is_zero()),
         rate_mbps: q.get("rate", None, params::limit)?,
-        slot: q.get(
-            "slot",
-            std::num::NonZeroU32::new(DEFAULT_SLOT),
-            params::limit,
-        )?,
+        slot: q.get("slot", NonZeroU32::new(DEFAULT_SLOT), params::limit)?,
         proxy: q.get("proxy", ProxyProtocol::default(), ProxyProtocol::parse_code)?,
         block: q.get("block", Default::default(), params::block)?,
         tcp,
@@ -245,7 +244,7 @@ fn server(url: &RawUrl<'_>, q: &mut Query) -> Result<ServerConfig, ConfigError> 
             format!("type={} ({name}) needs tls=1 or tls=2", pool_type.code()),
         ));
     }
-    let default_max = std::num::NonZeroU32::new(DEFAULT_POOL_MAX).expect("non-zero");
+    let default_max = NonZeroU32::new(DEFAULT_POOL_MAX).expect("non-zero");
     Ok(ServerConfig {
         params,
         tls,
@@ -257,7 +256,7 @@ fn server(url: &RawUrl<'_>, q: &mut Query) -> Result<ServerConfig, ConfigError> 
 
 fn client(url: &RawUrl<'_>, q: &mut Query) -> Result<ClientConfig, ConfigError> {
     let params = tunnel_params(url, q)?;
-    let default_min = std::num::NonZeroU32::new(DEFAULT_POOL_MIN).expect("non-zero");
+    let default_min = NonZeroU32::new(DEFAULT_POOL_MIN).expect("non-zero");
     Ok(ClientConfig {
         params,
         sni: q.take("sni").map(|v| params::sni("sni", &v)).transpose()?,

@@ -247,6 +247,10 @@ fn derived_key_follows_the_port_and_is_flagged_when_exposed() {
     assert!(params("client://10.1.2.3:10101/a:1").is_derived_key_exposed());
     assert!(!params("server://secret@:10101/a:1").is_derived_key_exposed());
     assert_eq!(params("server://secret@:10101/a:1").key.expose(), "secret");
+    let exposed = |url: &str| Config::parse(url).unwrap().is_derived_key_exposed();
+    assert!(exposed("client://10.1.2.3:10101/a:1?mode=2"));
+    assert!(!exposed("client://:10101/a:1?mode=1"));
+    assert!(!exposed("master://:9090"));
 }
 
 #[test]
@@ -439,6 +443,21 @@ proptest! {
             prop_assert_eq!(masked, format!("{}://****@{}", config.role(), after_key));
         } else {
             prop_assert_eq!(masked, url);
+        }
+    }
+}
+
+proptest! {
+    /// Malformed input is an error, never a panic; and whatever parses prints and parses back.
+    #[test]
+    fn arbitrary_input_never_panics(
+        s in prop_oneof![
+            "(?s).{0,80}",
+            "(server|client|master)://[a-zA-Z0-9@:\\[\\]/.,?=&%+#_-]{0,60}",
+        ]
+    ) {
+        if let Ok(config) = Config::parse(&s) {
+            prop_assert_eq!(Config::parse(&config.to_url_with_secret()), Ok(config));
         }
     }
 }

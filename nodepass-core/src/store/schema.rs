@@ -1,6 +1,7 @@
 //! Opening a store file: permissions, the checks made before anything is written, the schema.
 
 use std::fs::{self, OpenOptions};
+use std::io;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
@@ -53,21 +54,33 @@ pub(super) fn open_connection(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Create the file with mode 0600, or remove group/other bits from an existing one.
+/// Create the file with mode 0600 (and make its directory entry durable), or remove group/other
+/// bits from an existing one.
 fn prepare_file(path: &Path) -> Result<()> {
     let io_error = |op, source| StoreError::Io {
         op,
         path: path.to_path_buf(),
         source,
     };
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| io_error("open store file", e))?;
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).mode(0o600);
+    let file = match options.clone().create_new(true).open(path) {
+        Ok(file) => {
+            // SQLite syncs the file's content on commit, but not the new name in the directory.
+            let dir = match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir,
+                _ => Path::new("."),
+            };
+            fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io_error("sync the directory of", e))?;
+            file
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => options
+            .open(path)
+            .map_err(|e| io_error("open store file", e))?,
+        Err(e) => return Err(io_error("create store file", e)),
+    };
     let mode = file
         .metadata()
         .map_err(|e| io_error("read permissions of", e))?
@@ -211,6 +224,24 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_directory_is_an_io_error_naming_the_path() {
+        let dir = TempDir::new("missing");
+        let path = dir.path().join("no-such-dir").join("state.db");
+        let err = SqliteStore::open(&path).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Io {
+                    op: "create store file",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains(path.to_str().unwrap()), "{err}");
+    }
+
+    #[test]
     fn a_file_that_is_not_a_database_is_refused_and_kept() {
         let dir = TempDir::new("garbage");
         let long: Vec<u8> = (0..8192u32).map(|i| (i * 7 % 251) as u8).collect();
@@ -308,6 +339,11 @@ mod tests {
         let err = SqliteStore::open(&path).unwrap_err();
         assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
         first.put(&record(1)).unwrap();
+        let err = SqliteStore::open(&path).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Locked { .. }),
+            "still locked after a write: {err:?}"
+        );
         drop(first);
         assert_eq!(SqliteStore::open(&path).unwrap().load().unwrap().len(), 1);
     }

@@ -1,0 +1,108 @@
+//! The shared `main` of the executables: arguments, URL, `--check`, logging, run, exit code.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{CommandFactory, FromArgMatches};
+use nodepass_core::Config;
+use nodepass_core::config::Role;
+use tokio_util::sync::CancellationToken;
+
+use crate::args::{self, Args};
+use crate::{logging, run, signal};
+
+/// Exit status for usage and configuration errors (`EX_USAGE`).
+pub const EXIT_USAGE: u8 = 64;
+/// Exit status for runtime failures.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// What distinguishes one executable from another.
+#[derive(Debug, Clone, Copy)]
+pub struct Program {
+    /// The executable name shown in `--help`.
+    pub name: &'static str,
+    /// The one role it runs, or `None` for any role (the URL scheme decides).
+    pub role: Option<Role>,
+    /// One line for `--help`.
+    pub about: &'static str,
+}
+
+/// Run the executable described by `program` and return its exit status.
+pub fn main(program: Program) -> ExitCode {
+    let matches = Args::command()
+        .name(program.name)
+        .bin_name(program.name)
+        .about(program.about)
+        .try_get_matches();
+    let args = match matches.and_then(|m| Args::from_arg_matches(&m)) {
+        Ok(args) => args,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
+    let config = match load(&args, program.role) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{}: {e:#}", program.name);
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let exposed = config.is_derived_key_exposed();
+    if args.check {
+        println!("{config}");
+        if exposed {
+            eprintln!("{}: warning: {DERIVED_KEY_WARNING}", program.name);
+        }
+        return ExitCode::SUCCESS;
+    }
+    let level = config.log_level();
+    let format = std::env::var(logging::FORMAT_ENV).ok();
+    let setup = logging::Format::from_env_value(format.as_deref())
+        .and_then(|format| logging::init(level, format));
+    if let Err(e) = setup {
+        eprintln!("{}: {e:#}", program.name);
+        return ExitCode::from(EXIT_USAGE);
+    }
+    tracing::info!(url = %config, "starting nodepass {}", env!("CARGO_PKG_VERSION"));
+    if exposed {
+        tracing::warn!("{DERIVED_KEY_WARNING}");
+    }
+    match serve(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if logging::shows_errors(level) => {
+            tracing::error!("{e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+        Err(e) => {
+            eprintln!("{}: {e:#}", program.name);
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+const DERIVED_KEY_WARNING: &str = "no key given: the key is derived from the tunnel port and \
+    anyone who can reach the tunnel can guess it; set one with KEY@ in the URL";
+
+/// The URL from wherever it was given, with the scheme checked, parsed.
+fn load(args: &Args, role: Option<Role>) -> anyhow::Result<Config> {
+    let text = args.url_text(std::env::var(args::URL_ENV).ok())?;
+    let text = match role {
+        Some(role) => args::with_scheme(&text, role)?,
+        None => text,
+    };
+    Ok(Config::parse(&text)?)
+}
+
+/// Start the runtime, hook up the signals and run the instance to completion.
+fn serve(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        signal::cancel_on_signals(shutdown.clone()).context("cannot install signal handlers")?;
+        run::run_instance(config, shutdown).await
+    })
+}
