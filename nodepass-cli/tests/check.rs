@@ -148,16 +148,64 @@ fn usage_errors_help_and_version() {
 }
 
 #[test]
-fn running_a_role_fails_plainly_for_now() {
-    let url = format!("server://{KEY}@127.0.0.1:0/127.0.0.1:1?log=error");
+fn a_runtime_failure_exits_1_and_names_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let url = format!("server://{KEY}@127.0.0.1:{port}/127.0.0.1:1?log=error");
     let out = run(NODEPASS, &[&url], None);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("server mode is not available yet"),
+        stderr(&out).contains(&format!("127.0.0.1:{port}")),
         "{}",
         stderr(&out)
     );
     assert_no_key(&out);
+}
+
+#[test]
+fn sigterm_stops_a_running_server_cleanly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let url = format!("server://{KEY}@127.0.0.1:0/127.0.0.1:0?log=info&mode=1");
+    let mut child = Command::new(NODEPASS)
+        .arg(&url)
+        .env_remove("NODEPASS_URL")
+        .env_remove("NODEPASS_LOG_FORMAT")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("server listening") => break,
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("server never reported listening: {seen:?}");
+            }
+        }
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = child.wait().unwrap().code();
+    assert_eq!(code, Some(0));
+    let rest: Vec<String> = rx.try_iter().collect();
+    assert!(
+        rest.iter().chain(&seen).all(|l| !l.contains(KEY)),
+        "{rest:?}"
+    );
 }
 
 #[test]
