@@ -26,4 +26,6 @@ pub mod store;
 pub mod transport;
 pub mod tunnel;
 
+pub use supervisor::Supervisor;
 pub use tunnel::{Tunnel, TunnelConfig, TunnelHandle};
+pub mod supervisor;
