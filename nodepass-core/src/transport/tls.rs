@@ -122,30 +122,32 @@ impl ServerTls {
     pub fn watch(&self, shutdown: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
         let (cert, key) = self.files.clone()?;
         let resolver = self.resolver.clone();
-        Some(tokio::spawn(async move {
-            let mut seen = (stamp(&cert), stamp(&key));
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(CERT_RELOAD_INTERVAL) => {}
-                }
-                let now = (stamp(&cert), stamp(&key));
-                if now == seen {
-                    continue;
-                }
-                match load_files(&cert, &key) {
-                    Ok(ck) => {
-                        *resolver.0.write().expect("cert lock poisoned") = Arc::new(ck);
-                        seen = now;
-                        tracing::info!(cert = %cert.display(), "tls certificate reloaded");
+        Some(tokio::spawn(tracing::Instrument::in_current_span(
+            async move {
+                let mut seen = (stamp(&cert), stamp(&key));
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(CERT_RELOAD_INTERVAL) => {}
                     }
-                    Err(e) => {
-                        // Files may be mid-write; try again next tick, keep serving the old one.
-                        tracing::warn!(error = %e, "tls certificate reload failed, keeping the previous one");
+                    let now = (stamp(&cert), stamp(&key));
+                    if now == seen {
+                        continue;
+                    }
+                    match load_files(&cert, &key) {
+                        Ok(ck) => {
+                            *resolver.0.write().expect("cert lock poisoned") = Arc::new(ck);
+                            seen = now;
+                            tracing::info!(cert = %cert.display(), "tls certificate reloaded");
+                        }
+                        Err(e) => {
+                            // Files may be mid-write; try again next tick, keep serving the old one.
+                            tracing::warn!(error = %e, "tls certificate reload failed, keeping the previous one");
+                        }
                     }
                 }
-            }
-        }))
+            },
+        )))
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::handshake::{self, HandshakeError};
 use super::users::{Upstream, accept_loop, serve_pool_conn};
@@ -285,12 +286,15 @@ impl Inner {
         });
         if flow == Flow::Forward && ctx.params.tcp {
             let listener = self.users_listener(ctx).await?;
-            ctx.tracker.spawn(accept_loop(
-                listener,
-                Upstream::Pool(pool.clone()),
-                ctx.clone(),
-                token.clone(),
-            ));
+            ctx.tracker.spawn(
+                accept_loop(
+                    listener,
+                    Upstream::Pool(pool.clone()),
+                    ctx.clone(),
+                    token.clone(),
+                )
+                .in_current_span(),
+            );
         }
         let filler = Filler {
             client: self.clone(),
@@ -303,7 +307,7 @@ impl Inner {
             token: token.clone(),
             in_flight: Arc::new(AtomicUsize::new(0)),
         };
-        ctx.tracker.spawn(filler.run());
+        ctx.tracker.spawn(filler.run().in_current_span());
         ctx.shared.set_state(TunnelState::Ready);
         tracing::info!(server = %self.cfg.params.tunnel, ?flow, "connected to the server");
         let end = control::run(&mut wire, &ctx.shared.stats, &token).await;
@@ -370,14 +374,17 @@ impl Filler {
                 }
                 this.in_flight.fetch_add(1, Relaxed);
                 let t = this.clone();
-                tokio::spawn(async move {
-                    let ok = t.add_one().await;
-                    if !ok {
-                        tokio::time::sleep(POOL_DIAL_RETRY).await;
+                tokio::spawn(
+                    async move {
+                        let ok = t.add_one().await;
+                        if !ok {
+                            tokio::time::sleep(POOL_DIAL_RETRY).await;
+                        }
+                        t.in_flight.fetch_sub(1, Relaxed);
+                        t.pool.nudge();
                     }
-                    t.in_flight.fetch_sub(1, Relaxed);
-                    t.pool.nudge();
-                });
+                    .in_current_span(),
+                );
             }
             tokio::select! {
                 _ = this.token.cancelled() => return,
@@ -402,12 +409,10 @@ impl Filler {
                     Flow::Forward => self.pool.put(c.wire.into_parts().0),
                     Flow::Reverse => {
                         let parked = self.pool.park();
-                        self.ctx.tracker.spawn(serve_pool_conn(
-                            c.wire,
-                            parked,
-                            self.ctx.clone(),
-                            self.token.clone(),
-                        ));
+                        self.ctx.tracker.spawn(
+                            serve_pool_conn(c.wire, parked, self.ctx.clone(), self.token.clone())
+                                .in_current_span(),
+                        );
                     }
                 }
                 true

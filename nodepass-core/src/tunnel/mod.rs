@@ -29,6 +29,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::config::{ClientConfig, Config, ServerConfig, TunnelParams};
 use crate::error::{Error, Result};
@@ -276,7 +277,8 @@ impl Tunnel {
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let ctx = Ctx::new(self.shared.clone(), &self.params, shutdown.clone());
         self.shared.set_state(TunnelState::Starting);
-        let events = tokio::spawn(status_events(self.shared.clone(), shutdown.clone()));
+        let events =
+            tokio::spawn(status_events(self.shared.clone(), shutdown.clone()).in_current_span());
         let result = match self.role {
             Role::Server(s) => s.run(ctx.clone()).await,
             Role::Client(c) => c.run(ctx.clone()).await,
@@ -316,7 +318,8 @@ impl Tunnel {
     pub fn spawn(self, shutdown: CancellationToken) -> TunnelHandle {
         let shared = self.shared.clone();
         let stop = shutdown.clone();
-        let task = tokio::spawn(self.run(shutdown));
+        // Tasks inherit the caller's span, so an embedder (the supervisor) can tag their logs.
+        let task = tokio::spawn(self.run(shutdown).in_current_span());
         TunnelHandle {
             shared,
             stop,

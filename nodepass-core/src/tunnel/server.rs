@@ -124,12 +124,15 @@ impl Server {
         let pool = Pool::new(1, this.cfg.max.get() as usize, ctx.shared.stats.clone());
         ctx.shared.set_pool(Some(pool.clone()));
         if let Some(users) = &this.users {
-            ctx.tracker.spawn(accept_loop(
-                users.clone(),
-                Upstream::Pool(pool.clone()),
-                ctx.clone(),
-                ctx.stop.clone(),
-            ));
+            ctx.tracker.spawn(
+                accept_loop(
+                    users.clone(),
+                    Upstream::Pool(pool.clone()),
+                    ctx.clone(),
+                    ctx.stop.clone(),
+                )
+                .in_current_span(),
+            );
         }
         tracing::info!(
             tunnel = ?this.tunnel.local_addr().ok(),
