@@ -65,6 +65,16 @@ pub fn max_datagram() -> Result<usize, String> {
     }
 }
 
+/// Apply the tunnel's rate limit (shared with TCP) to `n` bytes read from a local socket.
+async fn throttle(ctx: &Ctx, n: usize) {
+    if let Some(rate) = &ctx.relay.rate {
+        let wait = rate.reserve(n);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
 /// The idle timeout of a UDP session under `ctx`.
 fn idle_timeout(ctx: &Ctx) -> Duration {
     ctx.params.read_timeout.unwrap_or(DEFAULT_UDP_IDLE)
@@ -103,6 +113,7 @@ pub(crate) async fn serve_users(
             continue;
         }
         Stats::add(&stats.udp_rx, n as u64);
+        throttle(&ctx, n).await;
         let datagram = Bytes::copy_from_slice(&buf[..n]);
         let existing = sessions
             .lock()
@@ -265,6 +276,7 @@ impl UserSession {
                         continue;
                     }
                     Stats::add(&stats.udp_rx, n as u64);
+                    throttle(&self.ctx, n).await;
                     match self.socket.send_to(&buf[..n], self.peer).await {
                         Ok(n) => Stats::add(&stats.udp_tx, n as u64),
                         Err(e) => tracing::debug!(error = %e, "udp send to user failed"),
@@ -351,12 +363,14 @@ pub(crate) async fn serve_open(wire: Wire<TunnelStream>, ctx: &Ctx) -> io::Resul
                     continue;
                 }
                 Stats::add(&stats.udp_rx, n as u64);
+                throttle(ctx, n).await;
                 datagram::encode(&buf[..n], &mut out);
                 // Coalesce replies already waiting in the socket.
                 while out.len() < COALESCE_BYTES {
                     match target.try_recv(&mut buf) {
                         Ok(n) if n <= max => {
                             Stats::add(&stats.udp_rx, n as u64);
+                            throttle(ctx, n).await;
                             datagram::encode(&buf[..n], &mut out);
                         }
                         Ok(_) => {
