@@ -147,7 +147,7 @@ async fn iperf3_udp_through_the_tunnel_is_sane() {
     eprintln!("iperf3 -u -b 200M -l 1400 -t 3: direct {direct:?}");
     eprintln!("iperf3 -u -b 200M -l 1400 -t 3: tunnel {tunneled:?}");
     for r in [&direct, &tunneled] {
-        assert!(r.lost >= 0 && r.packets > 0, "{r:?}");
+        assert!(r.lost >= 0 && r.packets > 0 && r.mbps > 0.0, "{r:?}");
         assert!(r.jitter_ms >= 0.0 && r.jitter_ms < 1000.0, "{r:?}");
     }
     let delivered = (tunneled.packets - tunneled.lost) as f64 / tunneled.packets as f64;
