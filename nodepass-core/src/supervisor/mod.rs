@@ -196,22 +196,24 @@ impl Supervisor {
         let records = store.load()?;
         let core = Arc::new(Core::new(store, options, &shutdown));
         for record in records {
-            let m = Arc::new(Managed::new(
-                record,
-                &core.token,
-                core.options.log_capacity,
-            ));
+            let m = Arc::new(Managed::new(record, &core.token, core.options.log_capacity));
             core.insert(m.clone());
             core.tracker.spawn(core.clone().pump_logs(m));
         }
         core.tracker.spawn(core.clone().ticker());
-        // Not tracked (shutdown waits for the tracker) and weak (it must not keep the store).
+        // Shut down when the caller's token is cancelled. Not tracked (shutdown waits for the
+        // tracker), and it holds the core only while it shuts it down, so that once a shutdown
+        // finished and the handles are dropped, the store is released at once.
         let weak = Arc::downgrade(&core);
-        let token = core.token.clone();
+        let done = core.done.clone();
         tokio::spawn(async move {
-            token.cancelled().await;
-            if let Some(core) = weak.upgrade() {
-                core.shutdown().await;
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    if let Some(core) = weak.upgrade() {
+                        core.shutdown().await;
+                    }
+                }
+                _ = done.cancelled() => {}
             }
         });
         {
