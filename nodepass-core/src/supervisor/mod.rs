@@ -223,10 +223,10 @@ impl Supervisor {
                     let st = m.lock();
                     (st.record.restart, st.record.desired)
                 };
-                if restart || desired == Desired::Running {
-                    if let Err(e) = core.launch(&m) {
-                        m.set_status(&core, InstanceStatus::Error, Some(e.to_string()), None);
-                    }
+                if (restart || desired == Desired::Running)
+                    && let Err(e) = core.launch(&m)
+                {
+                    m.set_status(&core, InstanceStatus::Error, Some(e.to_string()), None);
                 }
             }
         }
@@ -270,10 +270,10 @@ impl Supervisor {
             core.tracker.spawn(core.clone().pump_logs(m.clone()));
             core.emit(Event::new(EventKind::Create, Some(m.info())));
             tracing::info!(parent: &m.span, "instance created");
-            if req.restart {
-                if let Err(e) = core.launch(&m) {
-                    m.set_status(core, InstanceStatus::Error, Some(e.to_string()), None);
-                }
+            if req.restart
+                && let Err(e) = core.launch(&m)
+            {
+                m.set_status(core, InstanceStatus::Error, Some(e.to_string()), None);
             }
             Instance::new(m, core.clone())
         };
