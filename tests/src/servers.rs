@@ -227,24 +227,38 @@ async fn read_to_eof(s: &mut TcpStream) -> Option<Vec<u8>> {
     }
 }
 
+/// What a [`Tap`] saw on one relayed connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TapConn {
+    /// Bytes from the client to the server.
+    pub up: Vec<u8>,
+    /// Bytes from the server to the client.
+    pub down: Vec<u8>,
+}
+
 /// A recording TCP relay: put between a tunnel client and its server to see what crosses the
-/// wire. Keeps at most [`MAX_COLLECT_BYTES`] per direction, over all connections.
+/// wire, connection by connection. Keeps at most [`MAX_COLLECT_BYTES`] per direction, over all
+/// connections.
 #[derive(Debug)]
 pub struct Tap {
     server: Server,
-    up: Arc<Mutex<Vec<u8>>>,
-    down: Arc<Mutex<Vec<u8>>>,
+    conns: Arc<Mutex<Vec<TapConn>>>,
 }
 
 impl Tap {
     /// Relay connections made to the tap to `upstream`.
     pub async fn start(upstream: SocketAddr) -> Tap {
-        let up: Arc<Mutex<Vec<u8>>> = Arc::default();
-        let down: Arc<Mutex<Vec<u8>>> = Arc::default();
-        let (up2, down2) = (up.clone(), down.clone());
+        let conns: Arc<Mutex<Vec<TapConn>>> = Arc::default();
+        let conns2 = conns.clone();
         let server = Server::spawn(move |client, _| {
-            let (up, down) = (up2.clone(), down2.clone());
+            let conns = conns2.clone();
             async move {
+                let index = {
+                    // Never held across `.await`.
+                    let mut c = conns.lock().unwrap();
+                    c.push(TapConn::default());
+                    c.len() - 1
+                };
                 let Ok(Ok(server)) =
                     tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(upstream)).await
                 else {
@@ -252,11 +266,14 @@ impl Tap {
                 };
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
-                tokio::join!(copy_recording(cr, sw, up), copy_recording(sr, cw, down));
+                tokio::join!(
+                    copy_recording(cr, sw, conns.clone(), index, true),
+                    copy_recording(sr, cw, conns, index, false)
+                );
             }
         })
         .await;
-        Tap { server, up, down }
+        Tap { server, conns }
     }
 
     /// The address clients should dial instead of the server.
@@ -269,21 +286,28 @@ impl Tap {
         self.server.accepted()
     }
 
-    /// Everything the clients sent.
-    pub fn upstream_bytes(&self) -> Vec<u8> {
-        self.up.lock().unwrap().clone()
+    /// Each connection's bytes, in the order the connections were accepted.
+    pub fn conns(&self) -> Vec<TapConn> {
+        self.conns.lock().unwrap().clone()
     }
 
-    /// Everything the server sent.
+    /// Everything the clients sent, all connections concatenated.
+    pub fn upstream_bytes(&self) -> Vec<u8> {
+        self.conns().into_iter().flat_map(|c| c.up).collect()
+    }
+
+    /// Everything the server sent, all connections concatenated.
     pub fn downstream_bytes(&self) -> Vec<u8> {
-        self.down.lock().unwrap().clone()
+        self.conns().into_iter().flat_map(|c| c.down).collect()
     }
 }
 
 async fn copy_recording(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    log: Arc<Mutex<Vec<u8>>>,
+    log: Arc<Mutex<Vec<TapConn>>>,
+    index: usize,
+    up: bool,
 ) {
     let mut buf = vec![0u8; 64 << 10];
     loop {
@@ -294,8 +318,14 @@ async fn copy_recording(
         {
             // Never held across `.await`.
             let mut log = log.lock().unwrap();
-            let room = MAX_COLLECT_BYTES.saturating_sub(log.len());
-            log.extend_from_slice(&buf[..n.min(room)]);
+            let kept: usize = log
+                .iter()
+                .map(|c| if up { c.up.len() } else { c.down.len() })
+                .sum();
+            let room = MAX_COLLECT_BYTES.saturating_sub(kept);
+            let conn = &mut log[index];
+            let dir = if up { &mut conn.up } else { &mut conn.down };
+            dir.extend_from_slice(&buf[..n.min(room)]);
         }
         if to.write_all(&buf[..n]).await.is_err() {
             break;
