@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
 
 use crate::IO_TIMEOUT;
 
@@ -236,28 +237,47 @@ pub struct TapConn {
     pub down: Vec<u8>,
 }
 
+/// One relayed connection: its record and the switches that break it.
+#[derive(Debug, Default)]
+struct TapEntry {
+    seen: TapConn,
+    /// Close both sockets.
+    cut: CancellationToken,
+    /// Stop relaying but keep both sockets open (a peer that went silent).
+    freeze: CancellationToken,
+}
+
 /// A recording TCP relay: put between a tunnel client and its server to see what crosses the
-/// wire, connection by connection. Keeps at most [`MAX_COLLECT_BYTES`] per direction, over all
-/// connections.
+/// wire, connection by connection, and to break single connections ([`Tap::cut`],
+/// [`Tap::freeze`]). Keeps at most [`MAX_COLLECT_BYTES`] per direction over all connections.
 #[derive(Debug)]
 pub struct Tap {
     server: Server,
-    conns: Arc<Mutex<Vec<TapConn>>>,
+    conns: Arc<Mutex<Vec<TapEntry>>>,
 }
 
 impl Tap {
     /// Relay connections made to the tap to `upstream`.
     pub async fn start(upstream: SocketAddr) -> Tap {
-        let conns: Arc<Mutex<Vec<TapConn>>> = Arc::default();
+        Self::with_latency(upstream, Duration::ZERO).await
+    }
+
+    /// Like [`Tap::start`], holding every chunk for `one_way` before passing it on (a link
+    /// with a round-trip time of twice `one_way`; throughput suffers, it is for control
+    /// traffic).
+    pub async fn with_latency(upstream: SocketAddr, one_way: Duration) -> Tap {
+        let conns: Arc<Mutex<Vec<TapEntry>>> = Arc::default();
         let conns2 = conns.clone();
         let server = Server::spawn(move |client, _| {
             let conns = conns2.clone();
             async move {
-                let index = {
+                let (index, cut, freeze) = {
                     // Never held across `.await`.
                     let mut c = conns.lock().unwrap();
-                    c.push(TapConn::default());
-                    c.len() - 1
+                    let e = TapEntry::default();
+                    let switches = (e.cut.clone(), e.freeze.clone());
+                    c.push(e);
+                    (c.len() - 1, switches.0, switches.1)
                 };
                 let Ok(Ok(server)) =
                     tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(upstream)).await
@@ -266,10 +286,16 @@ impl Tap {
                 };
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
-                tokio::join!(
-                    copy_recording(cr, sw, conns.clone(), index, true),
-                    copy_recording(sr, cw, conns, index, false)
-                );
+                let relay = async {
+                    tokio::join!(
+                        copy_recording(cr, sw, &conns, index, true, &freeze, one_way),
+                        copy_recording(sr, cw, &conns, index, false, &freeze, one_way)
+                    )
+                };
+                tokio::select! {
+                    _ = relay => {}
+                    _ = cut.cancelled() => {}
+                }
             }
         })
         .await;
@@ -288,7 +314,12 @@ impl Tap {
 
     /// Each connection's bytes, in the order the connections were accepted.
     pub fn conns(&self) -> Vec<TapConn> {
-        self.conns.lock().unwrap().clone()
+        self.conns
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.seen.clone())
+            .collect()
     }
 
     /// Everything the clients sent, all connections concatenated.
@@ -300,32 +331,58 @@ impl Tap {
     pub fn downstream_bytes(&self) -> Vec<u8> {
         self.conns().into_iter().flat_map(|c| c.down).collect()
     }
+
+    /// Close connection `index` (in accept order) on both sides.
+    pub fn cut(&self, index: usize) {
+        self.conns.lock().unwrap()[index].cut.cancel();
+    }
+
+    /// Stop relaying connection `index` in both directions, keeping its sockets open: both
+    /// ends see a peer that went silent.
+    pub fn freeze(&self, index: usize) {
+        self.conns.lock().unwrap()[index].freeze.cancel();
+    }
 }
 
 async fn copy_recording(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    log: Arc<Mutex<Vec<TapConn>>>,
+    log: &Mutex<Vec<TapEntry>>,
     index: usize,
     up: bool,
+    freeze: &CancellationToken,
+    latency: Duration,
 ) {
     let mut buf = vec![0u8; 64 << 10];
     loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
+        let n = tokio::select! {
+            // Frozen: hold both sockets, relay nothing, until cut or dropped.
+            _ = freeze.cancelled() => std::future::pending().await,
+            r = from.read(&mut buf) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            },
         };
         {
             // Never held across `.await`.
             let mut log = log.lock().unwrap();
             let kept: usize = log
                 .iter()
-                .map(|c| if up { c.up.len() } else { c.down.len() })
+                .map(|e| {
+                    if up {
+                        e.seen.up.len()
+                    } else {
+                        e.seen.down.len()
+                    }
+                })
                 .sum();
             let room = MAX_COLLECT_BYTES.saturating_sub(kept);
-            let conn = &mut log[index];
-            let dir = if up { &mut conn.up } else { &mut conn.down };
+            let seen = &mut log[index].seen;
+            let dir = if up { &mut seen.up } else { &mut seen.down };
             dir.extend_from_slice(&buf[..n.min(room)]);
+        }
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
         }
         if to.write_all(&buf[..n]).await.is_err() {
             break;
