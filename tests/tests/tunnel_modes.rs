@@ -1,17 +1,20 @@
 //! Data flows end to end: reverse and forward flow with tls 0, 1 and 2 (a recording tap on the
 //! tunnel leg shows what crosses the wire), automatic mode detection on both roles, single-end
-//! forwarding, and half-close in every flow.
+//! forwarding, and half-close in every flow (the user's side, and the target's side).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use nodepass_core::TunnelHandle;
 use nodepass_core::tunnel::Mode;
+use nodepass_tests::IO_TIMEOUT;
 use nodepass_tests::certs::{Ca, CertFiles};
 use nodepass_tests::payload::{exchange, random_bytes, sha256};
 use nodepass_tests::servers::{self, Server, Tap, contains};
 use nodepass_tests::tunnel::{eventually, roundtrip, shutdown, start, wait_ready};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 
 const KEY: &str = "modes-test-key";
 /// Sent once in plain text through every tunnel; must not be readable on a TLS tunnel leg.
@@ -306,4 +309,73 @@ async fn half_close_single_end() {
     wait_ready(&client).await;
     half_close(client.local_addrs().tunnel.unwrap()).await;
     shutdown(&[&client]).await;
+}
+
+/// A target that speaks first and then stops writing (shuts down its write half), but keeps
+/// reading until the user's EOF; it reports what it read on `got`.
+async fn says_goodbye_first(got: mpsc::UnboundedSender<Vec<u8>>) -> Server {
+    Server::spawn(move |mut s, _| {
+        let got = got.clone();
+        async move {
+            if s.write_all(b"bye from the target\n").await.is_err() || s.shutdown().await.is_err() {
+                return;
+            }
+            let mut all = Vec::new();
+            if tokio::time::timeout(IO_TIMEOUT, s.read_to_end(&mut all))
+                .await
+                .is_ok_and(|r| r.is_ok())
+            {
+                let _ = got.send(all);
+            }
+        }
+    })
+    .await
+}
+
+/// The user reads the target's whole message to EOF, then still sends 64 KiB that must all
+/// arrive: a half-close from the target's side keeps the other direction open.
+async fn target_half_close(users: SocketAddr, got: &mut mpsc::UnboundedReceiver<Vec<u8>>) {
+    let mut user = TcpStream::connect(users).await.unwrap();
+    let mut hello = Vec::new();
+    tokio::time::timeout(IO_TIMEOUT, user.read_to_end(&mut hello))
+        .await
+        .expect("the target's EOF reaches the user")
+        .unwrap();
+    assert_eq!(hello, b"bye from the target\n");
+    let late = random_bytes(3, 64 << 10);
+    user.write_all(&late).await.unwrap();
+    user.shutdown().await.unwrap();
+    let received = tokio::time::timeout(IO_TIMEOUT, got.recv())
+        .await
+        .expect("the target reports what it read")
+        .unwrap();
+    assert!(received == late, "the target read {} bytes", received.len());
+}
+
+#[tokio::test]
+async fn half_close_from_the_target_side_reverse_flow() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let target = says_goodbye_first(tx).await;
+    let server = start(&format!("server://{KEY}@127.0.0.1:0/127.0.0.1:0?mode=1")).await;
+    let tunnel = server.local_addrs().tunnel.unwrap();
+    let client = start(&format!("client://{KEY}@{tunnel}/{}?mode=2", target.addr())).await;
+    wait_ready(&client).await;
+    target_half_close(server.local_addrs().users.unwrap(), &mut rx).await;
+    shutdown(&[&client, &server]).await;
+}
+
+#[tokio::test]
+async fn half_close_from_the_target_side_forward_flow() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let target = says_goodbye_first(tx).await;
+    let server = start(&format!(
+        "server://{KEY}@127.0.0.1:0/{}?mode=2",
+        target.addr()
+    ))
+    .await;
+    let tunnel = server.local_addrs().tunnel.unwrap();
+    let client = start(&format!("client://{KEY}@{tunnel}/127.0.0.1:0?mode=2")).await;
+    wait_ready(&client).await;
+    target_half_close(client.local_addrs().users.unwrap(), &mut rx).await;
+    shutdown(&[&client, &server]).await;
 }

@@ -1,18 +1,20 @@
 //! Things that change under a running tunnel: the server stops and starts again on the same
-//! port, the control connection is cut or goes silent, and the `tls=2` certificate files are
-//! replaced on disk.
+//! port, the control connection is cut or goes silent, the `tls=2` certificate files are
+//! replaced on disk, and a graceful stop (sessions in flight finish, or are cut after the
+//! grace period).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use nodepass_core::TunnelHandle;
-use nodepass_core::tunnel::{HEARTBEAT_DEAD_AFTER, TunnelState};
+use nodepass_core::tunnel::{HEARTBEAT_DEAD_AFTER, SHUTDOWN_GRACE, TunnelState};
 use nodepass_tests::IO_TIMEOUT;
 use nodepass_tests::certs::{Ca, CertFiles, LEAF_NAMES, presented_certificate};
 use nodepass_tests::logs::Logs;
 use nodepass_tests::servers::{self, Tap};
 use nodepass_tests::tunnel::{
-    eventually, roundtrip, shutdown, start, try_roundtrip, wait_ready, wait_state,
+    eventually, read_until_closed, roundtrip, shutdown, start, try_roundtrip, wait_ready,
+    wait_state,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -277,4 +279,73 @@ async fn replaced_certificate_files_are_presented_to_new_connections() {
     assert_eq!(roundtrip(users, b"new ca").await, b"new ca");
     assert_ne!(*stale.state().borrow(), TunnelState::Ready);
     shutdown(&[&stale, &fresh, &server]).await;
+}
+
+#[tokio::test]
+async fn stopping_stops_accepting_and_lets_flowing_sessions_finish() {
+    let echo = servers::echo().await;
+    let server = start(&format!("server://{KEY}@127.0.0.1:0/127.0.0.1:0?mode=1")).await;
+    let tunnel = server.local_addrs().tunnel.unwrap();
+    let client = start(&format!("client://{KEY}@{tunnel}/{}?mode=2", echo.addr())).await;
+    wait_ready(&client).await;
+    let users = server.local_addrs().users.unwrap();
+    let mut flowing = TcpStream::connect(users).await.unwrap();
+    echo_once(&mut flowing, b"before stop").await;
+
+    server.stop();
+    // No new users...
+    eventually(IO_TIMEOUT, "the user listener closes", || async move {
+        TcpStream::connect(users).await.is_err().then_some(())
+    })
+    .await;
+    // ...but the session in flight keeps working within the grace period, and the server
+    // ends as soon as it is done.
+    echo_once(&mut flowing, b"after stop, within the grace period").await;
+    let done = Instant::now();
+    flowing.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(IO_TIMEOUT, flowing.read_to_end(&mut rest))
+        .await
+        .expect("the session closes")
+        .unwrap();
+    assert!(rest.is_empty());
+    tokio::time::timeout(IO_TIMEOUT, server.wait())
+        .await
+        .expect("the server stops")
+        .unwrap();
+    assert!(
+        done.elapsed() < SHUTDOWN_GRACE,
+        "the server waited for the whole grace period: {:?}",
+        done.elapsed()
+    );
+    shutdown(&[&client]).await;
+}
+
+#[tokio::test]
+async fn sessions_still_open_after_the_grace_period_are_cut() {
+    let echo = servers::echo().await;
+    let server = start(&format!("server://{KEY}@127.0.0.1:0/127.0.0.1:0?mode=1")).await;
+    let tunnel = server.local_addrs().tunnel.unwrap();
+    let client = start(&format!("client://{KEY}@{tunnel}/{}?mode=2", echo.addr())).await;
+    wait_ready(&client).await;
+    let mut idle = TcpStream::connect(server.local_addrs().users.unwrap())
+        .await
+        .unwrap();
+    echo_once(&mut idle, b"then silence").await;
+    let stopped = Instant::now();
+    server.stop();
+    let closed = read_until_closed(&mut idle, SHUTDOWN_GRACE + Duration::from_secs(3))
+        .await
+        .expect("the session is cut after the grace period");
+    tokio::time::timeout(IO_TIMEOUT, server.wait())
+        .await
+        .expect("the server stops")
+        .unwrap();
+    let took = stopped.elapsed();
+    eprintln!(
+        "idle session cut {:.2} s after stop",
+        closed.after.as_secs_f64()
+    );
+    assert!(took >= SHUTDOWN_GRACE - Duration::from_millis(100));
+    shutdown(&[&client]).await;
 }
