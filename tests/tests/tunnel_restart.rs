@@ -349,3 +349,82 @@ async fn sessions_still_open_after_the_grace_period_are_cut() {
     assert!(took >= SHUTDOWN_GRACE - Duration::from_millis(100));
     shutdown(&[&client]).await;
 }
+
+/// Cut every idle pool connection on the wire; the next users must still be served at the
+/// first attempt (dead connections skipped, replacements dialed on demand).
+async fn idle_pool_connections_cut(forward: bool, tls: u8) {
+    let echo = servers::echo().await;
+    let (mode, server_target, client_target) = if forward {
+        (2, echo.addr().to_string(), "127.0.0.1:0".to_string())
+    } else {
+        (1, "127.0.0.1:0".to_string(), echo.addr().to_string())
+    };
+    let server = start(&format!(
+        "server://{KEY}@127.0.0.1:0/{server_target}?mode={mode}&tls={tls}"
+    ))
+    .await;
+    let tap = Tap::start(server.local_addrs().tunnel.unwrap()).await;
+    let client = start(&format!(
+        "client://{KEY}@{}/{client_target}?mode=2&min=3",
+        tap.addr()
+    ))
+    .await;
+    wait_ready(&client).await;
+    // Both ends count idle pool connections (queued on one side, parked on the other).
+    eventually(IO_TIMEOUT, "full pools", || {
+        let (s, c) = (server.stats().pool_idle, client.stats().pool_idle);
+        async move { (s >= 3 && c >= 3).then_some(()) }
+    })
+    .await;
+    let conns = tap.accepted();
+    // The last three are the pool (before them: the control connection, and with tls the
+    // plain probe that learned tls is required).
+    for i in conns - 3..conns {
+        tap.cut(i);
+    }
+    // Wait until the parking side saw its connections close: the queuing side now holds
+    // three dead connections (the tap closed both sides at once).
+    let parking = if forward { &server } else { &client };
+    eventually(IO_TIMEOUT, "the parked connections end", || {
+        let grown = tap.accepted() > conns;
+        let parked = parking.stats().pool_idle;
+        async move { (grown || parked == 0).then_some(()) }
+    })
+    .await;
+    let users = if forward {
+        client.local_addrs().users.unwrap()
+    } else {
+        server.local_addrs().users.unwrap()
+    };
+    for i in 0..3u8 {
+        let msg = [b'p', i];
+        let reply = try_roundtrip(users, &msg).await;
+        assert_eq!(
+            reply.as_deref().ok(),
+            Some(&msg[..]),
+            "user {i} after the pool was cut: {reply:?}"
+        );
+    }
+    assert_eq!(*client.state().borrow(), TunnelState::Ready);
+    shutdown(&[&client, &server]).await;
+}
+
+#[tokio::test]
+async fn dead_idle_pool_connections_are_skipped_reverse_flow() {
+    idle_pool_connections_cut(false, 0).await;
+}
+
+#[tokio::test]
+async fn dead_idle_pool_connections_are_skipped_reverse_flow_tls1() {
+    idle_pool_connections_cut(false, 1).await;
+}
+
+#[tokio::test]
+async fn dead_idle_pool_connections_are_skipped_forward_flow() {
+    idle_pool_connections_cut(true, 0).await;
+}
+
+#[tokio::test]
+async fn dead_idle_pool_connections_are_skipped_forward_flow_tls1() {
+    idle_pool_connections_cut(true, 1).await;
+}
