@@ -111,7 +111,8 @@ async fn slot_limit_closes_the_third_user_at_once_and_counts_it() {
 
 #[tokio::test]
 async fn rate_limit_slows_a_transfer_down() {
-    // rate=8 Mbit/s = 1 000 000 bytes/s, with a burst of 100 000 bytes: 1 MB takes >= 0.9 s.
+    // rate=8 Mbit/s = 1 000 000 bytes/s with a burst of 100 000 bytes: 1 MB takes 0.9 s, less
+    // at most one unpaid 64 KiB chunk (>= 0.83 s).
     const BYTES: usize = 1_000_000;
     let target = servers::collect_then_answer(|req| req.len().to_string().into_bytes()).await;
     let (server, client, users) = reverse(&target.addr().to_string(), "&rate=8", "").await;
@@ -123,6 +124,26 @@ async fn rate_limit_slows_a_transfer_down() {
     assert!(
         elapsed >= Duration::from_millis(800),
         "1 MB at 8 Mbit/s took only {elapsed:?}"
+    );
+    shutdown(&[&client, &server]).await;
+}
+
+#[tokio::test]
+async fn rate_limit_is_one_bucket_for_both_directions() {
+    // 500 kB echoed = 1 MB through the server's bucket at 8 Mbit/s: 0.9 s minus the last
+    // unpaid chunk of each direction (>= 0.77 s) if both directions share one bucket; a bucket
+    // per direction would allow about 0.33 s.
+    const BYTES: usize = 500_000;
+    let echo = servers::echo().await;
+    let (server, client, users) = reverse(&echo.addr().to_string(), "&rate=8", "").await;
+    let start = Instant::now();
+    let reply = roundtrip(users, &vec![0x24; BYTES]).await;
+    let elapsed = start.elapsed();
+    assert_eq!(reply.len(), BYTES);
+    eprintln!("rate=8: 500 kB echoed in {:.2} s", elapsed.as_secs_f64());
+    assert!(
+        elapsed >= Duration::from_millis(700),
+        "1 MB (both directions) at 8 Mbit/s took only {elapsed:?}"
     );
     shutdown(&[&client, &server]).await;
 }
