@@ -14,6 +14,9 @@ use crate::IO_TIMEOUT;
 
 /// How often [`eventually`] checks its condition.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// The most bytes [`read_until_closed`] accepts before giving up on a peer that keeps
+/// sending.
+pub const MAX_READ_UNTIL_CLOSED: usize = 1 << 20;
 /// How long [`shutdown`] gives a tunnel to stop (its grace period is 5 s).
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -120,7 +123,8 @@ pub struct Closed {
     pub reset: bool,
 }
 
-/// Read `s` until EOF or an error, for at most `within`; `None` if it is still open then.
+/// Read `s` until EOF or an error, for at most `within` and [`MAX_READ_UNTIL_CLOSED`] bytes;
+/// `None` if it is still open then.
 pub async fn read_until_closed(s: &mut TcpStream, within: Duration) -> Option<Closed> {
     let start = Instant::now();
     let mut bytes = Vec::new();
@@ -129,7 +133,6 @@ pub async fn read_until_closed(s: &mut TcpStream, within: Duration) -> Option<Cl
     loop {
         match tokio::time::timeout_at(end, s.read(&mut buf)).await {
             Err(_) => return None,
-            Ok(Ok(0)) | Ok(Err(_)) if bytes.len() > 1 << 20 => return None,
             Ok(Ok(0)) => {
                 return Some(Closed {
                     bytes,
@@ -144,6 +147,7 @@ pub async fn read_until_closed(s: &mut TcpStream, within: Duration) -> Option<Cl
                     reset: true,
                 });
             }
+            Ok(Ok(n)) if bytes.len() + n > MAX_READ_UNTIL_CLOSED => return None,
             Ok(Ok(n)) => bytes.extend_from_slice(&buf[..n]),
         }
     }

@@ -599,3 +599,38 @@ async fn tls2_clients_refuse_untrusted_or_misnamed_certificates() {
     all.push(&server);
     shutdown(&all).await;
 }
+
+#[tokio::test]
+async fn a_client_reports_a_server_of_another_protocol_version() {
+    // A fake server from the future: answers every hello with a challenge of version + 1.
+    let fake = Server::spawn(|s, _| async move {
+        let mut raw = Raw {
+            s,
+            buf: BytesMut::new(),
+        };
+        if let Some(Message::Hello { .. }) = raw.recv().await {
+            raw.send(&Message::Challenge {
+                version: PROTOCOL_VERSION + 1,
+                nonce: [9; NONCE_LEN],
+                proof: [9; 32],
+            })
+            .await;
+            let _ = raw.s.read(&mut [0u8; 64]).await;
+        }
+    })
+    .await;
+    let client = start(&format!(
+        "client://{KEY}@{}/127.0.0.1:9?mode=2",
+        fake.addr()
+    ))
+    .await;
+    let state = wait_state(&client, IO_TIMEOUT, "version refused", |s| {
+        matches!(s, TunnelState::Reconnecting { .. })
+    })
+    .await;
+    let TunnelState::Reconnecting { error } = state else {
+        unreachable!()
+    };
+    assert!(error.contains("version"), "{error}");
+    shutdown(&[&client]).await;
+}
