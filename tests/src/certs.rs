@@ -168,6 +168,7 @@ pub fn server_config(leaf: &Leaf) -> Arc<rustls::ServerConfig> {
 
 /// Open a TLS connection to `addr` (SNI `localhost`) and return the leaf certificate the
 /// server presented. Bounded by [`IO_TIMEOUT`].
+/// Cancel safe.
 pub async fn presented_certificate(addr: SocketAddr) -> io::Result<CertificateDer<'static>> {
     let connector = tokio_rustls::TlsConnector::from(any_cert_client_config());
     let name = ServerName::try_from("localhost").expect("server name");

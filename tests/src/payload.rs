@@ -77,6 +77,7 @@ pub struct Exchange {
 /// Write `len` random bytes from `seed` to `stream` (then shut down writing) while reading it
 /// to EOF at the same time, hashing both directions. Fails if the stream stays silent for
 /// [`IO_TIMEOUT`].
+/// Cancel safe.
 pub async fn exchange<S>(stream: S, seed: u64, len: usize) -> io::Result<Exchange>
 where
     S: AsyncRead + AsyncWrite + Unpin,

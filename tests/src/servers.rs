@@ -31,6 +31,7 @@ pub struct Server {
 
 impl Server {
     /// Bind `127.0.0.1:0` and serve each connection with `handler`.
+    /// Cancel safe.
     pub async fn spawn<F, Fut>(handler: F) -> Server
     where
         F: Fn(TcpStream, SocketAddr) -> Fut + Send + Sync + 'static,
@@ -92,6 +93,7 @@ impl Drop for Server {
 }
 
 /// Echoes every byte back; after the peer's EOF, shuts down its write half.
+/// Cancel safe.
 pub async fn echo() -> Server {
     Server::spawn(|s, _| async move {
         let (r, mut w) = s.into_split();
@@ -104,6 +106,7 @@ pub async fn echo() -> Server {
 
 /// Reads the whole request (to EOF), then writes `answer(request)` and closes: a half-close
 /// protocol in which the answer only comes after the client finished sending.
+/// Cancel safe.
 pub async fn collect_then_answer(answer: fn(&[u8]) -> Vec<u8>) -> Server {
     Server::spawn(move |mut s, _| async move {
         let Some(request) = read_to_eof(&mut s).await else {
@@ -117,6 +120,7 @@ pub async fn collect_then_answer(answer: fn(&[u8]) -> Vec<u8>) -> Server {
 
 /// Writes `banner` as soon as a connection opens (the server speaks first, as SSH or SMTP
 /// do), then echoes.
+/// Cancel safe.
 pub async fn greeter(banner: &'static [u8]) -> Server {
     Server::spawn(move |mut s, _| async move {
         if s.write_all(banner).await.is_err() {
@@ -131,6 +135,7 @@ pub async fn greeter(banner: &'static [u8]) -> Server {
 
 /// A tiny HTTP/1.1 server: answers any request with `200 OK` and the body
 /// `hello from nodepass test, path <path>\n`, then closes.
+/// Cancel safe.
 pub async fn http() -> Server {
     Server::spawn(|mut s, _| async move {
         let mut head = Vec::new();
@@ -181,6 +186,7 @@ pub struct Recorder {
 
 impl Recorder {
     /// Start recording on `127.0.0.1:0`.
+    /// Cancel safe.
     pub async fn start() -> Recorder {
         let seen: Arc<Mutex<Vec<Recorded>>> = Arc::default();
         let seen2 = seen.clone();
@@ -258,6 +264,7 @@ pub struct Tap {
 
 impl Tap {
     /// Relay connections made to the tap to `upstream`.
+    /// Cancel safe.
     pub async fn start(upstream: SocketAddr) -> Tap {
         Self::with_latency(upstream, Duration::ZERO).await
     }
@@ -265,6 +272,7 @@ impl Tap {
     /// Like [`Tap::start`], holding every chunk for `one_way` before passing it on (a link
     /// with a round-trip time of twice `one_way`; throughput suffers, it is for control
     /// traffic).
+    /// Cancel safe.
     pub async fn with_latency(upstream: SocketAddr, one_way: Duration) -> Tap {
         let conns: Arc<Mutex<Vec<TapEntry>>> = Arc::default();
         let conns2 = conns.clone();

@@ -21,6 +21,7 @@ pub const MAX_READ_UNTIL_CLOSED: usize = 1 << 20;
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Parse `url`, bind and spawn the tunnel. Panics with the URL and the error on failure.
+/// Cancel safe.
 pub async fn start(url: &str) -> TunnelHandle {
     match try_start(url).await {
         Ok(h) => h,
@@ -29,12 +30,14 @@ pub async fn start(url: &str) -> TunnelHandle {
 }
 
 /// Parse `url`, bind and spawn the tunnel with its own shutdown token.
+/// Cancel safe.
 pub async fn try_start(url: &str) -> nodepass_core::Result<TunnelHandle> {
     let cfg: TunnelConfig = url.parse()?;
     Ok(Tunnel::bind(cfg).await?.spawn(CancellationToken::new()))
 }
 
 /// Wait until `h` is [`TunnelState::Ready`] (at most [`IO_TIMEOUT`]).
+/// Cancel safe.
 pub async fn wait_ready(h: &TunnelHandle) {
     if let Err(last) = h.wait_for(IO_TIMEOUT, |s| *s == TunnelState::Ready).await {
         panic!("tunnel not ready within {IO_TIMEOUT:?}; last state {last:?}");
@@ -42,6 +45,7 @@ pub async fn wait_ready(h: &TunnelHandle) {
 }
 
 /// Wait until `h`'s state satisfies `pred` (at most `within`); returns that state.
+/// Cancel safe.
 pub async fn wait_state(
     h: &TunnelHandle,
     within: Duration,
@@ -55,6 +59,7 @@ pub async fn wait_state(
 }
 
 /// Stop every tunnel and check that each ends cleanly within [`STOP_TIMEOUT`].
+/// Cancel safe.
 pub async fn shutdown(handles: &[&TunnelHandle]) {
     for h in handles {
         h.stop();
@@ -70,6 +75,7 @@ pub async fn shutdown(handles: &[&TunnelHandle]) {
 
 /// Check `f` every [`POLL_INTERVAL`] until it returns `Some`, for at most `within`; panics
 /// naming `what` otherwise. For conditions that no event announces (counters, files, logs).
+/// Cancel safe.
 pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut f: F) -> T
 where
     F: FnMut() -> Fut,
@@ -90,6 +96,7 @@ where
 }
 
 /// Connect to `addr`, send `payload`, shut down writing, and read the answer to EOF.
+/// Cancel safe.
 pub async fn roundtrip(addr: SocketAddr, payload: &[u8]) -> Vec<u8> {
     match try_roundtrip(addr, payload).await {
         Ok(v) => v,
@@ -98,6 +105,7 @@ pub async fn roundtrip(addr: SocketAddr, payload: &[u8]) -> Vec<u8> {
 }
 
 /// [`roundtrip`] that reports failures instead of panicking.
+/// Cancel safe.
 pub async fn try_roundtrip(addr: SocketAddr, payload: &[u8]) -> std::io::Result<Vec<u8>> {
     let fut = async {
         let mut s = TcpStream::connect(addr).await?;
@@ -125,6 +133,7 @@ pub struct Closed {
 
 /// Read `s` until EOF or an error, for at most `within` and [`MAX_READ_UNTIL_CLOSED`] bytes;
 /// `None` if it is still open then.
+/// Cancel safe.
 pub async fn read_until_closed(s: &mut TcpStream, within: Duration) -> Option<Closed> {
     let start = Instant::now();
     let mut bytes = Vec::new();
