@@ -170,7 +170,7 @@ async fn losing_the_control_connection_does_not_cut_flowing_sessions() {
 }
 
 #[tokio::test]
-#[ignore = "BUG: silence is only checked at 5 s ping ticks: a dead peer is detected 15-20 s after its last message (19.9 s at 100 ms rtt), not within 15 s"]
+
 async fn a_silent_server_is_detected_within_the_heartbeat_deadline() {
     let echo = servers::echo().await;
     // A link with 100 ms of round-trip time, frozen right after the first heartbeat answer:
