@@ -65,7 +65,10 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
 fn too_large(max: usize) -> HttpError {
     HttpError::new(
         ErrorCode::PayloadTooLarge,
-        format!("body: larger than the limit of {max} bytes"),
+        format!(
+            "body: larger than the limit of {max} bytes ({} KiB)",
+            max / 1024
+        ),
     )
 }
 
@@ -91,6 +94,10 @@ pub(crate) fn check_json_content_type(headers: &HeaderMap) -> Result<(), HttpErr
 
 /// Decode `bytes` as `T`; the error names the field (`meta.tags.env: invalid type...`).
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, HttpError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{') {
+        return Err(HttpError::invalid("body", "expected a JSON object"));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(describe)?;
     de.end().map_err(|e| {
@@ -100,25 +107,28 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, HttpError> 
 }
 
 fn describe(e: serde_path_to_error::Error<serde_json::Error>) -> HttpError {
+    use serde_json::error::Category;
     let path = e.path().to_string();
     let inner = e.inner();
-    let message = match inner.classify() {
-        serde_json::error::Category::Data => strip_position(&inner.to_string()),
-        serde_json::error::Category::Eof if path == "." => {
-            "expected a JSON object, the body is empty or cut short".to_string()
+    match inner.classify() {
+        Category::Data => {
+            let message = strip_position(&inner.to_string());
+            // `.` is the body itself (a missing or unknown field: serde's message names it);
+            // `?` and `[n]` appear only for input that is not the expected object.
+            let field = if path == "." {
+                field_of(&message).unwrap_or("body").to_string()
+            } else if path.contains('?') || path.starts_with('[') {
+                "body".to_string()
+            } else {
+                path
+            };
+            HttpError::invalid(&field, message)
         }
-        _ => format!("invalid JSON: {inner}"),
-    };
-    if path == "." {
-        // A missing or unknown field: serde's message already names it.
-        let field = if inner.classify() == serde_json::error::Category::Data {
-            field_of(&message).unwrap_or("body").to_string()
-        } else {
-            "body".to_string()
-        };
-        HttpError::invalid(&field, message)
-    } else {
-        HttpError::invalid(&path, message)
+        Category::Eof if path == "." => HttpError::invalid(
+            "body",
+            "expected a JSON object, the body is empty or cut short",
+        ),
+        _ => HttpError::invalid("body", format!("invalid JSON: {inner}")),
     }
 }
 
@@ -184,7 +194,9 @@ mod tests {
             message(r#"{"url":"x","inner":{"flag":1}}"#),
             "inner.flag: invalid type: integer `1`, expected a boolean"
         );
-        assert!(message(r#"{"url":"x","inner":{"z":1}}"#).starts_with("inner: unknown field `z`"));
+        assert!(
+            message(r#"{"url":"x","inner":{"z":1}}"#).starts_with("inner.z: unknown field `z`")
+        );
         assert_eq!(
             message(""),
             "body: expected a JSON object, the body is empty or cut short"
@@ -197,15 +209,12 @@ mod tests {
         );
         assert!(message(r#"{"url":"x"} []"#).starts_with("body: trailing data"));
         assert!(
-            message("[1]").starts_with("body: invalid type"),
+            message("[1]").starts_with("body: expected a JSON object"),
             "{}",
             message("[1]")
         );
-        assert!(
-            message("5").starts_with("body: invalid type"),
-            "{}",
-            message("5")
-        );
+        assert_eq!(message("5"), "body: expected a JSON object");
+        assert_eq!(message(r#" ["url"]"#), "body: expected a JSON object");
     }
 
     #[test]

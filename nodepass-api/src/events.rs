@@ -20,7 +20,7 @@ use crate::error::{ErrorCode, HttpError};
 use crate::openapi::ErrorEnvelope;
 use crate::router::{Ctx, Reply};
 use crate::state::State;
-use crate::view::{EventType, EventView};
+use crate::view::{EventType, EventView, InstanceView};
 use std::sync::Arc;
 
 /// Frames buffered per stream before the stream waits for its client.
@@ -89,7 +89,8 @@ async fn send(tx: &mpsc::Sender<Bytes>, bytes: Bytes) -> Result<(), End> {
 
 async fn initial(state: &State, tx: &mpsc::Sender<Bytes>) -> Result<(), End> {
     for info in state.supervisor.list() {
-        send(tx, frame(&EventView::own(EventType::Initial, Some(&info)))).await?;
+        let view = InstanceView::of(&state.supervisor, &info);
+        send(tx, frame(&EventView::own(EventType::Initial, Some(view)))).await?;
     }
     Ok(())
 }
@@ -117,7 +118,7 @@ async fn pump(state: Arc<State>, mut events: Events, tx: mpsc::Sender<Bytes>) {
                         send(&tx, frame(&EventView::own(EventType::Resync, None))).await?;
                         initial(&state, &tx).await?;
                     }
-                    Some(e) => send(&tx, frame(&EventView::from(&e))).await?,
+                    Some(e) => send(&tx, frame(&EventView::of(&state.supervisor, &e))).await?,
                 },
             }
         }

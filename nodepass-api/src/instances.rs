@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use http::StatusCode;
 use nodepass_core::store::{MAX_ALIAS_CHARS, Meta, Peer};
-use nodepass_core::supervisor::{CreateInstance, InstanceInfo, UpdateInstance};
+use nodepass_core::supervisor::{
+    CreateInstance, InstanceInfo, MAX_META_CHARS, MAX_TAGS, UpdateInstance,
+};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
@@ -14,10 +16,6 @@ use crate::openapi::{Empty, Envelope, ErrorEnvelope};
 use crate::response;
 use crate::router::{Ctx, Reply};
 use crate::view::{InstanceList, InstanceView, Kind, Status};
-
-/// Longest tag key or value, in characters (the supervisor's limit, checked early so that a
-/// PATCH is refused before any part of it is applied).
-const MAX_TAG_CHARS: usize = 256;
 
 /// The peer in a request body.
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
@@ -43,20 +41,34 @@ pub(crate) struct MetaBody {
 }
 
 impl MetaBody {
+    /// The supervisor's limits, checked before a PATCH applies anything: every string at most
+    /// [`MAX_META_CHARS`] characters, at most [`MAX_TAGS`] tags, no empty tag key.
     fn validate(&self) -> Result<(), HttpError> {
+        let short = |field: &str, value: &str| {
+            let chars = value.chars().count();
+            if chars > MAX_META_CHARS {
+                return Err(HttpError::invalid(
+                    field,
+                    format!("{chars} characters, at most {MAX_META_CHARS} allowed"),
+                ));
+            }
+            Ok(())
+        };
+        short("meta.peer.sid", &self.peer.sid)?;
+        short("meta.peer.type", &self.peer.kind)?;
+        short("meta.peer.alias", &self.peer.alias)?;
+        if self.tags.len() > MAX_TAGS {
+            return Err(HttpError::invalid(
+                "meta.tags",
+                format!("{} tags, at most {MAX_TAGS} allowed", self.tags.len()),
+            ));
+        }
         for (k, v) in &self.tags {
-            if k.is_empty() || k.chars().count() > MAX_TAG_CHARS {
-                return Err(HttpError::invalid(
-                    "meta.tags",
-                    format!("key {k:?} must have 1 to {MAX_TAG_CHARS} characters"),
-                ));
+            if k.is_empty() {
+                return Err(HttpError::invalid("meta.tags", "empty tag key"));
             }
-            if v.chars().count() > MAX_TAG_CHARS {
-                return Err(HttpError::invalid(
-                    &format!("meta.tags.{k}"),
-                    format!("at most {MAX_TAG_CHARS} characters"),
-                ));
-            }
+            short("meta.tags", k)?;
+            short(&format!("meta.tags.{k}"), v)?;
         }
         Ok(())
     }
@@ -77,7 +89,10 @@ fn validate_alias(alias: Option<&str>) -> Result<(), HttpError> {
     match alias {
         Some(a) if a.chars().count() > MAX_ALIAS_CHARS => Err(HttpError::invalid(
             "alias",
-            format!("at most {MAX_ALIAS_CHARS} characters"),
+            format!(
+                "{} characters, at most {MAX_ALIAS_CHARS} allowed",
+                a.chars().count()
+            ),
         )),
         _ => Ok(()),
     }
@@ -162,10 +177,6 @@ struct ListQuery {
     status: Option<Status>,
 }
 
-fn view(info: &InstanceInfo) -> InstanceView {
-    InstanceView::from(info)
-}
-
 /// List instances, oldest first.
 #[utoipa::path(
     get,
@@ -190,7 +201,7 @@ pub(crate) async fn list(ctx: Ctx) -> Reply {
         .supervisor
         .list()
         .iter()
-        .map(view)
+        .map(|i| InstanceView::of(&ctx.state.supervisor, i))
         .filter(|i| query.kind.is_none_or(|k| i.kind == k))
         .filter(|i| query.status.is_none_or(|s| i.status == s))
         .collect();
@@ -228,7 +239,10 @@ pub(crate) async fn create(ctx: Ctx) -> Reply {
         meta: body.meta.map(MetaBody::into_meta).unwrap_or_default(),
     };
     let info = state.supervisor.create(req).await?;
-    Ok(response::ok(StatusCode::CREATED, &view(&info)))
+    Ok(response::ok(
+        StatusCode::CREATED,
+        &InstanceView::of(&state.supervisor, &info),
+    ))
 }
 
 /// One instance.
@@ -246,8 +260,12 @@ pub(crate) async fn create(ctx: Ctx) -> Reply {
     security(("api_key" = []), ("bearer" = []))
 )]
 pub(crate) async fn get(ctx: Ctx) -> Reply {
-    let info = ctx.state.supervisor.get(ctx.param())?;
-    Ok(response::ok(StatusCode::OK, &view(&info)))
+    let state = &ctx.state;
+    let info = state.supervisor.get(ctx.param())?;
+    Ok(response::ok(
+        StatusCode::OK,
+        &InstanceView::of(&state.supervisor, &info),
+    ))
 }
 
 /// Control an instance (`{"action": ...}`) or replace its URL (`{"url": ...}`).
@@ -289,7 +307,10 @@ pub(crate) async fn put(ctx: Ctx) -> Reply {
             ));
         }
     };
-    Ok(response::ok(StatusCode::OK, &view(&info)))
+    Ok(response::ok(
+        StatusCode::OK,
+        &InstanceView::of(&state.supervisor, &info),
+    ))
 }
 
 /// Update alias, policy or metadata, and optionally run an action.
@@ -325,13 +346,19 @@ pub(crate) async fn patch(ctx: Ctx) -> Reply {
             "nothing to change: give alias, restart, meta or action",
         ));
     }
-    // Validate everything first, then apply.
+    // Validate everything first (fields, and whether the action fits the current status), then
+    // run the action (which may still be refused, e.g. a listen address taken meanwhile: then
+    // nothing was changed), then apply the fields (which can then only fail in the store).
     validate_alias(body.alias.as_ref().and_then(|a| a.as_deref()))?;
     if let Some(meta) = &body.meta {
         meta.validate()?;
     }
     let supervisor = &state.supervisor;
     let mut info = supervisor.get(&id)?;
+    if let Some(action) = body.action {
+        check_transition(&info, action)?;
+        info = apply(supervisor, &id, action).await?;
+    }
     let update = UpdateInstance {
         alias: body.alias,
         restart: body.restart,
@@ -340,10 +367,10 @@ pub(crate) async fn patch(ctx: Ctx) -> Reply {
     if update.alias.is_some() || update.restart.is_some() || update.meta.is_some() {
         info = supervisor.update(&id, update).await?;
     }
-    if let Some(action) = body.action {
-        info = apply(supervisor, &id, action).await?;
-    }
-    Ok(response::ok(StatusCode::OK, &view(&info)))
+    Ok(response::ok(
+        StatusCode::OK,
+        &InstanceView::of(&state.supervisor, &info),
+    ))
 }
 
 /// Stop (if running) and delete an instance.
@@ -363,6 +390,25 @@ pub(crate) async fn patch(ctx: Ctx) -> Reply {
 pub(crate) async fn delete(ctx: Ctx) -> Reply {
     ctx.state.supervisor.delete(ctx.param()).await?;
     Ok(response::no_content())
+}
+
+/// The supervisor's transition rules, checked ahead so that a PATCH whose action would be
+/// refused changes nothing: `start` needs a stopped or failed instance, `stop` one that is not
+/// already stopped.
+fn check_transition(info: &InstanceInfo, action: Action) -> Result<(), HttpError> {
+    let status = Status::from(info.status);
+    let refused = match action {
+        Action::Start => matches!(status, Status::Running | Status::Starting),
+        Action::Stop => status == Status::Stopped,
+        Action::Restart | Action::Reset => false,
+    };
+    if refused {
+        return Err(HttpError::new(
+            crate::error::ErrorCode::Conflict,
+            format!("instance {} is already {}", info.id, info.status),
+        ));
+    }
+    Ok(())
 }
 
 async fn apply(

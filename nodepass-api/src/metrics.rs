@@ -251,6 +251,7 @@ mod tests {
             udp_out: 40,
             created_at: String::new(),
             updated_at: String::new(),
+            local_addrs: Default::default(),
         }
     }
 

@@ -96,7 +96,14 @@ pub(crate) fn failure(error: &HttpError) -> Response<Body> {
         },
     };
     let json = serde_json::to_vec(&envelope).expect("strings always serialize");
-    bytes(error.code.status(), JSON, json)
+    let mut res = bytes(error.code.status(), JSON, json);
+    if error.code == ErrorCode::Unauthorized {
+        res.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(r#"Bearer realm="nodepass""#),
+        );
+    }
+    res
 }
 
 /// 204 without a body.

@@ -5,9 +5,11 @@
 
 use std::collections::BTreeMap;
 
+use nodepass_core::Supervisor;
 use nodepass_core::supervisor::{
     Event, EventKind, InstanceInfo, InstanceKind, InstanceStatus, LogLine,
 };
+use nodepass_core::tunnel::LocalAddrs;
 use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -22,11 +24,12 @@ pub(crate) fn rfc3339(unix_ms: i64) -> String {
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string())
 }
 
-/// The current time in RFC 3339.
+/// The current time in RFC 3339, to the millisecond like every other time the API shows.
 pub(crate) fn now_rfc3339() -> String {
-    OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string())
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    rfc3339(ms)
 }
 
 /// Server or client.
@@ -94,6 +97,28 @@ pub(crate) struct MetaView {
     pub tags: BTreeMap<String, String>,
 }
 
+/// Where a running instance is bound (useful when its URL asked for port 0).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub(crate) struct AddrsView {
+    /// The server's tunnel listener, or a single-end client's listener.
+    #[schema(example = "127.0.0.1:10101")]
+    pub tunnel: Option<String>,
+    /// The user-facing TCP listener (server in reverse mode, client in forward mode).
+    pub users: Option<String>,
+    /// The user-facing UDP socket.
+    pub users_udp: Option<String>,
+}
+
+impl From<LocalAddrs> for AddrsView {
+    fn from(a: LocalAddrs) -> Self {
+        AddrsView {
+            tunnel: a.tunnel.map(|a| a.to_string()),
+            users: a.users.map(|a| a.to_string()),
+            users_udp: a.users_udp.map(|a| a.to_string()),
+        }
+    }
+}
+
 /// One managed instance. Tunnel keys are always masked as `****`.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub(crate) struct InstanceView {
@@ -145,6 +170,19 @@ pub(crate) struct InstanceView {
     pub created_at: String,
     /// Last change (RFC 3339).
     pub updated_at: String,
+    /// Bound addresses while running (an addition to the NodePass object).
+    pub local_addrs: AddrsView,
+}
+
+impl InstanceView {
+    /// The view of `info`, with the bound addresses the supervisor knows.
+    pub(crate) fn of(supervisor: &Supervisor, info: &InstanceInfo) -> Self {
+        let mut view = InstanceView::from(info);
+        if let Ok(instance) = supervisor.instance(&info.id) {
+            view.local_addrs = instance.local_addrs().into();
+        }
+        view
+    }
 }
 
 impl From<&InstanceInfo> for InstanceView {
@@ -179,6 +217,7 @@ impl From<&InstanceInfo> for InstanceView {
             udp_out: i.traffic.udp_out,
             created_at: rfc3339(i.created_at),
             updated_at: rfc3339(i.updated_at),
+            local_addrs: AddrsView::default(),
         }
     }
 }
@@ -281,22 +320,21 @@ pub(crate) struct EventView {
 
 impl EventView {
     /// An event of the API's own (`initial`, `resync`, `shutdown`), stamped now.
-    pub(crate) fn own(kind: EventType, instance: Option<&InstanceInfo>) -> Self {
+    pub(crate) fn own(kind: EventType, instance: Option<InstanceView>) -> Self {
         EventView {
             kind,
             time: now_rfc3339(),
-            instance: instance.map(InstanceView::from),
+            instance,
             logs: None,
         }
     }
-}
 
-impl From<&Event> for EventView {
-    fn from(e: &Event) -> Self {
+    /// The view of a supervisor event.
+    pub(crate) fn of(supervisor: &Supervisor, e: &Event) -> Self {
         EventView {
             kind: e.kind.into(),
             time: rfc3339(e.time),
-            instance: e.instance.as_ref().map(InstanceView::from),
+            instance: e.instance.as_ref().map(|i| InstanceView::of(supervisor, i)),
             logs: e
                 .logs
                 .as_ref()
