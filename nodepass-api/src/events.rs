@@ -155,3 +155,84 @@ impl hyper::body::Body for ChannelBody {
         self.rx.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Master, MasterOptions};
+    use nodepass_core::Config;
+    use nodepass_core::store::MemoryStore;
+    use nodepass_core::supervisor::{CreateInstance, UpdateInstance};
+
+    #[tokio::test]
+    async fn a_lagging_stream_gets_resync_then_fresh_initial_events() {
+        let Config::Master(config) = Config::parse("master://127.0.0.1:0/api").unwrap() else {
+            unreachable!()
+        };
+        let mut options = MasterOptions::default();
+        options.api_key = Some(crate::ApiKey::new("k").unwrap());
+        options.supervisor.event_capacity = 2;
+        let master = Master::with_store(&config, options, Arc::new(MemoryStore::new()))
+            .await
+            .unwrap();
+        let state = master.state.clone();
+        let sup = state.supervisor.clone();
+        let info = sup
+            .create(CreateInstance {
+                url: "server://k@127.0.0.1:0/127.0.0.1:0".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        // Room for one frame: the pump blocks while nobody reads, and the supervisor's buffer
+        // of 2 overflows.
+        let (tx, mut rx) = mpsc::channel(1);
+        let pump = tokio::spawn(pump(state.clone(), sup.subscribe(), tx));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while rx.is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the pump never started"
+            );
+            tokio::task::yield_now().await;
+        }
+        for n in 0..10 {
+            let update = UpdateInstance {
+                alias: Some(Some(format!("alias-{n}"))),
+                ..Default::default()
+            };
+            sup.update(&info.id, update).await.unwrap();
+        }
+        let mut frames = Vec::new();
+        while !frames
+            .iter()
+            .any(|f: &String| f.starts_with("event: initial") && f.contains("alias-9"))
+        {
+            let frame = tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .expect("frames within the deadline")
+                .expect("the stream is open");
+            frames.push(String::from_utf8(frame.to_vec()).unwrap());
+        }
+        let resync = frames
+            .iter()
+            .position(|f| f.starts_with("event: resync"))
+            .unwrap_or_else(|| panic!("no resync in {frames:?}"));
+        assert!(
+            frames[resync + 1].starts_with("event: initial"),
+            "{frames:?}"
+        );
+        state.shutdown.cancel();
+        while let Some(frame) = rx.recv().await {
+            frames.push(String::from_utf8(frame.to_vec()).unwrap());
+        }
+        assert!(
+            frames.last().unwrap().starts_with("event: shutdown"),
+            "{frames:?}"
+        );
+        tokio::time::timeout(Duration::from_secs(10), pump)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}

@@ -152,7 +152,7 @@ pub struct Master {
     listener: TcpListener,
     local_addr: SocketAddr,
     tls: Option<ServerTls>,
-    state: Arc<State>,
+    pub(crate) state: Arc<State>,
     generated_key: Option<ApiKey>,
     options: MasterOptions,
     state_path: Option<PathBuf>,
@@ -389,7 +389,7 @@ fn create_private_dir(path: &Path) -> Result<(), ApiError> {
 
 /// One accepted connection.
 struct Connection {
-    state: Arc<State>,
+    pub(crate) state: Arc<State>,
     tls: Option<ServerTls>,
     watcher: Watcher,
     options: MasterOptions,
