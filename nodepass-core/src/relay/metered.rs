@@ -59,19 +59,11 @@ impl Activity {
     }
 }
 
-/// Which counters a [`Metered`] stream feeds.
-#[derive(Debug, Clone, Copy)]
-enum Proto {
-    Tcp,
-    Udp,
-}
-
-/// A local socket whose reads and writes are counted, recorded as activity and rate limited.
+/// A local TCP socket whose reads and writes are counted, recorded as activity and rate limited.
 #[derive(Debug)]
 pub struct Metered<S> {
     inner: S,
     stats: Arc<Stats>,
-    proto: Proto,
     rate: Option<RateLimiter>,
     activity: Activity,
     read_delay: Option<Pin<Box<Sleep>>>,
@@ -84,7 +76,6 @@ impl<S> Metered<S> {
         Metered {
             inner,
             stats,
-            proto: Proto::Tcp,
             rate,
             activity,
             read_delay: None,
@@ -94,12 +85,7 @@ impl<S> Metered<S> {
 
     fn count(&self, rx: bool, n: usize) {
         let s = &self.stats;
-        let c = match (self.proto, rx) {
-            (Proto::Tcp, true) => &s.tcp_rx,
-            (Proto::Tcp, false) => &s.tcp_tx,
-            (Proto::Udp, true) => &s.udp_rx,
-            (Proto::Udp, false) => &s.udp_tx,
-        };
+        let c = if rx { &s.tcp_rx } else { &s.tcp_tx };
         c.fetch_add(n as u64, Relaxed);
         self.activity.touch();
     }

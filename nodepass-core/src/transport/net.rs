@@ -147,12 +147,15 @@ pub fn tune_tunnel_stream(s: &TcpStream) {
     let _ = SockRef::from(s).set_tcp_keepalive(&ka);
 }
 
+/// Cached answers: (name, port) → (addresses, when resolved).
+type DnsCache = HashMap<(String, u16), (Vec<SocketAddr>, Instant)>;
+
 /// Name resolution with a TTL cache (`dns`), shared by one tunnel.
 #[derive(Debug)]
 pub struct Resolver {
     ttl: Duration,
     /// Never held across `.await`.
-    cache: Mutex<HashMap<(String, u16), (Vec<SocketAddr>, Instant)>>,
+    cache: Mutex<DnsCache>,
 }
 
 impl Resolver {

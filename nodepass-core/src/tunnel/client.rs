@@ -11,12 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ring::rand::{SecureRandom, SystemRandom};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::handshake::{self, HandshakeError};
-use super::users::{Upstream, accept_loop, serve_pool_conn};
+use super::users::{Upstream, UserSockets, serve_pool_conn};
 use super::wire::Wire;
 use super::{Ctx, HANDSHAKE_TIMEOUT, Mode, Shared, TunnelState, control};
 use crate::config::{ClientConfig, ClientMode, Host};
@@ -25,7 +25,7 @@ use crate::pool::Pool;
 use crate::protocol::auth::ProofKey;
 use crate::protocol::{ConnKind, Flow, Message, SessionId};
 use crate::transport::TunnelStream;
-use crate::transport::net::{DEFAULT_CONNECT_TIMEOUT, bind_tcp, tune_tunnel_stream};
+use crate::transport::net::{DEFAULT_CONNECT_TIMEOUT, tune_tunnel_stream};
 use crate::transport::tls::{ClientTls, ClientVerify};
 
 /// First reconnect delay after losing the server.
@@ -42,22 +42,21 @@ const POOL_ADAPT_INTERVAL: Duration = Duration::from_secs(60);
 /// What a client configuration turns into.
 pub(crate) enum Decision {
     /// Forward alone: the tunnel address was bindable (or `mode=1`).
-    Single(Option<TcpListener>),
+    Single(UserSockets),
     /// Connect to a server.
     Dual,
 }
 
 /// `mode=0`: single-end if the tunnel address can be bound here, else dual-end.
 pub(crate) async fn decide(cfg: &ClientConfig) -> Result<Decision> {
+    let p = &cfg.params;
     match cfg.mode {
-        ClientMode::SingleEnd => Ok(Decision::Single(if cfg.params.tcp {
-            Some(bind_tcp(&cfg.params.tunnel).await?)
-        } else {
-            None
-        })),
+        ClientMode::SingleEnd => Ok(Decision::Single(
+            UserSockets::bind(&p.tunnel, p.tcp, p.udp).await?,
+        )),
         ClientMode::DualEnd => Ok(Decision::Dual),
-        ClientMode::Auto => match bind_tcp(&cfg.params.tunnel).await {
-            Ok(l) => Ok(Decision::Single(Some(l))),
+        ClientMode::Auto => match UserSockets::bind(&p.tunnel, p.tcp, p.udp).await {
+            Ok(s) => Ok(Decision::Single(s)),
             Err(e) => {
                 tracing::debug!(reason = %e, "tunnel address not bindable here, connecting to a server");
                 Ok(Decision::Dual)
@@ -75,8 +74,8 @@ struct Inner {
     key: ProofKey,
     /// The TLS setup learned from the server; never held across `.await`.
     tls: Mutex<Option<ClientTls>>,
-    /// The forward-flow user listener, kept across sessions; never held across `.await`.
-    users: Mutex<Option<Arc<TcpListener>>>,
+    /// The forward-flow user sockets, kept across sessions; never held across `.await`.
+    users: Mutex<Option<Arc<UserSockets>>>,
 }
 
 /// An established control session.
@@ -284,17 +283,9 @@ impl Inner {
             Flow::Reverse => Mode::Reverse,
             Flow::Forward => Mode::Forward,
         });
-        if flow == Flow::Forward && ctx.params.tcp {
-            let listener = self.users_listener(ctx).await?;
-            ctx.tracker.spawn(
-                accept_loop(
-                    listener,
-                    Upstream::Pool(pool.clone()),
-                    ctx.clone(),
-                    token.clone(),
-                )
-                .in_current_span(),
-            );
+        if flow == Flow::Forward {
+            let sockets = self.user_sockets(ctx).await?;
+            sockets.serve(Upstream::Pool(pool.clone()), ctx, &token);
         }
         let filler = Filler {
             client: self.clone(),
@@ -313,20 +304,28 @@ impl Inner {
         let end = control::run(&mut wire, &ctx.shared.stats, &token).await;
         token.cancel();
         pool.clear();
+        let end_kind = match &end {
+            control::ControlEnd::Goodbye => EndKind::Goodbye,
+            _ => EndKind::Other,
+        };
         let reason = match end {
             control::ControlEnd::Cancelled => "stopped".to_string(),
             control::ControlEnd::Goodbye => "server said goodbye".to_string(),
             control::ControlEnd::Lost(why) => why,
         };
         if !ctx.stop.is_cancelled() {
-            tracing::warn!(reason = %reason, "lost the server, reconnecting");
+            if matches!(end_kind, EndKind::Goodbye) {
+                tracing::info!("the server is shutting down, reconnecting");
+            } else {
+                tracing::warn!(reason = %reason, "lost the server, reconnecting");
+            }
         }
         Ok(reason)
     }
 
-    async fn users_listener(&self, ctx: &Ctx) -> Result<Arc<TcpListener>> {
-        if let Some(l) = self.users.lock().expect("users lock poisoned").clone() {
-            return Ok(l);
+    async fn user_sockets(&self, ctx: &Ctx) -> Result<Arc<UserSockets>> {
+        if let Some(s) = self.users.lock().expect("users lock poisoned").clone() {
+            return Ok(s);
         }
         let Some(ep) = self.cfg.params.targets.first() else {
             return Err(Error::Unsupported(
@@ -336,12 +335,18 @@ impl Inner {
         if self.cfg.params.targets.len() > 1 {
             tracing::warn!("forward flow listens on the first target address only");
         }
-        let l = Arc::new(bind_tcp(ep).await?);
-        let addr = l.local_addr().ok();
-        ctx.shared.update_addrs(|a| a.users = addr);
-        *self.users.lock().expect("users lock poisoned") = Some(l.clone());
-        Ok(l)
+        let p = &ctx.params;
+        let s = Arc::new(UserSockets::bind(ep, p.tcp, p.udp).await?);
+        s.publish(&ctx.shared, false);
+        *self.users.lock().expect("users lock poisoned") = Some(s.clone());
+        Ok(s)
     }
+}
+
+/// How a session ended, for the log level.
+enum EndKind {
+    Goodbye,
+    Other,
 }
 
 /// Keeps the pool of one session at its capacity, dialing replacements as soon as

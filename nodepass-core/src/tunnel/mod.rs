@@ -16,6 +16,7 @@ mod handshake;
 mod server;
 mod single;
 mod targets;
+pub mod udp;
 mod users;
 mod wire;
 
@@ -188,10 +189,17 @@ pub(crate) struct Ctx {
     pub(crate) tracker: TaskTracker,
     /// Stop accepting and end sessions (the caller's shutdown token).
     pub(crate) stop: CancellationToken,
+    /// Largest UDP datagram carried.
+    pub(crate) udp_max: usize,
 }
 
 impl Ctx {
-    fn new(shared: Arc<Shared>, params: &TunnelParams, stop: CancellationToken) -> Self {
+    fn new(
+        shared: Arc<Shared>,
+        params: &TunnelParams,
+        stop: CancellationToken,
+        udp_max: usize,
+    ) -> Self {
         let params = Arc::new(params.clone());
         Ctx {
             relay: RelayCtx {
@@ -199,6 +207,7 @@ impl Ctx {
                 rate: params.rate_mbps.map(RateLimiter::new),
                 idle_timeout: params.read_timeout,
                 hard_stop: CancellationToken::new(),
+                zero_copy: crate::relay::zero_copy_from_env(),
             },
             slots: Slots::new(params.slot),
             targets: Arc::new(targets::Targets::new(&params)),
@@ -206,12 +215,13 @@ impl Ctx {
             shared,
             params,
             stop,
+            udp_max,
         }
     }
 }
 
 enum Role {
-    Server(server::Server),
+    Server(Box<server::Server>),
     Client(client::Client),
     Single(single::Single),
 }
@@ -221,6 +231,7 @@ pub struct Tunnel {
     role: Role,
     shared: Arc<Shared>,
     params: TunnelParams,
+    udp_max: usize,
 }
 
 impl std::fmt::Debug for Tunnel {
@@ -239,6 +250,7 @@ impl Tunnel {
     pub async fn bind(config: TunnelConfig) -> Result<Tunnel> {
         let shared = Shared::new();
         let params = config.params().clone();
+        let udp_max = udp::max_datagram().map_err(Error::Unsupported)?;
         if params.is_derived_key_exposed() {
             tracing::warn!(
                 tunnel = %params.tunnel,
@@ -246,10 +258,12 @@ impl Tunnel {
             );
         }
         let role = match config {
-            TunnelConfig::Server(cfg) => Role::Server(server::Server::bind(cfg, &shared).await?),
+            TunnelConfig::Server(cfg) => {
+                Role::Server(Box::new(server::Server::bind(cfg, &shared).await?))
+            }
             TunnelConfig::Client(cfg) => match client::decide(&cfg).await? {
-                client::Decision::Single(listener) => {
-                    Role::Single(single::Single::new(cfg, listener, &shared)?)
+                client::Decision::Single(sockets) => {
+                    Role::Single(single::Single::new(sockets, &shared))
                 }
                 client::Decision::Dual => Role::Client(client::Client::new(cfg, &shared)?),
             },
@@ -258,7 +272,22 @@ impl Tunnel {
             role,
             shared,
             params,
+            udp_max,
         })
+    }
+
+    /// Set the largest UDP datagram this tunnel carries (1..=65507; default 65507, or the
+    /// `NODEPASS_UDP_MAX_DATAGRAM` environment variable). Larger datagrams read from local
+    /// sockets are dropped and counted in `udp_dropped`.
+    pub fn set_udp_max_datagram(&mut self, max: usize) -> Result<()> {
+        if !(1..=crate::protocol::datagram::MAX_DATAGRAM_LEN).contains(&max) {
+            return Err(Error::Unsupported(format!(
+                "udp max datagram {max}: expected 1 to {}",
+                crate::protocol::datagram::MAX_DATAGRAM_LEN
+            )));
+        }
+        self.udp_max = max;
+        Ok(())
     }
 
     /// The addresses bound so far (a forward-flow client binds its user listener only after
@@ -275,12 +304,17 @@ impl Tunnel {
     /// Run until `shutdown` is cancelled (then drain within [`SHUTDOWN_GRACE`]) or a fatal
     /// error. Not cancel safe: cancel through `shutdown` instead of dropping the future.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
-        let ctx = Ctx::new(self.shared.clone(), &self.params, shutdown.clone());
+        let ctx = Ctx::new(
+            self.shared.clone(),
+            &self.params,
+            shutdown.clone(),
+            self.udp_max,
+        );
         self.shared.set_state(TunnelState::Starting);
         let events =
             tokio::spawn(status_events(self.shared.clone(), shutdown.clone()).in_current_span());
         let result = match self.role {
-            Role::Server(s) => s.run(ctx.clone()).await,
+            Role::Server(s) => (*s).run(ctx.clone()).await,
             Role::Client(c) => c.run(ctx.clone()).await,
             Role::Single(s) => s.run(ctx.clone()).await,
         };

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::handshake::{self, Accepted, HandshakeError};
-use super::users::{Upstream, accept_loop, serve_pool_conn};
+use super::users::{Upstream, UserSockets, serve_pool_conn};
 use super::{Ctx, HANDSHAKE_TIMEOUT, HEARTBEAT_INTERVAL, Mode, Shared, TunnelState, control};
 use crate::config::{Host, PoolType, ServerConfig, ServerMode, TlsMode};
 use crate::error::{ConfigErrorExt, Error, Result};
@@ -34,7 +34,7 @@ struct Session {
 pub(crate) struct Server {
     cfg: ServerConfig,
     tunnel: TcpListener,
-    users: Option<Arc<TcpListener>>,
+    users: UserSockets,
     flow: Flow,
     tls: Option<ServerTls>,
     key: ProofKey,
@@ -74,31 +74,26 @@ impl Server {
                         "reverse flow listens on the target address, so exactly one target is allowed",
                     ));
                 }
-                let users = if cfg.params.tcp {
-                    Some(bind_tcp(&cfg.params.targets[0]).await?)
-                } else {
-                    None
-                };
+                let p = &cfg.params;
+                let users = UserSockets::bind(&p.targets[0], p.tcp, p.udp).await?;
                 (Flow::Reverse, users)
             }
-            ServerMode::Forward => (Flow::Forward, None),
-            ServerMode::Auto if single_target && cfg.params.tcp => {
-                match bind_tcp(&cfg.params.targets[0]).await {
-                    Ok(l) => (Flow::Reverse, Some(l)),
+            ServerMode::Forward => (Flow::Forward, UserSockets::default()),
+            ServerMode::Auto if single_target => {
+                let p = &cfg.params;
+                match UserSockets::bind(&p.targets[0], p.tcp, p.udp).await {
+                    Ok(users) => (Flow::Reverse, users),
                     Err(e) => {
                         tracing::info!(reason = %e, "target address not bindable, using forward flow");
-                        (Flow::Forward, None)
+                        (Flow::Forward, UserSockets::default())
                     }
                 }
             }
-            ServerMode::Auto => (Flow::Forward, None),
+            ServerMode::Auto => (Flow::Forward, UserSockets::default()),
         };
+        users.publish(shared, false);
         let tunnel_addr = tunnel.local_addr().ok();
-        let users_addr = users.as_ref().and_then(|l| l.local_addr().ok());
-        shared.update_addrs(|a| {
-            a.tunnel = tunnel_addr;
-            a.users = users_addr;
-        });
+        shared.update_addrs(|a| a.tunnel = tunnel_addr);
         shared.set_mode(match flow {
             Flow::Reverse => Mode::Reverse,
             Flow::Forward => Mode::Forward,
@@ -107,7 +102,7 @@ impl Server {
         Ok(Server {
             cfg,
             tunnel,
-            users: users.map(Arc::new),
+            users,
             flow,
             tls,
             key,
@@ -123,17 +118,8 @@ impl Server {
         // One pool for the server's lifetime, cleared whenever the session changes.
         let pool = Pool::new(1, this.cfg.max.get() as usize, ctx.shared.stats.clone());
         ctx.shared.set_pool(Some(pool.clone()));
-        if let Some(users) = &this.users {
-            ctx.tracker.spawn(
-                accept_loop(
-                    users.clone(),
-                    Upstream::Pool(pool.clone()),
-                    ctx.clone(),
-                    ctx.stop.clone(),
-                )
-                .in_current_span(),
-            );
-        }
+        this.users
+            .serve(Upstream::Pool(pool.clone()), &ctx, &ctx.stop);
         tracing::info!(
             tunnel = ?this.tunnel.local_addr().ok(),
             flow = ?this.flow,
@@ -223,6 +209,10 @@ impl Server {
                 let Some(s) = self.session(&session) else {
                     return;
                 };
+                if pool.idle() >= self.cfg.max.get() as usize {
+                    tracing::debug!(%peer, "pool is at max, extra pool connection closed");
+                    return;
+                }
                 match self.flow {
                     Flow::Reverse => pool.put(wire.into_parts().0),
                     Flow::Forward => {
@@ -304,6 +294,12 @@ fn pool_type_code(t: PoolType) -> u8 {
 fn log_refusal(peer: SocketAddr, e: &HandshakeError) {
     match e {
         HandshakeError::Closed | HandshakeError::TlsRequired(_) | HandshakeError::StaleSession => {
+            tracing::debug!(%peer, reason = %e, "tunnel connection closed during handshake")
+        }
+        // A peer that hangs up mid-TLS (a client shutting down, a port scanner) is ordinary.
+        HandshakeError::Tls(io) | HandshakeError::Io(io)
+            if crate::relay::is_peer_disconnect(io) =>
+        {
             tracing::debug!(%peer, reason = %e, "tunnel connection closed during handshake")
         }
         _ => tracing::warn!(%peer, reason = %e, "tunnel connection refused"),

@@ -8,19 +8,85 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::wire::{Wire, WireError};
 use super::{Ctx, POOL_WAIT};
+use crate::config::Endpoint;
+use crate::error::Result;
 use crate::pool::{Parked, Pool};
 use crate::protocol::{self, Message, StreamKind};
-use crate::relay::{RelayEnd, is_peer_disconnect, relay_tcp};
+use crate::relay::{RelayEnd, is_peer_disconnect, relay_stream};
 use crate::sniff;
 use crate::stats::Stats;
 use crate::transport::TunnelStream;
-use crate::transport::net::tune_stream;
+use crate::transport::net::{bind_tcp, bind_udp, tune_stream};
+
+/// The user-facing sockets of a tunnel end: TCP and/or UDP on the same address.
+#[derive(Debug, Default)]
+pub(crate) struct UserSockets {
+    pub(crate) tcp: Option<Arc<TcpListener>>,
+    pub(crate) udp: Option<Arc<UdpSocket>>,
+}
+
+impl UserSockets {
+    /// Bind TCP (if `tcp`) and UDP (if `udp`) on `ep`; UDP takes the port TCP got when `ep`
+    /// asks for port 0, so users find both on one port.
+    pub(crate) async fn bind(ep: &Endpoint, tcp: bool, udp: bool) -> Result<Self> {
+        let tcp_l = if tcp { Some(bind_tcp(ep).await?) } else { None };
+        let port = match &tcp_l {
+            Some(l) => l.local_addr().map(|a| a.port()).unwrap_or(ep.port),
+            None => ep.port,
+        };
+        let udp_s = if udp {
+            Some(
+                bind_udp(&Endpoint {
+                    host: ep.host.clone(),
+                    port,
+                })
+                .await?,
+            )
+        } else {
+            None
+        };
+        Ok(UserSockets {
+            tcp: tcp_l.map(Arc::new),
+            udp: udp_s.map(Arc::new),
+        })
+    }
+
+    /// Record the bound addresses.
+    pub(crate) fn publish(&self, shared: &super::Shared, as_tunnel: bool) {
+        let tcp = self.tcp.as_ref().and_then(|l| l.local_addr().ok());
+        let udp = self.udp.as_ref().and_then(|s| s.local_addr().ok());
+        shared.update_addrs(|a| {
+            if as_tunnel {
+                a.tunnel = tcp;
+            } else {
+                a.users = tcp;
+            }
+            a.users_udp = udp;
+        });
+    }
+
+    /// Serve both sockets until `cancel`, in the tunnel's tracker.
+    pub(crate) fn serve(&self, upstream: Upstream, ctx: &Ctx, cancel: &CancellationToken) {
+        if let Some(l) = &self.tcp {
+            ctx.tracker.spawn(
+                accept_loop(l.clone(), upstream.clone(), ctx.clone(), cancel.clone())
+                    .in_current_span(),
+            );
+        }
+        if let Some(s) = &self.udp {
+            ctx.tracker.spawn(
+                super::udp::serve_users(s.clone(), upstream, ctx.clone(), cancel.clone())
+                    .in_current_span(),
+            );
+        }
+    }
+}
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -89,13 +155,21 @@ async fn handle_user(user: TcpStream, peer: SocketAddr, upstream: Upstream, ctx:
                 return;
             };
             let _active = stats.session(false);
-            finish(relay_tcp(user, conn, BytesMut::new(), &ctx.relay).await);
+            finish(relay_stream(user, conn, BytesMut::new(), &ctx.relay).await);
         }
         Upstream::Direct => match ctx.targets.connect_tcp(peer, dst).await {
             Ok((target, addr)) => {
                 tracing::debug!(%addr, "target connected");
                 let _active = stats.session(false);
-                finish(relay_tcp(user, target, BytesMut::new(), &ctx.relay).await);
+                finish(
+                    relay_stream(
+                        user,
+                        TunnelStream::Plain(target),
+                        BytesMut::new(),
+                        &ctx.relay,
+                    )
+                    .await,
+                );
             }
             Err(e) => tracing::warn!(error = %e, "no target reachable, user connection closed"),
         },
@@ -185,10 +259,16 @@ pub(crate) async fn serve_pool_conn(
                 tracing::debug!(%addr, "target connected");
                 let _active = stats.session(false);
                 let (stream, prefix) = wire.into_parts();
-                finish(relay_tcp(target, stream, prefix, &ctx.relay).await);
+                finish(relay_stream(target, stream, prefix, &ctx.relay).await);
             }
             StreamKind::Udp => {
-                tracing::warn!("udp session refused: udp is not supported by this build yet");
+                if !ctx.params.udp {
+                    tracing::warn!("udp session refused: noudp=1");
+                    return;
+                }
+                if let Err(e) = super::udp::serve_open(wire, &ctx).await {
+                    tracing::debug!(error = %e, "udp session ended");
+                }
             }
         }
     }
