@@ -164,6 +164,10 @@ fn level_name(level: &Level) -> &'static str {
 /// tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
 /// ```
 ///
+/// Use the global default (`set_global_default`), not a scoped one (`set_default`): `tracing`
+/// caches which callsites are enabled process-wide, so with a single scoped subscriber, lines
+/// first logged on another thread can stay disabled for it.
+///
 /// The layer sees only events the subscriber enables: give other layers their own filters
 /// (`Layer::with_filter`) rather than a global one, or an instance's `log=debug` lines never
 /// reach it. Instances created while no `LogCapture` is installed keep no lines.
