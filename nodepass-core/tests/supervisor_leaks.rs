@@ -90,8 +90,14 @@ async fn two_hundred_instances_leave_no_tasks_or_fds_behind() {
     let (fds, tasks) = steady().await;
 
     let (peak_fds, peak_tasks) = cycle(&sup, INSTANCES).await;
-    assert!(peak_fds >= fds + INSTANCES, "{peak_fds} fds at the peak, {fds} before");
-    assert!(peak_tasks >= tasks + INSTANCES, "{peak_tasks} tasks at the peak, {tasks} before");
+    assert!(
+        peak_fds >= fds + INSTANCES,
+        "{peak_fds} fds at the peak, {fds} before"
+    );
+    assert!(
+        peak_tasks >= tasks + INSTANCES,
+        "{peak_tasks} tasks at the peak, {tasks} before"
+    );
 
     let (fds_after, tasks_after) = settle(fds, tasks).await;
     eprintln!(

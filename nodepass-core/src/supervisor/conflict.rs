@@ -49,12 +49,9 @@ pub(crate) fn first_conflict<'a>(
     theirs: &'a TunnelConfig,
 ) -> Option<(&'a Endpoint, &'a Endpoint)> {
     let theirs = listen_endpoints(theirs);
-    listen_endpoints(mine).into_iter().find_map(|m| {
-        theirs
-            .iter()
-            .find(|t| overlaps(m, t))
-            .map(|t| (m, *t))
-    })
+    listen_endpoints(mine)
+        .into_iter()
+        .find_map(|m| theirs.iter().find(|t| overlaps(m, t)).map(|t| (m, *t)))
 }
 
 #[cfg(test)]
@@ -73,10 +70,16 @@ mod tests {
                 .map(|e| e.to_string())
                 .collect()
         };
-        assert_eq!(show("server://k@:1000/127.0.0.1:80?mode=1"), [":1000", "127.0.0.1:80"]);
+        assert_eq!(
+            show("server://k@:1000/127.0.0.1:80?mode=1"),
+            [":1000", "127.0.0.1:80"]
+        );
         assert_eq!(show("server://k@:1000/127.0.0.1:80?mode=2"), [":1000"]);
         assert_eq!(show("server://k@:1000/127.0.0.1:80"), [":1000"]);
-        assert_eq!(show("client://127.0.0.1:2000/127.0.0.1:80?mode=1"), ["127.0.0.1:2000"]);
+        assert_eq!(
+            show("client://127.0.0.1:2000/127.0.0.1:80?mode=1"),
+            ["127.0.0.1:2000"]
+        );
         assert!(show("client://k@127.0.0.1:2000/127.0.0.1:80?mode=2").is_empty());
         assert!(show("client://k@127.0.0.1:2000/127.0.0.1:80").is_empty());
     }
@@ -84,24 +87,80 @@ mod tests {
     #[test]
     fn conflicts_need_the_same_port_and_overlapping_hosts() {
         let table = [
-            ("server://k@:1000/1.2.3.4:1", "server://k@127.0.0.1:1000/1.2.3.4:1", true),
-            ("server://k@0.0.0.0:1000/1.2.3.4:1", "server://k@127.0.0.2:1000/1.2.3.4:1", true),
-            ("server://k@[::]:1000/1.2.3.4:1", "server://k@127.0.0.1:1000/1.2.3.4:1", true),
-            ("server://k@127.0.0.1:1000/1.2.3.4:1", "server://k@127.0.0.1:1000/1.2.3.4:1", true),
-            ("server://k@127.0.0.1:1000/1.2.3.4:1", "server://k@127.0.0.2:1000/1.2.3.4:1", false),
-            ("server://k@127.0.0.1:1000/1.2.3.4:1", "server://k@127.0.0.1:1001/1.2.3.4:1", false),
-            ("server://k@127.0.0.1:0/1.2.3.4:1", "server://k@127.0.0.1:0/1.2.3.4:1", false),
-            ("server://k@a.example:1000/1.2.3.4:1", "server://k@a.example:1000/1.2.3.4:1", true),
-            ("server://k@a.example:1000/1.2.3.4:1", "server://k@b.example:1000/1.2.3.4:1", false),
+            (
+                "server://k@:1000/1.2.3.4:1",
+                "server://k@127.0.0.1:1000/1.2.3.4:1",
+                true,
+            ),
+            (
+                "server://k@0.0.0.0:1000/1.2.3.4:1",
+                "server://k@127.0.0.2:1000/1.2.3.4:1",
+                true,
+            ),
+            (
+                "server://k@[::]:1000/1.2.3.4:1",
+                "server://k@127.0.0.1:1000/1.2.3.4:1",
+                true,
+            ),
+            (
+                "server://k@127.0.0.1:1000/1.2.3.4:1",
+                "server://k@127.0.0.1:1000/1.2.3.4:1",
+                true,
+            ),
+            (
+                "server://k@127.0.0.1:1000/1.2.3.4:1",
+                "server://k@127.0.0.2:1000/1.2.3.4:1",
+                false,
+            ),
+            (
+                "server://k@127.0.0.1:1000/1.2.3.4:1",
+                "server://k@127.0.0.1:1001/1.2.3.4:1",
+                false,
+            ),
+            (
+                "server://k@127.0.0.1:0/1.2.3.4:1",
+                "server://k@127.0.0.1:0/1.2.3.4:1",
+                false,
+            ),
+            (
+                "server://k@a.example:1000/1.2.3.4:1",
+                "server://k@a.example:1000/1.2.3.4:1",
+                true,
+            ),
+            (
+                "server://k@a.example:1000/1.2.3.4:1",
+                "server://k@b.example:1000/1.2.3.4:1",
+                false,
+            ),
             // A reverse-flow server's target against a single-end client's listener.
-            ("server://k@:1000/127.0.0.1:3000?mode=1", "client://127.0.0.1:3000/1.2.3.4:1?mode=1", true),
-            ("server://k@:1000/127.0.0.1:3000?mode=2", "client://127.0.0.1:3000/1.2.3.4:1?mode=1", false),
+            (
+                "server://k@:1000/127.0.0.1:3000?mode=1",
+                "client://127.0.0.1:3000/1.2.3.4:1?mode=1",
+                true,
+            ),
+            (
+                "server://k@:1000/127.0.0.1:3000?mode=2",
+                "client://127.0.0.1:3000/1.2.3.4:1?mode=1",
+                false,
+            ),
             // A dual-end client listens on nothing it names.
-            ("server://k@:1000/1.2.3.4:1", "client://k@127.0.0.1:1000/1.2.3.4:1?mode=2", false),
+            (
+                "server://k@:1000/1.2.3.4:1",
+                "client://k@127.0.0.1:1000/1.2.3.4:1?mode=2",
+                false,
+            ),
         ];
         for (a, b, want) in table {
-            assert_eq!(first_conflict(&cfg(a), &cfg(b)).is_some(), want, "{a} vs {b}");
-            assert_eq!(first_conflict(&cfg(b), &cfg(a)).is_some(), want, "{b} vs {a}");
+            assert_eq!(
+                first_conflict(&cfg(a), &cfg(b)).is_some(),
+                want,
+                "{a} vs {b}"
+            );
+            assert_eq!(
+                first_conflict(&cfg(b), &cfg(a)).is_some(),
+                want,
+                "{b} vs {a}"
+            );
         }
     }
 }

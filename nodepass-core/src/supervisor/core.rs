@@ -197,9 +197,9 @@ impl Core {
         self.check_conflict(&m.id, &config)?;
         m.set_status(self, InstanceStatus::Starting, None, None);
         let token = m.token.child_token();
-        let task = self.tracker.spawn(
-            run::run(self.clone(), m.clone(), token.clone()).instrument(m.span.clone()),
-        );
+        let task = self
+            .tracker
+            .spawn(run::run(self.clone(), m.clone(), token.clone()).instrument(m.span.clone()));
         m.lock().run = Some(Run { token, task });
         Ok(())
     }

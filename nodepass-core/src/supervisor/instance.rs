@@ -311,7 +311,8 @@ impl Instance {
             }
             self.m.info_locked(&st)
         };
-        self.core.emit(Event::new(EventKind::Update, Some(info.clone())));
+        self.core
+            .emit(Event::new(EventKind::Update, Some(info.clone())));
         Ok(info)
     }
 
@@ -334,7 +335,8 @@ impl Instance {
             self.core.store.put(&record)?;
             self.m.apply(record, Some(parsed))
         };
-        self.core.emit(Event::new(EventKind::Update, Some(info.clone())));
+        self.core
+            .emit(Event::new(EventKind::Update, Some(info.clone())));
         if !active {
             if info.status == InstanceStatus::Error {
                 self.m
@@ -375,7 +377,8 @@ impl Instance {
             self.core.store.put(&record)?;
             self.m.apply(record, None)
         };
-        self.core.emit(Event::new(EventKind::Update, Some(info.clone())));
+        self.core
+            .emit(Event::new(EventKind::Update, Some(info.clone())));
         Ok(info)
     }
 

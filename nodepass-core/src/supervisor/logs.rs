@@ -367,7 +367,10 @@ mod tests {
             assert_eq!(lines.len(), 2, "{lines:?}");
             assert_eq!(lines[0].message, r#"copied bytes=5 who="me""#);
             assert_eq!(lines[0].level, "info");
-            assert_eq!((lines[1].level.as_str(), lines[1].message.as_str()), ("warn", "careful"));
+            assert_eq!(
+                (lines[1].level.as_str(), lines[1].message.as_str()),
+                ("warn", "careful")
+            );
             assert!(quiet.snapshot().is_empty());
             let status = events.snapshot();
             assert_eq!(status.len(), 1);

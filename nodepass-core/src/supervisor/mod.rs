@@ -196,11 +196,7 @@ impl Supervisor {
         let records = store.load()?;
         let core = Arc::new(Core::new(store, options, &shutdown));
         for record in records {
-            let m = Arc::new(Managed::new(
-                record,
-                &core.token,
-                core.options.log_capacity,
-            ));
+            let m = Arc::new(Managed::new(record, &core.token, core.options.log_capacity));
             core.insert(m.clone());
             core.tracker.spawn(core.clone().pump_logs(m));
         }

@@ -28,7 +28,11 @@ pub(crate) struct Backoff {
 
 impl Backoff {
     pub(crate) fn new(min: Duration, max: Duration) -> Self {
-        Backoff { min, max, next: min }
+        Backoff {
+            min,
+            max,
+            next: min,
+        }
     }
 
     /// The delay before the next restart; `stable`: the run that just failed had been running
@@ -75,7 +79,12 @@ pub(crate) async fn run(core: Arc<Core>, m: Arc<Managed>, token: CancellationTok
         if token.is_cancelled() {
             return;
         }
-        m.set_status(&core, InstanceStatus::Error, Some(error.clone()), Some(&token));
+        m.set_status(
+            &core,
+            InstanceStatus::Error,
+            Some(error.clone()),
+            Some(&token),
+        );
         if !m.lock().record.restart {
             tracing::error!(%error, "instance failed");
             return;

@@ -119,7 +119,11 @@ impl State {
 
 impl Managed {
     /// An instance as loaded or created; stopped.
-    pub(crate) fn new(record: InstanceRecord, parent: &CancellationToken, log_capacity: usize) -> Self {
+    pub(crate) fn new(
+        record: InstanceRecord,
+        parent: &CancellationToken,
+        log_capacity: usize,
+    ) -> Self {
         let parsed = parse_url(&record.url).map_err(|e| e.to_string());
         let level = parsed
             .as_ref()
@@ -188,7 +192,10 @@ impl Managed {
     pub(crate) fn info_locked(&self, st: &State) -> InstanceInfo {
         let stats = st.tunnel().map(TunnelHandle::stats).unwrap_or_default();
         let mode = st.tunnel().map_or(st.mode, TunnelHandle::mode);
-        let active = matches!(st.status, InstanceStatus::Running | InstanceStatus::Starting);
+        let active = matches!(
+            st.status,
+            InstanceStatus::Running | InstanceStatus::Starting
+        );
         let uptime = match (active, st.started) {
             (true, Some(t)) => t.elapsed().as_secs(),
             _ => 0,

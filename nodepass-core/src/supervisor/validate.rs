@@ -147,16 +147,31 @@ mod tests {
         let p = parse_url("server://hunter2@:10101/127.0.0.1:80?mode=1").unwrap();
         assert_eq!(p.kind, InstanceKind::Server);
         assert!(!p.canonical.contains("hunter2"), "{}", p.canonical);
-        assert!(p.canonical.starts_with("server://****@:10101/127.0.0.1:80?"));
-        assert_eq!(parse_url("client://:1/:2").unwrap().kind, InstanceKind::Client);
-        for bad in ["", "server://", "master://:9090", "http://x:1/y:2", "server://k@:1/:2?x=1"] {
+        assert!(
+            p.canonical
+                .starts_with("server://****@:10101/127.0.0.1:80?")
+        );
+        assert_eq!(
+            parse_url("client://:1/:2").unwrap().kind,
+            InstanceKind::Client
+        );
+        for bad in [
+            "",
+            "server://",
+            "master://:9090",
+            "http://x:1/y:2",
+            "server://k@:1/:2?x=1",
+        ] {
             assert_eq!(field_of(parse_url(bad)), "url", "{bad}");
         }
         let Err(SupervisorError::Invalid { reason, .. }) = parse_url("server://sec@:1/:2?bogus=1")
         else {
             panic!()
         };
-        assert!(reason.contains("bogus") && !reason.contains("sec@"), "{reason}");
+        assert!(
+            reason.contains("bogus") && !reason.contains("sec@"),
+            "{reason}"
+        );
     }
 
     #[test]

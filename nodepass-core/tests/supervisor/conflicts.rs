@@ -46,7 +46,10 @@ async fn listen_conflicts_name_the_other_instance_and_the_address() {
         format!("server://k@0.0.0.0:1/127.0.0.1:{port}?mode=1"),
     ] {
         let msg = conflict_message(sup.create(req(url.clone())).await);
-        assert!(msg.contains(&a.id) && msg.contains(&port.to_string()), "{url}: {msg}");
+        assert!(
+            msg.contains(&a.id) && msg.contains(&port.to_string()),
+            "{url}: {msg}"
+        );
     }
     assert_eq!(sup.list().len(), 1, "nothing created");
 
@@ -55,9 +58,11 @@ async fn listen_conflicts_name_the_other_instance_and_the_address() {
         .await
         .unwrap();
     let zero = sup.create(req(SINGLE_URL.into())).await.unwrap();
-    sup.create(req(format!("client://k@127.0.0.1:{port}/127.0.0.1:9?mode=2")))
-        .await
-        .unwrap();
+    sup.create(req(format!(
+        "client://k@127.0.0.1:{port}/127.0.0.1:9?mode=2"
+    )))
+    .await
+    .unwrap();
 
     // Start and URL change are checked too.
     sup.start(&zero.id).await.unwrap();

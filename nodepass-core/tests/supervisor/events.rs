@@ -28,9 +28,13 @@ fn alias(a: &str) -> UpdateInstance {
 async fn a_lagging_subscriber_is_told_to_resync() {
     let mut small = options();
     small.event_capacity = 4;
-    let sup = Supervisor::open(Arc::new(MemoryStore::new()), small, CancellationToken::new())
-        .await
-        .unwrap();
+    let sup = Supervisor::open(
+        Arc::new(MemoryStore::new()),
+        small,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
     let mut slow = sup.subscribe();
     let info = sup
         .create(CreateInstance {
@@ -40,7 +44,9 @@ async fn a_lagging_subscriber_is_told_to_resync() {
         .await
         .unwrap();
     for i in 0..20 {
-        sup.update(&info.id, alias(&format!("alias {i}"))).await.unwrap();
+        sup.update(&info.id, alias(&format!("alias {i}")))
+            .await
+            .unwrap();
     }
     let first = slow.recv().await.unwrap();
     assert_eq!(first.kind, EventKind::Resync);
@@ -91,7 +97,10 @@ async fn a_failed_store_write_changes_nothing_and_announces_nothing() {
     ));
     assert!(is_store(sup.update(&stopped.id, alias("changed")).await));
     assert!(is_store(sup.start(&stopped.id).await));
-    assert!(is_store(sup.replace_url(&stopped.id, "client://127.0.0.1:0/127.0.0.1:7?mode=1").await));
+    assert!(is_store(
+        sup.replace_url(&stopped.id, "client://127.0.0.1:0/127.0.0.1:7?mode=1")
+            .await
+    ));
     assert!(is_store(sup.delete(&stopped.id).await));
     assert!(is_store(sup.stop(&running.id).await));
     assert!(is_store(sup.restart(&running.id).await));
@@ -100,15 +109,25 @@ async fn a_failed_store_write_changes_nothing_and_announces_nothing() {
     let after = sup.list();
     assert_eq!(after.len(), before.len());
     for (a, b) in after.iter().zip(&before) {
-        assert_eq!((&a.id, &a.alias, &a.url, a.status), (&b.id, &b.alias, &b.url, b.status));
+        assert_eq!(
+            (&a.id, &a.alias, &a.url, a.status),
+            (&b.id, &b.alias, &b.url, b.status)
+        );
     }
-    assert_eq!(sup.instance(&running.id).unwrap().local_addrs(), running_addr, "not restarted");
+    assert_eq!(
+        sup.instance(&running.id).unwrap().local_addrs(),
+        running_addr,
+        "not restarted"
+    );
     assert_eq!(store.inner.load().unwrap().len(), 2);
 
     // The first event after the failures is the first successful change.
     store.fail.store(false, Ordering::SeqCst);
     sup.update(&stopped.id, alias("after")).await.unwrap();
-    let e = next_event(&mut events, |e| !matches!(e.kind, EventKind::Stats | EventKind::Log)).await;
+    let e = next_event(&mut events, |e| {
+        !matches!(e.kind, EventKind::Stats | EventKind::Log)
+    })
+    .await;
     assert_eq!(e.kind, EventKind::Update);
     assert_eq!(e.instance.unwrap().alias.as_deref(), Some("after"));
     sup.shutdown().await;
@@ -142,7 +161,10 @@ async fn log_lines_are_captured_per_instance_and_no_key_shows_anywhere() {
         .unwrap();
     let client = sup.instance(&client.id).unwrap();
     wait_status(&client, InstanceStatus::Running).await;
-    assert_eq!(roundtrip(server.local_addrs().users.unwrap(), b"ping").await, b"ping");
+    assert_eq!(
+        roundtrip(server.local_addrs().users.unwrap(), b"ping").await,
+        b"ping"
+    );
 
     let log = next_event(&mut events, |e| {
         e.kind == EventKind::Log && e.instance.as_ref().is_some_and(|i| i.id == client.id())
@@ -150,13 +172,29 @@ async fn log_lines_are_captured_per_instance_and_no_key_shows_anywhere() {
     .await;
     assert!(!log.logs.as_ref().unwrap().is_empty());
     eventually("the server's client-connected line", || {
-        server.logs().iter().any(|l| l.message.contains("client connected"))
+        server
+            .logs()
+            .iter()
+            .any(|l| l.message.contains("client connected"))
     })
     .await;
-    assert!(server.logs().iter().any(|l| l.message == "instance created"));
-    assert!(client.logs().iter().any(|l| l.message.contains("connected to the server")));
     assert!(
-        !server.logs().iter().any(|l| l.message.contains("connected to the server")),
+        server
+            .logs()
+            .iter()
+            .any(|l| l.message == "instance created")
+    );
+    assert!(
+        client
+            .logs()
+            .iter()
+            .any(|l| l.message.contains("connected to the server"))
+    );
+    assert!(
+        !server
+            .logs()
+            .iter()
+            .any(|l| l.message.contains("connected to the server")),
         "lines stay with their instance"
     );
 

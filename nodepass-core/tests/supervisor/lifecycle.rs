@@ -24,9 +24,18 @@ async fn start_stop_restart_delete_and_the_refused_transitions() {
     assert_eq!(info.status, InstanceStatus::Stopped);
     assert_eq!(info.kind, InstanceKind::Server);
     assert_eq!(info.id.len(), 8);
-    assert!(info.id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    assert!(
+        info.id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    );
     assert_eq!(info.url, "server://****@127.0.0.1:0/127.0.0.1:0?mode=1");
-    assert!(info.config.starts_with("server://****@127.0.0.1:0/127.0.0.1:0?"), "{}", info.config);
+    assert!(
+        info.config
+            .starts_with("server://****@127.0.0.1:0/127.0.0.1:0?"),
+        "{}",
+        info.config
+    );
     let e = next_event(&mut events, |_| true).await;
     assert_eq!(e.kind, EventKind::Create);
     assert_eq!(e.instance.unwrap().id, info.id);
@@ -34,7 +43,10 @@ async fn start_stop_restart_delete_and_the_refused_transitions() {
     let instance = sup.instance(&id).unwrap();
 
     // stopped: stop is refused.
-    assert!(matches!(sup.stop(&id).await, Err(SupervisorError::Conflict(_))));
+    assert!(matches!(
+        sup.stop(&id).await,
+        Err(SupervisorError::Conflict(_))
+    ));
 
     let running = sup.start(&id).await.unwrap();
     assert_eq!(running.status, InstanceStatus::Running);
@@ -53,7 +65,10 @@ async fn start_stop_restart_delete_and_the_refused_transitions() {
 
     // restart from running: a new tunnel (new ports).
     let before = instance.local_addrs().tunnel;
-    assert_eq!(sup.restart(&id).await.unwrap().status, InstanceStatus::Running);
+    assert_eq!(
+        sup.restart(&id).await.unwrap().status,
+        InstanceStatus::Running
+    );
     assert_ne!(instance.local_addrs().tunnel, before);
 
     let stopped = instance.stop().await.unwrap();
@@ -63,15 +78,24 @@ async fn start_stop_restart_delete_and_the_refused_transitions() {
     next_event(&mut events, |e| is_update(e, &id, InstanceStatus::Stopped)).await;
 
     // restart from stopped is a start.
-    assert_eq!(instance.restart().await.unwrap().status, InstanceStatus::Running);
+    assert_eq!(
+        instance.restart().await.unwrap().status,
+        InstanceStatus::Running
+    );
 
     // delete stops first.
     sup.delete(&id).await.unwrap();
     let e = next_event(&mut events, |e| e.kind == EventKind::Delete).await;
     assert_eq!(e.instance.unwrap().status, InstanceStatus::Stopped);
     assert!(matches!(sup.get(&id), Err(SupervisorError::NotFound(_))));
-    assert!(matches!(instance.start().await, Err(SupervisorError::NotFound(_))));
-    assert!(matches!(sup.delete(&id).await, Err(SupervisorError::NotFound(_))));
+    assert!(matches!(
+        instance.start().await,
+        Err(SupervisorError::NotFound(_))
+    ));
+    assert!(matches!(
+        sup.delete(&id).await,
+        Err(SupervisorError::NotFound(_))
+    ));
     assert!(sup.list().is_empty());
     sup.shutdown().await;
 }
@@ -84,7 +108,10 @@ async fn create_validates_everything_first() {
         other => panic!("expected Invalid, got {other:?}"),
     };
     assert_eq!(field(sup.create(create("master://:9090")).await), "url");
-    assert_eq!(field(sup.create(create("server://k@:1/:2?nope=1")).await), "url");
+    assert_eq!(
+        field(sup.create(create("server://k@:1/:2?nope=1")).await),
+        "url"
+    );
     let mut long_alias = create(SINGLE_URL);
     long_alias.alias = Some("a".repeat(257));
     assert_eq!(field(sup.create(long_alias).await), "alias");
@@ -101,9 +128,16 @@ async fn create_validates_everything_first() {
     update.meta = Some(Default::default());
     update.meta.as_mut().unwrap().peer.sid = "s".repeat(300);
     assert_eq!(field(sup.update(&info.id, update).await), "meta.peer.sid");
-    assert_eq!(sup.get(&info.id).unwrap().alias, None, "validated completely first");
+    assert_eq!(
+        sup.get(&info.id).unwrap().alias,
+        None,
+        "validated completely first"
+    );
     assert_eq!(field(sup.replace_url(&info.id, "client://").await), "url");
-    assert!(matches!(sup.get("00000000"), Err(SupervisorError::NotFound(_))));
+    assert!(matches!(
+        sup.get("00000000"),
+        Err(SupervisorError::NotFound(_))
+    ));
     sup.shutdown().await;
 }
 
@@ -117,14 +151,20 @@ async fn a_bind_error_is_an_error_status_and_start_is_allowed_from_it() {
     let failed = sup.start(&info.id).await.unwrap();
     assert_eq!(failed.status, InstanceStatus::Error);
     let error = failed.error.unwrap();
-    assert!(error.starts_with(&format!("cannot bind 127.0.0.1:{port}: ")), "{error}");
+    assert!(
+        error.starts_with(&format!("cannot bind 127.0.0.1:{port}: ")),
+        "{error}"
+    );
     assert!(!failed.url.contains("hunter2"));
     // No restart policy: it stays in error.
     let instance = sup.instance(&info.id).unwrap();
     assert_eq!(instance.info().status, InstanceStatus::Error);
 
     drop(blocker);
-    assert_eq!(sup.start(&info.id).await.unwrap().status, InstanceStatus::Running);
+    assert_eq!(
+        sup.start(&info.id).await.unwrap().status,
+        InstanceStatus::Running
+    );
     sup.shutdown().await;
 }
 
@@ -161,7 +201,10 @@ async fn a_client_without_its_server_is_starting_with_an_error_then_degraded_run
     client.stop().await.unwrap();
     let started = client.start().await.unwrap();
     assert_eq!(started.status, InstanceStatus::Starting);
-    eventually("a client error while starting", || client.info().error.is_some()).await;
+    eventually("a client error while starting", || {
+        client.info().error.is_some()
+    })
+    .await;
     let info = client.info();
     assert_eq!(info.status, InstanceStatus::Starting);
     assert!(!info.error.unwrap().contains("secret-key"));
@@ -181,7 +224,10 @@ async fn shutdown_by_token_stops_everything_and_closes_events() {
     next_event(&mut events, |e| e.kind == EventKind::Shutdown).await;
     assert_eq!(within("events to close", events.recv()).await, None);
     assert_eq!(sup.get(&info.id).unwrap().status, InstanceStatus::Stopped);
-    assert!(matches!(sup.start(&info.id).await, Err(SupervisorError::ShuttingDown)));
+    assert!(matches!(
+        sup.start(&info.id).await,
+        Err(SupervisorError::ShuttingDown)
+    ));
     assert!(matches!(
         sup.create(create(SINGLE_URL)).await,
         Err(SupervisorError::ShuttingDown)

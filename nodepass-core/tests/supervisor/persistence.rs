@@ -56,10 +56,16 @@ async fn instances_survive_a_reopen_and_start_as_the_operator_left_them() {
         ..Default::default()
     };
     // Started by the operator, no policy: runs again after the reopen.
-    let started = sup.create(create(SINGLE_URL, "started", false)).await.unwrap();
+    let started = sup
+        .create(create(SINGLE_URL, "started", false))
+        .await
+        .unwrap();
     sup.start(&started.id).await.unwrap();
     // Policy on but stopped by the operator: the policy wins at open.
-    let policy = sup.create(create(SERVER_URL, "policy", true)).await.unwrap();
+    let policy = sup
+        .create(create(SERVER_URL, "policy", true))
+        .await
+        .unwrap();
     assert_eq!(policy.status, InstanceStatus::Running);
     sup.stop(&policy.id).await.unwrap();
     // Never started: stays stopped.

@@ -29,10 +29,16 @@ async fn failures_are_retried_with_doubling_delays_until_the_port_is_free() {
     let (blocker, req) = blocked_single_end(true);
     let info = sup.create(req).await.unwrap();
     assert_eq!(info.status, InstanceStatus::Error);
-    assert!(info.error.as_deref().unwrap().starts_with("cannot bind"), "{info:?}");
+    assert!(
+        info.error.as_deref().unwrap().starts_with("cannot bind"),
+        "{info:?}"
+    );
     let id = info.id;
     // The first failure, at creation.
-    next_event_in(&mut events, VIRTUAL_LIMIT, |e| is_update(e, &id, InstanceStatus::Error)).await;
+    next_event_in(&mut events, VIRTUAL_LIMIT, |e| {
+        is_update(e, &id, InstanceStatus::Error)
+    })
+    .await;
 
     let mut failed_at = Instant::now();
     let mut gaps = Vec::new();
@@ -42,8 +48,10 @@ async fn failures_are_retried_with_doubling_delays_until_the_port_is_free() {
         })
         .await;
         gaps.push(failed_at.elapsed());
-        next_event_in(&mut events, VIRTUAL_LIMIT, |e| is_update(e, &id, InstanceStatus::Error))
-            .await;
+        next_event_in(&mut events, VIRTUAL_LIMIT, |e| {
+            is_update(e, &id, InstanceStatus::Error)
+        })
+        .await;
         failed_at = Instant::now();
     }
     let secs: Vec<_> = gaps.iter().map(|g| g.as_millis().div_ceil(1000)).collect();
@@ -51,7 +59,10 @@ async fn failures_are_retried_with_doubling_delays_until_the_port_is_free() {
 
     // The next attempt (after 60 s, the cap) finds the port free.
     drop(blocker);
-    next_event_in(&mut events, VIRTUAL_LIMIT, |e| is_update(e, &id, InstanceStatus::Running)).await;
+    next_event_in(&mut events, VIRTUAL_LIMIT, |e| {
+        is_update(e, &id, InstanceStatus::Running)
+    })
+    .await;
     let waited = failed_at.elapsed();
     assert!(
         waited >= Duration::from_secs(60) && waited < Duration::from_secs(61),
@@ -69,19 +80,32 @@ async fn stop_cancels_a_pending_restart_and_no_policy_means_no_restart() {
     let b = sup.create(without).await.unwrap();
     assert_eq!(a.status, InstanceStatus::Error);
     assert_eq!(b.status, InstanceStatus::Stopped);
-    assert_eq!(sup.start(&b.id).await.unwrap().status, InstanceStatus::Error);
+    assert_eq!(
+        sup.start(&b.id).await.unwrap().status,
+        InstanceStatus::Error
+    );
 
     // Stopping a failed instance that waits to restart.
-    assert_eq!(sup.stop(&a.id).await.unwrap().status, InstanceStatus::Stopped);
+    assert_eq!(
+        sup.stop(&a.id).await.unwrap().status,
+        InstanceStatus::Stopped
+    );
     let mut events = sup.subscribe();
     tokio::time::sleep(Duration::from_secs(600)).await;
     assert_eq!(sup.get(&a.id).unwrap().status, InstanceStatus::Stopped);
-    assert_eq!(sup.get(&b.id).unwrap().status, InstanceStatus::Error, "{:?}", sup.get(&b.id));
+    assert_eq!(
+        sup.get(&b.id).unwrap().status,
+        InstanceStatus::Error,
+        "{:?}",
+        sup.get(&b.id)
+    );
     sup.shutdown().await;
     // Nothing but stats, flushes and the shutdown happened in those ten minutes.
     while let Some(e) = events.recv().await {
         assert!(
-            e.instance.as_ref().is_none_or(|i| i.status != InstanceStatus::Starting),
+            e.instance
+                .as_ref()
+                .is_none_or(|i| i.status != InstanceStatus::Starting),
             "unexpected restart: {e:?}"
         );
     }
@@ -103,10 +127,15 @@ async fn turning_the_policy_on_applies_from_the_next_failure() {
     let started = Instant::now();
     assert_eq!(sup.start(&id).await.unwrap().status, InstanceStatus::Error);
     let mut events = sup.subscribe();
-    next_event_in(&mut events, VIRTUAL_LIMIT, |e| is_update(e, &id, InstanceStatus::Starting))
-        .await;
+    next_event_in(&mut events, VIRTUAL_LIMIT, |e| {
+        is_update(e, &id, InstanceStatus::Starting)
+    })
+    .await;
     let after_failure = started.elapsed();
     assert!(after_failure >= Duration::from_secs(1), "{after_failure:?}");
-    assert!(after_failure < Duration::from_millis(1100), "{after_failure:?}");
+    assert!(
+        after_failure < Duration::from_millis(1100),
+        "{after_failure:?}"
+    );
     sup.shutdown().await;
 }
