@@ -126,3 +126,63 @@ pub(crate) fn document(prefix: &str) -> Document {
     })]);
     doc
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    const API_MD: &str = include_str!("../../docs/api.md");
+
+    fn operations(doc: &Document) -> BTreeSet<String> {
+        let json = serde_json::to_value(doc).unwrap();
+        let mut out = BTreeSet::new();
+        for (path, item) in json["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                out.insert(format!("{} {path}", method.to_uppercase()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn docs_api_md_has_one_section_per_operation() {
+        let headings: BTreeSet<String> = API_MD
+            .lines()
+            .filter_map(|l| l.strip_prefix("### `")?.strip_suffix('`'))
+            .map(String::from)
+            .collect();
+        assert_eq!(headings, operations(&document("/api")));
+    }
+
+    #[test]
+    fn docs_api_md_describes_every_instance_field_and_error_code() {
+        let json = serde_json::to_value(document("/api")).unwrap();
+        let fields = json["components"]["schemas"]["InstanceView"]["properties"]
+            .as_object()
+            .unwrap();
+        assert!(fields.len() >= 20);
+        for field in fields.keys() {
+            assert!(
+                API_MD.contains(&format!("`{field}`")),
+                "{field} is not in docs/api.md"
+            );
+        }
+        for code in crate::ErrorCode::ALL {
+            let row = format!("| `{}` | {} |", code.as_str(), code.status().as_u16());
+            assert!(API_MD.contains(&row), "{row} is not in docs/api.md");
+        }
+    }
+
+    #[test]
+    fn the_document_is_openapi_3_1_with_both_key_schemes() {
+        let json = serde_json::to_value(document("/np")).unwrap();
+        assert_eq!(json["openapi"], "3.1.0");
+        assert_eq!(json["servers"][0]["url"], "/np");
+        let schemes = &json["components"]["securitySchemes"];
+        assert_eq!(schemes["api_key"]["in"], "header");
+        assert_eq!(schemes["api_key"]["name"], "X-API-Key");
+        assert_eq!(schemes["bearer"]["scheme"], "bearer");
+    }
+}

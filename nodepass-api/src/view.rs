@@ -361,6 +361,22 @@ mod tests {
     }
 
     #[test]
+    fn the_view_shows_every_field_of_the_supervisor_snapshot() {
+        let info = InstanceInfo::new("0000000a", InstanceKind::Server, "server://****@:1/:2");
+        let core = serde_json::to_value(&info).unwrap();
+        let api = serde_json::to_value(InstanceView::from(&info)).unwrap();
+        for key in core.as_object().unwrap().keys() {
+            assert!(
+                api.get(key).is_some(),
+                "{key} is not in the API's instance object"
+            );
+        }
+        assert_eq!(api["created_at"], "1970-01-01T00:00:00Z");
+        assert_eq!(api["type"], "server");
+        assert_eq!(api["status"], "stopped");
+    }
+
+    #[test]
     fn event_names_match_their_serialization() {
         for t in [
             EventType::Initial,
