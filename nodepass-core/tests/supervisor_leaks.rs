@@ -83,7 +83,7 @@ async fn steady() -> (usize, usize) {
 }
 
 #[tokio::test]
-async fn two_hundred_instances_leave_no_tasks_or_fds_behind() {
+async fn supervisor_with_200_instances_leaves_no_tasks_or_fds_behind() {
     let (sup, _token) = support::open_memory().await;
     // One warm-up cycle, so that what is created once per process is there before counting.
     cycle(&sup, 2).await;

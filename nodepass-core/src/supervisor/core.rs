@@ -39,6 +39,8 @@ pub(crate) struct Core {
     pub(crate) tracker: TaskTracker,
     stopping: AtomicBool,
     shutdown_done: tokio::sync::OnceCell<()>,
+    /// Cancelled once shutdown has finished.
+    pub(crate) done: CancellationToken,
     next_attempt: AtomicU64,
     rng: SystemRandom,
 }
@@ -73,6 +75,7 @@ impl Core {
             tracker: TaskTracker::new(),
             stopping: AtomicBool::new(false),
             shutdown_done: tokio::sync::OnceCell::new(),
+            done: CancellationToken::new(),
             next_attempt: AtomicU64::new(1),
             rng: SystemRandom::new(),
         }
@@ -337,6 +340,7 @@ impl Core {
                 self.flush();
                 self.emit(Event::new(EventKind::Shutdown, None));
                 unpoison(self.events.lock()).take();
+                self.done.cancel();
                 tracing::debug!("supervisor shut down");
             })
             .await;

@@ -201,13 +201,19 @@ impl Supervisor {
             core.tracker.spawn(core.clone().pump_logs(m));
         }
         core.tracker.spawn(core.clone().ticker());
-        // Not tracked (shutdown waits for the tracker) and weak (it must not keep the store).
+        // Shut down when the caller's token is cancelled. Not tracked (shutdown waits for the
+        // tracker), and it holds the core only while it shuts it down, so that once a shutdown
+        // finished and the handles are dropped, the store is released at once.
         let weak = Arc::downgrade(&core);
-        let token = core.token.clone();
+        let done = core.done.clone();
         tokio::spawn(async move {
-            token.cancelled().await;
-            if let Some(core) = weak.upgrade() {
-                core.shutdown().await;
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    if let Some(core) = weak.upgrade() {
+                        core.shutdown().await;
+                    }
+                }
+                _ = done.cancelled() => {}
             }
         });
         {
@@ -217,10 +223,10 @@ impl Supervisor {
                     let st = m.lock();
                     (st.record.restart, st.record.desired)
                 };
-                if restart || desired == Desired::Running {
-                    if let Err(e) = core.launch(&m) {
-                        m.set_status(&core, InstanceStatus::Error, Some(e.to_string()), None);
-                    }
+                if (restart || desired == Desired::Running)
+                    && let Err(e) = core.launch(&m)
+                {
+                    m.set_status(&core, InstanceStatus::Error, Some(e.to_string()), None);
                 }
             }
         }
@@ -264,10 +270,10 @@ impl Supervisor {
             core.tracker.spawn(core.clone().pump_logs(m.clone()));
             core.emit(Event::new(EventKind::Create, Some(m.info())));
             tracing::info!(parent: &m.span, "instance created");
-            if req.restart {
-                if let Err(e) = core.launch(&m) {
-                    m.set_status(core, InstanceStatus::Error, Some(e.to_string()), None);
-                }
+            if req.restart
+                && let Err(e) = core.launch(&m)
+            {
+                m.set_status(core, InstanceStatus::Error, Some(e.to_string()), None);
             }
             Instance::new(m, core.clone())
         };

@@ -3,7 +3,7 @@
 
 use nodepass_core::supervisor::{CreateInstance, InstanceStatus, SupervisorError};
 
-use crate::support::*;
+use super::support::*;
 
 /// A port that was free a moment ago (the listener is closed before use).
 fn free_port() -> u16 {

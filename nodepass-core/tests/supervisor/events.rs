@@ -11,7 +11,7 @@ use nodepass_core::supervisor::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::support::*;
+use super::support::*;
 
 fn is_store<T>(r: Result<T, SupervisorError>) -> bool {
     matches!(r, Err(SupervisorError::Store(_)))

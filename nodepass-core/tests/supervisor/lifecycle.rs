@@ -6,7 +6,7 @@ use nodepass_core::supervisor::{
     CreateInstance, EventKind, InstanceKind, InstanceStatus, SupervisorError, UpdateInstance,
 };
 
-use crate::support::*;
+use super::support::*;
 
 fn create(url: &str) -> CreateInstance {
     CreateInstance {

@@ -9,7 +9,7 @@ use nodepass_core::store::{SqliteStore, Store, TrafficTotals};
 use nodepass_core::supervisor::{CreateInstance, InstanceInfo, InstanceStatus, UpdateInstance};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::*;
+use super::support::*;
 
 /// Open a supervisor on the SQLite file at `path`.
 async fn open_file(path: &Path) -> (Supervisor, Weak<dyn Store>) {
@@ -95,7 +95,10 @@ async fn instances_survive_a_reopen_and_start_as_the_operator_left_them() {
     let (sup, store) = open_file(&path).await;
     let after: Vec<_> = sup.list().iter().map(identity).collect();
     assert_eq!(after, before);
-    assert!(matches!(sup.get(&gone.id), Err(_)));
+    assert!(matches!(
+        sup.get(&gone.id),
+        Err(nodepass_core::supervisor::SupervisorError::NotFound(_))
+    ));
     for (id, want) in [
         (&started.id, InstanceStatus::Running),
         (&policy.id, InstanceStatus::Running),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use nodepass_core::supervisor::{CreateInstance, InstanceStatus};
 use tokio::time::Instant;
 
-use crate::support::*;
+use super::support::*;
 
 /// Far more virtual time than any wait below needs.
 const VIRTUAL_LIMIT: Duration = Duration::from_secs(3600);
