@@ -169,8 +169,10 @@ mod tests {
         let Config::Master(config) = Config::parse("master://127.0.0.1:0/api").unwrap() else {
             unreachable!()
         };
-        let mut options = MasterOptions::default();
-        options.api_key = Some(crate::ApiKey::new("k").unwrap());
+        let mut options = MasterOptions {
+            api_key: Some(crate::ApiKey::new("k").unwrap()),
+            ..Default::default()
+        };
         options.supervisor.event_capacity = 2;
         let master = Master::with_store(&config, options, Arc::new(MemoryStore::new()))
             .await

@@ -298,10 +298,10 @@ impl Master {
             supervisor_token,
             ..
         } = self;
-        let tls = tls.map(|t| {
-            t.watch(supervisor_token.clone());
-            t
-        });
+        if let Some(tls) = &tls {
+            // Reloads certificate files until the master is done.
+            tls.watch(supervisor_token.clone());
+        }
         let graceful = GracefulShutdown::new();
         let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));
         let connections = TaskTracker::new();

@@ -152,7 +152,12 @@ async fn a_tunnel_managed_over_the_api_survives_a_master_restart() {
     assert_eq!(c["type"], "client");
 
     // The periodic stats event shows the same growth.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no stats event showed the traffic"
+        );
         let (event, data) = sse.next_event().await.expect("the stream stays open");
         assert!(!data.to_string().contains(SECRET), "{data}");
         if event == "stats"

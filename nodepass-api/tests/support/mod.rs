@@ -317,12 +317,18 @@ impl Sse {
         }
     }
 
-    /// Skip items until `pred` matches one; `None` if the stream ends first.
+    /// Skip items until `pred` matches one; `None` if the stream ends first. Panics when no
+    /// item matched within [`DEADLINE`] (periodic events keep the stream busy).
     pub async fn until(&mut self, mut pred: impl FnMut(&SseItem) -> bool) -> Option<SseItem> {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
         while let Some(item) = self.next().await {
             if pred(&item) {
                 return Some(item);
             }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no matching event within the deadline"
+            );
         }
         None
     }
