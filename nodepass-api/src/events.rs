@@ -225,7 +225,10 @@ mod tests {
             "{frames:?}"
         );
         state.shutdown.cancel();
-        while let Some(frame) = rx.recv().await {
+        while let Some(frame) = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("the stream ends within the deadline")
+        {
             frames.push(String::from_utf8(frame.to_vec()).unwrap());
         }
         assert!(

@@ -105,6 +105,44 @@ async fn a_stream_shows_every_change_and_ends_with_shutdown() {
         .unwrap();
 }
 
+/// Install the supervisor's log capture as the global subscriber, once for this test binary
+/// (what the `nodepass` executable must do for `log` events to carry lines).
+fn capture_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use tracing_subscriber::layer::SubscriberExt;
+        let subscriber = tracing_subscriber::registry()
+            .with(nodepass_core::supervisor::LogCapture::new());
+        tracing::subscriber::set_global_default(subscriber).expect("the first subscriber");
+    });
+}
+
+#[tokio::test]
+async fn instance_log_lines_arrive_as_log_events() {
+    capture_logs();
+    let api = Api::start(options()).await;
+    let res = api.authed(Method::GET, "/v1/events").open().await;
+    let mut sse = support::Sse::new(res);
+    let created = api
+        .create(json!({"url": "server://log-secret@127.0.0.1:0/127.0.0.1:0", "restart": true}))
+        .await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let log = data(
+        sse.until(|i| matches!(i, SseItem::Event(e, d) if e == "log" && d["instance"]["id"] == id.as_str()))
+            .await
+            .unwrap(),
+    );
+    let lines = log["logs"].as_array().expect("log events carry lines");
+    assert!(!lines.is_empty(), "{log}");
+    for line in lines {
+        assert!(line["time"].as_str().unwrap().ends_with('Z'), "{line}");
+        assert!(["debug", "info", "warn", "error"].contains(&line["level"].as_str().unwrap()));
+        assert!(!line["message"].as_str().unwrap().contains("log-secret"), "{line}");
+    }
+    drop(sse);
+    api.stop().await;
+}
+
 #[tokio::test]
 async fn too_many_streams_are_refused() {
     let mut o = options();
