@@ -174,6 +174,9 @@ impl Master {
     /// Open the SQLite store (`state=` or [`default_state_path`]), load or make the API key,
     /// bind the listener, set up TLS and open the supervisor (which starts the instances that
     /// should run). Nothing is served until [`run`](Master::run).
+    ///
+    /// Cancel safe: dropping the future (or the returned `Master`) releases what was opened and
+    /// stops the instances the supervisor started.
     pub async fn bind(config: &MasterConfig, options: MasterOptions) -> Result<Master, ApiError> {
         let path = match &config.state {
             Some(path) => path.clone(),
@@ -196,7 +199,8 @@ impl Master {
     }
 
     /// Like [`bind`](Master::bind) with a store of the caller's choice (e.g. a
-    /// [`MemoryStore`](nodepass_core::store::MemoryStore)); `state=` is ignored.
+    /// [`MemoryStore`](nodepass_core::store::MemoryStore)); `state=` is ignored. Cancel safe
+    /// like `bind`.
     pub async fn with_store(
         config: &MasterConfig,
         options: MasterOptions,
@@ -211,6 +215,8 @@ impl Master {
         })?;
         let tls = server_tls(config)?;
         let supervisor_token = CancellationToken::new();
+        // From here on, dropping this future or the master stops the supervisor.
+        let supervisor_guard = supervisor_token.clone().drop_guard();
         let supervisor =
             Supervisor::open(store, options.supervisor.clone(), supervisor_token.clone())
                 .await
@@ -251,7 +257,7 @@ impl Master {
             generated_key,
             options,
             state_path: None,
-            supervisor_guard: supervisor_token.clone().drop_guard(),
+            supervisor_guard,
             supervisor_token,
         })
     }

@@ -111,8 +111,8 @@ fn capture_logs() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         use tracing_subscriber::layer::SubscriberExt;
-        let subscriber = tracing_subscriber::registry()
-            .with(nodepass_core::supervisor::LogCapture::new());
+        let subscriber =
+            tracing_subscriber::registry().with(nodepass_core::supervisor::LogCapture::new());
         tracing::subscriber::set_global_default(subscriber).expect("the first subscriber");
     });
 }
@@ -137,7 +137,10 @@ async fn instance_log_lines_arrive_as_log_events() {
     for line in lines {
         assert!(line["time"].as_str().unwrap().ends_with('Z'), "{line}");
         assert!(["debug", "info", "warn", "error"].contains(&line["level"].as_str().unwrap()));
-        assert!(!line["message"].as_str().unwrap().contains("log-secret"), "{line}");
+        assert!(
+            !line["message"].as_str().unwrap().contains("log-secret"),
+            "{line}"
+        );
     }
     drop(sse);
     api.stop().await;
