@@ -21,6 +21,7 @@ use nodepass_examples::{echo_service, pattern, round_trip};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -33,11 +34,12 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(15);
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     // Console output with its own filter, and the capture of per-instance log lines (which
-    // sees every level, so that an instance's `log=` parameter decides).
+    // sees every nodepass level down to debug, so that an instance's `log=` parameter decides).
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let nodepass = Targets::new().with_target("nodepass", LevelFilter::DEBUG);
     tracing_subscriber::registry()
         .with(tracing_subscriber::fmt::layer().with_filter(filter))
-        .with(LogCapture::new())
+        .with(LogCapture::new().with_filter(nodepass))
         .init();
 
     let dir = TempDir::new()?;

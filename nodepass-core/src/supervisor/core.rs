@@ -231,18 +231,37 @@ impl Core {
         }
     }
 
-    /// Write the cumulative totals of every instance with a live tunnel.
+    /// Write the cumulative totals of every instance whose totals differ from what the store
+    /// holds (running ones, and any whose last write failed).
     pub(crate) fn flush(&self) {
         let _writes = self.writes();
-        let totals = self.live_totals();
-        if totals.is_empty() {
+        let changed: Vec<_> = self
+            .all()
+            .into_iter()
+            .filter_map(|m| {
+                let total = {
+                    let st = m.lock();
+                    let total = st.traffic();
+                    (total != st.written).then_some(total)?
+                };
+                Some((m, total))
+            })
+            .collect();
+        if changed.is_empty() {
             return;
         }
-        if let Err(e) = self.store.set_traffic(&totals) {
-            tracing::warn!(error = %error_chain(&e), "cannot flush traffic totals");
+        let totals: Vec<_> = changed.iter().map(|(m, t)| (m.id.clone(), *t)).collect();
+        match self.store.set_traffic(&totals) {
+            Ok(()) => {
+                for (m, total) in changed {
+                    m.lock().written = total;
+                }
+            }
+            Err(e) => tracing::warn!(error = %error_chain(&e), "cannot flush traffic totals"),
         }
     }
 
+    /// The cumulative totals of every instance with a live tunnel.
     fn live_totals(&self) -> Vec<(String, TrafficTotals)> {
         self.all()
             .into_iter()

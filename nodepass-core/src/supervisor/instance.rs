@@ -306,6 +306,7 @@ impl Instance {
             self.core.store.reset_traffic(&self.m.id)?;
             let mut st = self.m.lock();
             st.record.traffic = TrafficTotals::ZERO;
+            st.written = TrafficTotals::ZERO;
             for (_, tunnel) in &st.live {
                 tunnel.reset_traffic();
             }

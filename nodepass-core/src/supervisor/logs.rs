@@ -158,11 +158,17 @@ fn level_name(level: &Level) -> &'static str {
 ///
 /// ```no_run
 /// use nodepass_core::supervisor::LogCapture;
-/// use tracing_subscriber::layer::SubscriberExt;
+/// use tracing_subscriber::filter::{LevelFilter, Targets};
+/// use tracing_subscriber::{Layer, layer::SubscriberExt};
 ///
-/// let subscriber = tracing_subscriber::registry().with(LogCapture::new());
+/// // Only nodepass events, down to debug (each instance's `log=` level filters further).
+/// let nodepass = Targets::new().with_target("nodepass", LevelFilter::DEBUG);
+/// let subscriber = tracing_subscriber::registry().with(LogCapture::new().with_filter(nodepass));
 /// tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
 /// ```
+///
+/// The filter is optional but keeps other crates' debug and trace events from being built only
+/// to be dropped here.
 ///
 /// Use the global default (`set_global_default`), not a scoped one (`set_default`): `tracing`
 /// caches which callsites are enabled process-wide, so with a single scoped subscriber, lines

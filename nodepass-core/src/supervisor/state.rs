@@ -51,6 +51,8 @@ pub(crate) struct State {
     pub(crate) run: Option<Run>,
     /// Tunnels whose counters are not folded into `record.traffic` yet, by attempt number.
     pub(crate) live: Vec<(u64, TunnelHandle)>,
+    /// The cumulative traffic the store holds (what the last successful write said).
+    pub(crate) written: TrafficTotals,
     /// The last data-flow mode seen.
     pub(crate) mode: Mode,
     /// When the current attempt started.
@@ -145,6 +147,7 @@ impl Managed {
             deleted: AtomicBool::new(false),
             status_tx: watch::Sender::new(status),
             state: Mutex::new(State {
+                written: record.traffic,
                 record,
                 parsed,
                 status,
@@ -270,8 +273,11 @@ impl Managed {
             st.record.traffic += traffic_of(&handle.stats());
             st.traffic()
         };
-        if let Err(e) = core.store.set_traffic(&[(self.id.clone(), total)]) {
-            tracing::warn!(parent: &self.span, error = %super::validate::error_chain(&e), "cannot store traffic totals; retrying at the next flush");
+        match core.store.set_traffic(&[(self.id.clone(), total)]) {
+            Ok(()) => self.lock().written = total,
+            Err(e) => {
+                tracing::warn!(parent: &self.span, error = %super::validate::error_chain(&e), "cannot store traffic totals; retrying at the next flush");
+            }
         }
     }
 
@@ -290,6 +296,7 @@ impl Managed {
     /// the folded traffic) and return the snapshot after it.
     pub(crate) fn apply(&self, mut record: InstanceRecord, parsed: Option<Parsed>) -> InstanceInfo {
         let mut st = self.lock();
+        st.written = record.traffic;
         record.traffic = st.record.traffic;
         st.record = record;
         if let Some(p) = parsed {

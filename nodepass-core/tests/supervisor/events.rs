@@ -214,3 +214,37 @@ async fn log_lines_are_captured_per_instance_and_no_key_shows_anywhere() {
     assert!(!seen.contains(KEY), "the key leaked");
     stop_echo.cancel();
 }
+
+#[tokio::test]
+async fn totals_that_could_not_be_written_are_written_once_the_store_recovers() {
+    let store = Arc::new(FlakyStore::default());
+    let (sup, _token) = open(store.clone()).await;
+    let stop_echo = CancellationToken::new();
+    let echo = echo_server(stop_echo.clone()).await;
+    let created = sup
+        .create(CreateInstance {
+            url: format!("client://127.0.0.1:0/{echo}?mode=1"),
+            restart: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let forwarder = sup.instance(&created.id).unwrap();
+    let listen = forwarder.local_addrs().tunnel.unwrap();
+    let stored = || store.inner.load().unwrap()[0].traffic;
+
+    store.fail.store(true, Ordering::SeqCst);
+    assert_eq!(roundtrip(listen, &[7; 1000]).await, [7; 1000]);
+    eventually("counted", || forwarder.info().traffic.tcp_in == 1000).await;
+    // Stopping fails (it must record the operator's wish first), and so do the flushes: the
+    // counted bytes are in memory only.
+    assert!(is_store(sup.stop(forwarder.id()).await));
+    assert_eq!(forwarder.info().status, InstanceStatus::Running);
+    assert!(stored().is_zero());
+
+    store.fail.store(false, Ordering::SeqCst);
+    eventually("the next flush", || stored().tcp_in == 1000).await;
+    assert_eq!(stored(), forwarder.info().traffic);
+    sup.shutdown().await;
+    stop_echo.cancel();
+}
