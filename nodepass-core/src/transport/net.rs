@@ -61,12 +61,12 @@ async fn lookup(name: &str, port: u16) -> Result<Vec<SocketAddr>> {
     Ok(addrs)
 }
 
-/// Bind a TCP listener on `ep` (SO_REUSEADDR, dual-stack for an empty host).
-pub async fn bind_tcp(ep: &Endpoint) -> Result<TcpListener> {
+/// Bind the first address of `ep` that works with `bind`, or report the last failure.
+async fn bind_first<T>(ep: &Endpoint, bind: fn(SocketAddr) -> io::Result<T>) -> Result<T> {
     let mut last = None;
     for addr in resolve_listen(ep).await? {
-        match bind_tcp_addr(addr) {
-            Ok(l) => return Ok(l),
+        match bind(addr) {
+            Ok(s) => return Ok(s),
             Err(e) => last = Some((addr, e)),
         }
     }
@@ -80,6 +80,11 @@ pub async fn bind_tcp(ep: &Endpoint) -> Result<TcpListener> {
         addr: addr.to_string(),
         source,
     })
+}
+
+/// Bind a TCP listener on `ep` (SO_REUSEADDR, dual-stack for an empty host).
+pub async fn bind_tcp(ep: &Endpoint) -> Result<TcpListener> {
+    bind_first(ep, bind_tcp_addr).await
 }
 
 fn bind_tcp_addr(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -98,23 +103,7 @@ fn bind_tcp_addr(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// Bind a UDP socket on `ep` (dual-stack for an empty host).
 pub async fn bind_udp(ep: &Endpoint) -> Result<UdpSocket> {
-    let mut last = None;
-    for addr in resolve_listen(ep).await? {
-        match bind_udp_addr(addr) {
-            Ok(s) => return Ok(s),
-            Err(e) => last = Some((addr, e)),
-        }
-    }
-    let (addr, source) = last.unwrap_or_else(|| {
-        (
-            SocketAddr::from(([0, 0, 0, 0], ep.port)),
-            io::Error::new(io::ErrorKind::AddrNotAvailable, "no address to bind"),
-        )
-    });
-    Err(Error::Bind {
-        addr: addr.to_string(),
-        source,
-    })
+    bind_first(ep, bind_udp_addr).await
 }
 
 fn bind_udp_addr(addr: SocketAddr) -> io::Result<UdpSocket> {

@@ -265,19 +265,8 @@ impl UserSession {
                     }
                 }
                 r = target.recv(&mut buf) => {
-                    let n = match r {
-                        Ok(n) => n,
-                        Err(e) => {
-                            tracing::debug!(error = %e, "udp receive from target failed");
-                            continue;
-                        }
-                    };
                     activity.touch();
-                    if n > self.ctx.udp_max {
-                        Stats::add(&stats.udp_dropped, 1);
-                        continue;
-                    }
-                    Stats::add(&stats.udp_rx, n as u64);
+                    let Some(n) = from_target(r, &self.ctx) else { continue };
                     throttle(&self.ctx, n).await;
                     match self.socket.send_to(&buf[..n], self.peer).await {
                         Ok(n) => Stats::add(&stats.udp_tx, n as u64),
@@ -285,6 +274,26 @@ impl UserSession {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Account for one receive from a target socket: the datagram's length when it is to be
+/// relayed; `None` for a receive error (logged) or an oversize datagram (dropped, counted).
+fn from_target(r: io::Result<usize>, ctx: &Ctx) -> Option<usize> {
+    let stats = &ctx.shared.stats;
+    match r {
+        Ok(n) if n > ctx.udp_max => {
+            Stats::add(&stats.udp_dropped, 1);
+            None
+        }
+        Ok(n) => {
+            Stats::add(&stats.udp_rx, n as u64);
+            Some(n)
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "udp receive from target failed");
+            None
         }
     }
 }
@@ -352,19 +361,8 @@ pub(crate) async fn serve_open(wire: Wire<TunnelStream>, ctx: &Ctx) -> io::Resul
                 }
             }
             r = target.recv(&mut buf) => {
-                let n = match r {
-                    Ok(n) => n,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "udp receive from target failed");
-                        continue;
-                    }
-                };
                 activity.touch();
-                if n > max {
-                    Stats::add(&stats.udp_dropped, 1);
-                    continue;
-                }
-                Stats::add(&stats.udp_rx, n as u64);
+                let Some(n) = from_target(r, ctx) else { continue };
                 throttle(ctx, n).await;
                 datagram::encode(&buf[..n], &mut out);
                 // Coalesce replies already waiting in the socket.
