@@ -28,7 +28,7 @@
 //!     tls: vec![0],
 //!     budget: Budget::quick(),
 //!     quick: true,
-//!     nodepass: nodepass_benches::process::locate_nodepass(None)?,
+//!     nodepass: nodepass_benches::process::locate_nodepass(None, nodepass_benches::process::Build::Always)?,
 //!     peers: Vec::new(),
 //!     command: "example".into(),
 //!     ready_timeout: std::time::Duration::from_secs(20),

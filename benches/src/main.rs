@@ -7,8 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use nodepass_benches::plan::{Budget, Plan, Workload};
+use nodepass_benches::process::{self, Build};
 use nodepass_benches::subject::{PeerFlag, PeerSpec};
-use nodepass_benches::{process, runner, table};
+use nodepass_benches::{runner, table};
 
 /// Benchmark nodepass (server and client processes) against direct loopback, in one run.
 #[derive(Debug, Parser)]
@@ -77,6 +78,12 @@ fn run(args: Args) -> anyhow::Result<bool> {
                 .any(|&x| x == Which::All || x.to_possible_value().unwrap().get_name() == w.name())
         })
         .collect();
+    // Started by cargo (`cargo run`): make sure nodepass is built and fresh.
+    let build = if std::env::var_os("CARGO").is_some() {
+        Build::Always
+    } else {
+        Build::IfMissing
+    };
     let plan = Plan {
         workloads,
         tls: match args.tls {
@@ -84,9 +91,13 @@ fn run(args: Args) -> anyhow::Result<bool> {
             Tls::On => vec![1],
             Tls::Both => vec![0, 1],
         },
-        budget: if args.quick { Budget::quick() } else { Budget::full() },
+        budget: if args.quick {
+            Budget::quick()
+        } else {
+            Budget::full()
+        },
         quick: args.quick,
-        nodepass: process::locate_nodepass(args.nodepass.as_deref())?,
+        nodepass: process::locate_nodepass(args.nodepass.as_deref(), build)?,
         peers: PeerSpec::merge(&args.peers)?,
         command: std::env::args().collect::<Vec<_>>().join(" "),
         ready_timeout: Duration::from_secs(20),

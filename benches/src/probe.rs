@@ -148,9 +148,8 @@ mod tests {
         for i in 0..good.len() * 8 {
             let mut bad = good.clone();
             bad[i / 8] ^= 1 << (i % 8);
-            assert_ne!(
-                matches!(check(&bad), Probe::Valid { .. }),
-                true,
+            assert!(
+                !matches!(check(&bad), Probe::Valid { .. }),
                 "bit {i} flip not detected"
             );
         }

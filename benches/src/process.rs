@@ -158,11 +158,21 @@ pub fn settle(procs: &[Proc], quiet: Duration, max: Duration) {
     }
 }
 
+/// When [`locate_nodepass`] runs cargo to build `nodepass`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Build {
+    /// Always (a no-op when it is fresh): what `cargo run -p nodepass-benches` wants, so the
+    /// benchmark never measures a stale binary.
+    Always,
+    /// Only when the executable is missing: for tests, where `cargo test --workspace` has just
+    /// built it (a nested build with other feature unification would rebuild the world).
+    IfMissing,
+}
+
 /// The `nodepass` executable: `explicit` if given, else the one beside this executable (in the
-/// same cargo profile directory). When this program was started by cargo (`CARGO` is set), or
-/// the executable is missing, it is built first with `cargo build -p nodepass-cli --bin
-/// nodepass` in the same profile, so the benchmark never measures a stale binary.
-pub fn locate_nodepass(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+/// same cargo profile directory), built first with `cargo build -p nodepass-cli --bin
+/// nodepass` in the same profile as `build` says.
+pub fn locate_nodepass(explicit: Option<&Path>, build: Build) -> anyhow::Result<PathBuf> {
     if let Some(p) = explicit {
         if !p.is_file() {
             bail!("--nodepass {}: no such file", p.display());
@@ -175,9 +185,8 @@ pub fn locate_nodepass(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
         dir = dir.parent().context("deps without a parent")?;
     }
     let bin = dir.join("nodepass");
-    let cargo = std::env::var_os("CARGO");
-    if cargo.is_some() || !bin.is_file() {
-        build_nodepass(cargo.as_deref().unwrap_or("cargo".as_ref()), dir)?;
+    if build == Build::Always || !bin.is_file() {
+        build_nodepass(dir)?;
     }
     if !bin.is_file() {
         bail!("{} is missing; pass --nodepass PATH", bin.display());
@@ -185,7 +194,8 @@ pub fn locate_nodepass(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-fn build_nodepass(cargo: &std::ffi::OsStr, profile_dir: &Path) -> anyhow::Result<()> {
+fn build_nodepass(profile_dir: &Path) -> anyhow::Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let target_dir = profile_dir.parent().context("profile dir without parent")?;
     let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") => "dev",
@@ -195,9 +205,34 @@ fn build_nodepass(cargo: &std::ffi::OsStr, profile_dir: &Path) -> anyhow::Result
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("manifest dir without parent")?;
-    let status = Command::new(cargo)
+    let mut cmd = Command::new(cargo);
+    // Variables the outer cargo set for this program's own crate would leak into build
+    // scripts (some read CARGO_PKG_*) and force rebuilds; the nested build must not see them.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p))
+            || ["CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"].contains(&&*name)
+        {
+            cmd.env_remove(&*name);
+        }
+    }
+    let status = cmd
         .current_dir(workspace)
-        .args(["build", "-p", "nodepass-cli", "--bin", "nodepass", "--profile"])
+        .args([
+            "build",
+            "-p",
+            "nodepass-cli",
+            "--bin",
+            "nodepass",
+            "--profile",
+        ])
         .arg(profile)
         .arg("--target-dir")
         .arg(target_dir)

@@ -56,9 +56,9 @@ pub fn fd_count(pid: u32) -> io::Result<usize> {
 
 /// Whether some process has a TCP socket listening on `port` (IPv4 or IPv6, any address).
 pub fn is_listening(port: u16) -> bool {
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|path| {
-        std::fs::read_to_string(path).is_ok_and(|table| listens_in(&table, port))
-    })
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .any(|path| std::fs::read_to_string(path).is_ok_and(|table| listens_in(&table, port)))
 }
 
 fn listens_in(table: &str, port: u16) -> bool {

@@ -156,7 +156,11 @@ impl WorkloadReport {
         let Some(direct) = self.run("direct", None).cloned() else {
             return;
         };
-        for run in self.runs.iter_mut().filter(|r| r.implementation != "direct") {
+        for run in self
+            .runs
+            .iter_mut()
+            .filter(|r| r.implementation != "direct")
+        {
             for m in run.metrics.iter().filter(|m| m.shown) {
                 if let Some(base) = direct.get(&m.key).filter(|&b| b != 0.0) {
                     run.ratio_to_direct
@@ -221,9 +225,7 @@ impl Report {
             .iter()
             .flat_map(|w| {
                 w.runs.iter().filter_map(move |r| {
-                    r.error
-                        .as_deref()
-                        .map(|e| (w.name, r.subject.as_str(), e))
+                    r.error.as_deref().map(|e| (w.name, r.subject.as_str(), e))
                 })
             })
             .collect()

@@ -24,8 +24,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Report> {
     let machine = machine();
     let target = Target::start().context("start the target")?;
     let work_dir = std::env::temp_dir().join(format!("nodepass-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&work_dir)
-        .with_context(|| format!("create {}", work_dir.display()))?;
+    std::fs::create_dir_all(&work_dir).with_context(|| format!("create {}", work_dir.display()))?;
     let ctx = Ctx {
         nodepass: plan.nodepass.clone(),
         target: target.addr(),

@@ -131,7 +131,8 @@ fn start_nodepass(ctx: &Ctx, tls: u8) -> anyhow::Result<Endpoint> {
     for (role, url) in urls {
         let mut cmd = Command::new(&ctx.nodepass);
         // The key travels in the environment, never in the process arguments.
-        cmd.env("NODEPASS_URL", url).env_remove("NODEPASS_LOG_FORMAT");
+        cmd.env("NODEPASS_URL", url)
+            .env_remove("NODEPASS_LOG_FORMAT");
         let log = ctx.work_dir.join(format!("nodepass-tls{tls}-{role}.log"));
         procs.push(Proc::spawn(role, cmd, &log)?);
         if role == "server" {
@@ -295,7 +296,8 @@ fn unknown_placeholder(template: &str) -> Option<&str> {
         let tail = &rest[open + 1..];
         if let Some(close) = tail.find('}') {
             let word = &tail[..close];
-            let is_word = !word.is_empty() && word.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+            let is_word =
+                !word.is_empty() && word.chars().all(|c| c.is_ascii_lowercase() || c == '_');
             if is_word && !after_dollar && !PLACEHOLDERS.contains(&word) {
                 return Some(word);
             }

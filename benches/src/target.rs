@@ -233,7 +233,10 @@ fn udp_sink(sock: UdpSocket, tally: &Mutex<UdpTally>, stop: &AtomicBool) {
         };
         let now = probe::now_ns();
         let probe = probe::check(&buf[..n]);
-        tally.lock().unwrap_or_else(|e| e.into_inner()).record(probe, now);
+        tally
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(probe, now);
     }
 }
 

@@ -76,7 +76,9 @@ pub fn evaluate(workloads: &[WorkloadReport], tls_modes: &[u8]) -> Vec<TargetChe
             match w.name {
                 "bulk" | "parallel" => {
                     let limit = if tls == 0 { 50.0 } else { 35.0 };
-                    let pct = n("gbit_per_s").zip(d("gbit_per_s")).map(|(n, d)| n / d * 100.0);
+                    let pct = n("gbit_per_s")
+                        .zip(d("gbit_per_s"))
+                        .map(|(n, d)| n / d * 100.0);
                     add("throughput vs direct", pct, ">=", limit, "%");
                 }
                 "connect" => {
@@ -94,7 +96,13 @@ pub fn evaluate(workloads: &[WorkloadReport], tls_modes: &[u8]) -> Vec<TargetChe
                         .iter()
                         .map(|k| n(k))
                         .sum::<Option<f64>>();
-                    add("corrupted, merged or truncated", bad, "<=", 0.0, "datagrams");
+                    add(
+                        "corrupted, merged or truncated",
+                        bad,
+                        "<=",
+                        0.0,
+                        "datagrams",
+                    );
                     add("delivered", n("delivered_pct"), ">=", 99.0, "%");
                 }
                 "memory" => {
@@ -104,7 +112,13 @@ pub fn evaluate(workloads: &[WorkloadReport], tls_modes: &[u8]) -> Vec<TargetChe
                         add(&what, rss, "<=", IDLE_RSS_LIMIT_KIB, "KiB");
                     }
                     let per = n("kib_per_conn");
-                    add("per idle connection", per, "<=", CONNECTION_LIMIT_KIB, "KiB");
+                    add(
+                        "per idle connection",
+                        per,
+                        "<=",
+                        CONNECTION_LIMIT_KIB,
+                        "KiB",
+                    );
                 }
                 _ => {}
             }

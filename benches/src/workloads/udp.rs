@@ -56,7 +56,10 @@ pub fn run(addr: SocketAddr, target: &Target, budget: &Budget) -> anyhow::Result
     m.add("reordered", t.reordered);
     m.add("send_errors", sent.errors);
     let offered = sent.count as f64 * budget.udp_size as f64 * 8.0;
-    m.add("offered_mbit_per_s", offered / sent.elapsed.as_secs_f64() / 1e6);
+    m.add(
+        "offered_mbit_per_s",
+        offered / sent.elapsed.as_secs_f64() / 1e6,
+    );
     let mean_transit = match t.delivered {
         0 => 0.0,
         n => t.transit_sum_ns as f64 / n as f64 / 1_000.0,
