@@ -65,9 +65,8 @@ pub fn main(program: Program) -> ExitCode {
         return ExitCode::from(EXIT_USAGE);
     }
     tracing::info!(url = %config, "starting nodepass {}", env!("CARGO_PKG_VERSION"));
-    if exposed {
-        tracing::warn!("{DERIVED_KEY_WARNING}");
-    }
+    // (The tunnel itself logs the derived-key warning when it starts.)
+    raise_fd_limit();
     match serve(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if logging::shows_errors(level) => {
@@ -83,6 +82,15 @@ pub fn main(program: Program) -> ExitCode {
 
 const DERIVED_KEY_WARNING: &str = "no key given: the key is derived from the tunnel port and \
     anyone who can reach the tunnel can guess it; set one with KEY@ in the URL";
+
+/// Raise the soft open-files limit to the hard limit: every tunneled connection holds two or
+/// more descriptors, and the common soft default of 1024 caps a tunnel at a few hundred users.
+fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(limit = n, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+    }
+}
 
 /// The URL from wherever it was given, with the scheme checked, parsed.
 fn load(args: &Args, role: Option<Role>) -> anyhow::Result<Config> {

@@ -42,10 +42,11 @@ struct Inner {
 }
 
 impl Pool {
-    /// An empty pool that aims for `min` connections and may grow to `max`.
+    /// An empty pool that aims for `min` connections and may grow to `max`. `max` wins when
+    /// the two disagree (the server's limit is binding on the client).
     pub fn new(min: usize, max: usize, stats: Arc<Stats>) -> Self {
-        let min = min.max(1);
-        let max = max.max(min);
+        let max = max.max(1);
+        let min = min.clamp(1, max);
         let pool = Pool {
             inner: Arc::new(Inner {
                 queue: Mutex::new(VecDeque::new()),
@@ -312,6 +313,12 @@ mod tests {
         assert_eq!(p.capacity(), 4);
         p.set_max(3);
         assert_eq!((p.max(), p.capacity()), (3, 3));
+    }
+
+    #[test]
+    fn the_servers_max_bounds_the_clients_min() {
+        let p = pool(64, 10);
+        assert_eq!((p.min(), p.max(), p.capacity()), (10, 10, 10));
     }
 
     #[tokio::test]

@@ -7,6 +7,8 @@
 //! the tunnel's shared rate limit (`rate`).
 
 mod metered;
+#[cfg(target_os = "linux")]
+pub mod splice;
 
 pub use metered::{Activity, Metered, Prefixed};
 
@@ -16,10 +18,15 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::limit::RateLimiter;
 use crate::stats::Stats;
+use crate::transport::TunnelStream;
+
+/// Environment variable that turns the zero-copy path off (`0`), e.g. to compare both paths.
+pub const ZERO_COPY_ENV: &str = "NODEPASS_ZERO_COPY";
 
 /// Relay buffer size per direction.
 pub const RELAY_BUFFER: usize = 64 * 1024;
@@ -35,6 +42,32 @@ pub struct RelayCtx {
     pub idle_timeout: Option<Duration>,
     /// Cancelled when the tunnel's shutdown grace period is over.
     pub hard_stop: CancellationToken,
+    /// Use `splice(2)` for plain TCP without a rate limit (Linux).
+    pub zero_copy: bool,
+}
+
+/// Whether the zero-copy path is enabled by the environment (default yes).
+pub fn zero_copy_from_env() -> bool {
+    std::env::var(ZERO_COPY_ENV).map_or(true, |v| v.trim() != "0")
+}
+
+/// Relay a local TCP socket with a tunnel connection (or a target socket): `splice(2)` on
+/// Linux for plain TCP without a rate limit, the buffered [`relay_tcp`] otherwise. Same
+/// counters, half-close, idle timeout and stop behaviour either way.
+pub async fn relay_stream(
+    local: TcpStream,
+    remote: TunnelStream,
+    prefix: BytesMut,
+    ctx: &RelayCtx,
+) -> Result<(u64, u64), RelayEnd> {
+    #[cfg(target_os = "linux")]
+    let remote = match remote {
+        TunnelStream::Plain(tcp) if ctx.zero_copy && ctx.rate.is_none() => {
+            return splice::relay(local, tcp, prefix, ctx).await;
+        }
+        other => other,
+    };
+    relay_tcp(local, remote, prefix, ctx).await
 }
 
 /// Why a relay ended early.

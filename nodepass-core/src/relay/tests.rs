@@ -16,6 +16,7 @@ fn ctx() -> RelayCtx {
         rate: None,
         idle_timeout: None,
         hard_stop: CancellationToken::new(),
+        zero_copy: true,
     }
 }
 
@@ -73,4 +74,149 @@ async fn hard_stop_ends_the_relay() {
     c.hard_stop.cancel();
     let res = relay_tcp(local_in, tunnel_in, BytesMut::new(), &c).await;
     assert!(matches!(res, Err(RelayEnd::Stopped)));
+}
+
+/// Push `len` pseudo-random bytes from the user through `run` to an echo-less sink that hashes
+/// them, then answer with another `len` bytes after the user's EOF (half-close), and check
+/// hashes and counters on both directions.
+async fn carry_64_mib<F, Fut>(run: F)
+where
+    F: FnOnce(TcpStream, TcpStream, RelayCtx) -> Fut,
+    Fut: std::future::Future<Output = Result<(u64, u64), RelayEnd>> + Send + 'static,
+{
+    use ring::digest::{Context, SHA256};
+    const LEN: usize = 64 << 20;
+    fn chunk(seed: u64, i: usize) -> Vec<u8> {
+        let mut x = seed ^ (i as u64).wrapping_mul(0x9e3779b97f4a7c15) | 1;
+        (0..64 * 1024)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+    let (mut user, local_in) = pair().await;
+    let (tunnel_in, mut far) = pair().await;
+    let c = ctx();
+    let stats = c.stats.clone();
+    let relay = tokio::spawn(run(local_in, tunnel_in, c));
+    let far_task = tokio::spawn(async move {
+        let mut h = Context::new(&SHA256);
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut n = 0;
+        loop {
+            let k = far.read(&mut buf).await.unwrap();
+            if k == 0 {
+                break;
+            }
+            h.update(&buf[..k]);
+            n += k;
+        }
+        // The user's EOF arrived; answer anyway (half-close).
+        let mut sent = Context::new(&SHA256);
+        for i in 0..LEN / (64 * 1024) {
+            let c = chunk(2, i);
+            sent.update(&c);
+            far.write_all(&c).await.unwrap();
+        }
+        far.shutdown().await.unwrap();
+        (n, h.finish(), sent.finish())
+    });
+    let writer = tokio::spawn(async move {
+        let mut sent = Context::new(&SHA256);
+        let (mut r, mut w) = user.split();
+        let send = async {
+            for i in 0..LEN / (64 * 1024) {
+                let c = chunk(1, i);
+                sent.update(&c);
+                w.write_all(&c).await.unwrap();
+            }
+            w.shutdown().await.unwrap();
+        };
+        let recv = async {
+            let mut h = Context::new(&SHA256);
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut n = 0;
+            loop {
+                let k = r.read(&mut buf).await.unwrap();
+                if k == 0 {
+                    break;
+                }
+                h.update(&buf[..k]);
+                n += k;
+            }
+            (n, h.finish())
+        };
+        let ((), got) = tokio::join!(send, recv);
+        (sent.finish(), got)
+    });
+    let (user_sent, (user_got_n, user_got)) =
+        tokio::time::timeout(Duration::from_secs(120), writer)
+            .await
+            .unwrap()
+            .unwrap();
+    let (far_n, far_got, far_sent) = far_task.await.unwrap();
+    assert_eq!(far_n, LEN);
+    assert_eq!(
+        far_got.as_ref(),
+        user_sent.as_ref(),
+        "upstream bytes differ"
+    );
+    assert_eq!(user_got_n, LEN);
+    assert_eq!(
+        user_got.as_ref(),
+        far_sent.as_ref(),
+        "downstream bytes differ"
+    );
+    let (up, down) = relay.await.unwrap().unwrap();
+    assert_eq!((up, down), (LEN as u64, LEN as u64));
+    let s = stats.snapshot();
+    assert_eq!((s.tcp_rx, s.tcp_tx), (LEN as u64, LEN as u64));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_path_carries_64_mib_each_way_exactly() {
+    carry_64_mib(
+        |local, tunnel, c| async move { relay_tcp(local, tunnel, BytesMut::new(), &c).await },
+    )
+    .await;
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn splice_path_carries_64_mib_each_way_exactly() {
+    carry_64_mib(|local, tunnel, c| async move {
+        super::splice::relay(local, tunnel, BytesMut::new(), &c).await
+    })
+    .await;
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn splice_path_sends_the_prefix_first_and_propagates_half_close() {
+    let (mut user, local_in) = pair().await;
+    let (tunnel_in, mut far) = pair().await;
+    let c = ctx();
+    let stats = c.stats.clone();
+    let relay = tokio::spawn(async move {
+        super::splice::relay(local_in, tunnel_in, BytesMut::from(&b"early"[..]), &c).await
+    });
+    let far_task = tokio::spawn(async move {
+        let mut got = Vec::new();
+        far.read_to_end(&mut got).await.unwrap();
+        far.write_all(b"answer after eof").await.unwrap();
+        far.shutdown().await.unwrap();
+        got
+    });
+    user.write_all(b"request").await.unwrap();
+    user.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    user.read_to_end(&mut answer).await.unwrap();
+    assert_eq!(answer, b"earlyanswer after eof");
+    assert_eq!(far_task.await.unwrap(), b"request");
+    assert_eq!(relay.await.unwrap().unwrap(), (7, 21));
+    let s = stats.snapshot();
+    assert_eq!((s.tcp_rx, s.tcp_tx), (7, 21));
 }

@@ -304,13 +304,21 @@ impl Inner {
         let end = control::run(&mut wire, &ctx.shared.stats, &token).await;
         token.cancel();
         pool.clear();
+        let end_kind = match &end {
+            control::ControlEnd::Goodbye => EndKind::Goodbye,
+            _ => EndKind::Other,
+        };
         let reason = match end {
             control::ControlEnd::Cancelled => "stopped".to_string(),
             control::ControlEnd::Goodbye => "server said goodbye".to_string(),
             control::ControlEnd::Lost(why) => why,
         };
         if !ctx.stop.is_cancelled() {
-            tracing::warn!(reason = %reason, "lost the server, reconnecting");
+            if matches!(end_kind, EndKind::Goodbye) {
+                tracing::info!("the server is shutting down, reconnecting");
+            } else {
+                tracing::warn!(reason = %reason, "lost the server, reconnecting");
+            }
         }
         Ok(reason)
     }
@@ -333,6 +341,12 @@ impl Inner {
         *self.users.lock().expect("users lock poisoned") = Some(s.clone());
         Ok(s)
     }
+}
+
+/// How a session ended, for the log level.
+enum EndKind {
+    Goodbye,
+    Other,
 }
 
 /// Keeps the pool of one session at its capacity, dialing replacements as soon as

@@ -207,6 +207,7 @@ impl Ctx {
                 rate: params.rate_mbps.map(RateLimiter::new),
                 idle_timeout: params.read_timeout,
                 hard_stop: CancellationToken::new(),
+                zero_copy: crate::relay::zero_copy_from_env(),
             },
             slots: Slots::new(params.slot),
             targets: Arc::new(targets::Targets::new(&params)),

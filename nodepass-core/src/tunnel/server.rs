@@ -209,6 +209,10 @@ impl Server {
                 let Some(s) = self.session(&session) else {
                     return;
                 };
+                if pool.idle() >= self.cfg.max.get() as usize {
+                    tracing::debug!(%peer, "pool is at max, extra pool connection closed");
+                    return;
+                }
                 match self.flow {
                     Flow::Reverse => pool.put(wire.into_parts().0),
                     Flow::Forward => {
@@ -290,6 +294,12 @@ fn pool_type_code(t: PoolType) -> u8 {
 fn log_refusal(peer: SocketAddr, e: &HandshakeError) {
     match e {
         HandshakeError::Closed | HandshakeError::TlsRequired(_) | HandshakeError::StaleSession => {
+            tracing::debug!(%peer, reason = %e, "tunnel connection closed during handshake")
+        }
+        // A peer that hangs up mid-TLS (a client shutting down, a port scanner) is ordinary.
+        HandshakeError::Tls(io) | HandshakeError::Io(io)
+            if crate::relay::is_peer_disconnect(io) =>
+        {
             tracing::debug!(%peer, reason = %e, "tunnel connection closed during handshake")
         }
         _ => tracing::warn!(%peer, reason = %e, "tunnel connection refused"),

@@ -145,8 +145,10 @@ pub(crate) async fn serve_users(
                 };
                 let upstream = upstream.clone();
                 let span = tracing::debug_span!("udp", %peer);
+                // A session lives on its own pool connection: a control hiccup that ends this
+                // loop does not cut it (only the tunnel's stop does).
                 ctx.tracker
-                    .spawn(session.run(upstream, cancel.clone()).instrument(span));
+                    .spawn(session.run(upstream, ctx.stop.clone()).instrument(span));
                 tx
             }
         };

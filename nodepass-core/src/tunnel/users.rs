@@ -18,7 +18,7 @@ use crate::config::Endpoint;
 use crate::error::Result;
 use crate::pool::{Parked, Pool};
 use crate::protocol::{self, Message, StreamKind};
-use crate::relay::{RelayEnd, is_peer_disconnect, relay_tcp};
+use crate::relay::{RelayEnd, is_peer_disconnect, relay_stream};
 use crate::sniff;
 use crate::stats::Stats;
 use crate::transport::TunnelStream;
@@ -155,13 +155,21 @@ async fn handle_user(user: TcpStream, peer: SocketAddr, upstream: Upstream, ctx:
                 return;
             };
             let _active = stats.session(false);
-            finish(relay_tcp(user, conn, BytesMut::new(), &ctx.relay).await);
+            finish(relay_stream(user, conn, BytesMut::new(), &ctx.relay).await);
         }
         Upstream::Direct => match ctx.targets.connect_tcp(peer, dst).await {
             Ok((target, addr)) => {
                 tracing::debug!(%addr, "target connected");
                 let _active = stats.session(false);
-                finish(relay_tcp(user, target, BytesMut::new(), &ctx.relay).await);
+                finish(
+                    relay_stream(
+                        user,
+                        TunnelStream::Plain(target),
+                        BytesMut::new(),
+                        &ctx.relay,
+                    )
+                    .await,
+                );
             }
             Err(e) => tracing::warn!(error = %e, "no target reachable, user connection closed"),
         },
@@ -251,7 +259,7 @@ pub(crate) async fn serve_pool_conn(
                 tracing::debug!(%addr, "target connected");
                 let _active = stats.session(false);
                 let (stream, prefix) = wire.into_parts();
-                finish(relay_tcp(target, stream, prefix, &ctx.relay).await);
+                finish(relay_stream(target, stream, prefix, &ctx.relay).await);
             }
             StreamKind::Udp => {
                 if !ctx.params.udp {

@@ -1,0 +1,155 @@
+//! Zero-copy TCP relay on Linux: `splice(2)` through a pipe, socket to socket.
+//!
+//! This is the only module of nodepass-core allowed to use `unsafe`: two syscalls (`pipe2`,
+//! `splice`) and one `fcntl` (`F_SETPIPE_SZ`), each wrapped in a tiny function below that
+//! checks its result. File descriptors are owned by `OwnedFd`, so they are closed exactly once.
+//!
+//! Used for plain TCP (no TLS) without a rate limit; everything else takes the buffered copy in
+//! [`super::relay_tcp`]. Byte counters come from the return values of `splice`, so they are exact.
+//! A direction's pipe is created only when its first byte arrives, so idle connections cost no
+//! pipe. EOF on one side becomes a write shutdown on the other (half-close).
+#![allow(unsafe_code)]
+
+use std::io;
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncWriteExt, Interest};
+use tokio::net::TcpStream;
+
+use super::{Activity, RelayCtx, RelayEnd};
+
+/// Pipe capacity requested per direction (the kernel may grant less; that is fine).
+pub const PIPE_SIZE: usize = 1 << 20;
+/// Largest single `splice` call.
+const SPLICE_CHUNK: usize = 1 << 20;
+
+/// A non-blocking pipe.
+struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+}
+
+impl Pipe {
+    fn new() -> io::Result<Pipe> {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: `fds` is a valid array of two c_ints for pipe2 to fill.
+        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // Best effort: a larger pipe means fewer syscalls; the default (64 KiB) also works.
+        // SAFETY: F_SETPIPE_SZ takes an int argument; the fd is a valid open pipe.
+        unsafe {
+            libc::fcntl(
+                write.as_raw_fd(),
+                libc::F_SETPIPE_SZ,
+                PIPE_SIZE as libc::c_int,
+            )
+        };
+        Ok(Pipe { read, write })
+    }
+}
+
+/// One non-blocking `splice` between two descriptors; `Ok(0)` is EOF on `from`.
+fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    // SAFETY: plain syscall on descriptors the caller keeps open for the call; null offsets
+    // mean "use and advance the file position", as required for sockets and pipes.
+    let n = unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Move everything from `from` to `to` until EOF, then shut down `to`'s write half. Counts the
+/// bytes written to `to` into `counter`.
+async fn one_way(
+    from: &TcpStream,
+    to: &TcpStream,
+    counter: &AtomicU64,
+    activity: &Activity,
+) -> io::Result<u64> {
+    let mut pipe: Option<Pipe> = None;
+    let mut total = 0u64;
+    loop {
+        from.readable().await?;
+        if pipe.is_none() {
+            pipe = Some(Pipe::new()?);
+        }
+        let p = pipe.as_ref().expect("pipe just created");
+        let filled = match from.try_io(Interest::READABLE, || {
+            splice(from.as_raw_fd(), p.write.as_raw_fd(), SPLICE_CHUNK)
+        }) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        };
+        activity.touch();
+        let mut left = filled;
+        while left > 0 {
+            to.writable().await?;
+            match to.try_io(Interest::WRITABLE, || {
+                splice(p.read.as_raw_fd(), to.as_raw_fd(), left)
+            }) {
+                Ok(n) => {
+                    left -= n;
+                    total += n as u64;
+                    counter.fetch_add(n as u64, Relaxed);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        activity.touch();
+    }
+    // Half-close: the far side sees EOF and may still answer.
+    match socket2::SockRef::from(to).shutdown(Shutdown::Write) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
+        Err(e) => return Err(e),
+    }
+    Ok(total)
+}
+
+/// Relay `local` (user or target socket) and `remote` (plain tunnel connection or target) with
+/// `splice`, after writing `prefix` to `local`. Returns bytes carried (local→remote,
+/// remote→local). Counts `local` reads as `tcp_rx` and `local` writes as `tcp_tx`.
+pub async fn relay(
+    mut local: TcpStream,
+    remote: TcpStream,
+    prefix: BytesMut,
+    ctx: &RelayCtx,
+) -> Result<(u64, u64), RelayEnd> {
+    let activity = Activity::new();
+    let stats = &ctx.stats;
+    if !prefix.is_empty() {
+        local.write_all(&prefix).await?;
+        stats.tcp_tx.fetch_add(prefix.len() as u64, Relaxed);
+    }
+    let up = one_way(&local, &remote, &stats.tcp_rx, &activity);
+    let down = one_way(&remote, &local, &stats.tcp_tx, &activity);
+    tokio::select! {
+        r = async { tokio::try_join!(up, down) } => {
+            let (u, d) = r?;
+            Ok((u, d + prefix.len() as u64))
+        }
+        _ = activity.idle_for(ctx.idle_timeout) => Err(RelayEnd::Idle),
+        _ = ctx.hard_stop.cancelled() => Err(RelayEnd::Stopped),
+    }
+}
