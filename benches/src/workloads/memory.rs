@@ -16,7 +16,7 @@ use crate::subject::Endpoint;
 /// Threads opening connections at once (a tunnel's pool refills on demand meanwhile).
 const OPENERS: usize = 8;
 /// Descriptors kept aside for everything but the held connections.
-const SPARE_FDS: u64 = 512;
+const SPARE_FDS: u64 = 256;
 
 /// Measure the endpoint's processes idle, then holding `wanted` connections (fewer if the
 /// descriptor limit does not allow as many: each connection costs two descriptors in the
