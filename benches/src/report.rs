@@ -63,9 +63,13 @@ pub struct Metric {
     pub shown: bool,
 }
 
-/// The metrics of one run, in the order the workload produced them. Serialised as an object.
+/// The metrics of one run, in the order the workload produced them, and notes about how the
+/// run went. Serialised as an object of the metrics.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Metrics(Vec<Metric>);
+pub struct Metrics {
+    values: Vec<Metric>,
+    notes: Vec<String>,
+}
 
 impl Metrics {
     /// Add a metric the table shows.
@@ -80,12 +84,22 @@ impl Metrics {
 
     fn push(&mut self, key: String, value: Num, shown: bool) {
         debug_assert!(self.get(&key).is_none(), "metric {key} twice");
-        self.0.push(Metric { key, value, shown });
+        self.values.push(Metric { key, value, shown });
+    }
+
+    /// Record something a reader of the figures must know (e.g. fewer connections than asked).
+    pub fn note(&mut self, text: impl Into<String>) {
+        self.notes.push(text.into());
+    }
+
+    /// The notes, in order.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
     }
 
     /// The value of `key`.
     pub fn get(&self, key: &str) -> Option<f64> {
-        self.0
+        self.values
             .iter()
             .find(|m| m.key == key)
             .map(|m| m.value.as_f64())
@@ -93,14 +107,14 @@ impl Metrics {
 
     /// Every metric, in order.
     pub fn iter(&self) -> impl Iterator<Item = &Metric> {
-        self.0.iter()
+        self.values.iter()
     }
 }
 
 impl Serialize for Metrics {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(self.0.len()))?;
-        for m in &self.0 {
+        let mut map = s.serialize_map(Some(self.values.len()))?;
+        for m in &self.values {
             map.serialize_entry(&m.key, &m.value)?;
         }
         map.end()
@@ -120,6 +134,8 @@ pub struct Run {
     pub metrics: Metrics,
     /// This run's shown metrics divided by the direct run's (when both exist, direct non-zero).
     pub ratio_to_direct: BTreeMap<String, f64>,
+    /// What a reader of the figures must know (the run still counts).
+    pub notes: Vec<String>,
     /// Why the run failed, if it did.
     pub error: Option<String>,
 }
@@ -219,6 +235,20 @@ fn by_name<S: Serializer>(w: &[WorkloadReport], s: S) -> Result<S::Ok, S::Error>
 }
 
 impl Report {
+    /// Every note of a run, as `(workload, subject, note)`.
+    pub fn notes(&self) -> Vec<(&str, &str, &str)> {
+        self.workloads
+            .iter()
+            .flat_map(|w| {
+                w.runs.iter().flat_map(move |r| {
+                    r.notes
+                        .iter()
+                        .map(move |n| (w.name, r.subject.as_str(), n.as_str()))
+                })
+            })
+            .collect()
+    }
+
     /// Every failed run, as `(workload, subject, error)`.
     pub fn errors(&self) -> Vec<(&str, &str, &str)> {
         self.workloads
@@ -251,6 +281,7 @@ mod tests {
             tls,
             metrics,
             ratio_to_direct: BTreeMap::new(),
+            notes: Vec::new(),
             error: None,
         }
     }

@@ -61,7 +61,15 @@ pub fn run(plan: &Plan) -> anyhow::Result<Report> {
         reports.push(report);
     }
     bar.finish_and_clear();
-    let _ = std::fs::remove_dir_all(&work_dir);
+    if reports
+        .iter()
+        .flat_map(|r| &r.runs)
+        .any(|r| r.error.is_some())
+    {
+        eprintln!("process logs kept in {}", work_dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&work_dir);
+    }
 
     Ok(Report {
         format: FORMAT,
@@ -90,6 +98,7 @@ fn measure(workload: Workload, subject: &Subject, ctx: &Ctx, target: &Target, pl
         subject: subject.label(),
         implementation: subject.implementation().to_owned(),
         tls: subject.tls(),
+        notes: metrics.notes().to_vec(),
         metrics,
         ratio_to_direct: BTreeMap::new(),
         error,

@@ -9,10 +9,11 @@ use crate::report::{Metric, Num, Report, Run, WorkloadReport};
 pub fn render(report: &Report) -> String {
     let mut rows: Vec<Vec<String>> = Vec::new();
     let subjects = subjects(report);
+    let ratios = |s: &String| s != "direct" && subjects.iter().any(|x| x == "direct");
     let mut header = vec!["workload".to_owned(), "metric".to_owned()];
     for s in &subjects {
         header.push(s.clone());
-        if s != "direct" {
+        if ratios(s) {
             header.push("vs direct".to_owned());
         }
     }
@@ -22,7 +23,7 @@ pub fn render(report: &Report) -> String {
             for s in &subjects {
                 let run = w.runs.iter().find(|r| &r.subject == s);
                 row.push(cell(run, &key));
-                if s != "direct" {
+                if ratios(s) {
                     let ratio = run.and_then(|r| r.ratio_to_direct.get(&key));
                     row.push(ratio.map_or(String::new(), |&r| ratio_text(&key, r)));
                 }
@@ -48,6 +49,13 @@ pub fn render(report: &Report) -> String {
                 number(t.limit),
                 t.unit,
             );
+        }
+    }
+    let notes = report.notes();
+    if !notes.is_empty() {
+        out.push_str("\nNotes:\n");
+        for (workload, subject, n) in notes {
+            let _ = writeln!(out, "- {workload} / {subject}: {n}");
         }
     }
     let errors = report.errors();
@@ -105,6 +113,7 @@ fn label(key: &str) -> String {
     let mut s = key.to_owned();
     for (from, to) in [
         ("_kib_per_conn", " KiB/conn"),
+        ("_fds_per_conn", " fds/conn"),
         ("kib_per_conn", "KiB/conn (all)"),
         ("_s_per_gb", " s/GB"),
         ("_idle_kib", " idle KiB"),

@@ -143,6 +143,7 @@ mod tests {
             tls,
             metrics,
             ratio_to_direct: Default::default(),
+            notes: Vec::new(),
             error: None,
         }
     }
