@@ -73,6 +73,29 @@ fn listens_in(table: &str, port: u16) -> bool {
     })
 }
 
+/// Datagrams dropped by the kernel (full receive buffer) on the UDP sockets bound to local
+/// `port`: the last column of `/proc/net/udp` and `/proc/net/udp6`.
+pub fn udp_drops(port: u16) -> u64 {
+    ["/proc/net/udp", "/proc/net/udp6"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .map(|table| drops_in(&table, port))
+        .sum()
+}
+
+fn drops_in(table: &str, port: u16) -> u64 {
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let local = line.split_whitespace().nth(1);
+            let port_hex = local.and_then(|l| l.rsplit(':').next());
+            port_hex.and_then(|p| u16::from_str_radix(p, 16).ok()) == Some(port)
+        })
+        .filter_map(|line| line.split_whitespace().last()?.parse::<u64>().ok())
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +117,16 @@ mod tests {
         assert!(!listens_in(table, 80)); // established, not listening
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         assert!(is_listening(l.local_addr().unwrap().port()));
+    }
+
+    #[test]
+    fn counts_udp_drops_by_port() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n  \
+                     1: 0100007F:1F90 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0000000000000000 17\n  \
+                     2: 0100007F:0050 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0000000000000000 5\n";
+        assert_eq!(drops_in(table, 8080), 17);
+        assert_eq!(drops_in(table, 80), 5);
+        assert_eq!(drops_in(table, 81), 0);
     }
 
     #[test]

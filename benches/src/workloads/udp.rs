@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use super::IO_TIMEOUT;
 use crate::plan::Budget;
 use crate::probe;
+use crate::procfs;
 use crate::report::Metrics;
 use crate::target::Target;
 
@@ -32,12 +33,26 @@ pub fn run(addr: SocketAddr, target: &Target, budget: &Budget) -> anyhow::Result
     sock.connect(addr)?;
     warm_up(&sock, target, budget.udp_size)?;
 
+    // Where datagrams are lost: the kernel counts drops per socket (full receive buffer) at
+    // the path's entry (the tunnel's user-facing socket) and at the sink.
+    let sink_port = target.addr().port();
+    let entry_port = (addr.port() != sink_port).then_some(addr.port());
+    let drops_before = (
+        entry_port.map(procfs::udp_drops),
+        procfs::udp_drops(sink_port),
+    );
+
     let run = NEXT_RUN.fetch_add(1, Ordering::Relaxed);
     target.udp_begin(run);
     let rate_bps = budget.udp_rate_mbit as f64 * 1e6;
     let sent = send_paced(&sock, run, budget.udp_size, rate_bps, budget.udp);
     drain(target);
     let t = target.udp_tally();
+    let entry_drops = entry_port
+        .map(procfs::udp_drops)
+        .zip(drops_before.0)
+        .map(|(after, before)| after.saturating_sub(before));
+    let sink_drops = procfs::udp_drops(sink_port).saturating_sub(drops_before.1);
 
     let mut m = Metrics::default();
     let pct = if sent.count == 0 {
@@ -55,6 +70,10 @@ pub fn run(addr: SocketAddr, target: &Target, budget: &Budget) -> anyhow::Result
     m.add("duplicates", t.duplicates);
     m.add("reordered", t.reordered);
     m.add("send_errors", sent.errors);
+    if let Some(d) = entry_drops {
+        m.show("entry_socket_drops", d);
+    }
+    m.add("sink_socket_drops", sink_drops);
     let offered = sent.count as f64 * budget.udp_size as f64 * 8.0;
     m.add(
         "offered_mbit_per_s",
