@@ -72,15 +72,16 @@ impl Workload {
                 b.connections
             ),
             Workload::Cpu => format!(
-                "user+sys CPU of the tunnel processes, 1 stream for {:?}",
+                "user+sys CPU per GB, 1 stream for {:?}: tunnel processes, and whole path \
+                 (with the harness's load generator and target)",
                 b.cpu
             ),
         }
     }
 
-    /// Whether the workload means anything for `subject` (memory and CPU need processes).
+    /// Whether the workload means anything for `subject` (memory needs processes).
     pub fn applies_to(self, subject: &Subject) -> bool {
-        !(subject.is_direct() && matches!(self, Workload::Memory | Workload::Cpu))
+        !(subject.is_direct() && self == Workload::Memory)
     }
 }
 

@@ -201,6 +201,7 @@ mod tests {
         assert_eq!(label("kib_per_conn"), "KiB/conn (all)");
         assert_eq!(label("delivered_pct"), "delivered %");
         assert_eq!(label("cpu_s_per_gb"), "cpu s/GB");
+        assert_eq!(label("path_cpu_s_per_gb"), "path cpu s/GB");
         assert_eq!(number(1234.5), "1234");
         assert_eq!(number(12.345), "12.3");
         assert_eq!(number(0.1234), "0.12");
