@@ -14,20 +14,30 @@ use crate::stats::Latency;
 /// Round trips before the measured ones (connection and caches warm).
 const RTT_WARMUP: usize = 100;
 
-/// `count` times: connect, send 1 byte, read its echo, close. Each sample spans all four.
+/// `count` times: connect, send 1 byte, read its echo, close. Each sample spans all four; the
+/// JSON also has the connect call alone and the first echo alone (a tunnel accepts at once and
+/// sets up its path while the first byte waits).
 pub fn connect(addr: SocketAddr, count: usize) -> anyhow::Result<Metrics> {
     let mut samples = Vec::with_capacity(count);
+    let mut connects = Vec::with_capacity(count);
+    let mut echoes = Vec::with_capacity(count);
     for i in 0..count {
         let t0 = Instant::now();
         let mut s = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
             .with_context(|| format!("connection {i}: connect"))?;
+        let t1 = Instant::now();
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(IO_TIMEOUT))?;
         ping(&mut s).with_context(|| format!("connection {i}: echo"))?;
+        let t2 = Instant::now();
         drop(s);
         samples.push(t0.elapsed().as_nanos() as u64);
+        connects.push((t1 - t0).as_nanos() as u64);
+        echoes.push((t2 - t1).as_nanos() as u64);
     }
     let l = Latency::from_nanos(&mut samples).context("no connections measured")?;
+    let c = Latency::from_nanos(&mut connects).context("no connections measured")?;
+    let e = Latency::from_nanos(&mut echoes).context("no connections measured")?;
     let mut m = Metrics::default();
     m.show("p50_us", l.p50_us);
     m.show("p90_us", l.p90_us);
@@ -35,6 +45,10 @@ pub fn connect(addr: SocketAddr, count: usize) -> anyhow::Result<Metrics> {
     m.show("max_us", l.max_us);
     m.add("mean_us", l.mean_us);
     m.add("count", l.count);
+    m.add("connect_call_p50_us", c.p50_us);
+    m.add("connect_call_p99_us", c.p99_us);
+    m.add("first_echo_p50_us", e.p50_us);
+    m.add("first_echo_p99_us", e.p99_us);
     Ok(m)
 }
 
