@@ -59,7 +59,7 @@ pub fn main(program: Program) -> ExitCode {
     let level = config.log_level();
     let format = std::env::var(logging::FORMAT_ENV).ok();
     let setup = logging::Format::from_env_value(format.as_deref())
-        .and_then(|format| logging::init(level, format));
+        .and_then(|format| logging::init(level, format, config.role() == Role::Master));
     if let Err(e) = setup {
         eprintln!("{}: {e:#}", program.name);
         return ExitCode::from(EXIT_USAGE);

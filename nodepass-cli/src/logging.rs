@@ -9,6 +9,7 @@
 //! `NODEPASS_LOG_FORMAT=json` writes one JSON object per line instead of text. Nothing here ever
 //! sees the key: callers log the masked canonical URL (`Display` of `Config`).
 
+use nodepass_core::supervisor::LogCapture;
 use std::io::IsTerminal;
 
 use anyhow::bail;
@@ -62,18 +63,31 @@ pub fn filter(level: LogLevel) -> Targets {
 }
 
 /// Install the global subscriber for `level` in `format`, writing to stderr. Call once.
-pub fn init(level: LogLevel, format: Format) -> anyhow::Result<()> {
-    if level == LogLevel::None {
-        return Ok(());
-    }
+///
+/// With `capture`, also installs the supervisor's [`LogCapture`] layer (the master keeps each
+/// instance's recent log lines for its API), whatever the master's own level, even `none`.
+pub fn init(level: LogLevel, format: Format, capture: bool) -> anyhow::Result<()> {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::prelude::*;
-    let base = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let layer = match format {
-        Format::Text => base.with_ansi(std::io::stderr().is_terminal()).boxed(),
-        Format::Json => base.json().with_ansi(false).boxed(),
-    };
+    let output = (level != LogLevel::None).then(|| {
+        let base = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+        let layer = match format {
+            Format::Text => base.with_ansi(std::io::stderr().is_terminal()).boxed(),
+            Format::Json => base.json().with_ansi(false).boxed(),
+        };
+        layer.with_filter(filter(level))
+    });
+    // Instances filter their own lines by their URL's `log=`; the layer sees nodepass events.
+    let capture = capture.then(|| {
+        LogCapture::new().with_filter(
+            Targets::new()
+                .with_target("nodepass_core", LevelFilter::DEBUG)
+                .with_target("nodepass", LevelFilter::DEBUG),
+        )
+    });
     tracing_subscriber::registry()
-        .with(layer.with_filter(filter(level)))
+        .with(output)
+        .with(capture)
         .try_init()?;
     Ok(())
 }

@@ -6,10 +6,55 @@
 //! - [`error`]: the crate's [`Error`] type.
 //! - [`limit`]: per-tunnel limits: concurrent session slots (`slot`) and bandwidth (`rate`).
 //! - [`sniff`]: the `block` parameter: refusing SOCKS, HTTP or TLS by their first bytes.
+//! - [`store`]: durable state of the supervisor ([`store::SqliteStore`], [`store::MemoryStore`]).
+//! - [`supervisor`]: [`Supervisor`] and [`Instance`]: managed tunnels with a lifecycle, an
+//!   auto-restart policy, events, per-instance logs ([`supervisor::LogCapture`]) and state kept
+//!   in a store across restarts.
 //!
 //! # Shutdown
 //! Every long-running function takes a `tokio_util::sync::CancellationToken`; cancelling it stops
 //! accepting, signals in-flight work, and waits for it within a grace period.
+//!
+//! # Example
+//! One tunnel, run directly; then the same kind of tunnel managed by a [`Supervisor`]:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use nodepass_core::store::MemoryStore;
+//! use nodepass_core::supervisor::{CreateInstance, SupervisorOptions};
+//! use nodepass_core::{Supervisor, Tunnel, TunnelConfig};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let shutdown = CancellationToken::new();
+//!
+//! // A server tunnel: clients connect to :10101, users to 127.0.0.1:8080 (reverse flow).
+//! let config: TunnelConfig = "server://secret@:10101/127.0.0.1:8080?mode=1".parse()?;
+//! let tunnel = Tunnel::bind(config).await?.spawn(shutdown.child_token());
+//! println!("bound {:?}, {} bytes in", tunnel.local_addrs(), tunnel.stats().tcp_rx);
+//!
+//! // A supervisor keeps instances (here in memory) and restarts them as their policy says.
+//! let store = Arc::new(MemoryStore::new());
+//! let supervisor = Supervisor::open(store, SupervisorOptions::default(), shutdown.clone()).await?;
+//! let created = supervisor
+//!     .create(CreateInstance {
+//!         url: "client://secret@127.0.0.1:10101/127.0.0.1:9000".into(),
+//!         restart: true,
+//!         ..Default::default()
+//!     })
+//!     .await?;
+//! println!("{} is {}", created.id, created.status);
+//! let mut events = supervisor.subscribe();
+//! if let Some(event) = events.recv().await {
+//!     println!("{:?}", event.kind);
+//! }
+//!
+//! supervisor.shutdown().await;
+//! shutdown.cancel();
+//! tunnel.wait().await?;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod config;
 pub mod error;
@@ -26,6 +71,6 @@ pub mod store;
 pub mod transport;
 pub mod tunnel;
 
-pub use supervisor::Supervisor;
+pub use supervisor::{Instance, Supervisor};
 pub use tunnel::{Tunnel, TunnelConfig, TunnelHandle};
 pub mod supervisor;

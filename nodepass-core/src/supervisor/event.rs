@@ -1,6 +1,8 @@
-//! Supervisor events (API CONTRACT, see `mod.rs`).
+//! Supervisor events: what subscribers of [`Supervisor::subscribe`](super::Supervisor::subscribe)
+//! receive.
 
 use serde::Serialize;
+use tokio::sync::broadcast;
 
 use super::InstanceInfo;
 
@@ -10,7 +12,7 @@ use super::InstanceInfo;
 pub enum EventKind {
     /// An instance was created.
     Create,
-    /// Status, config, alias, meta or policy changed.
+    /// Status, config, alias, meta or policy changed, or the traffic was reset.
     Update,
     /// An instance was deleted.
     Delete,
@@ -51,17 +53,72 @@ pub struct Event {
     pub logs: Option<Vec<LogLine>>,
 }
 
+impl Event {
+    /// An event of `kind` stamped now.
+    pub fn new(kind: EventKind, instance: Option<InstanceInfo>) -> Self {
+        Event {
+            kind,
+            time: super::now_ms(),
+            instance,
+            logs: None,
+        }
+    }
+}
+
 /// A subscription. `recv` yields events in order; after a lag it yields one `Resync` event
-/// and continues with the newest.
+/// and continues with the oldest event still buffered.
 #[derive(Debug)]
 pub struct Events {
-    #[allow(dead_code)]
-    rx: tokio::sync::broadcast::Receiver<Event>,
+    rx: broadcast::Receiver<Event>,
 }
 
 impl Events {
-    /// The next event; `None` once the supervisor is gone. Cancel safe.
+    pub(crate) fn new(rx: broadcast::Receiver<Event>) -> Self {
+        Events { rx }
+    }
+
+    /// The next event; `None` once the supervisor has shut down (after its `Shutdown` event)
+    /// or is gone. Cancel safe.
     pub async fn recv(&mut self) -> Option<Event> {
-        todo!()
+        match self.rx.recv().await {
+            Ok(event) => Some(event),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::debug!(missed, "event subscriber lagged, sending resync");
+                Some(Event::new(EventKind::Resync, None))
+            }
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_lagging_subscriber_gets_one_resync_then_the_buffered_events() {
+        let (tx, rx) = broadcast::channel(2);
+        let mut events = Events::new(rx);
+        for kind in [EventKind::Create, EventKind::Update, EventKind::Delete] {
+            tx.send(Event::new(kind, None)).unwrap();
+        }
+        let kinds = [
+            events.recv().await.unwrap().kind,
+            events.recv().await.unwrap().kind,
+            events.recv().await.unwrap().kind,
+        ];
+        assert_eq!(
+            kinds,
+            [EventKind::Resync, EventKind::Update, EventKind::Delete]
+        );
+        drop(tx);
+        assert_eq!(events.recv().await, None);
+    }
+
+    #[test]
+    fn events_serialize_with_a_type_field() {
+        let json = serde_json::to_string(&Event::new(EventKind::Shutdown, None)).unwrap();
+        assert!(json.starts_with(r#"{"type":"shutdown","time":"#), "{json}");
+        assert!(json.ends_with(r#""instance":null}"#), "{json}");
     }
 }

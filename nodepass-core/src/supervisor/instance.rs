@@ -1,8 +1,18 @@
-//! One managed tunnel: identity, status, live figures (API CONTRACT, see `mod.rs`).
+//! [`Instance`]: one managed tunnel (identity, status, live figures, lifecycle operations), and
+//! the [`InstanceInfo`] snapshot the API shows.
+
+use std::fmt;
+use std::sync::Arc;
 
 use serde::Serialize;
+use tokio::sync::watch;
 
-use crate::store::{Meta, TrafficTotals};
+use super::core::Core;
+use super::state::Managed;
+use super::validate::{self, parse_url};
+use super::{Event, EventKind, LogLine, Result, SupervisorError, UpdateInstance};
+use crate::store::{Desired, Meta, TrafficTotals};
+use crate::tunnel::LocalAddrs;
 
 /// Server or client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -28,6 +38,24 @@ pub enum InstanceStatus {
     Error,
 }
 
+impl InstanceStatus {
+    /// `stopped`, `starting`, `running` or `error`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceStatus::Stopped => "stopped",
+            InstanceStatus::Starting => "starting",
+            InstanceStatus::Running => "running",
+            InstanceStatus::Error => "error",
+        }
+    }
+}
+
+impl fmt::Display for InstanceStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A snapshot of one instance, as the API shows it. Never contains the tunnel key.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
@@ -41,7 +69,8 @@ pub struct InstanceInfo {
     pub kind: InstanceKind,
     /// Lifecycle status.
     pub status: InstanceStatus,
-    /// Last error, when `status` is `error`.
+    /// Why it failed when `status` is `error`; while `starting` or (degraded) `running`, the
+    /// last connection error of a client still trying to reach its server. `None` otherwise.
     pub error: Option<String>,
     /// The URL as created, key masked.
     pub url: String,
@@ -72,4 +101,304 @@ pub struct InstanceInfo {
     pub created_at: i64,
     /// Last change, unix milliseconds.
     pub updated_at: i64,
+}
+
+impl InstanceInfo {
+    /// A stopped instance with nothing else known: no alias, no restart policy, empty metadata,
+    /// mode `pending`, zero figures and timestamps. For tests and mock supervisors; `url` should
+    /// already be masked.
+    pub fn new(id: impl Into<String>, kind: InstanceKind, url: impl Into<String>) -> Self {
+        InstanceInfo {
+            id: id.into(),
+            alias: None,
+            kind,
+            status: InstanceStatus::Stopped,
+            error: None,
+            url: url.into(),
+            config: String::new(),
+            restart: false,
+            meta: Meta::default(),
+            mode: "pending".into(),
+            connections: 0,
+            tcp_connections: 0,
+            udp_connections: 0,
+            pool_size: 0,
+            ping_ms: 0.0,
+            uptime: 0,
+            traffic: TrafficTotals::ZERO,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+}
+
+/// A handle to one instance of a [`Supervisor`](super::Supervisor). Cheap to clone.
+///
+/// Every operation here is the same as the supervisor's operation of the same name on this id:
+/// it is written to the store before it returns, and fails with
+/// [`SupervisorError::NotFound`] once the instance was deleted.
+#[derive(Clone)]
+pub struct Instance {
+    m: Arc<Managed>,
+    core: Arc<Core>,
+}
+
+impl fmt::Debug for Instance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Instance")
+            .field("id", &self.m.id)
+            .field("status", &self.m.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Instance {
+    pub(crate) fn new(m: Arc<Managed>, core: Arc<Core>) -> Self {
+        Instance { m, core }
+    }
+
+    /// The id: 8 lower-case hex characters; never changes.
+    pub fn id(&self) -> &str {
+        &self.m.id
+    }
+
+    /// Server or client (follows the URL).
+    pub fn kind(&self) -> InstanceKind {
+        self.m.lock().kind()
+    }
+
+    /// A snapshot: identity, status, live figures, cumulative traffic.
+    pub fn info(&self) -> InstanceInfo {
+        self.m.info()
+    }
+
+    /// The status, as a `watch` receiver (e.g. `wait_for(|s| *s == InstanceStatus::Running)`).
+    pub fn status(&self) -> watch::Receiver<InstanceStatus> {
+        self.m.subscribe_status()
+    }
+
+    /// The addresses the current tunnel has bound (all `None` when it is not running): how to
+    /// find the ports of an instance configured with port 0.
+    pub fn local_addrs(&self) -> LocalAddrs {
+        self.m.local_addrs()
+    }
+
+    /// The recent log lines, oldest first (at most
+    /// [`log_capacity`](super::SupervisorOptions::log_capacity); empty unless a
+    /// [`LogCapture`](super::LogCapture) layer is installed).
+    pub fn logs(&self) -> Vec<LogLine> {
+        self.m.logs.snapshot()
+    }
+
+    /// Fail if the supervisor is shutting down or the instance was deleted.
+    fn check(&self) -> Result<()> {
+        self.core.check_open()?;
+        if self.m.is_deleted() {
+            return Err(SupervisorError::NotFound(self.m.id.clone()));
+        }
+        Ok(())
+    }
+
+    /// Start a stopped or failed instance; answers once it runs or fails, or after
+    /// [`start_wait`](super::SupervisorOptions::start_wait) with `starting`. Refuses (`Conflict`)
+    /// an instance already running or starting, or one whose listen address another running
+    /// instance uses. A pending automatic restart is replaced by this start. Records that the
+    /// operator wants it running. Cancel safe: once the start is recorded, dropping the future
+    /// only skips the wait.
+    pub async fn start(&self) -> Result<InstanceInfo> {
+        self.launch(false).await
+    }
+
+    /// Stop (if it runs) and start again, with the same answer as [`start`](Self::start). A
+    /// stopped instance is simply started.
+    pub async fn restart(&self) -> Result<InstanceInfo> {
+        self.launch(true).await
+    }
+
+    async fn launch(&self, restart: bool) -> Result<InstanceInfo> {
+        self.check()?;
+        let ops = self.m.ops.lock().await;
+        self.check()?;
+        let status = self.m.status();
+        if !restart && matches!(status, InstanceStatus::Running | InstanceStatus::Starting) {
+            return Err(SupervisorError::Conflict(format!(
+                "instance {} is already {status}",
+                self.m.id
+            )));
+        }
+        {
+            let _writes = self.core.writes();
+            let config = self.config()?;
+            self.core.check_conflict(&self.m.id, &config)?;
+            let record = self.m.record_with(|r| r.desired = Desired::Running);
+            self.core.store.put(&record)?;
+            self.m.apply(record, None);
+        }
+        // A running tunnel (restart) or a pending automatic restart.
+        self.core.halt(&self.m, None).await;
+        self.relaunch()?;
+        drop(ops);
+        Ok(self.settle().await)
+    }
+
+    /// Launch a run loop now (none is alive); a refusal leaves the instance in `error`.
+    fn relaunch(&self) -> Result<()> {
+        let _writes = self.core.writes();
+        self.core.check_open()?;
+        self.core.launch(&self.m).inspect_err(|e| {
+            self.m
+                .set_status(&self.core, InstanceStatus::Error, Some(e.to_string()), None);
+        })
+    }
+
+    fn config(&self) -> Result<crate::tunnel::TunnelConfig> {
+        match &self.m.lock().parsed {
+            Ok(p) => Ok(p.tunnel.clone()),
+            Err(e) => Err(SupervisorError::Invalid {
+                field: "url".into(),
+                reason: e.clone(),
+            }),
+        }
+    }
+
+    /// Wait until the instance leaves `starting`, at most `start_wait`; the snapshot then.
+    async fn settle(&self) -> InstanceInfo {
+        let mut status = self.m.subscribe_status();
+        let wait = status.wait_for(|s| *s != InstanceStatus::Starting);
+        let _ = tokio::time::timeout(self.core.options.start_wait, wait).await;
+        self.m.info()
+    }
+
+    /// Stop a running, starting or failed instance (cancelling a pending automatic restart);
+    /// answers once its tunnel has stopped (at most the grace period). Refuses (`Conflict`) an
+    /// instance already stopped. Records that the operator wants it stopped. Not cancel safe:
+    /// dropping the future may leave the tunnel stopping in the background.
+    pub async fn stop(&self) -> Result<InstanceInfo> {
+        self.check()?;
+        let _ops = self.m.ops.lock().await;
+        self.check()?;
+        let stopped = {
+            let st = self.m.lock();
+            st.status == InstanceStatus::Stopped && !st.is_active()
+        };
+        if stopped {
+            return Err(SupervisorError::Conflict(format!(
+                "instance {} is already stopped",
+                self.m.id
+            )));
+        }
+        {
+            let _writes = self.core.writes();
+            let record = self.m.record_with(|r| r.desired = Desired::Stopped);
+            self.core.store.put(&record)?;
+            self.m.apply(record, None);
+        }
+        self.core.halt(&self.m, Some(InstanceStatus::Stopped)).await;
+        Ok(self.m.info())
+    }
+
+    /// Zero the cumulative traffic, in the store and in the running tunnel. Cancel safe.
+    pub async fn reset(&self) -> Result<InstanceInfo> {
+        self.check()?;
+        let info = {
+            let _writes = self.core.writes();
+            self.check()?;
+            self.core.store.reset_traffic(&self.m.id)?;
+            let mut st = self.m.lock();
+            st.record.traffic = TrafficTotals::ZERO;
+            st.written = TrafficTotals::ZERO;
+            for (_, tunnel) in &st.live {
+                tunnel.reset_traffic();
+            }
+            self.m.info_locked(&st)
+        };
+        self.core
+            .emit(Event::new(EventKind::Update, Some(info.clone())));
+        Ok(info)
+    }
+
+    /// Replace the URL (validated first; `Invalid` with field `url`). An instance that is
+    /// running, starting or waiting to restart is restarted with the new configuration, with
+    /// the same answer as [`start`](Self::start); others keep their status (an `error` from the
+    /// old URL becomes `stopped`). Not cancel safe once the new URL is stored.
+    pub async fn replace_url(&self, url: &str) -> Result<InstanceInfo> {
+        let parsed = parse_url(url)?;
+        self.check()?;
+        let ops = self.m.ops.lock().await;
+        self.check()?;
+        let active = self.m.lock().is_active();
+        let info = {
+            let _writes = self.core.writes();
+            if active {
+                self.core.check_conflict(&self.m.id, &parsed.tunnel)?;
+            }
+            let record = self.m.record_with(|r| r.url = url.to_owned());
+            self.core.store.put(&record)?;
+            self.m.apply(record, Some(parsed))
+        };
+        self.core
+            .emit(Event::new(EventKind::Update, Some(info.clone())));
+        if !active {
+            if info.status == InstanceStatus::Error {
+                self.m
+                    .set_status(&self.core, InstanceStatus::Stopped, None, None);
+            }
+            return Ok(self.m.info());
+        }
+        self.core.halt(&self.m, None).await;
+        self.relaunch()?;
+        drop(ops);
+        Ok(self.settle().await)
+    }
+
+    /// Change alias, restart policy and metadata (validated completely first). A new policy
+    /// applies from the next failure on. Cancel safe.
+    pub async fn update(&self, update: UpdateInstance) -> Result<InstanceInfo> {
+        if let Some(Some(alias)) = &update.alias {
+            validate::alias(alias)?;
+        }
+        if let Some(meta) = &update.meta {
+            validate::meta(meta)?;
+        }
+        self.check()?;
+        let info = {
+            let _writes = self.core.writes();
+            self.check()?;
+            let record = self.m.record_with(|r| {
+                if let Some(alias) = update.alias {
+                    r.alias = alias;
+                }
+                if let Some(restart) = update.restart {
+                    r.restart = restart;
+                }
+                if let Some(meta) = update.meta {
+                    r.meta = meta;
+                }
+            });
+            self.core.store.put(&record)?;
+            self.m.apply(record, None)
+        };
+        self.core
+            .emit(Event::new(EventKind::Update, Some(info.clone())));
+        Ok(info)
+    }
+
+    /// Remove from the store and the supervisor, then stop. Not cancel safe once removed.
+    pub(crate) async fn delete(&self) -> Result<()> {
+        self.check()?;
+        let _ops = self.m.ops.lock().await;
+        self.check()?;
+        {
+            let _writes = self.core.writes();
+            self.core.store.delete(&self.m.id)?;
+            self.core.remove(&self.m.id);
+            self.m.mark_deleted();
+        }
+        self.core.halt(&self.m, Some(InstanceStatus::Stopped)).await;
+        // Ends the log pump.
+        self.m.token.cancel();
+        self.core
+            .emit(Event::new(EventKind::Delete, Some(self.m.info())));
+        Ok(())
+    }
 }

@@ -1,22 +1,73 @@
-//! [`Supervisor`]: owns every managed tunnel [`instance`], runs them in-process, keeps them in a
-//! [`Store`](crate::store::Store) across restarts, and broadcasts [`Event`]s.
+//! [`Supervisor`]: owns every managed tunnel [`Instance`], runs them in-process, keeps them in a
+//! [`Store`] across restarts, and broadcasts [`Event`]s.
 //!
-//! API CONTRACT (written by the lead; the implementation fills in the bodies). Signatures and
-//! public types here are what nodepass-api and embedders code against: change them only with
-//! the lead's agreement.
+//! ```text
+//! Supervisor (Clone) ──▶ Core: store, instances, events, shutdown token, task tracker
+//!                          └─ Managed (one per instance): record, status, run loop ──▶ Tunnel
+//! Instance (Clone) = one Managed + the Core: the same operations for one id
+//! ```
+//!
+//! # Lifecycle
+//! `stopped` ─start▶ `starting` ─ready▶ `running`; a tunnel that cannot bind or fails goes to
+//! `error` (and, with `restart: true`, back to `starting` after a backoff delay: `restart_min`
+//! doubling to `restart_max`, reset once a run lasted `stable_after`). A dual-end client that
+//! loses its server stays `running` with `error` set (it reconnects by itself); before it first
+//! reached its server it is `starting`. `start` is refused for a running or starting instance,
+//! `stop` for a stopped one; `restart` is stop then start from any state.
+//!
+//! # Durable state
+//! Every change is written to the [`Store`] before the call returns; a failed write returns
+//! [`SupervisorError::Store`] and changes nothing in memory. Traffic totals (stored totals plus
+//! the live tunnel counters) are written every `flush_interval`, when a tunnel ends and at
+//! shutdown; a history sample of every running instance every `history_interval`.
+//!
+//! **Which instances start at [`Supervisor::open`]**: those with `restart: true`, and those the
+//! operator left running (the last of `start`/`stop` was a start, [`Desired::Running`]). So an
+//! instance with `restart: false` "stays as the operator left it": running if it was started and
+//! never stopped (even if it had failed since), stopped if it was stopped. Shutting down is not an
+//! operator action and changes no instance's desired state.
+//!
+//! # Logs
+//! Each instance runs in a `tracing` span; the [`LogCapture`] layer, installed once by the
+//! program, keeps the instance's recent lines (filtered by its URL's `log=` level) in a ring of
+//! `log_capacity` lines, and the supervisor broadcasts new lines as `log` events.
+//!
+//! # Shutdown
+//! [`Supervisor::shutdown`], or cancelling the token given to [`Supervisor::open`], cancels the
+//! supervisor's token (every instance's run token is a child of it), waits for the task tracker
+//! within `grace`, flushes the traffic totals, broadcasts `shutdown` and closes the event
+//! channel. Dropping every handle without shutting down leaves the instances running.
 
+mod conflict;
+mod core;
 mod event;
 mod instance;
+mod logs;
+mod run;
+mod state;
+mod validate;
 
 pub use event::{Event, EventKind, Events, LogLine};
-pub use instance::{InstanceInfo, InstanceKind, InstanceStatus};
+pub use instance::{Instance, InstanceInfo, InstanceKind, InstanceStatus};
+pub use logs::{INSTANCE_SPAN_TARGET, LogCapture};
+pub use validate::{MAX_META_CHARS, MAX_TAGS};
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{Meta, Store, StoreError};
+use crate::store::{Desired, InstanceRecord, Meta, Store, StoreError, TrafficSample};
+
+use self::core::Core;
+use self::state::Managed;
+
+/// Now, in unix milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
 
 /// Supervisor errors. The API maps each variant to one HTTP status, in one place.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +85,7 @@ pub enum SupervisorError {
         reason: String,
     },
     /// The request conflicts with the current state (409): a listen address used by another
-    /// running instance, an invalid status transition.
+    /// running instance (the message names it and the address), an invalid status transition.
     #[error("{0}")]
     Conflict(String),
     /// The store failed; nothing was changed (500).
@@ -121,92 +172,192 @@ impl Default for SupervisorOptions {
 /// Owns all instances. Cheap to clone (`Arc` inside).
 #[derive(Clone)]
 pub struct Supervisor {
-    #[allow(dead_code)]
-    inner: Arc<()>,
+    core: Arc<Core>,
 }
 
 impl std::fmt::Debug for Supervisor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Supervisor").finish_non_exhaustive()
+        f.debug_struct("Supervisor")
+            .field("instances", &self.core.all().len())
+            .finish_non_exhaustive()
     }
 }
 
-#[allow(unused_variables)]
 impl Supervisor {
-    /// Load every instance from `store` and start those whose policy or last operator action
-    /// says so. `shutdown` stops everything (within the grace period) when cancelled.
+    /// Load every instance from `store` and start those with `restart: true` or left running by
+    /// the operator (see the [module docs](self)); an instance that cannot start is in `error`.
+    /// `shutdown` stops everything (within the grace period) when cancelled. Returns without
+    /// waiting for the started instances to run. Errors: the store cannot be read. Cancel safe.
     pub async fn open(
         store: Arc<dyn Store>,
         options: SupervisorOptions,
         shutdown: CancellationToken,
     ) -> Result<Supervisor> {
-        todo!()
+        let records = store.load()?;
+        let core = Arc::new(Core::new(store, options, &shutdown));
+        for record in records {
+            let m = Arc::new(Managed::new(record, &core.token, core.options.log_capacity));
+            core.insert(m.clone());
+            core.tracker.spawn(core.clone().pump_logs(m));
+        }
+        core.tracker.spawn(core.clone().ticker());
+        // Shut down when the caller's token is cancelled. Not tracked (shutdown waits for the
+        // tracker), and it holds the core only while it shuts it down, so that once a shutdown
+        // finished and the handles are dropped, the store is released at once.
+        let weak = Arc::downgrade(&core);
+        let done = core.done.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    if let Some(core) = weak.upgrade() {
+                        core.shutdown().await;
+                    }
+                }
+                _ = done.cancelled() => {}
+            }
+        });
+        {
+            let _writes = core.writes();
+            for m in core.all() {
+                let (restart, desired) = {
+                    let st = m.lock();
+                    (st.record.restart, st.record.desired)
+                };
+                if (restart || desired == Desired::Running)
+                    && let Err(e) = core.launch(&m)
+                {
+                    m.set_status(&core, InstanceStatus::Error, Some(e.to_string()), None);
+                }
+            }
+        }
+        tracing::debug!(instances = core.all().len(), "supervisor open");
+        Ok(Supervisor { core })
     }
 
     /// Subscribe to events (see [`Events`] for lag handling).
     pub fn subscribe(&self) -> Events {
-        todo!()
+        Events::new(self.core.subscribe())
     }
 
     /// Validate and create an instance (stopped until started, unless `restart` is set, then
-    /// started at once). Refuses a listen address another running instance uses.
+    /// started at once, with the same answer as [`start`](Self::start); a start failure leaves
+    /// it created, in `error`). Refuses (`Conflict`) a listen address another running instance
+    /// uses. Cancel safe: once created, dropping the future only skips the wait.
     pub async fn create(&self, req: CreateInstance) -> Result<InstanceInfo> {
-        todo!()
+        let core = &self.core;
+        core.check_open()?;
+        let parsed = validate::parse_url(&req.url)?;
+        if let Some(alias) = &req.alias {
+            validate::alias(alias)?;
+        }
+        validate::meta(&req.meta)?;
+        let instance = {
+            let _writes = core.writes();
+            core.check_open()?;
+            core.check_conflict("", &parsed.tunnel)?;
+            let mut record = InstanceRecord::new(core.new_id(), req.url, now_ms());
+            record.alias = req.alias;
+            record.restart = req.restart;
+            record.meta = req.meta;
+            record.desired = if req.restart {
+                Desired::Running
+            } else {
+                Desired::Stopped
+            };
+            core.store.put(&record)?;
+            let m = Arc::new(Managed::new(record, &core.token, core.options.log_capacity));
+            core.insert(m.clone());
+            core.tracker.spawn(core.clone().pump_logs(m.clone()));
+            core.emit(Event::new(EventKind::Create, Some(m.info())));
+            tracing::info!(parent: &m.span, "instance created");
+            if req.restart
+                && let Err(e) = core.launch(&m)
+            {
+                m.set_status(core, InstanceStatus::Error, Some(e.to_string()), None);
+            }
+            Instance::new(m, core.clone())
+        };
+        if req.restart {
+            let mut status = instance.status();
+            let wait = status.wait_for(|s| *s != InstanceStatus::Starting);
+            let _ = tokio::time::timeout(core.options.start_wait, wait).await;
+        }
+        Ok(instance.info())
     }
 
     /// All instances, oldest first.
     pub fn list(&self) -> Vec<InstanceInfo> {
-        todo!()
+        self.core.all().iter().map(|m| m.info()).collect()
     }
 
     /// One instance.
     pub fn get(&self, id: &str) -> Result<InstanceInfo> {
-        todo!()
+        Ok(self.core.get(id)?.info())
     }
 
-    /// Start a stopped or failed instance; answers once it runs or fails (or after
-    /// `start_wait`, still `starting`).
+    /// A handle to one instance.
+    pub fn instance(&self, id: &str) -> Result<Instance> {
+        Ok(Instance::new(self.core.get(id)?, self.core.clone()))
+    }
+
+    /// Start a stopped or failed instance; see [`Instance::start`].
     pub async fn start(&self, id: &str) -> Result<InstanceInfo> {
-        todo!()
+        self.instance(id)?.start().await
     }
 
-    /// Stop a running, starting or failed-and-retrying instance; answers once it stopped.
+    /// Stop a running, starting or failed-and-retrying instance; see [`Instance::stop`].
     pub async fn stop(&self, id: &str) -> Result<InstanceInfo> {
-        todo!()
+        self.instance(id)?.stop().await
     }
 
-    /// Stop then start.
+    /// Stop then start; see [`Instance::restart`].
     pub async fn restart(&self, id: &str) -> Result<InstanceInfo> {
-        todo!()
+        self.instance(id)?.restart().await
     }
 
-    /// Zero the instance's traffic counters, durably.
+    /// Zero the instance's traffic counters, durably; see [`Instance::reset`].
     pub async fn reset(&self, id: &str) -> Result<InstanceInfo> {
-        todo!()
+        self.instance(id)?.reset().await
     }
 
-    /// Replace the URL (validated first) and restart if it was running.
+    /// Replace the URL (validated first) and restart if it was running; see
+    /// [`Instance::replace_url`].
     pub async fn replace_url(&self, id: &str, url: &str) -> Result<InstanceInfo> {
-        todo!()
+        self.instance(id)?.replace_url(url).await
     }
 
-    /// Update alias, policy and metadata.
+    /// Update alias, policy and metadata; see [`Instance::update`].
     pub async fn update(&self, id: &str, update: UpdateInstance) -> Result<InstanceInfo> {
-        todo!()
+        self.instance(id)?.update(update).await
     }
 
-    /// Stop (if needed) and delete.
+    /// Delete from the store, then stop (within the grace period). Not cancel safe once
+    /// removed.
     pub async fn delete(&self, id: &str) -> Result<()> {
-        todo!()
+        self.instance(id)?.delete().await
+    }
+
+    /// The recent log lines of an instance, oldest first; see [`Instance::logs`].
+    pub fn logs(&self, id: &str) -> Result<Vec<LogLine>> {
+        Ok(self.instance(id)?.logs())
+    }
+
+    /// The stored traffic samples of an instance taken at or after `since_ms` (unix
+    /// milliseconds), oldest first.
+    pub fn history(&self, id: &str, since_ms: i64) -> Result<Vec<TrafficSample>> {
+        self.core.get(id)?;
+        Ok(self.core.store.history(id, since_ms)?)
     }
 
     /// The store (the master keeps its API key hash in its settings).
     pub fn store(&self) -> Arc<dyn Store> {
-        todo!()
+        self.core.store.clone()
     }
 
-    /// Stop every instance within the grace period and flush traffic totals.
+    /// Stop every instance within the grace period, flush traffic totals, broadcast `shutdown`
+    /// and close the event channel. Later operations fail with `ShuttingDown`. Idempotent;
+    /// concurrent calls all return once it is done. Cancel safe.
     pub async fn shutdown(&self) {
-        todo!()
+        self.core.shutdown().await;
     }
 }

@@ -228,14 +228,22 @@ impl Dialer {
         };
         if let DialAddr::Ip(ip) = self.source
             && !self.source_failed.load(Ordering::Relaxed)
-            && ip.is_ipv4() == addr.is_ipv4()
-            && let Err(e) = sock.bind(SocketAddr::new(ip, 0))
         {
-            // Fall back to automatic source selection, once and loudly.
-            if !self.source_failed.swap(true, Ordering::Relaxed) {
-                tracing::warn!(source = %ip, error = %e, "cannot bind dial source address, using automatic selection");
+            let bound = if ip.is_ipv4() == addr.is_ipv4() {
+                sock.bind(SocketAddr::new(ip, 0))
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::AddrNotAvailable,
+                    "source and target address families differ",
+                ))
+            };
+            if let Err(e) = bound {
+                // Fall back to automatic source selection, once and loudly.
+                if !self.source_failed.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(source = %ip, error = %e, "cannot bind dial source address, using automatic selection");
+                }
+                return self.connect_auto(addr).await;
             }
-            return self.connect_auto(addr).await;
         }
         let stream = tokio::time::timeout(self.timeout, sock.connect(addr))
             .await

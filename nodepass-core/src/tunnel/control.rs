@@ -40,12 +40,14 @@ pub(crate) async fn run(
                 let _ = tokio::time::timeout(HEARTBEAT_INTERVAL, wire.send(&Message::Goodbye)).await;
                 return ControlEnd::Cancelled;
             }
+            // Checked on its own deadline, not at ping ticks: a dead peer is noticed within
+            // HEARTBEAT_DEAD_AFTER of its last message.
+            _ = tokio::time::sleep_until(last_rx + HEARTBEAT_DEAD_AFTER) => {
+                return ControlEnd::Lost(format!(
+                    "no heartbeat for {} s", HEARTBEAT_DEAD_AFTER.as_secs()
+                ));
+            }
             _ = tokio::time::sleep_until(next_ping) => {
-                if last_rx.elapsed() >= HEARTBEAT_DEAD_AFTER {
-                    return ControlEnd::Lost(format!(
-                        "no heartbeat for {} s", HEARTBEAT_DEAD_AFTER.as_secs()
-                    ));
-                }
                 seq += 1;
                 sent_at = Instant::now();
                 next_ping = sent_at + HEARTBEAT_INTERVAL;
