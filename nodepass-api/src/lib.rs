@@ -1,4 +1,70 @@
-//! nodepass-api: the master REST API (hyper) over a `nodepass-core` supervisor.
+//! nodepass-api: the NodePass master, an HTTP(S) REST API over a `nodepass-core`
+//! [`Supervisor`](nodepass_core::Supervisor).
 //!
-//! Not implemented yet: the master mode has its own issue. This crate exists so the workspace
-//! layout is in place.
+//! `nodepass "master://0.0.0.0:9090/api?tls=1"` serves `https://HOST:9090/api/v1/...`: instances
+//! are created, controlled and watched over JSON and server-sent events, with an API key,
+//! CORS, limits on slow or large requests, Prometheus metrics, and its own OpenAPI 3.1
+//! document and Swagger UI (served from the binary, works offline). `docs/api.md` describes
+//! every endpoint.
+//!
+//! # Layout
+//! - `master`: [`Master`] (bind, run, shutdown), [`MasterOptions`], [`serve`].
+//! - `router`: the route table, built from the OpenAPI document, and the request pipeline
+//!   (origin, prefix, path, key, method, handler).
+//! - `openapi`: the utoipa document; `docs`: `openapi.json`, Swagger UI, health.
+//! - `instances`, `events`, `info`, `tcping`, `metrics`, `keys`: the endpoints.
+//! - `view`: the instance and event objects as the API shows them (RFC 3339 times).
+//! - `auth` ([`ApiKey`]), `cors` ([`CorsOrigins`]), `body` (JSON bodies, limits), `response`
+//!   (the envelope), `error` ([`ApiError`], and the one mapping of core errors to statuses).
+//!
+//! # Shutdown
+//! [`Master::run`] takes a `CancellationToken`. When it is cancelled the listener closes, every
+//! event stream gets a `shutdown` event, in-flight requests get a grace period, and the
+//! supervisor stops every instance and flushes traffic totals.
+//!
+//! # Example
+//! ```no_run
+//! use nodepass_api::{Master, MasterOptions};
+//! use nodepass_core::Config;
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let Config::Master(config) = Config::parse("master://127.0.0.1:0/api?state=/tmp/np.db")? else {
+//!     unreachable!()
+//! };
+//! let mut master = Master::bind(&config, MasterOptions::from_env()?).await?;
+//! if let Some(key) = master.take_generated_key() {
+//!     eprintln!("API key: {}", key.expose());
+//! }
+//! println!("serving {}/v1/instances", master.url());
+//! let shutdown = CancellationToken::new();
+//! master.run(shutdown).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod auth;
+mod body;
+mod cors;
+mod docs;
+mod error;
+mod events;
+mod info;
+mod instances;
+mod keys;
+mod master;
+mod metrics;
+mod openapi;
+mod response;
+mod router;
+mod state;
+mod tcping;
+mod view;
+
+pub use auth::{ApiKey, KEY_HEADER, KEY_SETTING};
+pub use cors::{CORS_ENV, CorsOrigins};
+pub use error::{ApiError, ErrorCode};
+pub use master::{
+    API_KEY_ENV, DEFAULT_MAX_BODY_BYTES, DEFAULT_STATE_FILE, Master, MasterOptions,
+    default_state_path, serve,
+};

@@ -1,13 +1,13 @@
 //! The one place where a parsed [`Config`] becomes a running instance.
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use nodepass_core::{Config, Tunnel, TunnelConfig};
 use tokio_util::sync::CancellationToken;
 
 /// Run the instance `config` describes until `shutdown` is cancelled or it fails.
 ///
 /// Returns `Ok(())` after a clean shutdown. Servers and clients run a [`Tunnel`] in this
-/// process; the master is not available yet (it has its own issue).
+/// process; a master serves the REST API ([`nodepass_api::serve`]).
 ///
 /// Not cancel safe: stop it by cancelling `shutdown` and awaiting it, not by dropping it.
 pub async fn run_instance(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -15,10 +15,9 @@ pub async fn run_instance(config: Config, shutdown: CancellationToken) -> anyhow
     match config {
         Config::Server(c) => run_tunnel(TunnelConfig::Server(c), shutdown).await,
         Config::Client(c) => run_tunnel(TunnelConfig::Client(c), shutdown).await,
-        Config::Master(_) => {
-            drop(shutdown);
-            bail!("{role} mode is not available yet")
-        }
+        Config::Master(c) => nodepass_api::serve(c, shutdown)
+            .await
+            .with_context(|| format!("{role} failed")),
     }
 }
 
@@ -32,15 +31,6 @@ async fn run_tunnel(config: TunnelConfig, shutdown: CancellationToken) -> anyhow
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn master_says_it_is_not_available_yet() {
-        let config = Config::parse("master://127.0.0.1:0").unwrap();
-        let err = run_instance(config, CancellationToken::new())
-            .await
-            .unwrap_err();
-        assert_eq!(err.to_string(), "master mode is not available yet");
-    }
 
     #[tokio::test]
     async fn a_tunnel_runs_until_shutdown() {

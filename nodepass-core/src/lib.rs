@@ -2,10 +2,16 @@
 //!
 //! # Layout
 //! - [`config`]: the NodePass URL language parsed into typed configuration.
-//! - [`protocol`]: the pure wire codec (no I/O) and the handshake proofs.
-//! - [`error`]: the crate's [`Error`] type.
+//! - [`protocol`]: the pure wire codec (no I/O), the handshake proofs, UDP datagram framing and
+//!   PROXY protocol headers.
+//! - [`transport`]: tunnel connections over TCP or TLS 1.3, certificates, sockets, DNS cache.
+//! - [`tunnel`]: [`Tunnel`]: the server, dual-end client and single-end roles, TCP and UDP.
+//! - [`pool`]: [`pool::Pool`], pre-authenticated idle tunnel connections, refilled on demand.
+//! - [`relay`]: moving bytes: buffered copy with half-close, and `splice(2)` on Linux.
+//! - [`stats`]: lock-free counters of a tunnel.
 //! - [`limit`]: per-tunnel limits: concurrent session slots (`slot`) and bandwidth (`rate`).
 //! - [`sniff`]: the `block` parameter: refusing SOCKS, HTTP or TLS by their first bytes.
+//! - [`error`]: the crate's [`Error`] type.
 //! - [`store`]: durable state of the supervisor ([`store::SqliteStore`], [`store::MemoryStore`]).
 //! - [`supervisor`]: [`Supervisor`] and [`Instance`]: managed tunnels with a lifecycle, an
 //!   auto-restart policy, events, per-instance logs ([`supervisor::LogCapture`]) and state kept
@@ -59,18 +65,17 @@
 pub mod config;
 pub mod error;
 pub mod limit;
-pub mod protocol;
-pub mod sniff;
-
-pub use config::Config;
-pub use error::{Error, Result};
 pub mod pool;
+pub mod protocol;
 pub mod relay;
+pub mod sniff;
 pub mod stats;
 pub mod store;
+pub mod supervisor;
 pub mod transport;
 pub mod tunnel;
 
+pub use config::Config;
+pub use error::{Error, Result};
 pub use supervisor::{Instance, Supervisor};
 pub use tunnel::{Tunnel, TunnelConfig, TunnelHandle};
-pub mod supervisor;

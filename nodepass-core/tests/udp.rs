@@ -383,16 +383,18 @@ async fn oversize_datagrams_are_dropped_and_counted_never_truncated() {
 async fn udp_only_tunnel_never_binds_the_tcp_target_port() {
     let stop = CancellationToken::new();
     let echo = udp_echo().await;
-    let server = start("server://k@127.0.0.1:0/127.0.0.1:0?mode=1&notcp=1", &stop).await;
+    // Hold the TCP port ourselves: a UDP-only tunnel on the same port number must still start,
+    // which it could not if it tried to bind TCP there.
+    let held = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = held.local_addr().unwrap().port();
+    let server = start(
+        &format!("server://k@127.0.0.1:0/127.0.0.1:{port}?mode=1&notcp=1"),
+        &stop,
+    )
+    .await;
     assert!(server.local_addrs().users.is_none());
     let udp = server.local_addrs().users_udp.unwrap();
-    // The TCP port with the same number is free: we can bind it ourselves.
-    let probe = tokio::net::TcpListener::bind(udp).await;
-    assert!(
-        probe.is_ok(),
-        "tcp port {udp} was bound by a udp-only tunnel"
-    );
-    drop(probe);
+    assert_eq!(udp.port(), port);
     let t = server.local_addrs().tunnel.unwrap();
     let _client = start(&format!("client://k@{t}/{echo}?mode=2&notcp=1"), &stop).await;
     let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();

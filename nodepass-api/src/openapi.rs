@@ -1,0 +1,188 @@
+//! The OpenAPI 3.1 document (utoipa): every operation, schema and security scheme. The router
+//! is built from it, so what is documented is what is served.
+
+use serde::Serialize;
+use utoipa::openapi::OpenApi as Document;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::server::Server;
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::{docs, events, info, instances, keys, metrics, tcping, view};
+
+/// A successful response.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Envelope<T> {
+    /// Always `true`.
+    pub success: bool,
+    /// The result.
+    pub data: T,
+    /// An optional note for people.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The error of a failed response.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// `VALIDATION_ERROR` (400), `UNAUTHORIZED` (401), `FORBIDDEN` (403), `NOT_FOUND` (404),
+    /// `METHOD_NOT_ALLOWED` (405), `REQUEST_TIMEOUT` (408), `CONFLICT` (409),
+    /// `PAYLOAD_TOO_LARGE` (413), `UNSUPPORTED_MEDIA_TYPE` (415), `RATE_LIMITED` (429),
+    /// `INTERNAL_ERROR` (500), `SERVICE_UNAVAILABLE` (503).
+    #[schema(example = "VALIDATION_ERROR")]
+    pub code: String,
+    /// What is wrong, naming the field.
+    #[schema(example = "url: missing field `url`")]
+    pub message: String,
+}
+
+/// A failed response.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorEnvelope {
+    /// Always `false`.
+    pub success: bool,
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// No body.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Empty;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "NodePass master API",
+        description = "Manage NodePass server and client instances. Every JSON response is an \
+envelope: `{\"success\": true, \"data\": ...}` or `{\"success\": false, \"error\": {\"code\", \"message\"}}`. \
+Send the API key in `X-API-Key` (or `Authorization: Bearer`).",
+        license(name = "BSD-3-Clause"),
+    ),
+    paths(
+        instances::list,
+        instances::create,
+        instances::get,
+        instances::put,
+        instances::patch,
+        instances::delete,
+        events::stream,
+        info::info,
+        tcping::tcping,
+        metrics::metrics,
+        keys::rotate,
+        docs::openapi,
+        docs::docs,
+        docs::docs_file,
+        docs::health,
+    ),
+    components(schemas(
+        view::InstanceView,
+        view::EventView,
+        view::EventType,
+        view::LogView,
+        ErrorEnvelope,
+    )),
+    modifiers(&Security),
+    tags(
+        (name = "instances", description = "Managed server and client tunnels"),
+        (name = "events", description = "Live changes as server-sent events"),
+        (name = "master", description = "The master itself"),
+        (name = "docs", description = "This description and its UI (no API key needed)"),
+    )
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, doc: &mut Document) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-API-Key",
+                "The master's API key (printed once at first start, or NODEPASS_API_KEY)",
+            ))),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The same API key as `Authorization: Bearer KEY`"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The document for a master serving under `prefix` (its only server URL).
+pub(crate) fn document(prefix: &str) -> Document {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    doc.servers = Some(vec![Server::new(if prefix.is_empty() {
+        "/"
+    } else {
+        prefix
+    })]);
+    doc
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    const API_MD: &str = include_str!("../../docs/api.md");
+
+    fn operations(doc: &Document) -> BTreeSet<String> {
+        let json = serde_json::to_value(doc).unwrap();
+        let mut out = BTreeSet::new();
+        for (path, item) in json["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                out.insert(format!("{} {path}", method.to_uppercase()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn docs_api_md_has_one_section_per_operation() {
+        let headings: BTreeSet<String> = API_MD
+            .lines()
+            .filter_map(|l| l.strip_prefix("### `")?.strip_suffix('`'))
+            .map(String::from)
+            .collect();
+        assert_eq!(headings, operations(&document("/api")));
+    }
+
+    #[test]
+    fn docs_api_md_describes_every_instance_field_and_error_code() {
+        let json = serde_json::to_value(document("/api")).unwrap();
+        let fields = json["components"]["schemas"]["InstanceView"]["properties"]
+            .as_object()
+            .unwrap();
+        assert!(fields.len() >= 20);
+        for field in fields.keys() {
+            assert!(
+                API_MD.contains(&format!("`{field}`")),
+                "{field} is not in docs/api.md"
+            );
+        }
+        for code in crate::ErrorCode::ALL {
+            let row = format!("| `{}` | {} |", code.as_str(), code.status().as_u16());
+            assert!(API_MD.contains(&row), "{row} is not in docs/api.md");
+        }
+    }
+
+    #[test]
+    fn the_document_is_openapi_3_1_with_both_key_schemes() {
+        let json = serde_json::to_value(document("/np")).unwrap();
+        assert_eq!(json["openapi"], "3.1.0");
+        assert_eq!(json["servers"][0]["url"], "/np");
+        let schemes = &json["components"]["securitySchemes"];
+        assert_eq!(schemes["api_key"]["in"], "header");
+        assert_eq!(schemes["api_key"]["name"], "X-API-Key");
+        assert_eq!(schemes["bearer"]["scheme"], "bearer");
+    }
+}
