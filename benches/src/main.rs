@@ -1,0 +1,112 @@
+//! `nodepass-benches WORKLOAD...`: measure nodepass against direct loopback and print the table.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use nodepass_benches::plan::{Budget, Plan, Workload};
+use nodepass_benches::process::{self, Build};
+use nodepass_benches::subject::{PeerFlag, PeerSpec};
+use nodepass_benches::{runner, table};
+
+/// Benchmark nodepass (server and client processes) against direct loopback, in one run.
+#[derive(Debug, Parser)]
+#[command(name = "nodepass-benches", version)]
+struct Args {
+    /// Workloads to run (`all` for every one).
+    #[arg(value_enum, required = true)]
+    workloads: Vec<Which>,
+    /// A short version of every workload (under a minute in all).
+    #[arg(long)]
+    quick: bool,
+    /// Also write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Compare another implementation: repeat with the same NAME for each of its processes
+    /// (see docs/benchmarks.md for the placeholders).
+    #[arg(long = "peer", value_name = "NAME=[server:|client:]TEMPLATE")]
+    peers: Vec<PeerFlag>,
+    /// nodepass TLS modes to measure.
+    #[arg(long, value_enum, default_value = "both")]
+    tls: Tls,
+    /// The nodepass executable (default: the one beside this program, built if needed).
+    #[arg(long, value_name = "PATH")]
+    nodepass: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Which {
+    All,
+    Bulk,
+    Parallel,
+    Connect,
+    Rtt,
+    Udp,
+    Memory,
+    Cpu,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Tls {
+    #[value(name = "0")]
+    Off,
+    #[value(name = "1")]
+    On,
+    Both,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(clean) => ExitCode::from(if clean { 0 } else { 1 }),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Returns whether every run succeeded (missed targets are not failures).
+fn run(args: Args) -> anyhow::Result<bool> {
+    let workloads: Vec<Workload> = Workload::ALL
+        .into_iter()
+        .filter(|w| {
+            args.workloads
+                .iter()
+                .any(|&x| x == Which::All || x.to_possible_value().unwrap().get_name() == w.name())
+        })
+        .collect();
+    // Started by cargo (`cargo run`): make sure nodepass is built and fresh.
+    let build = if std::env::var_os("CARGO").is_some() {
+        Build::Always
+    } else {
+        Build::IfMissing
+    };
+    let plan = Plan {
+        workloads,
+        tls: match args.tls {
+            Tls::Off => vec![0],
+            Tls::On => vec![1],
+            Tls::Both => vec![0, 1],
+        },
+        budget: if args.quick {
+            Budget::quick()
+        } else {
+            Budget::full()
+        },
+        quick: args.quick,
+        nodepass: process::locate_nodepass(args.nodepass.as_deref(), build)?,
+        peers: PeerSpec::merge(&args.peers)?,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        ready_timeout: Duration::from_secs(20),
+    };
+    let report = runner::run(&plan)?;
+    print!("{}", table::render(&report));
+    if let Some(path) = &args.json {
+        std::fs::write(path, report.to_json())
+            .with_context(|| format!("write {}", path.display()))?;
+    }
+    Ok(report.errors().is_empty())
+}

@@ -1,0 +1,188 @@
+//! What a run measures: the workloads, their budget, the TLS modes and the peers.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
+
+use crate::subject::{PeerSpec, Subject};
+
+/// One workload of the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// One TCP stream into a sink.
+    Bulk,
+    /// Several TCP streams into a sink at once.
+    Parallel,
+    /// Sequential new connections, each with a 1-byte echo.
+    Connect,
+    /// 1-byte ping-pongs on one connection.
+    Rtt,
+    /// Paced UDP probes into a sink.
+    Udp,
+    /// RSS of the tunnel processes, idle and with many idle connections.
+    Memory,
+    /// CPU time of the tunnel processes per GB carried.
+    Cpu,
+}
+
+impl Workload {
+    /// Every workload, in run order.
+    pub const ALL: [Workload; 7] = [
+        Workload::Bulk,
+        Workload::Parallel,
+        Workload::Connect,
+        Workload::Rtt,
+        Workload::Udp,
+        Workload::Memory,
+        Workload::Cpu,
+    ];
+
+    /// The name used on the command line and as the JSON key.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Bulk => "bulk",
+            Workload::Parallel => "parallel",
+            Workload::Connect => "connect",
+            Workload::Rtt => "rtt",
+            Workload::Udp => "udp",
+            Workload::Memory => "memory",
+            Workload::Cpu => "cpu",
+        }
+    }
+
+    /// A one-line description with the budget's figures.
+    pub fn describe(self, b: &Budget) -> String {
+        match self {
+            Workload::Bulk => format!("TCP, 1 stream into a sink for {:?}", b.bulk),
+            Workload::Parallel => {
+                format!("TCP, {} streams into a sink for {:?}", b.streams, b.bulk)
+            }
+            Workload::Connect => format!(
+                "{} sequential connections: connect, 1-byte echo, close",
+                b.connects
+            ),
+            Workload::Rtt => format!("{} 1-byte ping-pongs on one connection", b.round_trips),
+            Workload::Udp => format!(
+                "{}-byte datagrams at {} Mbit/s for {:?} into a sink",
+                b.udp_size, b.udp_rate_mbit, b.udp
+            ),
+            Workload::Memory => format!(
+                "RSS idle (pool of 64) and with {} idle tunneled connections",
+                b.connections
+            ),
+            Workload::Cpu => format!(
+                "user+sys CPU per GB, 1 stream for {:?}: tunnel processes, and whole path \
+                 (with the harness's load generator and target)",
+                b.cpu
+            ),
+        }
+    }
+
+    /// Whether the workload means anything for `subject` (memory needs processes).
+    pub fn applies_to(self, subject: &Subject) -> bool {
+        !(subject.is_direct() && self == Workload::Memory)
+    }
+}
+
+/// Sizes and durations of the workloads.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Budget {
+    /// Duration of each bulk transfer (single and parallel).
+    #[serde(serialize_with = "secs", rename = "bulk_s")]
+    pub bulk: Duration,
+    /// Streams of the parallel workload.
+    pub streams: usize,
+    /// Connections of the connect workload.
+    pub connects: usize,
+    /// Ping-pongs of the round-trip workload.
+    pub round_trips: usize,
+    /// Duration of the UDP workload.
+    #[serde(serialize_with = "secs", rename = "udp_s")]
+    pub udp: Duration,
+    /// Offered UDP rate.
+    pub udp_rate_mbit: u64,
+    /// Size of each UDP datagram.
+    pub udp_size: usize,
+    /// Idle connections held open by the memory workload (capped by the descriptor limit).
+    pub connections: usize,
+    /// Duration of the transfer the CPU workload measures.
+    #[serde(serialize_with = "secs", rename = "cpu_s")]
+    pub cpu: Duration,
+}
+
+fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+impl Budget {
+    /// The full benchmark, as issue 7 defines it.
+    pub fn full() -> Budget {
+        Budget {
+            bulk: Duration::from_secs(5),
+            streams: 8,
+            connects: 2_000,
+            round_trips: 10_000,
+            udp: Duration::from_secs(3),
+            udp_rate_mbit: 500,
+            udp_size: 1400,
+            connections: 10_000,
+            cpu: Duration::from_secs(3),
+        }
+    }
+
+    /// `--quick`: every workload, shortened so the whole run stays under a minute.
+    pub fn quick() -> Budget {
+        Budget {
+            bulk: Duration::from_secs(1),
+            connects: 200,
+            round_trips: 1_000,
+            udp: Duration::from_secs(1),
+            connections: 1_000,
+            cpu: Duration::from_secs(1),
+            ..Budget::full()
+        }
+    }
+}
+
+/// Everything one run needs.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Workloads, in run order.
+    pub workloads: Vec<Workload>,
+    /// nodepass `tls` modes to run.
+    pub tls: Vec<u8>,
+    /// Sizes and durations.
+    pub budget: Budget,
+    /// Whether this is a `--quick` run (recorded in the report).
+    pub quick: bool,
+    /// The nodepass executable.
+    pub nodepass: PathBuf,
+    /// Other implementations.
+    pub peers: Vec<PeerSpec>,
+    /// The command line, for the report.
+    pub command: String,
+    /// How long a tunnel may take to carry its first echo after start.
+    pub ready_timeout: Duration,
+}
+
+impl Plan {
+    /// The report's columns: direct, nodepass per TLS mode, then each peer (per TLS mode when
+    /// its templates use `{tls}`).
+    pub fn subjects(&self) -> Vec<Subject> {
+        let mut s = vec![Subject::Direct];
+        s.extend(self.tls.iter().map(|&tls| Subject::Nodepass { tls }));
+        for p in &self.peers {
+            let spec = std::sync::Arc::new(p.clone());
+            if p.uses_tls() {
+                s.extend(self.tls.iter().map(|&tls| Subject::Peer {
+                    spec: spec.clone(),
+                    tls: Some(tls),
+                }));
+            } else {
+                s.push(Subject::Peer { spec, tls: None });
+            }
+        }
+        s
+    }
+}

@@ -1,0 +1,366 @@
+//! The subjects of a run: the direct baseline, nodepass at each TLS mode, and `--peer`
+//! implementations given as shell command templates.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::process::{self, Proc};
+
+/// Placeholders a peer template may use (see `docs/benchmarks.md`).
+pub const PLACEHOLDERS: &[&str] = &[
+    "host",
+    "tunnel_port",
+    "tunnel_addr",
+    "user_port",
+    "user_addr",
+    "target_port",
+    "target_addr",
+    "key",
+    "tls",
+    "workdir",
+];
+
+/// What every subject's start needs.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// The nodepass executable.
+    pub nodepass: PathBuf,
+    /// The harness's target (TCP echo/sink and UDP sink).
+    pub target: SocketAddr,
+    /// Scratch directory for logs.
+    pub work_dir: PathBuf,
+    /// The tunnel key of this run.
+    pub key: String,
+    /// How long a tunnel may take to carry its first echo.
+    pub ready_timeout: Duration,
+}
+
+/// A started subject: where users connect, and its processes (none for the direct baseline).
+pub struct Endpoint {
+    /// The TCP and UDP address users send to.
+    pub addr: SocketAddr,
+    /// The processes, stopped when the endpoint is dropped.
+    pub procs: Vec<Proc>,
+}
+
+/// One column of the report.
+#[derive(Debug, Clone)]
+pub enum Subject {
+    /// Straight to the target.
+    Direct,
+    /// nodepass server and client processes, reverse flow.
+    Nodepass {
+        /// The server's `tls` mode.
+        tls: u8,
+    },
+    /// Another implementation from `--peer`.
+    Peer {
+        /// Its templates.
+        spec: Arc<PeerSpec>,
+        /// The TLS mode given to `{tls}`, when its templates use it.
+        tls: Option<u8>,
+    },
+}
+
+impl Subject {
+    /// The column label: `direct`, `nodepass tls=0`, `NAME tls=1` or `NAME`.
+    pub fn label(&self) -> String {
+        match (self.implementation(), self.tls()) {
+            (name, Some(tls)) => format!("{name} tls={tls}"),
+            (name, None) => name.to_owned(),
+        }
+    }
+
+    /// `direct`, `nodepass` or the peer's name.
+    pub fn implementation(&self) -> &str {
+        match self {
+            Subject::Direct => "direct",
+            Subject::Nodepass { .. } => "nodepass",
+            Subject::Peer { spec, .. } => &spec.name,
+        }
+    }
+
+    /// The TLS mode, if the subject has one.
+    pub fn tls(&self) -> Option<u8> {
+        match self {
+            Subject::Direct => None,
+            Subject::Nodepass { tls } => Some(*tls),
+            Subject::Peer { tls, .. } => *tls,
+        }
+    }
+
+    /// Whether this is the direct baseline.
+    pub fn is_direct(&self) -> bool {
+        matches!(self, Subject::Direct)
+    }
+
+    /// Start the subject's processes and wait until an echo goes through.
+    pub fn start(&self, ctx: &Ctx) -> anyhow::Result<Endpoint> {
+        match self {
+            Subject::Direct => Ok(Endpoint {
+                addr: ctx.target,
+                procs: Vec::new(),
+            }),
+            Subject::Nodepass { tls } => start_nodepass(ctx, *tls),
+            Subject::Peer { spec, tls } => start_peer(ctx, spec, *tls),
+        }
+    }
+}
+
+fn start_nodepass(ctx: &Ctx, tls: u8) -> anyhow::Result<Endpoint> {
+    let tunnel = process::free_tcp_port()?;
+    let user = process::free_port_pair()?;
+    let (key, target) = (&ctx.key, ctx.target);
+    let urls = [
+        (
+            "server",
+            format!("server://{key}@127.0.0.1:{tunnel}/127.0.0.1:{user}?mode=1&tls={tls}"),
+        ),
+        (
+            "client",
+            format!("client://{key}@127.0.0.1:{tunnel}/{target}?mode=2&min=64"),
+        ),
+    ];
+    let mut procs = Vec::new();
+    for (role, url) in urls {
+        let mut cmd = Command::new(&ctx.nodepass);
+        // The key travels in the environment, never in the process arguments.
+        cmd.env("NODEPASS_URL", url)
+            .env_remove("NODEPASS_LOG_FORMAT");
+        let log = ctx.work_dir.join(format!("nodepass-tls{tls}-{role}.log"));
+        procs.push(Proc::spawn(role, cmd, &log)?);
+        if role == "server" {
+            process::wait_listening(tunnel, &mut procs, ctx.ready_timeout)?;
+        }
+    }
+    let addr = SocketAddr::from(([127, 0, 0, 1], user));
+    process::wait_ready(addr, &mut procs, ctx.ready_timeout)?;
+    Ok(Endpoint { addr, procs })
+}
+
+fn start_peer(ctx: &Ctx, spec: &PeerSpec, tls: Option<u8>) -> anyhow::Result<Endpoint> {
+    let tunnel = process::free_tcp_port()?;
+    let user = process::free_port_pair()?;
+    let work = ctx.work_dir.join(format!("peer-{}", spec.name));
+    std::fs::create_dir_all(&work).with_context(|| format!("create {}", work.display()))?;
+    let tls_text = tls.map(|t| t.to_string()).unwrap_or_default();
+    let values = [
+        ("host", "127.0.0.1".to_owned()),
+        ("tunnel_port", tunnel.to_string()),
+        ("tunnel_addr", format!("127.0.0.1:{tunnel}")),
+        ("user_port", user.to_string()),
+        ("user_addr", format!("127.0.0.1:{user}")),
+        ("target_port", ctx.target.port().to_string()),
+        ("target_addr", ctx.target.to_string()),
+        ("key", ctx.key.clone()),
+        ("tls", tls_text.clone()),
+        ("workdir", work.display().to_string()),
+    ];
+    let mut procs = Vec::new();
+    for (role, template) in &spec.procs {
+        let line = expand(template, &values);
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("exec {line}"))
+            .env("BENCH_KEY", &ctx.key)
+            .env("BENCH_TLS", &tls_text)
+            .env("BENCH_WORKDIR", &work);
+        let log = work.join(format!("{role}-tls{tls_text}.log"));
+        procs.push(Proc::spawn(role, cmd, &log)?);
+        if role == "server" && spec.procs.len() > 1 {
+            // Give the server the chance to listen before its client dials; a server that
+            // listens on something other than TCP simply takes the whole wait.
+            let wait = ctx.ready_timeout.min(Duration::from_secs(3));
+            let _ = process::wait_listening(tunnel, &mut procs, wait);
+        }
+    }
+    let addr = SocketAddr::from(([127, 0, 0, 1], user));
+    process::wait_ready(addr, &mut procs, ctx.ready_timeout)?;
+    Ok(Endpoint { addr, procs })
+}
+
+/// Replace every `{name}` of `values` in `template`.
+fn expand(template: &str, values: &[(&str, String)]) -> String {
+    values.iter().fold(template.to_owned(), |s, (name, value)| {
+        s.replace(&format!("{{{name}}}"), value)
+    })
+}
+
+/// An implementation to compare, from one or more `--peer NAME=[ROLE:]TEMPLATE` flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSpec {
+    /// The column name.
+    pub name: String,
+    /// `(role, template)` in start order: `server` first, then `proc`, then `client`.
+    pub procs: Vec<(String, String)>,
+}
+
+impl PeerSpec {
+    /// Whether the templates use `{tls}` (then the peer runs once per TLS mode).
+    pub fn uses_tls(&self) -> bool {
+        self.procs.iter().any(|(_, t)| t.contains("{tls}"))
+    }
+
+    /// Merge `--peer` flags by name, in order of first appearance.
+    pub fn merge(flags: &[PeerFlag]) -> anyhow::Result<Vec<PeerSpec>> {
+        let mut peers: Vec<PeerSpec> = Vec::new();
+        for f in flags {
+            let i = match peers.iter().position(|p| p.name == f.name) {
+                Some(i) => i,
+                None => {
+                    peers.push(PeerSpec {
+                        name: f.name.clone(),
+                        procs: Vec::new(),
+                    });
+                    peers.len() - 1
+                }
+            };
+            let peer = &mut peers[i];
+            if peer.procs.iter().any(|(r, _)| *r == f.role) {
+                bail!("--peer {}: the {} template is given twice", f.name, f.role);
+            }
+            peer.procs.push((f.role.clone(), f.template.clone()));
+        }
+        for p in &mut peers {
+            p.procs.sort_by_key(|(role, _)| match role.as_str() {
+                "server" => 0,
+                "proc" => 1,
+                _ => 2,
+            });
+        }
+        Ok(peers)
+    }
+}
+
+/// One `--peer NAME=[server:|client:]TEMPLATE` flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerFlag {
+    /// The peer's name.
+    pub name: String,
+    /// `server`, `client`, or `proc` when no role prefix is given.
+    pub role: String,
+    /// The shell command line with placeholders.
+    pub template: String,
+}
+
+impl FromStr for PeerFlag {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<PeerFlag, String> {
+        let (name, rest) = s
+            .split_once('=')
+            .ok_or_else(|| format!("{s:?}: expected NAME=[server:|client:]TEMPLATE"))?;
+        let valid_name = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+        if name.is_empty() || !name.chars().all(valid_name) {
+            return Err(format!(
+                "peer name {name:?}: use letters, digits, '-', '_' or '.'"
+            ));
+        }
+        if name == "direct" || name == "nodepass" {
+            return Err(format!("peer name {name:?} is taken"));
+        }
+        let (role, template) = match rest.split_once(':') {
+            Some((r @ ("server" | "client"), t)) => (r, t),
+            _ => ("proc", rest),
+        };
+        let template = template.trim();
+        if template.is_empty() {
+            return Err(format!("--peer {name}: empty {role} template"));
+        }
+        if let Some(bad) = unknown_placeholder(template) {
+            return Err(format!(
+                "--peer {name}: unknown placeholder {{{bad}}} (known: {})",
+                PLACEHOLDERS.join(", ")
+            ));
+        }
+        Ok(PeerFlag {
+            name: name.to_owned(),
+            role: role.to_owned(),
+            template: template.to_owned(),
+        })
+    }
+}
+
+/// The first `{word}` (lower-case letters and `_`, not after `$`) that is not a placeholder.
+fn unknown_placeholder(template: &str) -> Option<&str> {
+    let mut rest = template;
+    let mut prev = None;
+    while let Some(open) = rest.find('{') {
+        let after_dollar = rest[..open].chars().last().or(prev) == Some('$');
+        let tail = &rest[open + 1..];
+        if let Some(close) = tail.find('}') {
+            let word = &tail[..close];
+            let is_word =
+                !word.is_empty() && word.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+            if is_word && !after_dollar && !PLACEHOLDERS.contains(&word) {
+                return Some(word);
+            }
+        }
+        prev = Some('{');
+        rest = tail;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flag(s: &str) -> Result<PeerFlag, String> {
+        s.parse()
+    }
+
+    #[test]
+    fn parses_flags_with_and_without_roles() {
+        let f = flag("gost=server:gost -L relay://:{tunnel_port}").unwrap();
+        assert_eq!((f.name.as_str(), f.role.as_str()), ("gost", "server"));
+        assert_eq!(f.template, "gost -L relay://:{tunnel_port}");
+        let f = flag("socat=socat TCP-LISTEN:{user_port},fork TCP:{target_addr}").unwrap();
+        assert_eq!(f.role, "proc");
+        assert!(f.template.starts_with("socat TCP-LISTEN:"));
+    }
+
+    #[test]
+    fn refuses_bad_flags() {
+        for (input, expected) in [
+            ("no-equals", "expected NAME="),
+            ("=cmd", "peer name"),
+            ("a b=cmd", "peer name"),
+            ("nodepass=cmd", "taken"),
+            ("x=server:  ", "empty server template"),
+            ("x=cmd {user_prot}", "unknown placeholder {user_prot}"),
+        ] {
+            let err = flag(input).unwrap_err();
+            assert!(err.contains(expected), "{input}: {err}");
+        }
+        // Shell syntax with braces is not a placeholder.
+        assert!(flag("x=cmd ${BENCH_KEY} ${tls} {a,b} {}").is_ok());
+    }
+
+    #[test]
+    fn merges_by_name_and_orders_server_first() {
+        let flags: Vec<PeerFlag> = ["g=client:c {tls}", "s=socat", "g=server:s"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let peers = PeerSpec::merge(&flags).unwrap();
+        assert_eq!(peers.len(), 2);
+        assert_eq!(peers[0].procs[0], ("server".into(), "s".into()));
+        assert_eq!(peers[0].procs[1], ("client".into(), "c {tls}".into()));
+        assert!(peers[0].uses_tls() && !peers[1].uses_tls());
+        let twice: Vec<PeerFlag> = vec![flag("g=a").unwrap(), flag("g=b").unwrap()];
+        assert!(PeerSpec::merge(&twice).is_err());
+    }
+
+    #[test]
+    fn expands_placeholders() {
+        let v = [("user_port", "9".to_owned()), ("key", "k".to_owned())];
+        assert_eq!(expand("a {user_port} {key} {x}", &v), "a 9 k {x}");
+    }
+}

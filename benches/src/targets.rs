@@ -1,0 +1,185 @@
+//! The targets of issue 7, checked against nodepass's runs (peers are compared, not judged).
+
+use serde::Serialize;
+
+use crate::report::WorkloadReport;
+
+/// Largest idle RSS of one tunnel process, KiB (8 MiB).
+pub const IDLE_RSS_LIMIT_KIB: f64 = 8.0 * 1024.0;
+/// Largest memory per idle tunneled connection (server and client together), KiB.
+pub const CONNECTION_LIMIT_KIB: f64 = 16.0;
+
+/// One target checked against one measurement.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TargetCheck {
+    /// The workload it concerns.
+    pub workload: &'static str,
+    /// nodepass's TLS mode.
+    pub tls: u8,
+    /// What is compared, e.g. `throughput vs direct`.
+    pub what: String,
+    /// The measured figure, in `unit`.
+    pub measured: f64,
+    /// `>=` or `<=`.
+    pub op: &'static str,
+    /// The target, in `unit`.
+    pub limit: f64,
+    /// Unit of `measured` and `limit`.
+    pub unit: &'static str,
+    /// Whether the target is met.
+    pub pass: bool,
+}
+
+impl TargetCheck {
+    fn new(
+        workload: &'static str,
+        tls: u8,
+        what: &str,
+        measured: f64,
+        op: &'static str,
+        limit: f64,
+        unit: &'static str,
+    ) -> TargetCheck {
+        let pass = match op {
+            ">=" => measured >= limit,
+            _ => measured <= limit,
+        };
+        TargetCheck {
+            workload,
+            tls,
+            what: what.to_owned(),
+            measured,
+            op,
+            limit,
+            unit,
+            pass,
+        }
+    }
+}
+
+/// Check every target whose runs succeeded; a target without data is left out.
+pub fn evaluate(workloads: &[WorkloadReport], tls_modes: &[u8]) -> Vec<TargetCheck> {
+    let mut checks = Vec::new();
+    for w in workloads {
+        let direct = w.run("direct", None);
+        for &tls in tls_modes {
+            let Some(np) = w.run("nodepass", Some(tls)) else {
+                continue;
+            };
+            let d = |key: &str| direct.and_then(|r| r.get(key));
+            let n = |key: &str| np.get(key);
+            let mut add = |what: &str, measured: Option<f64>, op, limit, unit| {
+                if let Some(m) = measured {
+                    checks.push(TargetCheck::new(w.name, tls, what, m, op, limit, unit));
+                }
+            };
+            match w.name {
+                "bulk" | "parallel" => {
+                    let limit = if tls == 0 { 50.0 } else { 35.0 };
+                    let pct = n("gbit_per_s")
+                        .zip(d("gbit_per_s"))
+                        .map(|(n, d)| n / d * 100.0);
+                    add("throughput vs direct", pct, ">=", limit, "%");
+                }
+                "connect" => {
+                    let added = n("p50_us").zip(d("p50_us")).map(|(n, d)| n - d);
+                    add("p50 added over direct", added, "<=", 150.0, "µs");
+                    let spread = n("p99_us").zip(n("p50_us")).map(|(p99, p50)| p99 / p50);
+                    add("p99 / own p50", spread, "<=", 3.0, "x");
+                }
+                "rtt" => {
+                    let added = n("p50_us").zip(d("p50_us")).map(|(n, d)| n - d);
+                    add("p50 added over direct", added, "<=", 60.0, "µs");
+                }
+                "udp" => {
+                    let bad = ["corrupted", "merged", "truncated"]
+                        .iter()
+                        .map(|k| n(k))
+                        .sum::<Option<f64>>();
+                    add(
+                        "corrupted, merged or truncated",
+                        bad,
+                        "<=",
+                        0.0,
+                        "datagrams",
+                    );
+                    add("delivered", n("delivered_pct"), ">=", 99.0, "%");
+                }
+                "memory" => {
+                    for role in ["server", "client"] {
+                        let what = format!("{role} idle RSS");
+                        let rss = n(&format!("{role}_idle_kib"));
+                        add(&what, rss, "<=", IDLE_RSS_LIMIT_KIB, "KiB");
+                    }
+                    let per = n("kib_per_conn");
+                    add(
+                        "per idle connection",
+                        per,
+                        "<=",
+                        CONNECTION_LIMIT_KIB,
+                        "KiB",
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+    checks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{Metrics, Run};
+
+    fn run(implementation: &str, tls: Option<u8>, kv: &[(&str, f64)]) -> Run {
+        let mut metrics = Metrics::default();
+        for (k, v) in kv {
+            metrics.show(*k, *v);
+        }
+        Run {
+            subject: implementation.into(),
+            implementation: implementation.into(),
+            tls,
+            metrics,
+            ratio_to_direct: Default::default(),
+            notes: Vec::new(),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn bulk_and_connect_targets() {
+        let bulk = WorkloadReport {
+            name: "bulk",
+            description: String::new(),
+            runs: vec![
+                run("direct", None, &[("gbit_per_s", 40.0)]),
+                run("nodepass", Some(0), &[("gbit_per_s", 21.0)]),
+                run("nodepass", Some(1), &[("gbit_per_s", 12.0)]),
+            ],
+        };
+        let connect = WorkloadReport {
+            name: "connect",
+            description: String::new(),
+            runs: vec![
+                run("direct", None, &[("p50_us", 50.0), ("p99_us", 80.0)]),
+                run("nodepass", Some(0), &[("p50_us", 150.0), ("p99_us", 500.0)]),
+            ],
+        };
+        let checks = evaluate(&[bulk, connect], &[0, 1]);
+        let verdicts: Vec<(u8, &str, f64, bool)> = checks
+            .iter()
+            .map(|c| (c.tls, c.what.as_str(), c.measured, c.pass))
+            .collect();
+        assert_eq!(
+            verdicts,
+            vec![
+                (0, "throughput vs direct", 52.5, true),
+                (1, "throughput vs direct", 30.0, false),
+                (0, "p50 added over direct", 100.0, true),
+                (0, "p99 / own p50", 500.0 / 150.0, false),
+            ]
+        );
+    }
+}

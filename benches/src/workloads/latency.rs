@@ -1,0 +1,104 @@
+//! Latency workloads against the target's echo: new connections, and round trips on one
+//! established connection.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Instant;
+
+use anyhow::Context;
+
+use super::IO_TIMEOUT;
+use crate::report::Metrics;
+use crate::stats::Latency;
+
+/// Round trips before the measured ones (connection and caches warm).
+const RTT_WARMUP: usize = 100;
+
+/// `count` times: connect, send 1 byte, read its echo, close. Each sample spans all four; the
+/// JSON also has the connect call alone and the first echo alone (a tunnel accepts at once and
+/// sets up its path while the first byte waits).
+pub fn connect(addr: SocketAddr, count: usize) -> anyhow::Result<Metrics> {
+    let mut samples = Vec::with_capacity(count);
+    let mut connects = Vec::with_capacity(count);
+    let mut echoes = Vec::with_capacity(count);
+    for i in 0..count {
+        let t0 = Instant::now();
+        let mut s = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
+            .with_context(|| format!("connection {i}: connect"))?;
+        let t1 = Instant::now();
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(IO_TIMEOUT))?;
+        ping(&mut s).with_context(|| format!("connection {i}: echo"))?;
+        let t2 = Instant::now();
+        drop(s);
+        samples.push(t0.elapsed().as_nanos() as u64);
+        connects.push((t1 - t0).as_nanos() as u64);
+        echoes.push((t2 - t1).as_nanos() as u64);
+    }
+    let l = Latency::from_nanos(&mut samples).context("no connections measured")?;
+    let c = Latency::from_nanos(&mut connects).context("no connections measured")?;
+    let e = Latency::from_nanos(&mut echoes).context("no connections measured")?;
+    let mut m = Metrics::default();
+    m.show("p50_us", l.p50_us);
+    m.show("p90_us", l.p90_us);
+    m.show("p99_us", l.p99_us);
+    m.show("max_us", l.max_us);
+    m.add("mean_us", l.mean_us);
+    m.add("count", l.count);
+    m.add("connect_call_p50_us", c.p50_us);
+    m.add("connect_call_p99_us", c.p99_us);
+    m.add("first_echo_p50_us", e.p50_us);
+    m.add("first_echo_p99_us", e.p99_us);
+    Ok(m)
+}
+
+/// `count` 1-byte ping-pongs on one connection, after a short warm-up.
+pub fn round_trip(addr: SocketAddr, count: usize) -> anyhow::Result<Metrics> {
+    let mut s = TcpStream::connect_timeout(&addr, IO_TIMEOUT).context("connect")?;
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(IO_TIMEOUT))?;
+    for _ in 0..RTT_WARMUP {
+        ping(&mut s).context("warm-up echo")?;
+    }
+    let mut samples = Vec::with_capacity(count);
+    for i in 0..count {
+        let t0 = Instant::now();
+        ping(&mut s).with_context(|| format!("round trip {i}"))?;
+        samples.push(t0.elapsed().as_nanos() as u64);
+    }
+    let l = Latency::from_nanos(&mut samples).context("no round trips measured")?;
+    let mut m = Metrics::default();
+    m.show("p50_us", l.p50_us);
+    m.show("p99_us", l.p99_us);
+    m.add("p90_us", l.p90_us);
+    m.add("max_us", l.max_us);
+    m.add("mean_us", l.mean_us);
+    m.add("count", l.count);
+    Ok(m)
+}
+
+fn ping(s: &mut TcpStream) -> std::io::Result<()> {
+    s.write_all(b"p")?;
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b)?;
+    if b != *b"p" {
+        return Err(std::io::Error::other("the echo returned another byte"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::Target;
+
+    #[test]
+    fn direct_latencies() {
+        let target = Target::start().unwrap();
+        let c = connect(target.addr(), 20).unwrap();
+        assert_eq!(c.get("count"), Some(20.0));
+        assert!(c.get("p50_us").unwrap() <= c.get("max_us").unwrap());
+        let r = round_trip(target.addr(), 50).unwrap();
+        assert_eq!(r.get("count"), Some(50.0));
+    }
+}

@@ -1,0 +1,94 @@
+//! The harness end to end on a tiny budget: real nodepass server and client processes (and a
+//! `--peer` made of the same binary through templates), every workload, both TLS modes; the
+//! JSON must parse and hold every workload and every subject without errors. No figure is
+//! judged: CI machines are noisy and this is a debug build.
+
+use std::time::Duration;
+
+use nodepass_benches::plan::{Budget, Plan, Workload};
+use nodepass_benches::subject::{PeerFlag, PeerSpec};
+use nodepass_benches::{process, runner, table};
+use serde_json::Value;
+
+fn tiny_budget() -> Budget {
+    Budget {
+        bulk: Duration::from_millis(200),
+        streams: 4,
+        connects: 50,
+        round_trips: 200,
+        udp: Duration::from_millis(300),
+        udp_rate_mbit: 50,
+        connections: 200,
+        cpu: Duration::from_millis(200),
+        ..Budget::quick()
+    }
+}
+
+#[test]
+fn quick_run_produces_complete_json() {
+    let nodepass =
+        process::locate_nodepass(None, process::Build::IfMissing).expect("the nodepass executable");
+    // The same binary as a peer, to exercise the templates: the key comes from $BENCH_KEY.
+    let np = nodepass.display();
+    let flags: Vec<PeerFlag> = [
+        format!(
+            "np-peer=server:env NODEPASS_URL=\"server://$BENCH_KEY@{{tunnel_addr}}/{{user_addr}}?mode=1\" {np}"
+        ),
+        format!(
+            "np-peer=client:env NODEPASS_URL=\"client://$BENCH_KEY@{{tunnel_addr}}/{{target_addr}}?mode=2\" {np}"
+        ),
+    ]
+    .iter()
+    .map(|f| f.parse().expect("valid --peer"))
+    .collect();
+    let plan = Plan {
+        workloads: Workload::ALL.to_vec(),
+        tls: vec![0, 1],
+        budget: tiny_budget(),
+        quick: true,
+        nodepass,
+        peers: PeerSpec::merge(&flags).unwrap(),
+        command: "quick.rs".into(),
+        ready_timeout: Duration::from_secs(30),
+    };
+    let report = runner::run(&plan).expect("the run");
+    let text = table::render(&report);
+    println!("{text}");
+
+    let json: Value = serde_json::from_str(&report.to_json()).expect("valid JSON");
+    assert_eq!(json["format"], "nodepass-bench");
+    assert_eq!(json["version"], 1);
+    assert!(json["date"].as_str().unwrap().ends_with('Z'));
+    for w in Workload::ALL {
+        let runs = json["workloads"][w.name()]["runs"]
+            .as_array()
+            .unwrap_or_else(|| panic!("workload {} missing", w.name()));
+        let mut subjects: Vec<&str> = runs
+            .iter()
+            .map(|r| r["subject"].as_str().unwrap())
+            .collect();
+        subjects.sort_unstable();
+        let mut expected = vec!["nodepass tls=0", "nodepass tls=1", "np-peer"];
+        if w.applies_to(&nodepass_benches::subject::Subject::Direct) {
+            expected.push("direct");
+        }
+        expected.sort_unstable();
+        assert_eq!(subjects, expected, "{}", w.name());
+        for r in runs {
+            assert!(
+                r["error"].is_null(),
+                "{} / {}: {}",
+                w.name(),
+                r["subject"],
+                r["error"]
+            );
+            assert!(!r["metrics"].as_object().unwrap().is_empty());
+        }
+    }
+    // Integrity is not a figure: no UDP datagram may ever arrive corrupted or merged.
+    for r in json["workloads"]["udp"]["runs"].as_array().unwrap() {
+        assert_eq!(r["metrics"]["corrupted"], 0, "{}", r["subject"]);
+        assert_eq!(r["metrics"]["merged"], 0, "{}", r["subject"]);
+    }
+    assert!(!json["targets"].as_array().unwrap().is_empty());
+}
