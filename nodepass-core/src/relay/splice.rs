@@ -6,10 +6,12 @@
 //!
 //! Used for plain TCP (no TLS) without a rate limit; everything else takes the buffered copy in
 //! [`super::relay_tcp`]. Byte counters come from the return values of `splice`, so they are exact.
-//! A direction's pipe is created only when its first byte arrives, so idle connections cost no
-//! pipe. EOF on one side becomes a write shutdown on the other (half-close).
+//! A direction holds a pipe only while data is moving: when its socket runs dry the (empty) pipe
+//! goes back to a small per-thread cache, so idle connections cost no pipe descriptors and busy
+//! ones rarely create a pipe. EOF on one side becomes a write shutdown on the other (half-close).
 #![allow(unsafe_code)]
 
+use std::cell::RefCell;
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -25,6 +27,32 @@ use super::{Activity, RelayCtx, RelayEnd};
 pub const PIPE_SIZE: usize = 1 << 20;
 /// Largest single `splice` call.
 const SPLICE_CHUNK: usize = 1 << 20;
+/// Empty pipes kept per thread for reuse.
+const PIPE_CACHE: usize = 64;
+
+thread_local! {
+    /// Empty pipes ready for reuse; only ever touched by the owning thread, never across
+    /// `.await`.
+    static PIPES: RefCell<Vec<Pipe>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty pipe from this thread's cache, or a new one.
+fn take_pipe() -> io::Result<Pipe> {
+    match PIPES.with(|c| c.borrow_mut().pop()) {
+        Some(p) => Ok(p),
+        None => Pipe::new(),
+    }
+}
+
+/// Return an empty pipe to this thread's cache (closed if the cache is full).
+fn give_pipe(p: Pipe) {
+    PIPES.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() < PIPE_CACHE {
+            c.push(p);
+        }
+    });
+}
 
 /// A non-blocking pipe.
 struct Pipe {
@@ -84,39 +112,46 @@ async fn one_way(
     counter: &AtomicU64,
     activity: &Activity,
 ) -> io::Result<u64> {
-    let mut pipe: Option<Pipe> = None;
     let mut total = 0u64;
-    loop {
+    'idle: loop {
+        // Wait for data without holding a pipe.
         from.readable().await?;
-        if pipe.is_none() {
-            pipe = Some(Pipe::new()?);
-        }
-        let p = pipe.as_ref().expect("pipe just created");
-        let filled = match from.try_io(Interest::READABLE, || {
-            splice(from.as_raw_fd(), p.write.as_raw_fd(), SPLICE_CHUNK)
-        }) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        };
-        activity.touch();
-        let mut left = filled;
-        while left > 0 {
-            to.writable().await?;
-            match to.try_io(Interest::WRITABLE, || {
-                splice(p.read.as_raw_fd(), to.as_raw_fd(), left)
+        let p = take_pipe()?;
+        loop {
+            let filled = match from.try_io(Interest::READABLE, || {
+                splice(from.as_raw_fd(), p.write.as_raw_fd(), SPLICE_CHUNK)
             }) {
-                Ok(n) => {
-                    left -= n;
-                    total += n as u64;
-                    counter.fetch_add(n as u64, Relaxed);
+                Ok(0) => {
+                    give_pipe(p);
+                    break 'idle;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Dry for now: the pipe is empty, hand it back until data returns.
+                    give_pipe(p);
+                    continue 'idle;
+                }
                 Err(e) => return Err(e),
+            };
+            activity.touch();
+            let mut left = filled;
+            while left > 0 {
+                to.writable().await?;
+                match to.try_io(Interest::WRITABLE, || {
+                    splice(p.read.as_raw_fd(), to.as_raw_fd(), left)
+                }) {
+                    Ok(n) => {
+                        left -= n;
+                        total += n as u64;
+                        counter.fetch_add(n as u64, Relaxed);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    // The pipe may still hold bytes: it is dropped (closed), not cached.
+                    Err(e) => return Err(e),
+                }
             }
+            activity.touch();
         }
-        activity.touch();
     }
     // Half-close: the far side sees EOF and may still answer.
     match socket2::SockRef::from(to).shutdown(Shutdown::Write) {

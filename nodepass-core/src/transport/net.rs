@@ -20,6 +20,10 @@ pub const LISTEN_BACKLOG: u32 = 4096;
 pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
 /// Interval between keepalive probes.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// Socket buffer requested for UDP sockets (the kernel caps it at `net.core.rmem_max` /
+/// `wmem_max`). The default (~200 KiB) overflows within a millisecond at 1 Gbit/s bursts.
+pub const UDP_SOCKET_BUFFER: usize = 4 << 20;
+
 /// Timeout of one TCP connect.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -117,8 +121,15 @@ fn bind_udp_addr(addr: SocketAddr) -> io::Result<UdpSocket> {
         sock.set_only_v6(false)?;
     }
     sock.set_nonblocking(true)?;
+    tune_udp(&sock);
     sock.bind(&addr.into())?;
     UdpSocket::from_std(sock.into())
+}
+
+/// Larger UDP socket buffers, best effort (a smaller grant still works).
+fn tune_udp(sock: &socket2::Socket) {
+    let _ = sock.set_recv_buffer_size(UDP_SOCKET_BUFFER);
+    let _ = sock.set_send_buffer_size(UDP_SOCKET_BUFFER);
 }
 
 /// Options for every relayed TCP socket: no Nagle delay.
@@ -260,7 +271,7 @@ impl Dialer {
             && !self.source_failed.load(Ordering::Relaxed)
             && ip.is_ipv4() == peer.is_ipv4()
         {
-            match UdpSocket::bind(SocketAddr::new(ip, 0)).await {
+            match bind_udp_addr(SocketAddr::new(ip, 0)) {
                 Ok(s) => return Ok(s),
                 Err(e) => {
                     if !self.source_failed.swap(true, Ordering::Relaxed) {
@@ -269,7 +280,7 @@ impl Dialer {
                 }
             }
         }
-        UdpSocket::bind(SocketAddr::new(unspecified, 0)).await
+        bind_udp_addr(SocketAddr::new(unspecified, 0))
     }
 }
 
