@@ -28,11 +28,9 @@ use crate::transport::TunnelStream;
 /// Environment variable that turns the zero-copy path off (`0`), e.g. to compare both paths.
 pub const ZERO_COPY_ENV: &str = "NODEPASS_ZERO_COPY";
 
-/// Relay buffer size per direction for plain TCP.
+/// Relay buffer size per direction (measured: 16 KiB buffers cut TLS bulk throughput by a
+/// third against 64 KiB, see docs/benchmarks.md).
 pub const RELAY_BUFFER: usize = 64 * 1024;
-/// Relay buffer size per direction for TLS: one maximum TLS record, so an idle TLS session
-/// costs less memory.
-pub const RELAY_BUFFER_TLS: usize = 16 * 1024;
 
 /// What every relay of one tunnel shares.
 #[derive(Debug, Clone)]
@@ -70,12 +68,7 @@ pub async fn relay_stream(
         }
         other => other,
     };
-    let size = if remote.is_tls() {
-        RELAY_BUFFER_TLS
-    } else {
-        RELAY_BUFFER
-    };
-    relay_tcp_sized(local, remote, prefix, ctx, size).await
+    relay_tcp(local, remote, prefix, ctx).await
 }
 
 /// Why a relay ended early.
@@ -105,25 +98,15 @@ where
     L: AsyncRead + AsyncWrite + Unpin,
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    relay_tcp_sized(local, tunnel, prefix, ctx, RELAY_BUFFER).await
-}
-
-/// [`relay_tcp`] with `size`-byte buffers per direction.
-async fn relay_tcp_sized<L, T>(
-    local: L,
-    tunnel: T,
-    prefix: BytesMut,
-    ctx: &RelayCtx,
-    size: usize,
-) -> Result<(u64, u64), RelayEnd>
-where
-    L: AsyncRead + AsyncWrite + Unpin,
-    T: AsyncRead + AsyncWrite + Unpin,
-{
     let activity = Activity::new();
     let mut local = Metered::tcp(local, ctx.stats.clone(), ctx.rate.clone(), activity.clone());
     let mut tunnel = Prefixed::new(prefix, tunnel);
-    let copy = tokio::io::copy_bidirectional_with_sizes(&mut local, &mut tunnel, size, size);
+    let copy = tokio::io::copy_bidirectional_with_sizes(
+        &mut local,
+        &mut tunnel,
+        RELAY_BUFFER,
+        RELAY_BUFFER,
+    );
     tokio::select! {
         res = copy => res.map_err(RelayEnd::Io),
         _ = activity.idle_for(ctx.idle_timeout) => Err(RelayEnd::Idle),
