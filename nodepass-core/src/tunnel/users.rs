@@ -219,7 +219,8 @@ pub(crate) async fn serve_pool_conn(
         _ = session.cancelled() => return,
         m = wire.recv() => m,
     };
-    drop(parked); // no longer idle: the filler replaces it now
+    // `parked` is dropped (asking the filler for a replacement) once the target is connected:
+    // the refill dial then does not compete with this session's critical path.
     let (kind, src, dst) = match msg {
         Ok(Message::Open { kind, src, dst }) => (kind, src, dst),
         Ok(other) => {
@@ -249,7 +250,9 @@ pub(crate) async fn serve_pool_conn(
                     tracing::warn!("tcp session refused: notcp=1");
                     return;
                 }
-                let (target, addr) = match ctx.targets.connect_tcp(src, dst).await {
+                let connected = ctx.targets.connect_tcp(src, dst).await;
+                drop(parked);
+                let (target, addr) = match connected {
                     Ok(t) => t,
                     Err(e) => {
                         tracing::warn!(error = %e, "no target reachable, session closed");
@@ -262,6 +265,7 @@ pub(crate) async fn serve_pool_conn(
                 finish(relay_stream(target, stream, prefix, &ctx.relay).await);
             }
             StreamKind::Udp => {
+                drop(parked);
                 if !ctx.params.udp {
                     tracing::warn!("udp session refused: noudp=1");
                     return;
