@@ -6,6 +6,7 @@
 //! bytes into the tunnel's [`Stats`], records activity for the idle timeout (`read`) and applies
 //! the tunnel's shared rate limit (`rate`).
 
+mod copy;
 mod metered;
 #[cfg(target_os = "linux")]
 pub mod splice;
@@ -29,7 +30,7 @@ use crate::transport::TunnelStream;
 pub const ZERO_COPY_ENV: &str = "NODEPASS_ZERO_COPY";
 
 /// Relay buffer size per direction (measured: 16 KiB buffers cut TLS bulk throughput by a
-/// third against 64 KiB, see docs/benchmarks.md).
+/// third against 64 KiB, see docs/benchmarks.md). Borrowed only while data moves.
 pub const RELAY_BUFFER: usize = 64 * 1024;
 
 /// What every relay of one tunnel shares.
@@ -101,12 +102,7 @@ where
     let activity = Activity::new();
     let mut local = Metered::tcp(local, ctx.stats.clone(), ctx.rate.clone(), activity.clone());
     let mut tunnel = Prefixed::new(prefix, tunnel);
-    let copy = tokio::io::copy_bidirectional_with_sizes(
-        &mut local,
-        &mut tunnel,
-        RELAY_BUFFER,
-        RELAY_BUFFER,
-    );
+    let copy = copy::copy_bidirectional(&mut local, &mut tunnel);
     tokio::select! {
         res = copy => res.map_err(RelayEnd::Io),
         _ = activity.idle_for(ctx.idle_timeout) => Err(RelayEnd::Idle),
