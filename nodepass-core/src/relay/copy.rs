@@ -104,6 +104,25 @@ impl Direction {
                     }
                 }
             }
+            // Top the buffer up with whatever is already readable, so writes are as large as
+            // possible (fewer, fuller TLS records); a pending read just means "write now".
+            if self.pos == 0
+                && !self.read_done
+                && let Some(buf) = self.buf.as_mut()
+            {
+                while self.cap < buf.len() {
+                    let mut rb = ReadBuf::new(&mut buf[self.cap..]);
+                    match reader.as_mut().poll_read(cx, &mut rb) {
+                        Poll::Ready(Ok(())) if rb.filled().is_empty() => {
+                            self.read_done = true;
+                            break;
+                        }
+                        Poll::Ready(Ok(())) => self.cap += rb.filled().len(),
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => break,
+                    }
+                }
+            }
             while self.pos < self.cap {
                 let buf = self.buf.as_ref().expect("data implies a buffer");
                 let n = ready!(writer.as_mut().poll_write(cx, &buf[self.pos..self.cap]))?;
