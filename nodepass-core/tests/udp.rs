@@ -81,6 +81,18 @@ fn check(d: &[u8]) -> Result<u32, String> {
     Ok(seq)
 }
 
+/// Check one echoed datagram: count its sequence number, or note what is wrong with it.
+fn record(d: &[u8], seen: &mut HashSet<u32>, bad: &mut Vec<String>) {
+    match check(d) {
+        Ok(s) => {
+            if !seen.insert(s) {
+                bad.push(format!("seq {s} duplicated"));
+            }
+        }
+        Err(e) => bad.push(e),
+    }
+}
+
 struct Outcome {
     sent: usize,
     received: usize,
@@ -127,14 +139,7 @@ async fn blast(to: SocketAddr, count: u32, window: usize, max: usize) -> Outcome
             match r {
                 Some(n) => {
                     in_flight -= 1;
-                    match check(&buf[..n]) {
-                        Ok(s) => {
-                            if !seen.insert(s) {
-                                bad.push(format!("seq {s} duplicated"));
-                            }
-                        }
-                        Err(e) => bad.push(e),
-                    }
+                    record(&buf[..n], &mut seen, &mut bad);
                 }
                 None if in_flight >= window => {
                     // Window stalled: count the rest as lost and move on.
@@ -150,14 +155,7 @@ async fn blast(to: SocketAddr, count: u32, window: usize, max: usize) -> Outcome
         match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
             Ok(Ok(n)) => {
                 in_flight -= 1;
-                match check(&buf[..n]) {
-                    Ok(s) => {
-                        if !seen.insert(s) {
-                            bad.push(format!("seq {s} duplicated"));
-                        }
-                    }
-                    Err(e) => bad.push(e),
-                }
+                record(&buf[..n], &mut seen, &mut bad);
             }
             _ => break,
         }

@@ -20,17 +20,19 @@ fn ctx() -> RelayCtx {
     }
 }
 
-#[tokio::test]
-async fn carries_prefix_then_both_directions_with_half_close() {
-    // user <-> [local_in | relay | tunnel_in] <-> far
+/// user <-> [local_in | relay | tunnel_in] <-> far: the relay first hands the user the bytes
+/// read ahead on the tunnel ("early"), carries the request, and the far end answers only after
+/// the user's EOF (half-close must propagate); counters must be exact.
+async fn prefix_then_half_close<F, Fut>(run: F)
+where
+    F: FnOnce(TcpStream, TcpStream, BytesMut, RelayCtx) -> Fut,
+    Fut: std::future::Future<Output = Result<(u64, u64), RelayEnd>> + Send + 'static,
+{
     let (mut user, local_in) = pair().await;
     let (tunnel_in, mut far) = pair().await;
     let c = ctx();
     let stats = c.stats.clone();
-    let relay = tokio::spawn(async move {
-        relay_tcp(local_in, tunnel_in, BytesMut::from(&b"early"[..]), &c).await
-    });
-    // The far end answers only after the user's EOF: half-close must propagate.
+    let relay = tokio::spawn(run(local_in, tunnel_in, BytesMut::from(&b"early"[..]), c));
     let far_task = tokio::spawn(async move {
         let mut got = Vec::new();
         far.read_to_end(&mut got).await.unwrap();
@@ -41,14 +43,20 @@ async fn carries_prefix_then_both_directions_with_half_close() {
     user.write_all(b"request").await.unwrap();
     user.shutdown().await.unwrap();
     let mut answer = Vec::new();
-    // The user first gets the prefix (bytes read ahead on the tunnel), then the answer.
     user.read_to_end(&mut answer).await.unwrap();
     assert_eq!(answer, b"earlyanswer after eof");
     assert_eq!(far_task.await.unwrap(), b"request");
-    let (up, down) = relay.await.unwrap().unwrap();
-    assert_eq!((up, down), (7, 21));
+    assert_eq!(relay.await.unwrap().unwrap(), (7, 21));
     let s = stats.snapshot();
     assert_eq!((s.tcp_rx, s.tcp_tx), (7, 21));
+}
+
+#[tokio::test]
+async fn carries_prefix_then_both_directions_with_half_close() {
+    prefix_then_half_close(|local, tunnel, prefix, c| async move {
+        relay_tcp(local, tunnel, prefix, &c).await
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -196,27 +204,8 @@ async fn splice_path_carries_64_mib_each_way_exactly() {
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn splice_path_sends_the_prefix_first_and_propagates_half_close() {
-    let (mut user, local_in) = pair().await;
-    let (tunnel_in, mut far) = pair().await;
-    let c = ctx();
-    let stats = c.stats.clone();
-    let relay = tokio::spawn(async move {
-        super::splice::relay(local_in, tunnel_in, BytesMut::from(&b"early"[..]), &c).await
-    });
-    let far_task = tokio::spawn(async move {
-        let mut got = Vec::new();
-        far.read_to_end(&mut got).await.unwrap();
-        far.write_all(b"answer after eof").await.unwrap();
-        far.shutdown().await.unwrap();
-        got
-    });
-    user.write_all(b"request").await.unwrap();
-    user.shutdown().await.unwrap();
-    let mut answer = Vec::new();
-    user.read_to_end(&mut answer).await.unwrap();
-    assert_eq!(answer, b"earlyanswer after eof");
-    assert_eq!(far_task.await.unwrap(), b"request");
-    assert_eq!(relay.await.unwrap().unwrap(), (7, 21));
-    let s = stats.snapshot();
-    assert_eq!((s.tcp_rx, s.tcp_tx), (7, 21));
+    prefix_then_half_close(|local, tunnel, prefix, c| async move {
+        super::splice::relay(local, tunnel, prefix, &c).await
+    })
+    .await;
 }
