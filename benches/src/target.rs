@@ -4,7 +4,7 @@
 //! TCP: a connection whose first byte is [`SINK`] is a sink: everything after that byte is
 //! counted and discarded, and at end of stream the count is written back as a `u64` (big-endian)
 //! before the connection is closed. Any other first byte makes it an echo connection (that byte
-//! included). UDP: every datagram is checked as a [`probe`](crate::probe) and tallied for the
+//! included). UDP: every datagram is checked as a [`crate::probe`] and tallied for the
 //! current run.
 
 use std::io;

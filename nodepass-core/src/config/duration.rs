@@ -5,7 +5,7 @@
 //! component), and the crates we looked at accept a different, looser language (`5 min`,
 //! `1d`). Accepting only what Go accepts keeps URLs portable between implementations. We support
 //! the units `ms`, `s`, `m` and `h`; a bare number is refused except `0`. Arithmetic is exact
-//! (integer nanoseconds, never floating point), so [`format`] output parses back to the same value.
+//! (integer nanoseconds, never floating point), so [`format()`] output parses back to the same value.
 
 use std::time::Duration;
 

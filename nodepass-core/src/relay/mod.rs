@@ -1,4 +1,5 @@
-//! Carrying user sessions: TCP byte streams (with half-close) and, in [`udp`], datagrams.
+//! Carrying TCP user sessions (with half-close); UDP sessions are relayed by the tunnel's
+//! `udp` module as length-prefixed datagrams.
 //!
 //! [`relay_tcp`] copies both directions between a local socket (user or target) and a tunnel
 //! connection until both are done: an EOF on one side becomes a shutdown of the other side's

@@ -4,7 +4,7 @@
 //! targets when the server opens a session; in forward flow it accepts users on its target
 //! address and carries them over the pool.
 //!
-//! Also decides, for `mode=0`, between single-end and dual-end ([`decide`]).
+//! Also decides, for `mode=0`, between single-end and dual-end (`decide`).
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};

@@ -8,8 +8,9 @@
 //! connections and ends the control session (the server says `Goodbye`); sessions in flight get
 //! [`SHUTDOWN_GRACE`] to finish, then are cut. `run` returns once every task has ended.
 //!
-//! Roles live in [`server`], [`client`] (dual-end) and [`single`] (single-end forwarding); the
-//! user-facing accept loop and the target-dialing side are shared ([`users`], [`targets`]).
+//! Roles live in the private modules `server`, [`client`] (dual-end) and `single` (single-end
+//! forwarding); the user-facing accept loop and the target-dialing side are shared (`users`,
+//! `targets`), UDP sessions are in [`udp`].
 
 mod control;
 mod handshake;

@@ -1,12 +1,12 @@
 //! UDP sessions, datagram-exact.
 //!
-//! The accepting side ([`serve_users`]) owns the user-facing UDP socket. Each new user source
+//! The accepting side (`serve_users`) owns the user-facing UDP socket. Each new user source
 //! address opens a session: one pool connection (dual-end) with `Open { kind: Udp }`, or one
 //! connected UDP socket to a target (single-end). Datagrams travel inside the pool connection as
 //! length-prefixed frames ([`crate::protocol::datagram`]), so boundaries survive exactly; replies
 //! go back to the user address that opened the session, never to another.
 //!
-//! The dialing side ([`serve_open`]) connects a UDP socket to a target and relays frames and
+//! The dialing side (`serve_open`) connects a UDP socket to a target and relays frames and
 //! datagrams both ways.
 //!
 //! A session ends after [`DEFAULT_UDP_IDLE`] without traffic (or `read` when set), releasing
