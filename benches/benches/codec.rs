@@ -20,6 +20,7 @@ fn messages() -> Vec<(&'static str, Message)> {
                 kind: ConnKind::Pool,
                 nonce: [7; protocol::NONCE_LEN],
                 session: [3; 16],
+                pake: None,
             },
         ),
         (

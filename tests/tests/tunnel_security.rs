@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use nodepass_core::TunnelHandle;
+use nodepass_core::protocol::auth::Pake;
 use nodepass_core::protocol::{
     self, ConnKind, Message, NONCE_LEN, PROTOCOL_VERSION, RefuseCode, SessionId,
 };
@@ -91,12 +92,15 @@ impl Raw {
     }
 }
 
+/// A hello as an attacker without the key sends it: a control hello carries a SPAKE2 message
+/// made with a guessed key.
 fn hello(kind: ConnKind, session: SessionId) -> Message {
     Message::Hello {
         version: PROTOCOL_VERSION,
         kind,
         nonce: [7; NONCE_LEN],
         session,
+        pake: (kind == ConnKind::Control).then(|| Pake::client("a guess").1),
     }
 }
 
@@ -435,6 +439,7 @@ async fn version_mismatch_and_missing_tls_are_refused_with_a_reason() {
             kind: ConnKind::Control,
             nonce: [3; NONCE_LEN],
             session: [0; 16],
+            pake: None,
         })
         .await;
     let msgs = future.until_closed(PROMPT_CLOSE).await;
@@ -612,6 +617,7 @@ async fn a_client_reports_a_server_of_another_protocol_version() {
             raw.send(&Message::Challenge {
                 version: PROTOCOL_VERSION + 1,
                 nonce: [9; NONCE_LEN],
+                pake: None,
                 proof: [9; 32],
             })
             .await;

@@ -4,7 +4,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::{BufMut, BytesMut};
 
-use super::{MAGIC, MAX_FRAME_LEN, NONCE_LEN, PROOF_LEN, ProtocolError};
+use super::{MAGIC, MAX_FRAME_LEN, NONCE_LEN, PAKE_MSG_LEN, PROOF_LEN, ProtocolError};
+
+/// A SPAKE2 message (side byte and a compressed Edwards point).
+pub type PakeMsg = [u8; PAKE_MSG_LEN];
 
 /// Identifies one authenticated control session; pool connections name it in their `Hello`.
 pub type SessionId = [u8; 16];
@@ -90,6 +93,9 @@ pub enum Message {
         nonce: [u8; NONCE_LEN],
         /// The session a pool connection joins (zeros for control).
         session: SessionId,
+        /// The client's SPAKE2 message: present on control connections, absent on pool ones
+        /// (and absent in the `Hello` of an older version, so its version can be refused).
+        pake: Option<PakeMsg>,
     },
     /// Server → client: the server's nonce and its proof of the key.
     Challenge {
@@ -97,7 +103,9 @@ pub enum Message {
         version: u8,
         /// Fresh random server nonce.
         nonce: [u8; NONCE_LEN],
-        /// HMAC proving the server knows the key (see [`super::auth`]).
+        /// The server's SPAKE2 message (control connections only).
+        pake: Option<PakeMsg>,
+        /// Key confirmation proving the server knows the key (see [`super::auth`]).
         proof: [u8; PROOF_LEN],
     },
     /// Client → server: the client's proof of the key.
@@ -204,6 +212,7 @@ impl Message {
                 kind,
                 nonce,
                 session,
+                pake,
             } => {
                 dst.put_slice(&MAGIC);
                 dst.put_u8(*version);
@@ -213,14 +222,21 @@ impl Message {
                 });
                 dst.put_slice(nonce);
                 dst.put_slice(session);
+                if let Some(p) = pake {
+                    dst.put_slice(p);
+                }
             }
             Message::Challenge {
                 version,
                 nonce,
+                pake,
                 proof,
             } => {
                 dst.put_u8(*version);
                 dst.put_slice(nonce);
+                if let Some(p) = pake {
+                    dst.put_slice(p);
+                }
                 dst.put_slice(proof);
             }
             Message::Proof { proof } => dst.put_slice(proof),
@@ -278,18 +294,36 @@ impl Message {
                     2 => ConnKind::Pool,
                     _ => return Err(malformed("hello", "unknown connection kind")),
                 };
+                let nonce = r.array("hello")?;
+                let session = r.array("hello")?;
+                // The SPAKE2 message is optional on the wire so that a `Hello` of another
+                // version still decodes and can be refused with the version code.
+                let pake = match r.buf.len() {
+                    0 => None,
+                    _ => Some(r.array("hello")?),
+                };
                 Message::Hello {
                     version,
                     kind,
-                    nonce: r.array("hello")?,
-                    session: r.array("hello")?,
+                    nonce,
+                    session,
+                    pake,
                 }
             }
-            T_CHALLENGE => Message::Challenge {
-                version: r.u8("challenge")?,
-                nonce: r.array("challenge")?,
-                proof: r.array("challenge")?,
-            },
+            T_CHALLENGE => {
+                let version = r.u8("challenge")?;
+                let nonce = r.array("challenge")?;
+                let pake = match r.buf.len() {
+                    PROOF_LEN => None,
+                    _ => Some(r.array("challenge")?),
+                };
+                Message::Challenge {
+                    version,
+                    nonce,
+                    pake,
+                    proof: r.array("challenge")?,
+                }
+            }
             T_PROOF => Message::Proof {
                 proof: r.array("proof")?,
             },

@@ -6,7 +6,8 @@
 //! [`MAX_FRAME_LEN`] bytes of payload); user data is never framed, except UDP datagrams inside a
 //! UDP session (see [`datagram`]). The byte layout of each message is in `docs/protocol.md`.
 //!
-//! [`auth`] computes the handshake proofs (HMAC-SHA256) from the key and both nonces.
+//! [`auth`] runs the password-authenticated key exchange (SPAKE2) of control connections and
+//! computes the key-confirmation proofs (HMAC-SHA256) of control and pool connections.
 //! [`proxy`] encodes the HAProxy PROXY protocol header (v1 or v2) the tunnel sends to a target
 //! before the user's data when `proxy=1|2`.
 
@@ -15,12 +16,12 @@ pub mod datagram;
 mod message;
 pub mod proxy;
 
-pub use message::{ConnKind, Flow, Message, RefuseCode, SessionId, StreamKind};
+pub use message::{ConnKind, Flow, Message, PakeMsg, RefuseCode, SessionId, StreamKind};
 
 use bytes::{Buf, BufMut, BytesMut};
 
 /// The protocol version spoken by this build. Sent in `Hello` and `Challenge`.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 /// Eight bytes that open every `Hello`, so a stray client is recognised at once.
 pub const MAGIC: [u8; 8] = *b"NODEPASS";
 /// Largest payload of a control frame.
@@ -33,6 +34,8 @@ pub const HELLO_TYPE: u8 = 0x01;
 pub const NONCE_LEN: usize = 32;
 /// Length of an HMAC-SHA256 proof.
 pub const PROOF_LEN: usize = 32;
+/// Length of a SPAKE2 message on Ed25519: a side byte and a 32-byte point.
+pub const PAKE_MSG_LEN: usize = 33;
 
 /// A violation of the wire protocol by the peer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

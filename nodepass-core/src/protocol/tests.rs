@@ -27,16 +27,25 @@ fn all_messages() -> Vec<Message> {
             kind: ConnKind::Control,
             nonce: [0xab; NONCE_LEN],
             session: [0; 16],
+            pake: Some([0x41; PAKE_MSG_LEN]),
         },
         Message::Hello {
             version: 9,
             kind: ConnKind::Pool,
             nonce: [1; NONCE_LEN],
             session: [7; 16],
+            pake: None,
         },
         Message::Challenge {
             version: PROTOCOL_VERSION,
             nonce: [3; NONCE_LEN],
+            pake: Some([0x42; PAKE_MSG_LEN]),
+            proof: [4; PROOF_LEN],
+        },
+        Message::Challenge {
+            version: PROTOCOL_VERSION,
+            nonce: [3; NONCE_LEN],
+            pake: None,
             proof: [4; PROOF_LEN],
         },
         Message::Proof {
@@ -88,6 +97,7 @@ fn hello_layout_is_exact() {
             kind: ConnKind::Pool,
             nonce: [0x11; NONCE_LEN],
             session: [0x22; 16],
+            pake: None,
         },
         &mut buf,
     );
@@ -97,6 +107,49 @@ fn hello_layout_is_exact() {
     expect.extend_from_slice(&[0x11; 32]);
     expect.extend_from_slice(&[0x22; 16]);
     assert_eq!(&buf[..], &expect[..]);
+
+    // A control hello carries the SPAKE2 message last.
+    let mut buf = BytesMut::new();
+    encode(
+        &Message::Hello {
+            version: 2,
+            kind: ConnKind::Control,
+            nonce: [0x11; NONCE_LEN],
+            session: [0; 16],
+            pake: Some([0x41; PAKE_MSG_LEN]),
+        },
+        &mut buf,
+    );
+    let mut expect = vec![0x01, 0x00, 8 + 1 + 1 + 32 + 16 + 33];
+    expect.extend_from_slice(b"NODEPASS");
+    expect.extend_from_slice(&[2, 1]);
+    expect.extend_from_slice(&[0x11; 32]);
+    expect.extend_from_slice(&[0; 16]);
+    expect.extend_from_slice(&[0x41; 33]);
+    assert_eq!(&buf[..], &expect[..]);
+}
+
+#[test]
+fn challenge_layout_is_exact_with_and_without_pake() {
+    let mut buf = BytesMut::new();
+    encode(
+        &Message::Challenge {
+            version: 2,
+            nonce: [0x33; NONCE_LEN],
+            pake: Some([0x42; PAKE_MSG_LEN]),
+            proof: [0x44; PROOF_LEN],
+        },
+        &mut buf,
+    );
+    let mut expect = vec![0x02, 0x00, 1 + 32 + 33 + 32, 2];
+    expect.extend_from_slice(&[0x33; 32]);
+    expect.extend_from_slice(&[0x42; 33]);
+    expect.extend_from_slice(&[0x44; 32]);
+    assert_eq!(&buf[..], &expect[..]);
+    // A pake field of the wrong length is malformed, not misread.
+    let mut bad = vec![0x02, 0x00, 1 + 32 + 10 + 32, 2];
+    bad.extend_from_slice(&[0; 74]);
+    assert!(decode(&mut BytesMut::from(&bad[..])).is_err());
 }
 
 #[test]

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::handshake::{self, HandshakeError};
+use super::handshake::{self, ClientKey, HandshakeError};
 use super::users::{Upstream, UserSockets, serve_pool_conn};
 use super::wire::Wire;
 use super::{Ctx, HANDSHAKE_TIMEOUT, Mode, Shared, TunnelState, control};
@@ -23,7 +23,7 @@ use crate::config::{ClientConfig, ClientMode, Host};
 use crate::error::{Error, Result};
 use crate::pool::Pool;
 use crate::protocol::auth::ProofKey;
-use crate::protocol::{ConnKind, Flow, Message, SessionId};
+use crate::protocol::{Flow, Message, SessionId};
 use crate::transport::TunnelStream;
 use crate::transport::net::{DEFAULT_CONNECT_TIMEOUT, tune_tunnel_stream};
 use crate::transport::tls::{ClientTls, ClientVerify};
@@ -71,7 +71,6 @@ pub(crate) struct Client {
 
 struct Inner {
     cfg: ClientConfig,
-    key: ProofKey,
     /// The TLS setup learned from the server; never held across `.await`.
     tls: Mutex<Option<ClientTls>>,
     /// The forward-flow user sockets, kept across sessions; never held across `.await`.
@@ -93,7 +92,6 @@ impl Client {
         shared.set_mode(Mode::Pending);
         Ok(Client {
             inner: Arc::new(Inner {
-                key: ProofKey::from_tunnel_key(cfg.params.key.expose()),
                 cfg,
                 tls: Mutex::new(None),
                 users: Mutex::new(None),
@@ -219,7 +217,12 @@ impl Inner {
     ) -> std::result::Result<Established, HandshakeError> {
         let fut = async {
             let stream = self.dial(ctx, tls).await?;
-            handshake::connect(stream, ConnKind::Control, [0; 16], &self.key).await
+            handshake::connect(
+                stream,
+                [0; 16],
+                ClientKey::Tunnel(self.cfg.params.key.expose()),
+            )
+            .await
         };
         let c = tokio::time::timeout(HANDSHAKE_TIMEOUT, fut)
             .await
@@ -402,7 +405,7 @@ impl Filler {
     async fn add_one(&self) -> bool {
         let fut = async {
             let stream = self.client.dial(&self.ctx, self.tls.as_ref()).await?;
-            handshake::connect(stream, ConnKind::Pool, self.session, &self.session_key).await
+            handshake::connect(stream, self.session, ClientKey::Session(&self.session_key)).await
         };
         let conn = tokio::select! {
             _ = self.token.cancelled() => return true,

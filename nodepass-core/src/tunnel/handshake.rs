@@ -3,17 +3,17 @@
 //! ```text
 //! client                                   server
 //! [TLS handshake, when the server has tls>=1]
-//! Hello{version, kind, nonce_c, session} ->
-//!                                       <- Challenge{version, nonce_s, server_proof}
+//! Hello{version, kind, nonce_c, session, pake_c?} ->
+//!                                       <- Challenge{version, nonce_s, pake_s?, server_proof}
 //! (verify server_proof)
 //! Proof{client_proof}                    ->
 //!                                          (verify client_proof)
 //!                                       <- Welcome{...} (control) | PoolReady (pool)
 //! ```
 //! A plain `Hello` to a TLS server gets `Refuse{TlsRequired, tls mode}` and the client retries
-//! inside TLS. Proofs are keyed with the tunnel key (control) or the session secret (pool) and
-//! bound to both nonces and the TLS session (see [`crate::protocol::auth`]). The caller bounds
-//! the whole exchange with a timeout.
+//! inside TLS. Control connections run SPAKE2 with the tunnel key (`pake_*`); pool connections
+//! prove the session secret it yielded. Every proof is bound to both nonces and the TLS session
+//! (see [`crate::protocol::auth`]). The caller bounds the whole exchange with a timeout.
 
 use std::io;
 
@@ -21,7 +21,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use tokio::net::TcpStream;
 
 use super::wire::{Wire, WireError};
-use crate::protocol::auth::{ProofKey, Transcript};
+use crate::protocol::auth::{Pake, ProofKey, Transcript};
 use crate::protocol::{
     ConnKind, HELLO_TYPE, Message, NONCE_LEN, PROTOCOL_VERSION, ProtocolError, RefuseCode,
     SessionId,
@@ -51,6 +51,8 @@ pub(crate) enum HandshakeError {
     Version { peer: u8 },
     #[error("the server requires tls (mode {0})")]
     TlsRequired(u8),
+    #[error("invalid key-exchange message from the peer")]
+    BadPake,
     #[error("a tls client connected but this server has tls=0")]
     UnexpectedTls,
     #[error("pool connection for a session that is not current")]
@@ -122,7 +124,7 @@ pub(crate) async fn accept(
     tcp: TcpStream,
     tls: Option<&ServerTls>,
     tls_code: u8,
-    key: &ProofKey,
+    key: &str,
     session_key: impl Fn(&SessionId) -> Option<ProofKey>,
 ) -> Result<Accepted, HandshakeError> {
     let mut first = [0u8; 1];
@@ -152,65 +154,92 @@ pub(crate) async fn accept(
         (_, _) => TunnelStream::Plain(tcp),
     };
     let mut wire = Wire::new(stream);
-    let (kind, client_nonce, session) = match wire.recv().await? {
+    let (kind, client_nonce, session, client_pake) = match wire.recv().await? {
         Message::Hello {
             version,
             kind,
             nonce,
             session,
+            pake,
         } => {
             if version != PROTOCOL_VERSION {
                 let msg = format!("server speaks protocol version {PROTOCOL_VERSION}");
                 refuse(&mut wire, RefuseCode::Version, PROTOCOL_VERSION, &msg).await;
                 return Err(HandshakeError::Version { peer: version });
             }
-            (kind, nonce, session)
+            (kind, nonce, session, pake)
         }
         other => return Err(unexpected(&other, "hello")),
     };
-    let proof_key = match kind {
-        ConnKind::Control => key.clone(),
-        ConnKind::Pool => match session_key(&session) {
-            Some(k) => k,
-            None => {
-                refuse(&mut wire, RefuseCode::StaleSession, 0, "unknown session").await;
-                return Err(HandshakeError::StaleSession);
-            }
-        },
-    };
-    let transcript = Transcript {
+    let mut transcript = Transcript {
         kind,
         client_nonce,
         server_nonce: nonce(),
         session,
         binding: wire.stream.channel_binding()?,
+        pake: None,
     };
-    wire.send(&Message::Challenge {
-        version: PROTOCOL_VERSION,
-        nonce: transcript.server_nonce,
-        proof: proof_key.server_proof(&transcript),
-    })
-    .await?;
-    match wire.recv().await? {
-        Message::Proof { proof } if proof_key.verify_client(&transcript, &proof) => {}
-        Message::Proof { .. } => {
-            refuse(&mut wire, RefuseCode::BadKey, 0, "wrong key").await;
-            return Err(HandshakeError::BadProof);
+    match (kind, client_pake) {
+        (ConnKind::Control, Some(client_msg)) => {
+            let (pake, server_msg) = Pake::server(key);
+            transcript.pake = Some((client_msg, server_msg));
+            let Ok(confirmed) = pake.finish(&client_msg, &transcript) else {
+                refuse(&mut wire, RefuseCode::BadKey, 0, "invalid key exchange").await;
+                return Err(HandshakeError::BadPake);
+            };
+            wire.send(&Message::Challenge {
+                version: PROTOCOL_VERSION,
+                nonce: transcript.server_nonce,
+                pake: Some(server_msg),
+                proof: confirmed.server_proof(),
+            })
+            .await?;
+            match wire.recv().await? {
+                Message::Proof { proof } if confirmed.verify_client(&proof) => {}
+                other => return Err(bad_proof(&mut wire, other).await),
+            }
+            Ok(Accepted::Control {
+                session_key: confirmed.session_key(),
+                wire,
+            })
         }
-        Message::Refuse { code, message, .. } => {
-            return Err(HandshakeError::Refused { code, message });
-        }
-        other => return Err(unexpected(&other, "proof")),
-    }
-    match kind {
-        ConnKind::Control => Ok(Accepted::Control {
-            session_key: key.session_key(&transcript),
-            wire,
-        }),
-        ConnKind::Pool => {
+        (ConnKind::Pool, None) => {
+            let Some(proof_key) = session_key(&session) else {
+                refuse(&mut wire, RefuseCode::StaleSession, 0, "unknown session").await;
+                return Err(HandshakeError::StaleSession);
+            };
+            wire.send(&Message::Challenge {
+                version: PROTOCOL_VERSION,
+                nonce: transcript.server_nonce,
+                pake: None,
+                proof: proof_key.server_proof(&transcript),
+            })
+            .await?;
+            match wire.recv().await? {
+                Message::Proof { proof } if proof_key.verify_client(&transcript, &proof) => {}
+                other => return Err(bad_proof(&mut wire, other).await),
+            }
             wire.send(&Message::PoolReady).await?;
             Ok(Accepted::Pool { wire, session })
         }
+        (ConnKind::Control, None) | (ConnKind::Pool, Some(_)) => {
+            Err(HandshakeError::Protocol(ProtocolError::Malformed {
+                kind: "hello",
+                reason: "key-exchange message present on a pool connection or missing on a control one",
+            }))
+        }
+    }
+}
+
+/// The answer to what should have been a valid `Proof`.
+async fn bad_proof(wire: &mut Wire<TunnelStream>, got: Message) -> HandshakeError {
+    match got {
+        Message::Proof { .. } => {
+            refuse(wire, RefuseCode::BadKey, 0, "wrong key").await;
+            HandshakeError::BadProof
+        }
+        Message::Refuse { code, message, .. } => HandshakeError::Refused { code, message },
+        other => unexpected(&other, "proof"),
     }
 }
 
@@ -221,54 +250,95 @@ pub(crate) struct Connected {
     pub(crate) welcome: Option<(Message, ProofKey)>,
 }
 
+/// The key a client proves on a new connection.
+pub(crate) enum ClientKey<'a> {
+    /// A control connection: run SPAKE2 with the tunnel key.
+    Tunnel(&'a str),
+    /// A pool connection: prove the session secret.
+    Session(&'a ProofKey),
+}
+
 /// Client side of the handshake over an established stream (TLS already done if any).
 pub(crate) async fn connect(
     stream: TunnelStream,
-    kind: ConnKind,
     session: SessionId,
-    proof_key: &ProofKey,
+    key: ClientKey<'_>,
 ) -> Result<Connected, HandshakeError> {
     let mut wire = Wire::new(stream);
     let client_nonce = nonce();
+    let (kind, pake) = match key {
+        ClientKey::Tunnel(k) => {
+            let (state, msg) = Pake::client(k);
+            (ConnKind::Control, Some((state, msg)))
+        }
+        ClientKey::Session(_) => (ConnKind::Pool, None),
+    };
     wire.send(&Message::Hello {
         version: PROTOCOL_VERSION,
         kind,
         nonce: client_nonce,
         session,
+        pake: pake.as_ref().map(|(_, m)| *m),
     })
     .await?;
-    let (server_nonce, server_proof) = match wire.recv().await? {
+    let (server_nonce, server_pake, server_proof) = match wire.recv().await? {
         Message::Challenge {
             version,
             nonce,
+            pake,
             proof,
         } => {
             if version != PROTOCOL_VERSION {
                 return Err(HandshakeError::Version { peer: version });
             }
-            (nonce, proof)
+            (nonce, pake, proof)
         }
         Message::Refuse { code, arg, message } => return Err(refused(code, arg, message)),
         other => return Err(unexpected(&other, "challenge")),
     };
-    let transcript = Transcript {
+    let mut transcript = Transcript {
         kind,
         client_nonce,
         server_nonce,
         session,
         binding: wire.stream.channel_binding()?,
+        pake: None,
     };
-    if !proof_key.verify_server(&transcript, &server_proof) {
-        refuse(&mut wire, RefuseCode::BadKey, 0, "server proof invalid").await;
-        return Err(HandshakeError::BadServerProof);
-    }
+    // Verify the server before sending anything keyed: a fake server learns only our SPAKE2
+    // message, which is independent of the key.
+    let (client_proof, session_key) = match (pake, server_pake, key) {
+        (Some((state, client_msg)), Some(server_msg), ClientKey::Tunnel(_)) => {
+            transcript.pake = Some((client_msg, server_msg));
+            let confirmed = match state.finish(&server_msg, &transcript) {
+                Ok(c) if c.verify_server(&server_proof) => c,
+                _ => {
+                    refuse(&mut wire, RefuseCode::BadKey, 0, "server proof invalid").await;
+                    return Err(HandshakeError::BadServerProof);
+                }
+            };
+            (confirmed.client_proof(), Some(confirmed.session_key()))
+        }
+        (None, None, ClientKey::Session(k)) => {
+            if !k.verify_server(&transcript, &server_proof) {
+                refuse(&mut wire, RefuseCode::BadKey, 0, "server proof invalid").await;
+                return Err(HandshakeError::BadServerProof);
+            }
+            (k.client_proof(&transcript), None)
+        }
+        _ => {
+            return Err(HandshakeError::Protocol(ProtocolError::Malformed {
+                kind: "challenge",
+                reason: "key-exchange message does not match the connection kind",
+            }));
+        }
+    };
     wire.send(&Message::Proof {
-        proof: proof_key.client_proof(&transcript),
+        proof: client_proof,
     })
     .await?;
     match (kind, wire.recv().await?) {
         (ConnKind::Control, w @ Message::Welcome { .. }) => Ok(Connected {
-            welcome: Some((w, proof_key.session_key(&transcript))),
+            welcome: session_key.map(|k| (w, k)),
             wire,
         }),
         (ConnKind::Pool, Message::PoolReady) => Ok(Connected {

@@ -13,6 +13,7 @@
 //! `targets`), UDP sessions are in [`udp`].
 
 mod control;
+mod guard;
 mod handshake;
 mod server;
 mod single;
@@ -22,6 +23,11 @@ mod users;
 mod wire;
 
 pub mod client;
+
+pub use guard::{
+    BACKOFF_AFTER, BACKOFF_MAX, LOG_INTERVAL, LOG_LINES_PER_INTERVAL, LOG_PER_SOURCE,
+    LOG_SUMMARY_SOURCES, MAX_PENDING_HANDSHAKES, MAX_PENDING_PER_SOURCE,
+};
 
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -42,8 +48,11 @@ use crate::stats::{Stats, StatsSnapshot};
 
 /// How long in-flight sessions may run on after shutdown was requested.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// Bound on every tunnel handshake (TLS included).
+/// The client's bound on a tunnel handshake (TLS included).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The server's bound on a tunnel handshake (TCP accept to `Welcome`/`PoolReady`, TLS
+/// included): shorter than the client's, so an idle stranger frees its slot quickly.
+pub const PREAUTH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Heartbeat interval on the control connection.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 /// A control peer silent for this long is dead.

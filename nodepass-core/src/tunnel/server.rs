@@ -7,13 +7,13 @@ use std::sync::{Arc, Mutex};
 
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::guard::{Guard, Permit};
 use super::handshake::{self, Accepted, HandshakeError};
 use super::users::{Upstream, UserSockets, serve_pool_conn};
-use super::{Ctx, HANDSHAKE_TIMEOUT, HEARTBEAT_INTERVAL, Mode, Shared, TunnelState, control};
+use super::{Ctx, HEARTBEAT_INTERVAL, Mode, PREAUTH_TIMEOUT, Shared, TunnelState, control};
 use crate::config::{Host, PoolType, ServerConfig, ServerMode, TlsMode};
 use crate::error::{ConfigErrorExt, Error, Result};
 use crate::pool::Pool;
@@ -21,9 +21,6 @@ use crate::protocol::auth::ProofKey;
 use crate::protocol::{Flow, Message, SessionId};
 use crate::transport::net::{bind_tcp, tune_tunnel_stream};
 use crate::transport::tls::ServerTls;
-
-/// Tunnel handshakes allowed in flight at once; connections beyond are closed at once.
-pub const MAX_PENDING_HANDSHAKES: usize = 512;
 
 struct Session {
     id: SessionId,
@@ -37,7 +34,6 @@ pub(crate) struct Server {
     users: UserSockets,
     flow: Flow,
     tls: Option<ServerTls>,
-    key: ProofKey,
     /// The current session; never held across `.await`.
     current: Mutex<Option<Arc<Session>>>,
 }
@@ -98,14 +94,12 @@ impl Server {
             Flow::Reverse => Mode::Reverse,
             Flow::Forward => Mode::Forward,
         });
-        let key = ProofKey::from_tunnel_key(cfg.params.key.expose());
         Ok(Server {
             cfg,
             tunnel,
             users,
             flow,
             tls,
-            key,
             current: Mutex::new(None),
         })
     }
@@ -127,7 +121,23 @@ impl Server {
             "server listening"
         );
         ctx.shared.set_state(TunnelState::Ready);
-        let handshakes = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+        let guard = Guard::default();
+        let flusher = {
+            let (guard, stop) = (guard.clone(), ctx.stop.clone());
+            tokio::spawn(
+                async move {
+                    let mut tick = tokio::time::interval(super::guard::LOG_INTERVAL);
+                    tick.tick().await;
+                    loop {
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tick.tick() => guard.flush(),
+                        }
+                    }
+                }
+                .in_current_span(),
+            )
+        };
         loop {
             let (tcp, peer) = tokio::select! {
                 _ = ctx.stop.cancelled() => break,
@@ -140,14 +150,16 @@ impl Server {
                     }
                 },
             };
-            let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-                tracing::warn!(%peer, "too many pending tunnel handshakes, connection closed");
+            let Ok(permit) = guard.admit(peer.ip()) else {
+                // Counted for the aggregated log; dropping `tcp` closes it at once.
                 continue;
             };
-            let (this, ctx2, pool) = (this.clone(), ctx.clone(), pool.clone());
+            let (this, ctx2, pool, guard) =
+                (this.clone(), ctx.clone(), pool.clone(), guard.clone());
             ctx.tracker.spawn(
                 async move {
-                    this.handle_tunnel_conn(tcp, peer, permit, pool, ctx2).await;
+                    this.handle_tunnel_conn(tcp, peer, (permit, guard), pool, ctx2)
+                        .await;
                 }
                 .instrument(tracing::debug_span!("tunnel", %peer)),
             );
@@ -156,6 +168,8 @@ impl Server {
             s.token.cancel();
         }
         pool.clear();
+        flusher.abort();
+        guard.flush();
         Ok(())
     }
 
@@ -173,18 +187,18 @@ impl Server {
         self: Arc<Self>,
         tcp: TcpStream,
         peer: SocketAddr,
-        permit: tokio::sync::OwnedSemaphorePermit,
+        (permit, guard): (Permit, Guard),
         pool: Pool,
         ctx: Ctx,
     ) {
         tune_tunnel_stream(&tcp);
         let accepted = tokio::time::timeout(
-            HANDSHAKE_TIMEOUT,
+            PREAUTH_TIMEOUT,
             handshake::accept(
                 tcp,
                 self.tls.as_ref(),
                 self.cfg.tls.code(),
-                &self.key,
+                self.cfg.params.key.expose(),
                 |id| self.session_key(id),
             ),
         )
@@ -192,11 +206,11 @@ impl Server {
         drop(permit);
         let accepted = match accepted {
             Err(_) => {
-                tracing::warn!(%peer, "tunnel handshake timed out, connection closed");
+                guard.refused(peer.ip(), "tunnel handshake timed out", true);
                 return;
             }
             Ok(Err(e)) => {
-                log_refusal(peer, &e);
+                log_refusal(&guard, peer, &e);
                 return;
             }
             Ok(Ok(a)) => a,
@@ -291,7 +305,8 @@ fn pool_type_code(t: PoolType) -> u8 {
     }
 }
 
-fn log_refusal(peer: SocketAddr, e: &HandshakeError) {
+/// Ordinary endings are logged at debug; the rest go to the guard (aggregated log, back-off).
+fn log_refusal(guard: &Guard, peer: SocketAddr, e: &HandshakeError) {
     match e {
         HandshakeError::Closed | HandshakeError::TlsRequired(_) | HandshakeError::StaleSession => {
             tracing::debug!(%peer, reason = %e, "tunnel connection closed during handshake")
@@ -302,6 +317,6 @@ fn log_refusal(peer: SocketAddr, e: &HandshakeError) {
         {
             tracing::debug!(%peer, reason = %e, "tunnel connection closed during handshake")
         }
-        _ => tracing::warn!(%peer, reason = %e, "tunnel connection refused"),
+        _ => guard.refused(peer.ip(), &e.to_string(), true),
     }
 }
