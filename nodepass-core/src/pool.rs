@@ -8,7 +8,9 @@
 //! Refill is driven by demand, never by a timer: every take (or end of a parked wait) wakes
 //! [`Pool::demand`], and the client's filler dials a replacement immediately. Capacity starts at
 //! `min`, doubles (up to `max`) whenever a taker finds the pool empty, and halves back towards
-//! `min` after a quiet period in which the pool never ran below half its capacity.
+//! `min` after a quiet period in which the pool never ran below half its capacity (or was not
+//! used at all). Shrinking closes the connections beyond the new capacity: queued ones at once,
+//! parked ones through [`Parked::retired`], so the peer sees them close and drops its end too.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -38,6 +40,9 @@ struct Inner {
     capacity: AtomicUsize,
     /// Lowest idle count seen since the last [`Pool::adapt`], for shrinking.
     low_water: AtomicUsize,
+    /// Parked connections asked to close (claimed by [`Parked::retired`]).
+    retire: AtomicUsize,
+    retired: Notify,
     stats: Arc<Stats>,
 }
 
@@ -57,6 +62,8 @@ impl Pool {
                 max: AtomicUsize::new(max),
                 capacity: AtomicUsize::new(min),
                 low_water: AtomicUsize::new(usize::MAX),
+                retire: AtomicUsize::new(0),
+                retired: Notify::new(),
                 stats,
             }),
         };
@@ -132,6 +139,8 @@ impl Pool {
                     self.inner.demand.notify_one();
                 }
                 None => {
+                    // Ran dry: this interval gives no reason to shrink.
+                    self.inner.low_water.store(0, Relaxed);
                     self.grow();
                     self.publish();
                     return None;
@@ -161,7 +170,30 @@ impl Pool {
     pub fn park(&self) -> Parked {
         self.inner.parked.fetch_add(1, Relaxed);
         self.publish();
-        Parked { pool: self.clone() }
+        Parked {
+            pool: self.clone(),
+            retired: false,
+        }
+    }
+
+    /// Drop queued connections the peer has closed (the side that keeps the queue calls it
+    /// now and then, so connections the other side gave up do not linger).
+    pub fn sweep(&self) {
+        let dead: VecDeque<_> = {
+            let mut q = self.inner.queue.lock().expect("pool lock poisoned");
+            let (live, dead): (VecDeque<_>, VecDeque<_>) =
+                q.drain(..).partition(|c| c.is_idle_healthy());
+            *q = live;
+            dead
+        };
+        if !dead.is_empty() {
+            tracing::debug!(
+                closed = dead.len(),
+                "dropped pool connections the peer closed"
+            );
+        }
+        drop(dead);
+        self.publish();
     }
 
     /// Drop every queued connection (the session they belong to ended).
@@ -189,15 +221,37 @@ impl Pool {
     }
 
     /// Periodic capacity adjustment (the filler calls it every minute or so): halve the capacity
-    /// towards `min` when the pool never ran below half of it since the last call.
+    /// towards `min` when the pool was not used, or never ran below half of it, since the last
+    /// call; then close the idle connections beyond the capacity.
     pub fn adapt(&self) {
         let low = self.inner.low_water.swap(usize::MAX, Relaxed);
         let cap = self.capacity();
-        if low != usize::MAX && low > cap / 2 && cap > self.inner.min {
+        if low > cap / 2 && cap > self.inner.min {
             self.inner
                 .capacity
                 .store((cap / 2).max(self.inner.min), Relaxed);
-            self.publish();
+        }
+        self.trim();
+        self.publish();
+    }
+
+    /// Close idle connections beyond the capacity: queued ones now, parked ones by asking their
+    /// tasks to let go.
+    fn trim(&self) {
+        let cap = self.capacity();
+        let mut excess = self.idle().saturating_sub(cap);
+        let dropped: Vec<_> = {
+            let mut q = self.inner.queue.lock().expect("pool lock poisoned");
+            let n = excess.min(q.len());
+            let keep = q.len() - n;
+            q.drain(keep..).collect()
+        };
+        excess -= dropped.len();
+        drop(dropped);
+        let pending = self.inner.retire.load(Relaxed);
+        if excess > pending {
+            self.inner.retire.store(excess, Relaxed);
+            self.inner.retired.notify_waiters();
         }
     }
 
@@ -231,12 +285,39 @@ impl Pool {
 #[derive(Debug)]
 pub struct Parked {
     pool: Pool,
+    retired: bool,
+}
+
+impl Parked {
+    /// Resolves when the pool shrank and this connection should be closed. Cancel safe.
+    pub async fn retired(&mut self) {
+        let inner = &self.pool.inner;
+        loop {
+            let notified = inner.retired.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let claimed = inner
+                .retire
+                .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+                .is_ok();
+            if claimed {
+                self.retired = true;
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 impl Drop for Parked {
     fn drop(&mut self) {
         self.pool.inner.parked.fetch_sub(1, Relaxed);
-        self.pool.consumed();
+        if self.retired {
+            // Given back, not used: no demand, no growth.
+            self.pool.publish();
+        } else {
+            self.pool.consumed();
+        }
     }
 }
 
@@ -313,6 +394,78 @@ mod tests {
         assert_eq!(p.capacity(), 4);
         p.set_max(3);
         assert_eq!((p.max(), p.capacity()), (3, 3));
+    }
+
+    /// Issue 11: after a burst the pool returns to `min` once nothing uses it, closing what it
+    /// no longer needs (queued connections at once, parked ones through their tasks).
+    #[tokio::test(start_paused = true)]
+    async fn an_unused_pool_returns_to_min_and_closes_the_rest() {
+        use tokio::io::AsyncReadExt;
+        let p = pool(2, 64);
+        for _ in 0..5 {
+            assert!(p.try_take().is_none());
+        }
+        assert_eq!(p.capacity(), 64);
+        let mut peers = Vec::new();
+        for _ in 0..48 {
+            let (c, peer) = pair().await;
+            peers.push(peer);
+            p.put(c);
+        }
+        // 16 parked connections, each with a task that lets go when retired.
+        let mut parked = Vec::new();
+        for _ in 0..16 {
+            let mut g = p.park();
+            parked.push(tokio::spawn(async move {
+                g.retired().await;
+            }));
+        }
+        assert_eq!(p.idle(), 64);
+        // Minutes of idleness: the filler calls adapt once a minute.
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        tick.tick().await;
+        for _ in 0..6 {
+            tick.tick().await;
+            p.adapt();
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(p.capacity(), 2);
+        assert_eq!((p.idle(), p.queued()), (2, 0), "queued ones go first");
+        let retired = parked.iter().filter(|t| t.is_finished()).count();
+        assert_eq!(
+            retired, 14,
+            "parked connections beyond min were asked to close"
+        );
+        // The peers of the dropped queued connections see them closed.
+        let mut closed = 0;
+        for peer in &mut peers {
+            let mut b = [0u8; 1];
+            if let Ok(Ok(0)) =
+                tokio::time::timeout(Duration::from_millis(10), peer.read(&mut b)).await
+            {
+                closed += 1;
+            }
+        }
+        assert_eq!(closed, 48);
+        assert_eq!(p.deficit(), 0, "no refill of what was given back");
+    }
+
+    #[tokio::test]
+    async fn sweep_drops_what_the_peer_closed() {
+        let p = pool(1, 8);
+        let (dead, peer) = pair().await;
+        let (live, _keep) = pair().await;
+        p.put(dead);
+        p.put(live);
+        drop(peer);
+        for _ in 0..200 {
+            p.sweep();
+            if p.idle() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(p.idle(), 1);
     }
 
     #[test]

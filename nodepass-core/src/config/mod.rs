@@ -41,7 +41,7 @@ mod types;
 mod tests;
 
 pub use parse::MAX_URL_LEN;
-pub use secret::{MASK, TunnelKey};
+pub use secret::{MASK, TunnelKey, WEAK_KEY_MIN_DISTINCT, WEAK_KEY_MIN_LEN};
 pub use types::*;
 
 impl Config {

@@ -115,9 +115,33 @@ impl<'a> RawUrl<'a> {
                 "a password part (KEY:PASSWORD@) is not supported; percent-encode : in the key as %3A",
             ));
         }
+        if user.contains('@') {
+            return Err(key_error(
+                MASK,
+                "a second @ in the key; percent-encode @ as %40",
+            ));
+        }
+        let bytes = user.as_bytes();
+        let bad_escape = bytes.iter().enumerate().any(|(i, &b)| {
+            b == b'%'
+                && !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+        });
+        if bad_escape {
+            return Err(key_error(
+                MASK,
+                "invalid percent-encoding (% must be followed by two hex digits; write % as %25)",
+            ));
+        }
         let key = percent_decode_str(user)
             .decode_utf8()
             .map_err(|_| key_error(MASK, "not valid UTF-8 after percent-decoding"))?;
+        if key.chars().any(char::is_control) {
+            return Err(key_error(
+                MASK,
+                "control characters are not allowed in a key",
+            ));
+        }
         Ok(Some(TunnelKey::new(key)))
     }
 
@@ -245,11 +269,18 @@ fn server(url: &RawUrl<'_>, q: &mut Query) -> Result<ServerConfig, ConfigError> 
         ));
     }
     let default_max = NonZeroU32::new(DEFAULT_POOL_MAX).expect("non-zero");
+    let mode = q.get("mode", ServerMode::default(), ServerMode::parse_code)?;
+    // Forward flow (mode=2, or mode=0 with several targets) dials the targets.
+    let dials =
+        mode == ServerMode::Forward || (mode == ServerMode::Auto && params.targets.len() > 1);
+    if dials {
+        no_port_zero(&params)?;
+    }
     Ok(ServerConfig {
         params,
         tls,
         max: q.get("max", default_max, params::pool_size)?,
-        mode: q.get("mode", ServerMode::default(), ServerMode::parse_code)?,
+        mode,
         pool_type,
     })
 }
@@ -257,13 +288,29 @@ fn server(url: &RawUrl<'_>, q: &mut Query) -> Result<ServerConfig, ConfigError> 
 fn client(url: &RawUrl<'_>, q: &mut Query) -> Result<ClientConfig, ConfigError> {
     let params = tunnel_params(url, q)?;
     let default_min = NonZeroU32::new(DEFAULT_POOL_MIN).expect("non-zero");
+    let mode = q.get("mode", ClientMode::default(), ClientMode::parse_code)?;
+    if mode == ClientMode::SingleEnd {
+        no_port_zero(&params)?;
+    }
     Ok(ClientConfig {
         params,
         sni: q.take("sni").map(|v| params::sni("sni", &v)).transpose()?,
         ca: q.take("ca").map(|v| params::path("ca", &v)).transpose()?,
         min: q.get("min", default_min, params::pool_size)?,
-        mode: q.get("mode", ClientMode::default(), ClientMode::parse_code)?,
+        mode,
     })
+}
+
+/// Targets this end dials need a real port (port 0 only means "any" for listening).
+fn no_port_zero(params: &TunnelParams) -> Result<(), ConfigError> {
+    match params.targets.iter().find(|t| t.port == 0) {
+        Some(t) => Err(invalid(
+            "target",
+            &t.to_string(),
+            "port 0 cannot be dialed; a target this end connects to needs its port",
+        )),
+        None => Ok(()),
+    }
 }
 
 fn master(url: &RawUrl<'_>, q: &mut Query) -> Result<MasterConfig, ConfigError> {

@@ -7,6 +7,11 @@ use super::types::TunnelParams;
 /// What a masked secret prints as.
 pub const MASK: &str = "****";
 
+/// Keys shorter than this many characters are reported as weak.
+pub const WEAK_KEY_MIN_LEN: usize = 12;
+/// Keys with fewer distinct characters than this are reported as weak.
+pub const WEAK_KEY_MIN_DISTINCT: usize = 6;
+
 /// A tunnel key. `Debug` and `Display` print `****`; read it with [`TunnelKey::expose`].
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct TunnelKey(String);
@@ -33,6 +38,24 @@ impl TunnelKey {
             .map(|b| format!("{b:02x}"))
             .collect();
         TunnelKey(hex)
+    }
+
+    /// Why this key is easy to guess, if it is: shorter than [`WEAK_KEY_MIN_LEN`] characters or
+    /// made of fewer than [`WEAK_KEY_MIN_DISTINCT`] distinct characters. The handshake lets an
+    /// attacker test one guess per connection (and slows repeated failures), so a weak key
+    /// falls to a patient online dictionary attack; callers warn at start.
+    pub fn weakness(&self) -> Option<&'static str> {
+        let chars: Vec<char> = self.0.chars().collect();
+        let mut distinct = chars.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if chars.len() < WEAK_KEY_MIN_LEN {
+            Some("shorter than 12 characters")
+        } else if distinct.len() < WEAK_KEY_MIN_DISTINCT {
+            Some("fewer than 6 distinct characters")
+        } else {
+            None
+        }
     }
 
     /// The key itself. Only the handshake (and the unmasked canonical URL) may call this.
@@ -74,6 +97,26 @@ mod tests {
         assert_eq!(format!("{k}"), "****");
         assert!(!format!("{k:?}").contains("hunter2"));
         assert_eq!(k.expose(), "hunter2");
+    }
+
+    #[test]
+    fn weak_keys_are_recognised() {
+        for weak in [
+            "s3cret",
+            "secret",
+            "aaaaaaaaaaaaaaaa",
+            "abababababababab",
+            "12345",
+        ] {
+            assert!(TunnelKey::new(weak).weakness().is_some(), "{weak}");
+        }
+        for strong in [
+            "4f9c2e7a1b8d3f60a5e2c9d7b1f08e3a",
+            "correct-horse-battery-staple",
+            TunnelKey::derive(10101).expose(),
+        ] {
+            assert_eq!(TunnelKey::new(strong).weakness(), None, "{strong}");
+        }
     }
 
     #[test]

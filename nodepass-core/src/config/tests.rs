@@ -121,6 +121,18 @@ const INVALID: &[(&str, Want)] = &[
     ("server://key:pw@:1/a:1", Want::Invalid("tunnel key")),
     ("server://k%FF@:1/a:1", Want::Invalid("tunnel key")),
     ("server://ke/y@:1/a:1", Want::Syntax),
+    ("server://k%zz@:1/a:1", Want::Invalid("tunnel key")),
+    ("server://k%2@:1/a:1", Want::Invalid("tunnel key")),
+    ("server://k%@:1/a:1", Want::Invalid("tunnel key")),
+    ("server://k%00@:1/a:1", Want::Invalid("tunnel key")),
+    ("server://k%0A@:1/a:1", Want::Invalid("tunnel key")),
+    ("server://k%7F@:1/a:1", Want::Invalid("tunnel key")),
+    ("server://k\u{1}@:1/a:1", Want::Syntax),
+    ("server://a@@:1/a:1", Want::Invalid("tunnel key")),
+    ("server://@@:1/a:1", Want::Invalid("tunnel key")),
+    ("server://:1/a:0?mode=2", Want::Invalid("target")),
+    ("server://:1/a:1,b:0", Want::Invalid("target")),
+    ("client://:1/a:0?mode=1", Want::Invalid("target")),
     ("server://ke?y@:1/a:1", Want::Syntax),
     ("server://:1/a:1?bogus=1", Want::Unknown("bogus")),
     ("server://:1/a:1?TLS=1", Want::Unknown("TLS")),
@@ -305,7 +317,7 @@ fn pool_size() -> impl Strategy<Value = NonZeroU32> {
 }
 
 fn tunnel_params() -> impl Strategy<Value = TunnelParams> {
-    let key = prop_oneof![Just(None), "(?s).{1,24}".prop_map(Some)];
+    let key = prop_oneof![Just(None), "[^\\p{Cc}]{1,24}".prop_map(Some)];
     let limits = (
         proptest::option::of(1..=u32::MAX),
         proptest::option::of(1..=u32::MAX),
@@ -367,6 +379,15 @@ fn tunnel_params() -> impl Strategy<Value = TunnelParams> {
         )
 }
 
+/// Targets that are dialed cannot have port 0 (the parser refuses it).
+fn dialable(params: &mut TunnelParams) {
+    for t in &mut params.targets {
+        if t.port == 0 {
+            t.port = 1;
+        }
+    }
+}
+
 fn config() -> impl Strategy<Value = Config> {
     let server = (tunnel_params(), tls(), pool_size(), 0..3usize, 0..4usize).prop_map(
         |(params, tls, max, mode, ty)| {
@@ -380,6 +401,10 @@ fn config() -> impl Strategy<Value = Config> {
                 pool_type = PoolType::WebSocket;
             }
             let mode = [ServerMode::Auto, ServerMode::Reverse, ServerMode::Forward][mode];
+            let mut params = params;
+            if mode == ServerMode::Forward || params.targets.len() > 1 {
+                dialable(&mut params);
+            }
             Config::Server(ServerConfig {
                 params,
                 tls,
@@ -402,6 +427,10 @@ fn config() -> impl Strategy<Value = Config> {
     )
         .prop_map(|(params, sni, ca, min, mode)| {
             let mode = [ClientMode::Auto, ClientMode::SingleEnd, ClientMode::DualEnd][mode];
+            let mut params = params;
+            if mode == ClientMode::SingleEnd {
+                dialable(&mut params);
+            }
             Config::Client(ClientConfig {
                 params,
                 sni,

@@ -57,7 +57,32 @@ pub fn zero_copy_from_env() -> bool {
 /// Relay a local TCP socket with a tunnel connection (or a target socket): `splice(2)` on
 /// Linux for plain TCP without a rate limit, the buffered [`relay_tcp`] otherwise. Same
 /// counters, half-close, idle timeout and stop behaviour either way.
+///
+/// A relay that ends on a socket error (a reset by either peer) or is cut by the tunnel's hard
+/// stop closes *both* sockets with a reset (`SO_LINGER` 0): the reset travels on across the
+/// tunnel to the far user or target, which so never mistakes a cut stream for a complete one.
 pub async fn relay_stream(
+    local: TcpStream,
+    remote: TunnelStream,
+    prefix: BytesMut,
+    ctx: &RelayCtx,
+) -> Result<(u64, u64), RelayEnd> {
+    // Second handles on both sockets, kept past the relay (which owns and drops the streams),
+    // so the last close can still be turned into a reset once the outcome is known.
+    let handles = [
+        socket2::SockRef::from(&local).try_clone().ok(),
+        socket2::SockRef::from(remote.tcp()).try_clone().ok(),
+    ];
+    let res = relay_stream_inner(local, remote, prefix, ctx).await;
+    if matches!(res, Err(RelayEnd::Io(_) | RelayEnd::Stopped)) {
+        for h in handles.iter().flatten() {
+            let _ = h.set_linger(Some(Duration::ZERO));
+        }
+    }
+    res
+}
+
+async fn relay_stream_inner(
     local: TcpStream,
     remote: TunnelStream,
     prefix: BytesMut,

@@ -38,6 +38,12 @@ impl TunnelStream {
         }
     }
 
+    /// Make the coming close a reset (`SO_LINGER` 0) rather than an orderly FIN, so the peer
+    /// learns that the stream was cut, not completed. Best effort.
+    pub fn abort_on_close(&self) {
+        let _ = socket2::SockRef::from(self.tcp()).set_linger(Some(std::time::Duration::ZERO));
+    }
+
     /// True when the stream runs inside TLS.
     pub fn is_tls(&self) -> bool {
         !matches!(self, TunnelStream::Plain(_))

@@ -266,6 +266,11 @@ impl Tunnel {
                 tunnel = %params.tunnel,
                 "no key given: the key is derived from the port and this tunnel is reachable from other hosts; set a key"
             );
+        } else if let Some(why) = params.key.weakness().filter(|_| !params.key_derived) {
+            tracing::warn!(
+                reason = why,
+                "weak tunnel key: easy to guess online; use a random key (`nodepass keygen` or `openssl rand -hex 16`)"
+            );
         }
         let role = match config {
             TunnelConfig::Server(cfg) => {

@@ -123,7 +123,7 @@ impl Server {
         ctx.shared.set_state(TunnelState::Ready);
         let guard = Guard::default();
         let flusher = {
-            let (guard, stop) = (guard.clone(), ctx.stop.clone());
+            let (guard, stop, pool) = (guard.clone(), ctx.stop.clone(), pool.clone());
             tokio::spawn(
                 async move {
                     let mut tick = tokio::time::interval(super::guard::LOG_INTERVAL);
@@ -131,7 +131,11 @@ impl Server {
                     loop {
                         tokio::select! {
                             _ = stop.cancelled() => return,
-                            _ = tick.tick() => guard.flush(),
+                            _ = tick.tick() => {
+                                guard.flush();
+                                // Close queued pool connections the client gave up.
+                                pool.sweep();
+                            }
                         }
                     }
                 }

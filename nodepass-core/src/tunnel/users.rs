@@ -211,12 +211,14 @@ fn finish(res: Result<(u64, u64), RelayEnd>) {
 /// then dial a target and relay.
 pub(crate) async fn serve_pool_conn(
     mut wire: Wire<TunnelStream>,
-    parked: Parked,
+    mut parked: Parked,
     ctx: Ctx,
     session: CancellationToken,
 ) {
     let msg = tokio::select! {
         _ = session.cancelled() => return,
+        // The pool shrank: closing this connection tells the other side to drop its end.
+        _ = parked.retired() => return,
         m = wire.recv() => m,
     };
     // `parked` is dropped (asking the filler for a replacement) once the target is connected:
@@ -256,6 +258,8 @@ pub(crate) async fn serve_pool_conn(
                     Ok(t) => t,
                     Err(e) => {
                         tracing::warn!(error = %e, "no target reachable, session closed");
+                        // The user sees a reset, as when dialing an unreachable target directly.
+                        wire.stream.abort_on_close();
                         return;
                     }
                 };
