@@ -13,6 +13,7 @@
 //!   (origin, prefix, path, key, method, handler).
 //! - `openapi`: the utoipa document; `docs`: `openapi.json`, Swagger UI, health.
 //! - `instances`, `events`, `info`, `tcping`, `metrics`, `keys`: the endpoints.
+//! - `source_limit`: per-source connection cap and first-byte timeout of the listener.
 //! - `view`: the instance and event objects as the API shows them (RFC 3339 times).
 //! - `auth` ([`ApiKey`]), `cors` ([`CorsOrigins`]), `body` (JSON bodies, limits), `response`
 //!   (the envelope), `error` ([`ApiError`], and the one mapping of core errors to statuses).
@@ -57,6 +58,7 @@ mod metrics;
 mod openapi;
 mod response;
 mod router;
+mod source_limit;
 mod state;
 mod tcping;
 mod view;

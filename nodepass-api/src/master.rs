@@ -31,6 +31,7 @@ use crate::error::ApiError;
 use crate::events::EventSettings;
 use crate::info::CpuMeter;
 use crate::router::{self, Router};
+use crate::source_limit::{SourceLimits, SourcePermit, first_byte};
 use crate::state::State;
 use crate::tcping::Prober;
 
@@ -310,6 +311,7 @@ impl Master {
         }
         let graceful = GracefulShutdown::new();
         let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));
+        let sources = SourceLimits::default();
         let connections = TaskTracker::new();
         loop {
             let accepted = tokio::select! {
@@ -328,12 +330,16 @@ impl Master {
                 tracing::debug!(%peer, "connection limit reached, closing");
                 continue;
             };
+            let Some(source_permit) = sources.try_acquire(peer.ip()) else {
+                tracing::debug!(%peer, "per-source connection limit reached, closing");
+                continue;
+            };
             let conn = Connection {
                 state: state.clone(),
                 tls: tls.clone(),
                 watcher: graceful.watcher(),
                 options: options.clone(),
-                _permit: permit,
+                _permit: (permit, source_permit),
             };
             let span = tracing::debug_span!("api", %peer);
             connections.spawn(conn.serve(stream).instrument(span));
@@ -399,12 +405,15 @@ struct Connection {
     tls: Option<ServerTls>,
     watcher: Watcher,
     options: MasterOptions,
-    _permit: OwnedSemaphorePermit,
+    _permit: (OwnedSemaphorePermit, SourcePermit),
 }
 
 impl Connection {
     async fn serve(self, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
+        if !first_byte(&stream, self.options.header_timeout).await {
+            return;
+        }
         match self.tls.clone() {
             None => self.serve_io(stream).await,
             Some(tls) => {

@@ -122,7 +122,7 @@ impl Drop for Permit {
 }
 
 /// The address a limit applies to: the IPv4 address, or the /64 of an IPv6 address.
-pub(crate) fn source_of(ip: IpAddr) -> IpAddr {
+pub fn source_of(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
