@@ -40,6 +40,7 @@ mod types;
 #[cfg(test)]
 mod tests;
 
+pub use params::PARAMS;
 pub use parse::MAX_URL_LEN;
 pub use secret::{MASK, TunnelKey};
 pub use types::*;
