@@ -3,13 +3,15 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
+use std::ffi::OsString;
+
 use clap::{CommandFactory, FromArgMatches};
 use nodepass_core::Config;
 use nodepass_core::config::Role;
 use tokio_util::sync::CancellationToken;
 
-use crate::args::{self, Args};
-use crate::{logging, run, signal};
+use crate::args::{self, Args, Cli};
+use crate::{commands, help, logging, run, signal, usage};
 
 /// Exit status for usage and configuration errors (`EX_USAGE`).
 pub const EXIT_USAGE: u8 = 64;
@@ -27,20 +29,51 @@ pub struct Program {
     pub about: &'static str,
 }
 
-/// Run the executable described by `program` and return its exit status.
-pub fn main(program: Program) -> ExitCode {
-    let matches = Args::command()
+/// The clap definition of `program`: its name, summary and reference text.
+pub fn command(program: &Program) -> clap::Command {
+    Cli::command()
         .name(program.name)
         .bin_name(program.name)
         .about(program.about)
-        .try_get_matches();
-    let args = match matches.and_then(|m| Args::from_arg_matches(&m)) {
-        Ok(args) => args,
-        Err(e) => {
+        .long_about(None)
+        .after_help(help::after_help(program.name, program.role))
+}
+
+/// Run the executable described by `program` and return its exit status.
+pub fn main(program: Program) -> ExitCode {
+    let raw: Vec<OsString> = std::env::args_os().collect();
+    let cmd = command(&program);
+    let known = usage::known_words(&cmd);
+    let parsed = cmd
+        .try_get_matches_from(&raw)
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version: nothing of the user's arguments in there.
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // Plain text: the message is rewritten, so clap's styling cannot be kept.
+            let message = e.render().to_string();
+            eprint!(
+                "{}",
+                usage::redact(&message, raw.get(1..).unwrap_or_default(), &known)
+            );
+            return ExitCode::from(EXIT_USAGE);
         }
     };
+    if let Some(sub) = &cli.command {
+        return match commands::run(sub, command(&program)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{}: {e:#}", program.name);
+                ExitCode::from(EXIT_FAILURE)
+            }
+        };
+    }
+    let args = cli.run;
     let config = match load(&args, program.role) {
         Ok(config) => config,
         Err(e) => {

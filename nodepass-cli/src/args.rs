@@ -14,20 +14,43 @@ use nodepass_core::config::{MAX_URL_LEN, Role};
 /// The environment variable read when no URL is given on the command line.
 pub const URL_ENV: &str = "NODEPASS_URL";
 
-const AFTER_HELP: &str = "\
-Environment:
-  NODEPASS_URL         the URL, when none is given as an argument or with --url-file
-  NODEPASS_LOG_FORMAT  text (default) or json: one JSON object per line on stderr
+/// The command line: a subcommand, or the arguments that run an instance.
+///
+/// `nodepass URL` (no subcommand) runs the instance; `nodepass keygen`, `nodepass man`, ... run
+/// a [`Command`]. To add a subcommand, add a variant to [`Command`] and its arm in
+/// [`crate::commands::run`].
+#[derive(Debug, Clone, Parser)]
+#[command(version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// A subcommand; none runs the instance described by the URL.
+    #[command(subcommand)]
+    pub command: Option<Command>,
 
-Exit status: 0 after --check or a clean shutdown (SIGINT/SIGTERM), 1 on a runtime failure,
-64 for a usage or URL error.";
+    /// Where the URL comes from and whether to only check it.
+    #[command(flatten)]
+    pub run: Args,
+}
+
+/// The subcommands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Print a new random tunnel key (32 characters, 192 bits, safe in a URL as is).
+    Keygen,
+    /// Print a shell completion script (e.g. `source <(nodepass completions bash)`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) on stdout (e.g. `nodepass man | man -l -`).
+    Man,
+}
 
 /// Arguments shared by all nodepass executables.
-#[derive(Debug, Clone, Parser)]
-#[command(version, after_help = AFTER_HELP)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// The instance URL, e.g. "server://:10101/127.0.0.1:8080". Anyone on this machine can see
-    /// process arguments: to keep the key private, use --url-file or NODEPASS_URL instead.
+    /// The instance URL (grammar and parameters below). Anyone on this machine can see process
+    /// arguments: to keep the key private, use --url-file or NODEPASS_URL instead.
     #[arg(value_name = "URL", conflicts_with = "url_file")]
     pub url: Option<String>,
 
@@ -35,8 +58,8 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub url_file: Option<PathBuf>,
 
-    /// Validate the URL, print its canonical form with the key masked, and exit. Never touches
-    /// the network.
+    /// Validate the URL, print its canonical form (every default filled in, the key masked)
+    /// and exit. Never touches the network.
     #[arg(long)]
     pub check: bool,
 }

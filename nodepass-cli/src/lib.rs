@@ -2,7 +2,11 @@
 //! `nodepass-master`): each binary is a few lines that call [`main`] with its [`Program`].
 //!
 //! # Layout
-//! - [`args`]: command-line arguments; the URL from the argument, `--url-file` or `NODEPASS_URL`.
+//! - [`args`]: command-line arguments and subcommands; the URL from the argument, `--url-file`
+//!   or `NODEPASS_URL`.
+//! - [`commands`]: the subcommands (`keygen`, `completions`, `man`).
+//! - [`help`]: the reference text of `--help` and the man page; the one parameter table.
+//! - [`usage`]: argument errors with the user's arguments (URLs, keys) hidden.
 //! - [`logging`]: the `log=` level and `NODEPASS_LOG_FORMAT` applied to `tracing`.
 //! - [`signal`]: SIGINT/SIGTERM cancel the shutdown token.
 //! - [`run`]: [`run::run_instance`], the one place a config becomes a running role.
@@ -15,8 +19,11 @@
 
 mod app;
 pub mod args;
+pub mod commands;
+pub mod help;
 pub mod logging;
 pub mod run;
 pub mod signal;
+pub mod usage;
 
-pub use app::{EXIT_FAILURE, EXIT_USAGE, Program, main};
+pub use app::{EXIT_FAILURE, EXIT_USAGE, Program, command, main};

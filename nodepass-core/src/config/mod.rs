@@ -40,6 +40,7 @@ mod types;
 #[cfg(test)]
 mod tests;
 
+pub use params::PARAMS;
 pub use parse::MAX_URL_LEN;
 pub use secret::{MASK, TunnelKey, WEAK_KEY_MIN_DISTINCT, WEAK_KEY_MIN_LEN};
 pub use types::*;

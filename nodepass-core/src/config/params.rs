@@ -19,8 +19,9 @@ const ALL: &[Role] = &[Role::Server, Role::Client, Role::Master];
 const TUNNEL: &[Role] = &[Role::Server, Role::Client];
 const SERVER_MASTER: &[Role] = &[Role::Server, Role::Master];
 
-/// Every parameter in canonical order, with the roles that accept it.
-pub(crate) const PARAMS: &[(&str, &[Role])] = &[
+/// Every parameter in canonical order, with the roles that accept it (the command-line help
+/// and the README table are checked against this list).
+pub const PARAMS: &[(&str, &[Role])] = &[
     ("log", ALL),
     ("tls", SERVER_MASTER),
     ("crt", SERVER_MASTER),

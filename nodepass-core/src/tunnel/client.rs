@@ -56,7 +56,17 @@ pub(crate) async fn decide(cfg: &ClientConfig) -> Result<Decision> {
         )),
         ClientMode::DualEnd => Ok(Decision::Dual),
         ClientMode::Auto => match UserSockets::bind(&p.tunnel, p.tcp, p.udp).await {
-            Ok(s) => Ok(Decision::Single(s)),
+            Ok(s) => {
+                tracing::warn!(
+                    listen = %s.describe(),
+                    "mode=0: the tunnel address {} could be bound on this host, so this client \
+                     runs single-end (a local forwarder to its targets, no server). If a server \
+                     is meant to listen there, this client has taken its port: set mode=2 to \
+                     connect to a server, or mode=1 to run single-end without this warning",
+                    p.tunnel
+                );
+                Ok(Decision::Single(s))
+            }
             Err(e) => {
                 tracing::debug!(reason = %e, "tunnel address not bindable here, connecting to a server");
                 Ok(Decision::Dual)
@@ -303,7 +313,11 @@ impl Inner {
         };
         ctx.tracker.spawn(filler.run().in_current_span());
         ctx.shared.set_state(TunnelState::Ready);
-        tracing::info!(server = %self.cfg.params.tunnel, ?flow, "connected to the server");
+        let flow_name = match flow {
+            Flow::Reverse => "reverse: the server accepts the users",
+            Flow::Forward => "forward: this client accepts the users",
+        };
+        tracing::info!(server = %self.cfg.params.tunnel, flow = %flow_name, "connected to the server");
         let end = control::run(&mut wire, &ctx.shared.stats, &token).await;
         token.cancel();
         pool.clear();
@@ -341,6 +355,7 @@ impl Inner {
         let p = &ctx.params;
         let s = Arc::new(UserSockets::bind(ep, p.tcp, p.udp).await?);
         s.publish(&ctx.shared, false);
+        tracing::info!(users = %s.describe(), "forward flow: users connect here");
         *self.users.lock().expect("users lock poisoned") = Some(s.clone());
         Ok(s)
     }

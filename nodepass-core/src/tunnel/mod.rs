@@ -117,6 +117,17 @@ pub enum Mode {
     SingleEnd,
 }
 
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Pending => "pending",
+            Mode::Reverse => "reverse",
+            Mode::Forward => "forward",
+            Mode::SingleEnd => "single-end",
+        })
+    }
+}
+
 /// Where a tunnel is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TunnelState {
@@ -326,8 +337,10 @@ impl Tunnel {
             self.udp_max,
         );
         self.shared.set_state(TunnelState::Starting);
-        let events =
-            tokio::spawn(status_events(self.shared.clone(), shutdown.clone()).in_current_span());
+        let client = !matches!(self.role, Role::Server(_));
+        let events = tokio::spawn(
+            status_events(self.shared.clone(), shutdown.clone(), client).in_current_span(),
+        );
         let result = match self.role {
             Role::Server(s) => (*s).run(ctx.clone()).await,
             Role::Client(c) => c.run(ctx.clone()).await,
@@ -457,8 +470,10 @@ impl TunnelHandle {
     }
 }
 
-/// The periodic status event, at the `event` log level (target `nodepass::event`).
-async fn status_events(shared: Arc<Shared>, stop: CancellationToken) {
+/// The periodic status event, at the `event` log level (target `nodepass::event`). `pool_idle`
+/// counts the idle tunnel connections; a client also shows `pool_target`, the number its
+/// filler aims for (a server does not set it: the client decides).
+async fn status_events(shared: Arc<Shared>, stop: CancellationToken, client: bool) {
     let mut tick = tokio::time::interval(STATUS_EVENT_INTERVAL);
     tick.tick().await;
     loop {
@@ -468,15 +483,27 @@ async fn status_events(shared: Arc<Shared>, stop: CancellationToken) {
         }
         let s = shared.stats.snapshot();
         let mode = *shared.mode.lock().expect("mode lock poisoned");
-        tracing::info!(
-            target: "nodepass::event",
-            ?mode,
-            tcp_rx = s.tcp_rx, tcp_tx = s.tcp_tx, udp_rx = s.udp_rx, udp_tx = s.udp_tx,
-            tcp_active = s.tcp_active, udp_active = s.udp_active, refused = s.refused,
-            pool_idle = s.pool_idle, pool_capacity = s.pool_capacity,
-            rtt_ms = s.rtt_us as f64 / 1000.0,
-            "status"
-        );
+        if client {
+            tracing::info!(
+                target: "nodepass::event",
+                %mode,
+                tcp_rx = s.tcp_rx, tcp_tx = s.tcp_tx, udp_rx = s.udp_rx, udp_tx = s.udp_tx,
+                tcp_active = s.tcp_active, udp_active = s.udp_active, refused = s.refused,
+                pool_idle = s.pool_idle, pool_target = s.pool_capacity,
+                rtt_ms = s.rtt_us as f64 / 1000.0,
+                "status"
+            );
+        } else {
+            tracing::info!(
+                target: "nodepass::event",
+                %mode,
+                tcp_rx = s.tcp_rx, tcp_tx = s.tcp_tx, udp_rx = s.udp_rx, udp_tx = s.udp_tx,
+                tcp_active = s.tcp_active, udp_active = s.udp_active, refused = s.refused,
+                pool_idle = s.pool_idle,
+                rtt_ms = s.rtt_us as f64 / 1000.0,
+                "status"
+            );
+        }
     }
 }
 

@@ -114,11 +114,28 @@ impl Server {
         ctx.shared.set_pool(Some(pool.clone()));
         this.users
             .serve(Upstream::Pool(pool.clone()), &ctx, &ctx.stop);
+        let tunnel = this.tunnel.local_addr().map(|a| a.to_string());
+        let (flow, why, users) = match (this.flow, this.cfg.mode) {
+            (Flow::Reverse, ServerMode::Auto) => (
+                "reverse",
+                "mode=0 and the target address could be bound here",
+                this.users.describe(),
+            ),
+            (Flow::Reverse, _) => ("reverse", "mode=1", this.users.describe()),
+            (Flow::Forward, ServerMode::Auto) => (
+                "forward",
+                "mode=0 and the target address cannot be bound here (or there are several)",
+                "on the client".to_owned(),
+            ),
+            (Flow::Forward, _) => ("forward", "mode=2", "on the client".to_owned()),
+        };
         tracing::info!(
-            tunnel = ?this.tunnel.local_addr().ok(),
-            flow = ?this.flow,
+            tunnel = %tunnel.unwrap_or_else(|e| e.to_string()),
+            users = %users,
+            %flow,
+            reason = %why,
             tls = this.cfg.tls.code(),
-            "server listening"
+            "server listening: clients connect to the tunnel address, users to the users address"
         );
         ctx.shared.set_state(TunnelState::Ready);
         let guard = Guard::default();

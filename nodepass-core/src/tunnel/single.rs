@@ -18,10 +18,11 @@ impl Single {
 
     pub(crate) async fn run(self, ctx: Ctx) -> Result<()> {
         ctx.shared.set_state(TunnelState::Ready);
+        let targets: Vec<String> = ctx.params.targets.iter().map(|t| t.to_string()).collect();
         tracing::info!(
-            tcp = ?self.sockets.tcp.as_ref().and_then(|l| l.local_addr().ok()),
-            udp = ?self.sockets.udp.as_ref().and_then(|s| s.local_addr().ok()),
-            "single-end forwarding"
+            users = %self.sockets.describe(),
+            targets = %targets.join(", "),
+            "single-end forwarding: users connect to the users address"
         );
         self.sockets.serve(Upstream::Direct, &ctx, &ctx.stop);
         ctx.stop.cancelled().await;

@@ -57,6 +57,19 @@ impl UserSockets {
         })
     }
 
+    /// The bound addresses for a log line: `127.0.0.1:8081 (tcp+udp)`, or `none`.
+    pub(crate) fn describe(&self) -> String {
+        let tcp = self.tcp.as_ref().and_then(|l| l.local_addr().ok());
+        let udp = self.udp.as_ref().and_then(|s| s.local_addr().ok());
+        match (tcp, udp) {
+            (Some(t), Some(u)) if t == u => format!("{t} (tcp+udp)"),
+            (Some(t), Some(u)) => format!("{t} (tcp), {u} (udp)"),
+            (Some(t), None) => format!("{t} (tcp)"),
+            (None, Some(u)) => format!("{u} (udp)"),
+            (None, None) => "none".into(),
+        }
+    }
+
     /// Record the bound addresses.
     pub(crate) fn publish(&self, shared: &super::Shared, as_tunnel: bool) {
         let tcp = self.tcp.as_ref().and_then(|l| l.local_addr().ok());
@@ -151,7 +164,11 @@ async fn handle_user(user: TcpStream, peer: SocketAddr, upstream: Upstream, ctx:
         Upstream::Pool(pool) => {
             let Some(conn) = open_on_pool(&pool, StreamKind::Tcp, peer, dst).await else {
                 Stats::add(&stats.refused, 1);
-                tracing::warn!(%peer, "no pool connection available, user connection closed");
+                tracing::warn!(
+                    %peer,
+                    "no client connected (no tunnel connection came within {}s), user connection closed",
+                    POOL_WAIT.as_secs()
+                );
                 return;
             };
             let _active = stats.session(false);
@@ -171,9 +188,19 @@ async fn handle_user(user: TcpStream, peer: SocketAddr, upstream: Upstream, ctx:
                     .await,
                 );
             }
-            Err(e) => tracing::warn!(error = %e, "no target reachable, user connection closed"),
+            Err(e) => tracing::warn!(
+                targets = %targets_text(ctx),
+                error = %e,
+                "no target reachable, user connection closed"
+            ),
         },
     }
+}
+
+/// The configured targets for a log line: `10.0.0.1:80, 10.0.0.2:80`.
+fn targets_text(ctx: &Ctx) -> String {
+    let list: Vec<String> = ctx.params.targets.iter().map(|t| t.to_string()).collect();
+    list.join(", ")
 }
 
 /// Take a pool connection and send `Open` on it; one retry with another connection if the
@@ -202,7 +229,7 @@ fn finish(res: Result<(u64, u64), RelayEnd>) {
         Err(RelayEnd::Io(e)) if is_peer_disconnect(&e) => {
             tracing::debug!(error = %e, "session closed by peer")
         }
-        Err(RelayEnd::Io(e)) => tracing::info!(error = %e, "session ended with an error"),
+        Err(RelayEnd::Io(e)) => tracing::debug!(error = %e, "session ended with an error"),
         Err(e) => tracing::debug!(reason = %e, "session closed"),
     }
 }
@@ -257,7 +284,11 @@ pub(crate) async fn serve_pool_conn(
                 let (target, addr) = match connected {
                     Ok(t) => t,
                     Err(e) => {
-                        tracing::warn!(error = %e, "no target reachable, session closed");
+                        tracing::warn!(
+                            targets = %targets_text(&ctx),
+                            error = %e,
+                            "no target reachable, session closed"
+                        );
                         // The user sees a reset, as when dialing an unreachable target directly.
                         wire.stream.abort_on_close();
                         return;
