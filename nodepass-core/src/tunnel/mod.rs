@@ -10,8 +10,9 @@
 //!
 //! Roles live in the private modules `server`, [`client`] (dual-end) and `single` (single-end
 //! forwarding); the user-facing accept loop and the target-dialing side are shared (`users`,
-//! `targets`), UDP sessions are in [`udp`].
+//! `targets`, with target selection and health in `balance`), UDP sessions are in [`udp`].
 
+mod balance;
 mod control;
 mod handshake;
 mod server;
@@ -22,6 +23,8 @@ mod users;
 mod wire;
 
 pub mod client;
+
+pub use balance::TargetSnapshot;
 
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -149,6 +152,8 @@ pub(crate) struct Shared {
     pub(crate) addrs: Mutex<LocalAddrs>,
     pub(crate) mode: Mutex<Mode>,
     pub(crate) pool: Mutex<Option<Pool>>,
+    /// The targets of the current run (set when it starts), for their statistics.
+    pub(crate) targets: Mutex<Option<Arc<targets::Targets>>>,
 }
 
 impl Shared {
@@ -159,6 +164,7 @@ impl Shared {
             addrs: Mutex::new(LocalAddrs::default()),
             mode: Mutex::new(Mode::Pending),
             pool: Mutex::new(None),
+            targets: Mutex::new(None),
         })
     }
 
@@ -209,9 +215,10 @@ impl Ctx {
                 idle_timeout: params.read_timeout,
                 hard_stop: CancellationToken::new(),
                 zero_copy: crate::relay::zero_copy_from_env(),
+                tap: None,
             },
             slots: Slots::new(params.slot),
-            targets: Arc::new(targets::Targets::new(&params)),
+            targets: targets::Targets::shared(&shared, &params),
             tracker: TaskTracker::new(),
             shared,
             params,
@@ -314,6 +321,22 @@ impl Tunnel {
         self.shared.set_state(TunnelState::Starting);
         let events =
             tokio::spawn(status_events(self.shared.clone(), shutdown.clone()).in_current_span());
+        let is_server = matches!(self.role, Role::Server(_));
+        let shared = self.shared.clone();
+        let probes = tokio::spawn(
+            ctx.targets
+                .clone()
+                .probe_loop(
+                    move || {
+                        targets::dials_targets(
+                            is_server,
+                            *shared.mode.lock().expect("mode lock poisoned"),
+                        )
+                    },
+                    shutdown.clone(),
+                )
+                .in_current_span(),
+        );
         let result = match self.role {
             Role::Server(s) => (*s).run(ctx.clone()).await,
             Role::Client(c) => c.run(ctx.clone()).await,
@@ -339,6 +362,7 @@ impl Tunnel {
             }
         }
         events.abort();
+        probes.abort();
         self.shared.set_pool(None);
         self.shared.set_state(match &result {
             Ok(()) => TunnelState::Stopped,
@@ -375,6 +399,12 @@ impl TunnelHandle {
     /// A snapshot of the counters.
     pub fn stats(&self) -> StatsSnapshot {
         self.shared.stats.snapshot()
+    }
+
+    /// Health and counters of each target, in URL order (empty before the tunnel runs).
+    pub fn targets(&self) -> Vec<TargetSnapshot> {
+        let targets = self.shared.targets.lock().expect("targets lock poisoned");
+        targets.as_ref().map(|t| t.snapshot()).unwrap_or_default()
     }
 
     /// Zero the traffic counters.
@@ -463,6 +493,7 @@ async fn status_events(shared: Arc<Shared>, stop: CancellationToken) {
             rtt_ms = s.rtt_us as f64 / 1000.0,
             "status"
         );
+        targets::log_status(&shared);
     }
 }
 
