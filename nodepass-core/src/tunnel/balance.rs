@@ -7,8 +7,9 @@
 //! - Round-robin (`lbs=0`) rotates over the targets that are up.
 //! - Optimal latency (`lbs=1`) prefers the target with the lowest score: the smoothed TCP connect
 //!   time of probes and dials plus the smoothed time to the first response byte of the sessions it
-//!   carried. The preferred target changes only when another one is better by [`HYSTERESIS_MIN`]
-//!   and [`HYSTERESIS_FRACTION`] of the current score, or when the preferred one goes down.
+//!   carried (zero until it carried one). The preferred target changes when it goes down, or when
+//!   another one is better by [`HYSTERESIS_MIN`] and [`HYSTERESIS_FRACTION`] of the current score
+//!   and the preference is at least [`MIN_HOLD`] old.
 //! - Primary-backup (`lbs=2`) uses the first target in order that is up and stays on a backup until
 //!   the `fallback` interval has passed; then the next session tries the earlier targets (the
 //!   primary first) again.
@@ -30,9 +31,13 @@ pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// Longest back-off (reached after repeated failures).
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Smallest score gain (in absolute time) that makes the latency strategy switch.
-pub const HYSTERESIS_MIN: Duration = Duration::from_millis(1);
+/// (Scheduling noise on a busy host moves single samples by a few milliseconds.)
+pub const HYSTERESIS_MIN: Duration = Duration::from_millis(5);
 /// Smallest score gain (as a fraction of the current target's score) that makes it switch.
 pub const HYSTERESIS_FRACTION: f64 = 0.25;
+/// After the latency strategy moved its preference, it keeps it at least this long (unless the
+/// target goes down), so noisy samples cannot make it go back and forth.
+pub const MIN_HOLD: Duration = Duration::from_secs(10);
 /// Weight of a new sample in the smoothed latencies.
 const EWMA_WEIGHT: f64 = 0.3;
 
@@ -109,6 +114,8 @@ struct State {
     selected: usize,
     /// `lbs=2`: when a backup in use lets the earlier targets be tried again.
     fallback_at: Option<Instant>,
+    /// `lbs=1`: when the preference last moved on measurements.
+    held_since: Option<Instant>,
 }
 
 /// The targets of one tunnel with their health and counters.
@@ -134,6 +141,7 @@ impl Balancer {
                 health: vec![Health::default(); n],
                 selected: 0,
                 fallback_at: None,
+                held_since: None,
             }),
         }
     }
@@ -312,13 +320,15 @@ fn reselect(st: &mut State, now: Instant) {
     let current = &st.health[st.selected];
     let switch = match (current.is_up(now), current.score()) {
         (false, _) | (true, None) => true,
+        (true, Some(_)) if st.held_since.is_some_and(|t| now < t + MIN_HOLD) => false,
         (true, Some(cur)) => {
             let margin = (cur * HYSTERESIS_FRACTION).max(HYSTERESIS_MIN.as_secs_f64() * 1e6);
             best_score + margin < cur
         }
     };
-    if switch {
+    if switch && best != st.selected {
         st.selected = best;
+        st.held_since = Some(now);
     }
 }
 
@@ -373,19 +383,29 @@ mod tests {
     async fn latency_prefers_the_best_and_does_not_flap() {
         let b = balancer(3, LoadBalance::Latency);
         let now = Instant::now();
-        b.probed(0, Some(MS * 20), now);
+        b.probed(0, Some(MS * 100), now);
         b.probed(1, Some(Duration::from_micros(300)), now);
         b.probed(2, Some(Duration::from_micros(310)), now);
         assert_eq!(b.order(now)[0], 1);
+        tokio::time::advance(MIN_HOLD).await;
+        let now = Instant::now();
         // Small changes between the two fast ones never move the preference.
         for k in 0..50u64 {
             b.probed(1, Some(Duration::from_micros(300 + (k % 7) * 40)), now);
             b.probed(2, Some(Duration::from_micros(250 + (k % 5) * 30)), now);
             assert_eq!(b.order(now)[0], 1, "round {k}");
         }
-        // A slow response moves it; the slow target is used only when the others are down.
+        // A slow response moves it.
         b.responded(1, MS * 40);
         assert_eq!(b.order(now)[0], 2);
+        // Right after the move a slow sample of the new choice cannot move it back...
+        b.responded(2, MS * 80);
+        assert_eq!(b.order(now)[0], 2);
+        // ...until the preference is MIN_HOLD old.
+        tokio::time::advance(MIN_HOLD).await;
+        let now = Instant::now();
+        assert_eq!(b.order(now)[0], 1);
+        // The slow target is used only when the others are down.
         b.dial_failed(2, now);
         b.dial_failed(1, now);
         assert_eq!(b.order(now)[0], 0);
