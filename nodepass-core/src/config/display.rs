@@ -12,7 +12,9 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use super::duration;
 use super::params::PARAMS;
 use super::secret::MASK;
-use super::types::{ClientConfig, Config, MasterConfig, ServerConfig, TlsMode, TunnelParams};
+use super::types::{
+    Balance, ClientConfig, Config, LoadBalance, MasterConfig, ServerConfig, TlsMode, TunnelParams,
+};
 
 /// Everything but the RFC 3986 unreserved characters is encoded in the key.
 const KEY_SET: &AsciiSet = &NON_ALPHANUMERIC
@@ -107,7 +109,7 @@ fn tls_params(tls: &TlsMode, out: &mut Params) {
 
 fn tunnel_params(p: &TunnelParams) -> Params {
     let count = |n: Option<std::num::NonZeroU32>| n.map_or(0, |n| n.get()).to_string();
-    vec![
+    let mut out = vec![
         ("log", p.log.to_string()),
         ("dns", duration::format(p.dns_ttl)),
         ("dial", p.dial.to_string()),
@@ -118,7 +120,18 @@ fn tunnel_params(p: &TunnelParams) -> Params {
         ("block", p.block.to_string()),
         ("notcp", u8::from(!p.tcp).to_string()),
         ("noudp", u8::from(!p.udp).to_string()),
-    ]
+    ];
+    // The balancing parameters matter with several targets; with one they are shown only when
+    // set, so single-target URLs keep their short canonical form.
+    if p.targets.len() > 1 || p.balance != Balance::default() {
+        let b = &p.balance;
+        out.push(("lbs", b.strategy.to_string()));
+        if b.strategy == LoadBalance::PrimaryBackup {
+            out.push(("fallback", duration::format(b.fallback)));
+        }
+        out.push(("probe", duration::format(b.probe.unwrap_or_default())));
+    }
+    out
 }
 
 fn server_params(c: &ServerConfig) -> Params {

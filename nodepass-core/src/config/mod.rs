@@ -38,6 +38,8 @@ mod secret;
 mod types;
 
 #[cfg(test)]
+mod balance_tests;
+#[cfg(test)]
 mod tests;
 
 pub use params::PARAMS;

@@ -12,7 +12,8 @@ use std::time::Duration;
 use super::ConfigError;
 use super::duration;
 use super::types::{
-    BlockSet, ClientMode, DialAddr, LogLevel, PoolType, ProxyProtocol, Role, ServerMode, TlsMode,
+    Balance, BlockSet, ClientMode, DEFAULT_LATENCY_PROBE, DialAddr, LoadBalance, LogLevel,
+    MIN_PROBE_INTERVAL, PoolType, ProxyProtocol, Role, ServerMode, TlsMode,
 };
 
 const ALL: &[Role] = &[Role::Server, Role::Client, Role::Master];
@@ -41,6 +42,9 @@ pub const PARAMS: &[(&str, &[Role])] = &[
     ("block", TUNNEL),
     ("notcp", TUNNEL),
     ("noudp", TUNNEL),
+    ("lbs", TUNNEL),
+    ("fallback", TUNNEL),
+    ("probe", TUNNEL),
     ("state", &[Role::Master]),
 ];
 
@@ -189,6 +193,8 @@ codes! {
     PoolType => ["0" => PoolType::Tcp, "1" => PoolType::Quic, "2" => PoolType::WebSocket,
                  "3" => PoolType::Http2];
     ProxyProtocol => ["0" => ProxyProtocol::Off, "1" => ProxyProtocol::V1, "2" => ProxyProtocol::V2];
+    LoadBalance => ["0" => LoadBalance::RoundRobin, "1" => LoadBalance::Latency,
+                    "2" => LoadBalance::PrimaryBackup];
 }
 
 /// A `0`/`1` switch.
@@ -235,6 +241,57 @@ pub(crate) fn duration(field: &str, value: &str) -> Result<Duration, ConfigError
             format!("{why}: expected {}", duration::DURATION_HELP),
         )
     })
+}
+
+/// `lbs`, `fallback` and `probe` together: `fallback` only with `lbs=2`, `probe` a positive
+/// interval of at least 100ms or `0` (off; not with `lbs=1`, which ranks targets by probes).
+pub(crate) fn balance(q: &mut Query) -> Result<Balance, ConfigError> {
+    let strategy = q.get("lbs", LoadBalance::default(), LoadBalance::parse_code)?;
+    let mut out = Balance {
+        strategy,
+        ..Balance::default()
+    };
+    if let Some(value) = q.take("fallback") {
+        if strategy != LoadBalance::PrimaryBackup {
+            return Err(invalid(
+                "fallback",
+                &value,
+                format!("only used with lbs=2 (primary-backup), not lbs={strategy}"),
+            ));
+        }
+        let d = duration("fallback", &value)?;
+        if d.is_zero() {
+            return Err(invalid(
+                "fallback",
+                &value,
+                "expected a positive duration such as 5m",
+            ));
+        }
+        out.fallback = d;
+    }
+    let default_probe = (strategy == LoadBalance::Latency).then_some(DEFAULT_LATENCY_PROBE);
+    out.probe = match q.take("probe") {
+        None => default_probe,
+        Some(value) => {
+            let d = duration("probe", &value)?;
+            if d.is_zero() && strategy == LoadBalance::Latency {
+                return Err(invalid(
+                    "probe",
+                    &value,
+                    "lbs=1 ranks targets by probe latency; expected an interval such as 10s",
+                ));
+            }
+            if !d.is_zero() && d < MIN_PROBE_INTERVAL {
+                return Err(invalid(
+                    "probe",
+                    &value,
+                    "expected 0 (off) or an interval of at least 100ms",
+                ));
+            }
+            Some(d).filter(|d| !d.is_zero())
+        }
+    };
+    Ok(out)
 }
 
 /// A non-empty file path (`crt`, `key`, `ca`, `state`).

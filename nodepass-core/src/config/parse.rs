@@ -238,6 +238,7 @@ fn tunnel_params(url: &RawUrl<'_>, q: &mut Query) -> Result<TunnelParams, Config
         key_derived,
         tunnel,
         targets,
+        balance: params::balance(q)?,
         log: q.get("log", LogLevel::default(), LogLevel::parse_code)?,
         dns_ttl: q.get("dns", DEFAULT_DNS_TTL, params::duration)?,
         dial: q.get("dial", DialAddr::Auto, params::dial)?,

@@ -23,7 +23,7 @@ const VALID: &[(&str, &str)] = &[
     ("server://k@:10101/:8080", "server://****@:10101/:8080?{S}"),
     (
         "SERVER://[::1]:0/[::1]:22,Example.com:80",
-        "server://[::1]:0/[::1]:22,example.com:80?{S}",
+        "server://[::1]:0/[::1]:22,example.com:80?{S}&lbs=0&probe=0",
     ),
     ("server://:1/a:1?", "server://:1/a:1?{S}"),
     (
@@ -364,6 +364,7 @@ fn tunnel_params() -> impl Strategy<Value = TunnelParams> {
                     key: key.map_or_else(|| TunnelKey::derive(tunnel.port), TunnelKey::new),
                     tunnel,
                     targets,
+                    balance: Default::default(),
                     log,
                     dns_ttl: dns,
                     dial,

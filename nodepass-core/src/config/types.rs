@@ -20,6 +20,12 @@ pub const DEFAULT_POOL_MAX: u32 = 1024;
 pub const POOL_LIMIT: u32 = 65536;
 /// Default concurrent session limit (`slot`).
 pub const DEFAULT_SLOT: u32 = 65536;
+/// Default interval of the primary-backup strategy's check for a recovered primary (`fallback`).
+pub const DEFAULT_FALLBACK_INTERVAL: Duration = Duration::from_secs(300);
+/// Default probe interval of the latency strategy (`probe` with `lbs=1`).
+pub const DEFAULT_LATENCY_PROBE: Duration = Duration::from_secs(10);
+/// Shortest accepted probe interval (`probe`).
+pub const MIN_PROBE_INTERVAL: Duration = Duration::from_millis(100);
 /// Default API prefix of the master.
 pub const DEFAULT_MASTER_PREFIX: &str = "/api";
 
@@ -206,6 +212,42 @@ impl BlockSet {
     }
 }
 
+/// How a session chooses among several targets (`lbs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum LoadBalance {
+    /// `0`: round-robin over the targets that are up (default).
+    #[default]
+    RoundRobin,
+    /// `1`: the target with the lowest measured latency, switching only on a clear gain.
+    Latency,
+    /// `2`: the first target in order that is up; back to the primary after `fallback`.
+    PrimaryBackup,
+}
+
+/// Target selection and health settings (`lbs`, `fallback`, `probe`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Balance {
+    /// `lbs`: the strategy.
+    pub strategy: LoadBalance,
+    /// `fallback`: with `lbs=2`, how often a backup in use checks whether an earlier target
+    /// (the primary first) is back (default 5m).
+    pub fallback: Duration,
+    /// `probe`: interval of the active TCP-connect probes; `None` = no probes (default, except
+    /// 10s with `lbs=1`).
+    pub probe: Option<Duration>,
+}
+
+impl Default for Balance {
+    /// Round-robin, no probes, `fallback` 5m.
+    fn default() -> Self {
+        Balance {
+            strategy: LoadBalance::RoundRobin,
+            fallback: DEFAULT_FALLBACK_INTERVAL,
+            probe: None,
+        }
+    }
+}
+
 /// Parameters shared by the server and the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -216,8 +258,10 @@ pub struct TunnelParams {
     pub key_derived: bool,
     /// Tunnel address: where the server listens / the client dials.
     pub tunnel: Endpoint,
-    /// Target addresses (at least one), tried round-robin with fail-over.
+    /// Target addresses (at least one), chosen by `balance` with fail-over.
     pub targets: Vec<Endpoint>,
+    /// `lbs`, `fallback`, `probe`: how targets are chosen and watched.
+    pub balance: Balance,
     /// `log`
     pub log: LogLevel,
     /// `dns`: DNS cache TTL; zero disables the cache.

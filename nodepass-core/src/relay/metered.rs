@@ -66,6 +66,7 @@ pub struct Metered<S> {
     stats: Arc<Stats>,
     rate: Option<RateLimiter>,
     activity: Activity,
+    tap: Option<Arc<dyn super::Tap>>,
     read_delay: Option<Pin<Box<Sleep>>>,
     write_delay: Option<Pin<Box<Sleep>>>,
 }
@@ -78,15 +79,29 @@ impl<S> Metered<S> {
             stats,
             rate,
             activity,
+            tap: None,
             read_delay: None,
             write_delay: None,
         }
+    }
+
+    /// Also count reads and writes into `tap`.
+    pub fn with_tap(mut self, tap: Option<Arc<dyn super::Tap>>) -> Self {
+        self.tap = tap;
+        self
     }
 
     fn count(&self, rx: bool, n: usize) {
         let s = &self.stats;
         let c = if rx { &s.tcp_rx } else { &s.tcp_tx };
         c.fetch_add(n as u64, Relaxed);
+        if let Some(t) = &self.tap {
+            if rx {
+                t.read(n as u64)
+            } else {
+                t.written(n as u64)
+            }
+        }
         self.activity.touch();
     }
 

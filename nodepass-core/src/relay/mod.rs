@@ -47,6 +47,17 @@ pub struct RelayCtx {
     pub hard_stop: CancellationToken,
     /// Use `splice(2)` for plain TCP without a rate limit (Linux).
     pub zero_copy: bool,
+    /// Extra accounting of this session's local socket (a target's statistics), if any.
+    pub tap: Option<Arc<dyn Tap>>,
+}
+
+/// Extra accounting of one session's local socket, besides the tunnel's [`Stats`] (used for
+/// per-target statistics). Called on the relay's hot path: keep it to a few atomic operations.
+pub trait Tap: Send + Sync + std::fmt::Debug {
+    /// `n` bytes were read from the local socket.
+    fn read(&self, n: u64);
+    /// `n` bytes were written to the local socket.
+    fn written(&self, n: u64);
 }
 
 /// Whether the zero-copy path is enabled by the environment (default yes).
@@ -126,7 +137,8 @@ where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     let activity = Activity::new();
-    let mut local = Metered::tcp(local, ctx.stats.clone(), ctx.rate.clone(), activity.clone());
+    let mut local = Metered::tcp(local, ctx.stats.clone(), ctx.rate.clone(), activity.clone())
+        .with_tap(ctx.tap.clone());
     let mut tunnel = Prefixed::new(prefix, tunnel);
     let copy = copy::copy_bidirectional(&mut local, &mut tunnel);
     tokio::select! {

@@ -110,6 +110,7 @@ async fn one_way(
     from: &TcpStream,
     to: &TcpStream,
     counter: &AtomicU64,
+    tap: impl Fn(u64),
     activity: &Activity,
 ) -> io::Result<u64> {
     let mut total = 0u64;
@@ -144,6 +145,7 @@ async fn one_way(
                         left -= n;
                         total += n as u64;
                         counter.fetch_add(n as u64, Relaxed);
+                        tap(n as u64);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     // The pipe may still hold bytes: it is dropped (closed), not cached.
@@ -176,9 +178,33 @@ pub async fn relay(
     if !prefix.is_empty() {
         local.write_all(&prefix).await?;
         stats.tcp_tx.fetch_add(prefix.len() as u64, Relaxed);
+        if let Some(t) = &ctx.tap {
+            t.written(prefix.len() as u64);
+        }
     }
-    let up = one_way(&local, &remote, &stats.tcp_rx, &activity);
-    let down = one_way(&remote, &local, &stats.tcp_tx, &activity);
+    let tap = ctx.tap.as_deref();
+    let up = one_way(
+        &local,
+        &remote,
+        &stats.tcp_rx,
+        |n| {
+            if let Some(t) = tap {
+                t.read(n)
+            }
+        },
+        &activity,
+    );
+    let down = one_way(
+        &remote,
+        &local,
+        &stats.tcp_tx,
+        |n| {
+            if let Some(t) = tap {
+                t.written(n)
+            }
+        },
+        &activity,
+    );
     tokio::select! {
         r = async { tokio::try_join!(up, down) } => {
             let (u, d) = r?;

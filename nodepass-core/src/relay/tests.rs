@@ -17,6 +17,7 @@ fn ctx() -> RelayCtx {
         idle_timeout: None,
         hard_stop: CancellationToken::new(),
         zero_copy: true,
+        tap: None,
     }
 }
 

@@ -10,8 +10,9 @@
 //!
 //! Roles live in the private modules `server`, [`client`] (dual-end) and `single` (single-end
 //! forwarding); the user-facing accept loop and the target-dialing side are shared (`users`,
-//! `targets`), UDP sessions are in [`udp`].
+//! `targets`, with target selection and health in `balance`), UDP sessions are in [`udp`].
 
+mod balance;
 mod control;
 mod guard;
 mod handshake;
@@ -24,6 +25,7 @@ mod wire;
 
 pub mod client;
 
+pub use balance::TargetSnapshot;
 pub use guard::{
     BACKOFF_AFTER, BACKOFF_MAX, LOG_INTERVAL, LOG_LINES_PER_INTERVAL, LOG_PER_SOURCE,
     LOG_SUMMARY_SOURCES, MAX_PENDING_HANDSHAKES, MAX_PENDING_PER_SOURCE, source_of,
@@ -169,6 +171,8 @@ pub(crate) struct Shared {
     pub(crate) addrs: Mutex<LocalAddrs>,
     pub(crate) mode: Mutex<Mode>,
     pub(crate) pool: Mutex<Option<Pool>>,
+    /// The targets of the current run (set when it starts), for their statistics.
+    pub(crate) targets: Mutex<Option<Arc<targets::Targets>>>,
 }
 
 impl Shared {
@@ -179,6 +183,7 @@ impl Shared {
             addrs: Mutex::new(LocalAddrs::default()),
             mode: Mutex::new(Mode::Pending),
             pool: Mutex::new(None),
+            targets: Mutex::new(None),
         })
     }
 
@@ -229,9 +234,10 @@ impl Ctx {
                 idle_timeout: params.read_timeout,
                 hard_stop: CancellationToken::new(),
                 zero_copy: crate::relay::zero_copy_from_env(),
+                tap: None,
             },
             slots: Slots::new(params.slot),
-            targets: Arc::new(targets::Targets::new(&params)),
+            targets: targets::Targets::shared(&shared, &params),
             tracker: TaskTracker::new(),
             shared,
             params,
@@ -337,9 +343,24 @@ impl Tunnel {
             self.udp_max,
         );
         self.shared.set_state(TunnelState::Starting);
-        let client = !matches!(self.role, Role::Server(_));
+        let is_server = matches!(self.role, Role::Server(_));
         let events = tokio::spawn(
-            status_events(self.shared.clone(), shutdown.clone(), client).in_current_span(),
+            status_events(self.shared.clone(), shutdown.clone(), !is_server).in_current_span(),
+        );
+        let shared = self.shared.clone();
+        let probes = tokio::spawn(
+            ctx.targets
+                .clone()
+                .probe_loop(
+                    move || {
+                        targets::dials_targets(
+                            is_server,
+                            *shared.mode.lock().expect("mode lock poisoned"),
+                        )
+                    },
+                    shutdown.clone(),
+                )
+                .in_current_span(),
         );
         let result = match self.role {
             Role::Server(s) => (*s).run(ctx.clone()).await,
@@ -366,6 +387,7 @@ impl Tunnel {
             }
         }
         events.abort();
+        probes.abort();
         self.shared.set_pool(None);
         self.shared.set_state(match &result {
             Ok(()) => TunnelState::Stopped,
@@ -402,6 +424,12 @@ impl TunnelHandle {
     /// A snapshot of the counters.
     pub fn stats(&self) -> StatsSnapshot {
         self.shared.stats.snapshot()
+    }
+
+    /// Health and counters of each target, in URL order (empty before the tunnel runs).
+    pub fn targets(&self) -> Vec<TargetSnapshot> {
+        let targets = self.shared.targets.lock().expect("targets lock poisoned");
+        targets.as_ref().map(|t| t.snapshot()).unwrap_or_default()
     }
 
     /// Zero the traffic counters.
@@ -504,6 +532,7 @@ async fn status_events(shared: Arc<Shared>, stop: CancellationToken, client: boo
                 "status"
             );
         }
+        targets::log_status(&shared);
     }
 }
 

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Ctx;
+use super::targets::Lease;
 use super::users::{Upstream, open_on_pool};
 use super::wire::Wire;
 use crate::limit::SlotPermit;
@@ -183,8 +184,8 @@ impl UserSession {
                     }
                 }
             }
-            Upstream::Direct => match connect_target(&self.ctx).await {
-                Ok(target) => self.direct(target, &cancel).await,
+            Upstream::Direct => match self.ctx.targets.connect_udp().await {
+                Ok((target, lease)) => self.direct(target, &lease, &cancel).await,
                 Err(e) => Err(e),
             },
         };
@@ -247,7 +248,12 @@ impl UserSession {
     }
 
     /// Relay between this user and a target directly (single-end).
-    async fn direct(&mut self, target: UdpSocket, cancel: &CancellationToken) -> io::Result<()> {
+    async fn direct(
+        &mut self,
+        target: UdpSocket,
+        lease: &Lease,
+        cancel: &CancellationToken,
+    ) -> io::Result<()> {
         let stats = self.ctx.shared.stats.clone();
         let activity = Activity::new();
         let idle = idle_timeout(&self.ctx);
@@ -260,13 +266,15 @@ impl UserSession {
                 d = self.rx.recv() => {
                     let Some(d) = d else { return Ok(()) };
                     activity.touch();
-                    if let Err(e) = target.send(&d).await {
-                        tracing::debug!(error = %e, "udp send to target failed");
+                    match target.send(&d).await {
+                        Ok(n) => lease.sent(n as u64),
+                        Err(e) => tracing::debug!(error = %e, "udp send to target failed"),
                     }
                 }
                 r = target.recv(&mut buf) => {
                     activity.touch();
                     let Some(n) = from_target(r, &self.ctx) else { continue };
+                    lease.received(n as u64);
                     throttle(&self.ctx, n).await;
                     match self.socket.send_to(&buf[..n], self.peer).await {
                         Ok(n) => Stats::add(&stats.udp_tx, n as u64),
@@ -298,40 +306,11 @@ fn from_target(r: io::Result<usize>, ctx: &Ctx) -> Option<usize> {
     }
 }
 
-/// A UDP socket connected to the next target (round-robin, failing over on resolution or
-/// connect errors).
-async fn connect_target(ctx: &Ctx) -> io::Result<UdpSocket> {
-    let mut last = None;
-    for ep in ctx.targets.order() {
-        let addrs = match ctx.targets.resolver.resolve(ep).await {
-            Ok(a) => a,
-            Err(e) => {
-                last = Some(io::Error::other(e.to_string()));
-                continue;
-            }
-        };
-        for addr in addrs {
-            let sock = match ctx.targets.dialer.udp_socket(addr).await {
-                Ok(s) => s,
-                Err(e) => {
-                    last = Some(e);
-                    continue;
-                }
-            };
-            match sock.connect(addr).await {
-                Ok(()) => return Ok(sock),
-                Err(e) => last = Some(e),
-            }
-        }
-    }
-    Err(last.unwrap_or_else(|| io::Error::other("no target configured")))
-}
-
 /// The dialing side of a UDP session opened on a pool connection.
 pub(crate) async fn serve_open(wire: Wire<TunnelStream>, ctx: &Ctx) -> io::Result<()> {
     let stats = ctx.shared.stats.clone();
     let _active = stats.session(true);
-    let target = connect_target(ctx).await?;
+    let (target, lease) = ctx.targets.connect_udp().await?;
     let (conn, mut inbuf) = wire.into_parts();
     let (mut rd, mut wr) = tokio::io::split(conn);
     let activity = Activity::new();
@@ -346,7 +325,10 @@ pub(crate) async fn serve_open(wire: Wire<TunnelStream>, ctx: &Ctx) -> io::Resul
         {
             activity.touch();
             match target.send(&d).await {
-                Ok(n) => Stats::add(&stats.udp_tx, n as u64),
+                Ok(n) => {
+                    Stats::add(&stats.udp_tx, n as u64);
+                    lease.sent(n as u64);
+                }
                 Err(e) => tracing::debug!(error = %e, "udp send to target failed"),
             }
         }
@@ -363,6 +345,7 @@ pub(crate) async fn serve_open(wire: Wire<TunnelStream>, ctx: &Ctx) -> io::Resul
             r = target.recv(&mut buf) => {
                 activity.touch();
                 let Some(n) = from_target(r, ctx) else { continue };
+                lease.received(n as u64);
                 throttle(ctx, n).await;
                 datagram::encode(&buf[..n], &mut out);
                 // Coalesce replies already waiting in the socket.
@@ -370,6 +353,7 @@ pub(crate) async fn serve_open(wire: Wire<TunnelStream>, ctx: &Ctx) -> io::Resul
                     match target.try_recv(&mut buf) {
                         Ok(n) if n <= max => {
                             Stats::add(&stats.udp_rx, n as u64);
+                            lease.received(n as u64);
                             throttle(ctx, n).await;
                             datagram::encode(&buf[..n], &mut out);
                         }

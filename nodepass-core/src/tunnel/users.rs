@@ -175,17 +175,12 @@ async fn handle_user(user: TcpStream, peer: SocketAddr, upstream: Upstream, ctx:
             finish(relay_stream(user, conn, BytesMut::new(), &ctx.relay).await);
         }
         Upstream::Direct => match ctx.targets.connect_tcp(peer, dst).await {
-            Ok((target, addr)) => {
+            Ok((target, addr, lease)) => {
                 tracing::debug!(%addr, "target connected");
                 let _active = stats.session(false);
+                let relay = Arc::new(lease.local_is_user()).relay_ctx(&ctx.relay);
                 finish(
-                    relay_stream(
-                        user,
-                        TunnelStream::Plain(target),
-                        BytesMut::new(),
-                        &ctx.relay,
-                    )
-                    .await,
+                    relay_stream(user, TunnelStream::Plain(target), BytesMut::new(), &relay).await,
                 );
             }
             Err(e) => tracing::warn!(
@@ -281,7 +276,7 @@ pub(crate) async fn serve_pool_conn(
                 }
                 let connected = ctx.targets.connect_tcp(src, dst).await;
                 drop(parked);
-                let (target, addr) = match connected {
+                let (target, addr, lease) = match connected {
                     Ok(t) => t,
                     Err(e) => {
                         tracing::warn!(
@@ -297,7 +292,8 @@ pub(crate) async fn serve_pool_conn(
                 tracing::debug!(%addr, "target connected");
                 let _active = stats.session(false);
                 let (stream, prefix) = wire.into_parts();
-                finish(relay_stream(target, stream, prefix, &ctx.relay).await);
+                let relay = Arc::new(lease).relay_ctx(&ctx.relay);
+                finish(relay_stream(target, stream, prefix, &relay).await);
             }
             StreamKind::Udp => {
                 drop(parked);
