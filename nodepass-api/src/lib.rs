@@ -13,6 +13,8 @@
 //!   (origin, prefix, path, key, method, handler).
 //! - `openapi`: the utoipa document; `docs`: `openapi.json`, Swagger UI, health.
 //! - `instances`, `events`, `info`, `tcping`, `metrics`, `keys`: the endpoints.
+//! - `dashboard`: the web dashboard at `/` (files compiled into the binary); `session`: its
+//!   cookie sign-in and CSRF check; `traffic`: rate and total series from the stored history.
 //! - `view`: the instance and event objects as the API shows them (RFC 3339 times).
 //! - `auth` ([`ApiKey`]), `cors` ([`CorsOrigins`]), `body` (JSON bodies, limits), `response`
 //!   (the envelope), `error` ([`ApiError`], and the one mapping of core errors to statuses).
@@ -46,6 +48,7 @@
 mod auth;
 mod body;
 mod cors;
+mod dashboard;
 mod docs;
 mod error;
 mod events;
@@ -57,8 +60,10 @@ mod metrics;
 mod openapi;
 mod response;
 mod router;
+mod session;
 mod state;
 mod tcping;
+mod traffic;
 mod view;
 
 pub use auth::{ApiKey, KEY_HEADER, KEY_SETTING};
@@ -68,3 +73,4 @@ pub use master::{
     API_KEY_ENV, DEFAULT_MAX_BODY_BYTES, DEFAULT_STATE_FILE, Master, MasterOptions,
     default_state_path, serve,
 };
+pub use session::{CSRF_HEADER, SESSION_COOKIE, SESSION_LIFETIME};

@@ -31,6 +31,7 @@ use crate::error::ApiError;
 use crate::events::EventSettings;
 use crate::info::CpuMeter;
 use crate::router::{self, Router};
+use crate::session::Sessions;
 use crate::state::State;
 use crate::tcping::Prober;
 
@@ -247,6 +248,8 @@ impl Master {
             event_slots: Arc::new(Semaphore::new(options.max_event_streams)),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            sessions: Sessions::new(tls.is_some()),
+            history_interval: options.supervisor.history_interval,
             prefix,
         };
         Ok(Master {
