@@ -257,7 +257,7 @@ pub(crate) async fn traffic(ctx: Ctx) -> Reply {
     })
     .await
     .map_err(|_| HttpError::new(crate::error::ErrorCode::Internal, "history read failed"))??;
-    let samples: Vec<TrafficSample> = samples.into_iter().filter(|s| s.ts_ms < to).collect();
+    let samples: Vec<TrafficSample> = samples.into_iter().filter(|s| s.ts_ms <= to).collect();
     Ok(response::ok(
         StatusCode::OK,
         &series(&id, &samples, from, to, step_ms, interval_ms),
