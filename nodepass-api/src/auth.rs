@@ -65,7 +65,8 @@ impl fmt::Display for ApiKey {
     }
 }
 
-type Digest = [u8; 32];
+/// A SHA-256 digest.
+pub(crate) type Digest = [u8; 32];
 
 /// The current key's digest, and where the key came from.
 pub(crate) struct Keys {
@@ -123,6 +124,11 @@ impl Keys {
         }
     }
 
+    /// The digest of the current key.
+    pub(crate) fn current(&self) -> Digest {
+        *self.digest.read().expect("key lock poisoned")
+    }
+
     /// Make a new key, store its digest, and from then on accept only it.
     pub(crate) fn rotate(&self) -> Result<ApiKey, HttpError> {
         if self.from_env {
@@ -141,6 +147,11 @@ impl Keys {
     }
 }
 
+/// Whether the request carries a key in `X-API-Key` or `Authorization: Bearer` (right or not).
+pub(crate) fn presents_key(headers: &HeaderMap) -> bool {
+    presented_key(headers).is_some()
+}
+
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers.get(KEY_HEADER) {
         return v.to_str().ok().map(str::trim);
@@ -150,14 +161,15 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
 }
 
-fn digest_of(key: &str) -> Digest {
+/// SHA-256 of `key`.
+pub(crate) fn digest_of(key: &str) -> Digest {
     let mut out = [0u8; 32];
     out.copy_from_slice(digest(&SHA256, key.as_bytes()).as_ref());
     out
 }
 
 /// Compare without an early exit, so timing says nothing about where digests differ.
-fn equal_digests(a: &Digest, b: &Digest) -> bool {
+pub(crate) fn equal_digests(a: &Digest, b: &Digest) -> bool {
     let diff = a
         .iter()
         .zip(b.iter())
@@ -185,7 +197,8 @@ fn decode(stored: &str) -> Result<Digest, ApiError> {
     Ok(out)
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {

@@ -14,6 +14,8 @@
 //! - `openapi`: the utoipa document; `docs`: `openapi.json`, Swagger UI, health.
 //! - `instances`, `events`, `info`, `tcping`, `metrics`, `keys`: the endpoints.
 //! - `source_limit`: per-source connection cap and first-byte timeout of the listener.
+//! - `dashboard`: the web dashboard at `/` (files compiled into the binary); `session`: its
+//!   cookie sign-in and CSRF check; `traffic`: rate and total series from the stored history.
 //! - `view`: the instance and event objects as the API shows them (RFC 3339 times).
 //! - `auth` ([`ApiKey`]), `cors` ([`CorsOrigins`]), `body` (JSON bodies, limits), `response`
 //!   (the envelope), `error` ([`ApiError`], and the one mapping of core errors to statuses).
@@ -47,6 +49,7 @@
 mod auth;
 mod body;
 mod cors;
+mod dashboard;
 mod docs;
 mod error;
 mod events;
@@ -59,8 +62,10 @@ mod openapi;
 mod response;
 mod router;
 mod source_limit;
+mod session;
 mod state;
 mod tcping;
+mod traffic;
 mod view;
 
 pub use auth::{ApiKey, KEY_HEADER, KEY_SETTING};
@@ -70,3 +75,4 @@ pub use master::{
     API_KEY_ENV, DEFAULT_MAX_BODY_BYTES, DEFAULT_STATE_FILE, Master, MasterOptions,
     default_state_path, serve,
 };
+pub use session::{CSRF_HEADER, SESSION_COOKIE, SESSION_LIFETIME};

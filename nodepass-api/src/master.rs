@@ -32,6 +32,7 @@ use crate::events::EventSettings;
 use crate::info::CpuMeter;
 use crate::router::{self, Router};
 use crate::source_limit::{SourceLimits, SourcePermit, first_byte};
+use crate::session::Sessions;
 use crate::state::State;
 use crate::tcping::Prober;
 
@@ -248,6 +249,8 @@ impl Master {
             event_slots: Arc::new(Semaphore::new(options.max_event_streams)),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            sessions: Sessions::new(tls.is_some()),
+            history_interval: options.supervisor.history_interval,
             prefix,
         };
         Ok(Master {

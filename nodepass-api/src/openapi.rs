@@ -7,7 +7,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::server::Server;
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use crate::{docs, events, info, instances, keys, metrics, tcping, view};
+use crate::{docs, events, info, instances, keys, metrics, session, tcping, traffic, view};
 
 /// A successful response.
 #[derive(Debug, Serialize, ToSchema)]
@@ -73,6 +73,10 @@ Send the API key in `X-API-Key` (or `Authorization: Bearer`).",
         docs::docs,
         docs::docs_file,
         docs::health,
+        session::sign_in,
+        session::get,
+        session::sign_out,
+        traffic::traffic,
     ),
     components(schemas(
         view::InstanceView,
@@ -80,12 +84,16 @@ Send the API key in `X-API-Key` (or `Authorization: Bearer`).",
         view::EventType,
         view::LogView,
         ErrorEnvelope,
+        session::SignIn,
+        session::SessionInfo,
+        traffic::TrafficSeries,
     )),
     modifiers(&Security),
     tags(
         (name = "instances", description = "Managed server and client tunnels"),
         (name = "events", description = "Live changes as server-sent events"),
         (name = "master", description = "The master itself"),
+        (name = "session", description = "Browser sign-in for the dashboard (a session cookie)"),
         (name = "docs", description = "This description and its UI (no API key needed)"),
     )
 )]

@@ -14,7 +14,7 @@ use utoipa::openapi::OpenApi;
 use crate::error::{ErrorCode, HttpError};
 use crate::response::{self, Body};
 use crate::state::State;
-use crate::{docs, events, info, instances, keys, metrics, tcping};
+use crate::{dashboard, docs, events, info, instances, keys, metrics, session, tcping, traffic};
 
 /// What a handler returns; an `Err` becomes the failure envelope.
 pub(crate) type Reply = Result<Response<Body>, HttpError>;
@@ -37,11 +37,15 @@ pub(crate) enum Endpoint {
     Docs,
     DocsFile,
     Health,
+    SignIn,
+    GetSession,
+    SignOut,
+    InstanceTraffic,
 }
 
 impl Endpoint {
     /// Every endpoint once.
-    pub(crate) const ALL: [Endpoint; 15] = [
+    pub(crate) const ALL: [Endpoint; 19] = [
         Endpoint::ListInstances,
         Endpoint::CreateInstance,
         Endpoint::GetInstance,
@@ -57,6 +61,10 @@ impl Endpoint {
         Endpoint::Docs,
         Endpoint::DocsFile,
         Endpoint::Health,
+        Endpoint::SignIn,
+        Endpoint::GetSession,
+        Endpoint::SignOut,
+        Endpoint::InstanceTraffic,
     ];
 
     /// The `operationId` in the OpenAPI document.
@@ -77,6 +85,10 @@ impl Endpoint {
             Endpoint::Docs => "docs",
             Endpoint::DocsFile => "docsFile",
             Endpoint::Health => "health",
+            Endpoint::SignIn => "signIn",
+            Endpoint::GetSession => "getSession",
+            Endpoint::SignOut => "signOut",
+            Endpoint::InstanceTraffic => "instanceTraffic",
         }
     }
 
@@ -84,11 +96,18 @@ impl Endpoint {
         Endpoint::ALL.into_iter().find(|e| e.operation_id() == id)
     }
 
-    /// Served without an API key: the API description, its UI, and the health check.
+    /// Served without an API key: the API description, its UI, the health check, and the
+    /// session endpoints (which check the key or the cookie themselves).
     pub(crate) fn is_public(self) -> bool {
         matches!(
             self,
-            Endpoint::OpenApi | Endpoint::Docs | Endpoint::DocsFile | Endpoint::Health
+            Endpoint::OpenApi
+                | Endpoint::Docs
+                | Endpoint::DocsFile
+                | Endpoint::Health
+                | Endpoint::SignIn
+                | Endpoint::GetSession
+                | Endpoint::SignOut
         )
     }
 }
@@ -293,11 +312,15 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Reply {
             format!("no such path: {}", req.uri().path()),
         )
     };
-    let Some(rest) = strip_prefix(&state.prefix, req.uri().path()) else {
-        return Err(not_found());
-    };
-    match state.router.resolve(req.method(), rest) {
-        Resolved::NotFound => Err(not_found()),
+    let resolved = strip_prefix(&state.prefix, req.uri().path())
+        .map_or(Resolved::NotFound, |rest| {
+            state.router.resolve(req.method(), rest)
+        });
+    match resolved {
+        // Outside the API: the dashboard's page and files, or nothing.
+        Resolved::NotFound => {
+            dashboard::serve(&state, req.method(), req.uri().path()).ok_or_else(not_found)
+        }
         Resolved::OtherMethods(methods, public) => {
             let allow = allow_header(&methods);
             if req.method() == Method::OPTIONS {
@@ -309,7 +332,7 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Reply {
                 return Ok(res);
             }
             if !public {
-                state.keys.check(req.headers())?;
+                session::authorize(&state, req.method(), req.headers())?;
             }
             let mut res = response::failure(&HttpError::new(
                 ErrorCode::MethodNotAllowed,
@@ -324,7 +347,7 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Reply {
         }
         Resolved::Found(endpoint, params) => {
             if !endpoint.is_public() {
-                state.keys.check(req.headers())?;
+                session::authorize(&state, req.method(), req.headers())?;
             }
             let (parts, body) = req.into_parts();
             let ctx = Ctx {
@@ -355,6 +378,10 @@ async fn dispatch(endpoint: Endpoint, ctx: Ctx) -> Reply {
         Endpoint::Docs => docs::docs(ctx).await,
         Endpoint::DocsFile => docs::docs_file(ctx).await,
         Endpoint::Health => docs::health(ctx).await,
+        Endpoint::SignIn => session::sign_in(ctx).await,
+        Endpoint::GetSession => session::get(ctx).await,
+        Endpoint::SignOut => session::sign_out(ctx).await,
+        Endpoint::InstanceTraffic => traffic::traffic(ctx).await,
     }
 }
 

@@ -1,7 +1,7 @@
 //! What every request handler shares.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nodepass_core::Supervisor;
 use tokio::sync::Semaphore;
@@ -15,6 +15,7 @@ use crate::docs::Docs;
 use crate::events::EventSettings;
 use crate::info::CpuMeter;
 use crate::router::Router;
+use crate::session::Sessions;
 use crate::tcping::Prober;
 
 /// The master's shared state; one `Arc` per connection.
@@ -49,4 +50,8 @@ pub(crate) struct State {
     pub shutdown: CancellationToken,
     /// The event stream tasks.
     pub tracker: TaskTracker,
+    /// Dashboard sign-in sessions.
+    pub sessions: Sessions,
+    /// How often the supervisor stores a traffic history sample.
+    pub history_interval: Duration,
 }

@@ -304,6 +304,15 @@ impl Instance {
             let _writes = self.core.writes();
             self.check()?;
             self.core.store.reset_traffic(&self.m.id)?;
+            // An all-zero history sample marks the reset, so that readers of the history
+            // count from zero here instead of guessing whether a drop was a reset.
+            if let Err(e) = self
+                .core
+                .store
+                .append_history(super::now_ms(), &[(self.m.id.clone(), TrafficTotals::ZERO)])
+            {
+                tracing::warn!(error = %super::validate::error_chain(&e), "cannot mark the reset in the traffic history");
+            }
             let mut st = self.m.lock();
             st.record.traffic = TrafficTotals::ZERO;
             st.written = TrafficTotals::ZERO;
