@@ -49,4 +49,5 @@ pub mod subject;
 pub mod table;
 pub mod target;
 pub mod targets;
+pub mod wan;
 pub mod workloads;

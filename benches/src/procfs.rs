@@ -54,9 +54,11 @@ pub fn fd_count(pid: u32) -> io::Result<usize> {
     Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
 }
 
-/// Whether some process has a TCP socket listening on `port` (IPv4 or IPv6, any address).
+/// Whether some process has a TCP socket listening on `port` (IPv4 or IPv6, any address), in
+/// the calling thread's network namespace (`/proc/thread-self/net`: the WAN testbed runs
+/// threads in other namespaces than the process's first thread).
 pub fn is_listening(port: u16) -> bool {
-    ["/proc/net/tcp", "/proc/net/tcp6"]
+    ["/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"]
         .iter()
         .any(|path| std::fs::read_to_string(path).is_ok_and(|table| listens_in(&table, port)))
 }
@@ -74,9 +76,10 @@ fn listens_in(table: &str, port: u16) -> bool {
 }
 
 /// Datagrams dropped by the kernel (full receive buffer) on the UDP sockets bound to local
-/// `port`: the last column of `/proc/net/udp` and `/proc/net/udp6`.
+/// `port`, in the calling thread's network namespace: the last column of
+/// `/proc/thread-self/net/udp` and `udp6`.
 pub fn udp_drops(port: u16) -> u64 {
-    ["/proc/net/udp", "/proc/net/udp6"]
+    ["/proc/thread-self/net/udp", "/proc/thread-self/net/udp6"]
         .iter()
         .filter_map(|path| std::fs::read_to_string(path).ok())
         .map(|table| drops_in(&table, port))

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// Percentiles of a set of latency samples, in microseconds.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Latency {
     /// Number of samples.
     pub count: usize,
