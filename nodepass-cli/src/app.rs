@@ -42,6 +42,10 @@ pub fn command(program: &Program) -> clap::Command {
 /// Run the executable described by `program` and return its exit status.
 pub fn main(program: Program) -> ExitCode {
     let raw: Vec<OsString> = std::env::args_os().collect();
+    if program.role.is_none() && raw.get(1).and_then(|a| a.to_str()) == Some("import") {
+        let argv = raw[1..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        return crate::import::main(program.name, argv);
+    }
     let cmd = command(&program);
     let known = usage::known_words(&cmd);
     let parsed = cmd

@@ -12,8 +12,8 @@ use std::time::Duration;
 use super::ConfigError;
 use super::duration;
 use super::types::{
-    Balance, BlockSet, ClientMode, DEFAULT_LATENCY_PROBE, DialAddr, LoadBalance, LogLevel,
-    MIN_PROBE_INTERVAL, PoolType, ProxyProtocol, Role, ServerMode, TlsMode,
+    ApiDialect, Balance, BlockSet, ClientMode, DEFAULT_LATENCY_PROBE, DialAddr, LoadBalance,
+    LogLevel, MIN_PROBE_INTERVAL, PoolType, ProxyProtocol, Role, ServerMode, TlsMode,
 };
 
 const ALL: &[Role] = &[Role::Server, Role::Client, Role::Master];
@@ -46,6 +46,7 @@ pub const PARAMS: &[(&str, &[Role])] = &[
     ("fallback", TUNNEL),
     ("probe", TUNNEL),
     ("state", &[Role::Master]),
+    ("api", &[Role::Master]),
 ];
 
 /// The names `role` accepts, comma separated, in canonical order.
@@ -195,6 +196,7 @@ codes! {
     ProxyProtocol => ["0" => ProxyProtocol::Off, "1" => ProxyProtocol::V1, "2" => ProxyProtocol::V2];
     LoadBalance => ["0" => LoadBalance::RoundRobin, "1" => LoadBalance::Latency,
                     "2" => LoadBalance::PrimaryBackup];
+    ApiDialect => ["nodepass" => ApiDialect::NodePass, "envelope" => ApiDialect::Envelope];
 }
 
 /// A `0`/`1` switch.
