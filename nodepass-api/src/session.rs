@@ -24,7 +24,7 @@ use utoipa::ToSchema;
 use crate::auth::{self, Digest};
 use crate::body;
 use crate::error::{ErrorCode, HttpError};
-use crate::openapi::{Empty, ErrorEnvelope};
+use crate::openapi::ErrorEnvelope;
 use crate::response::{self, Body};
 use crate::router::{Ctx, Reply};
 use crate::state::State;
@@ -273,7 +273,7 @@ pub(crate) async fn get(ctx: Ctx) -> Reply {
     path = "/v1/session",
     operation_id = "signOut",
     tag = "session",
-    responses((status = 204, description = "Signed out", body = Empty, content_type = "")),
+    responses((status = 204, description = "Signed out (no body)")),
     security(())
 )]
 pub(crate) async fn sign_out(ctx: Ctx) -> Reply {
