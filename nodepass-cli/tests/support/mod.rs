@@ -1,4 +1,5 @@
 //! Shared by the tests that run the executables and read their logs.
+#![allow(dead_code)] // each test file uses a different part
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -71,7 +72,6 @@ impl Proc {
         );
     }
 
-    #[allow(dead_code)]
     pub fn assert_no_debug_formatting(&self) {
         for l in &self.seen {
             assert!(
@@ -90,7 +90,6 @@ impl Drop for Proc {
 }
 
 /// `name=127.0.0.1:PORT` in `line`, with the port parsed (not 0).
-#[allow(dead_code)]
 pub fn addr_field(line: &str, name: &str) -> u16 {
     let start = line
         .find(&format!("{name}=127.0.0.1:"))
