@@ -34,7 +34,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
-    /// Print a new random tunnel key (32 characters, 192 bits, safe in a URL as is).
+    /// Print a new random key for a tunnel (KEY@) or the master API (NODEPASS_API_KEY): 32
+    /// characters, 192 bits, safe in a URL as is.
     Keygen,
     /// Print a shell completion script (e.g. `source <(nodepass completions bash)`).
     Completions {

@@ -240,13 +240,15 @@ fn grammar(role: Option<Role>) -> &'static str {
     }
 }
 
-const PARTS: &str =
-    "  HOST    empty (all addresses), IPv4, [IPv6] or a DNS name; PORT 0..=65535, 0 = any free port
-  TARGET  one or more HOST:PORT, comma separated
+const HOSTS: &str = "  HOST    empty (all addresses), IPv4, [IPv6] or a DNS name; PORT 0..=65535, 0 = any free port";
+
+const TUNNEL_PARTS: &str = "  TARGET  one or more HOST:PORT, comma separated
   KEY     the tunnel key, percent-encoded (p%40ss is p@ss); the same on server and client.
           Make one with `keygen`. Without KEY@ it is derived from the port, which anyone can
-          compute: a warning is logged unless the tunnel address is loopback.
-  PARAMS  name=value pairs joined by &; unknown, misplaced or repeated names are errors.
+          compute: a warning is logged unless the tunnel address is loopback.";
+
+const QUERY: &str =
+    "  PARAMS  name=value pairs joined by &; unknown, misplaced or repeated names are errors.
           Durations: 500ms, 30s, 5m, 1h30m; 0 = off.";
 
 const PREFIX: &str = "  PREFIX  the API path, /api by default";
@@ -327,7 +329,13 @@ fn examples(program: &str, role: Option<Role>) -> String {
 /// The text after the options in `--help` (and the man page) for `program` running `role`
 /// (`None`: any role).
 pub fn after_help(program: &str, role: Option<Role>) -> String {
-    let mut out = format!("URL:\n{}\n{PARTS}\n", grammar(role));
+    let mut out = format!("URL:\n{}\n{HOSTS}\n", grammar(role));
+    if role != Some(Role::Master) {
+        out.push_str(TUNNEL_PARTS);
+        out.push('\n');
+    }
+    out.push_str(QUERY);
+    out.push('\n');
     if role.is_none_or(|r| r == Role::Master) {
         out.push_str(PREFIX);
         out.push('\n');

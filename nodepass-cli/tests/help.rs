@@ -74,6 +74,11 @@ fn help_names_every_parameter_variable_and_exit_status_of_the_role() {
             }
             if role != Some(Role::Master) {
                 needed.extend(["mode=0 auto", "TARGET", "KEY"]);
+            } else {
+                assert!(
+                    !help.contains("TARGET") && !help.contains("mode="),
+                    "{help}"
+                );
             }
             for scheme in ["server://", "client://", "master://"] {
                 if role.is_none_or(|r| scheme.starts_with(r.scheme())) {

@@ -1,100 +1,14 @@
 //! The first log lines of each role, read as an operator would: where to connect, what was
 //! decided and why, what failed and which address. All traffic stays on loopback.
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const NODEPASS: &str = env!("CARGO_BIN_EXE_nodepass");
-
-/// A running executable whose stderr lines arrive on a channel; killed on drop.
-struct Proc {
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Proc {
-    fn start(url: &str, json: bool) -> Proc {
-        let mut cmd = Command::new(NODEPASS);
-        cmd.env("NODEPASS_URL", url)
-            .env("NODEPASS_LOG_FORMAT", if json { "json" } else { "text" })
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("start nodepass");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// The first line (seen before or arriving within `within`) containing all of `words`.
-    fn wait_for(&mut self, words: &[&str], within: Duration) -> String {
-        let has = |l: &String| words.iter().all(|w| l.contains(w));
-        if let Some(l) = self.seen.iter().find(|l| has(l)) {
-            return l.clone();
-        }
-        let deadline = Instant::now() + within;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if has(&line) {
-                        return line;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        panic!(
-            "no log line with {words:?} within {within:?}; got:\n{}",
-            self.seen.join("\n")
-        );
-    }
-
-    fn assert_no_debug_formatting(&self) {
-        for l in &self.seen {
-            assert!(
-                !l.contains("Some(") && !l.contains("None"),
-                "Debug formatting: {l}"
-            );
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{Proc, addr_field};
 
 const SECS: Duration = Duration::from_secs(20);
-
-/// `name=127.0.0.1:PORT` in `line`, with the port parsed (not 0).
-fn addr_field(line: &str, name: &str) -> u16 {
-    let start = line
-        .find(&format!("{name}=127.0.0.1:"))
-        .unwrap_or_else(|| panic!("{name} missing: {line}"));
-    let rest = &line[start + name.len() + "=127.0.0.1:".len()..];
-    let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    let port: u16 = port.parse().unwrap();
-    assert_ne!(port, 0, "{line}");
-    port
-}
 
 #[test]
 fn a_server_logs_where_clients_and_users_connect_and_why() {

@@ -7,6 +7,9 @@
 
 pub mod net;
 pub mod tls;
+mod tls_hint;
+
+pub(crate) use tls_hint::Explained;
 
 use std::io;
 use std::pin::Pin;

@@ -59,7 +59,7 @@ pub(crate) enum HandshakeError {
     StaleSession,
     #[error("refused by the peer ({code:?}): {message}")]
     Refused { code: RefuseCode, message: String },
-    #[error("tls: {0}")]
+    #[error("tls: {}", crate::transport::Explained(.0))]
     Tls(io::Error),
     #[error(transparent)]
     Protocol(ProtocolError),
