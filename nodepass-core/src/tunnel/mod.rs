@@ -10,7 +10,8 @@
 //!
 //! Roles live in the private modules `server`, [`client`] (dual-end) and `single` (single-end
 //! forwarding); the user-facing accept loop and the target-dialing side are shared (`users`,
-//! `targets`), UDP sessions are in [`udp`].
+//! `targets`), UDP sessions are in [`udp`]. `handshake` runs both sides of the authenticated
+//! handshake; `guard` limits, backs off and logs unauthenticated connections on the server.
 
 mod control;
 mod guard;
