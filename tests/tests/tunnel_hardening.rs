@@ -412,9 +412,21 @@ async fn wrong_keys_from_one_source_are_slowed_and_logged_in_aggregate() {
     );
     // The real client, from another address, is not slowed.
     assert_eq!(roundtrip(users, b"still here").await, b"still here");
+    // The summary comes at the end of the log interval.
+    eventually(
+        LOG_INTERVAL + IO_TIMEOUT,
+        "the aggregated refusal line",
+        || {
+            let found = !logs
+                .lines_with(&["refused since the last report", ATTACKER])
+                .is_empty();
+            async move { found.then_some(()) }
+        },
+    )
+    .await;
     shutdown(&[&client, &server]).await;
-    // Stopping flushes the summary. Lines about the attacker per log interval: a few
-    // individual ones, then one line with the count of the rest.
+    // Lines about the attacker per log interval: a few individual ones, then one line with
+    // the count of the rest.
     let intervals = (started.elapsed().as_secs() / LOG_INTERVAL.as_secs()) as u32 + 1;
     let single = logs.lines_with(&["tunnel connection refused", ATTACKER]);
     let summary = logs.lines_with(&["refused since the last report", ATTACKER]);
