@@ -91,12 +91,15 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_silent_connection_is_given_up_after_the_timeout() {
+        use tokio::io::AsyncWriteExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (_client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        let (server_side, _) = accepted.unwrap();
-        assert!(!first_byte(&server_side, Duration::from_secs(10)).await);
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (mut client, (server_side, _)) = (client.unwrap(), accepted.unwrap());
+        assert!(!first_byte(&server_side, Duration::from_millis(50)).await);
+        client.write_all(b"G").await.unwrap();
+        assert!(first_byte(&server_side, Duration::from_secs(10)).await);
     }
 }

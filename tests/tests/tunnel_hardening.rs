@@ -3,7 +3,8 @@
 //! loopback address (`127.0.0.2`) can neither starve the real client's pool nor brute-force the
 //! key at speed nor flood the log, and a reset by a target reaches the user as a reset.
 //!
-//! These tests capture logs per thread, so they run on the default current-thread runtime.
+//! These tests capture logs per thread (every one of them, see the note in each), so they run
+//! on the default current-thread runtime.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -86,6 +87,9 @@ fn offline_consistent(
 
 #[tokio::test]
 async fn a_recorded_tls0_handshake_gives_no_offline_test() {
+    // Every test thread logs somewhere: a callsite first hit on a thread without a
+    // subscriber could otherwise be cached as disabled for the capturing test too.
+    let (_logs, _log_guard) = Logs::capture();
     let echo = servers::echo().await;
     let server = start(&format!("server://{KEY}@127.0.0.1:0/127.0.0.1:0?mode=1")).await;
     let tap = Tap::start(server.local_addrs().tunnel.unwrap()).await;
@@ -183,6 +187,9 @@ async fn fake_client(tunnel: SocketAddr, tls: bool, guess: &str) -> (bool, bool,
 
 #[tokio::test]
 async fn a_fake_client_gets_one_online_guess_and_no_offline_test() {
+    // Every test thread logs somewhere: a callsite first hit on a thread without a
+    // subscriber could otherwise be cached as disabled for the capturing test too.
+    let (_logs, _log_guard) = Logs::capture();
     for tls in [false, true] {
         let url = format!(
             "server://{KEY}@127.0.0.1:0/127.0.0.1:0?mode=1&tls={}",
@@ -208,6 +215,9 @@ async fn a_fake_client_gets_one_online_guess_and_no_offline_test() {
 
 #[tokio::test]
 async fn a_fake_server_learns_nothing_keyed() {
+    // Every test thread logs somewhere: a callsite first hit on a thread without a
+    // subscriber could otherwise be cached as disabled for the capturing test too.
+    let (_logs, _log_guard) = Logs::capture();
     // Answers with a well-formed challenge made with a guessed key, then records the rest.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let fake = Server::spawn(move |mut s, _| {
@@ -304,6 +314,9 @@ async fn pool_full(client: &TunnelHandle, min: usize) {
 
 #[tokio::test]
 async fn idle_and_churning_strangers_do_not_starve_the_real_client() {
+    // Every test thread logs somewhere: a callsite first hit on a thread without a
+    // subscriber could otherwise be cached as disabled for the capturing test too.
+    let (_logs, _log_guard) = Logs::capture();
     let (server, client, _echo) = live(8).await;
     let tunnel = server.local_addrs().tunnel.unwrap();
     let users = server.local_addrs().users.unwrap();
@@ -354,19 +367,21 @@ async fn idle_and_churning_strangers_do_not_starve_the_real_client() {
 
 #[tokio::test]
 async fn wrong_keys_from_one_source_are_slowed_and_logged_in_aggregate() {
-    let (logs, _guard) = Logs::capture();
+    let (logs, _log_guard) = Logs::capture();
     let (server, client, _echo) = live(2).await;
     let tunnel = server.local_addrs().tunnel.unwrap();
     let users = server.local_addrs().users.unwrap();
     let attempts = 200;
     let started = std::time::Instant::now();
     let (mut answered, mut closed_at_once) = (0u32, 0u32);
+    let mut next = Pake::client("guess");
     for _ in 0..attempts {
         let Ok(mut s) = connect_from(ATTACKER, tunnel).await else {
             closed_at_once += 1;
             continue;
         };
-        let (state, mc) = Pake::client("guess");
+        // A fresh SPAKE2 state only when the last one was used (it is slow in debug builds).
+        let mc = next.1;
         let mut buf = BytesMut::new();
         if send(&mut s, &control_hello([3; NONCE_LEN], mc))
             .await
@@ -382,6 +397,7 @@ async fn wrong_keys_from_one_source_are_slowed_and_logged_in_aggregate() {
                 ..
             }) => {
                 answered += 1;
+                let (state, _) = std::mem::replace(&mut next, Pake::client("guess"));
                 let t = Transcript {
                     kind: ConnKind::Control,
                     client_nonce: [3; NONCE_LEN],
@@ -409,9 +425,22 @@ async fn wrong_keys_from_one_source_are_slowed_and_logged_in_aggregate() {
     );
     // The real client, from another address, is not slowed.
     assert_eq!(roundtrip(users, b"still here").await, b"still here");
+    // The summary comes at the end of the log interval.
+    let deadline = std::time::Instant::now() + LOG_INTERVAL + IO_TIMEOUT;
+    while logs
+        .lines_with(&["refused since the last report", ATTACKER])
+        .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no aggregated line: {:?}",
+            logs.lines_with(&["guard"])
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     shutdown(&[&client, &server]).await;
-    // Stopping flushes the summary. Lines about the attacker per log interval: a few
-    // individual ones, then one line with the count of the rest.
+    // Lines about the attacker per log interval: a few individual ones, then one line with
+    // the count of the rest.
     let intervals = (started.elapsed().as_secs() / LOG_INTERVAL.as_secs()) as u32 + 1;
     let single = logs.lines_with(&["tunnel connection refused", ATTACKER]);
     let summary = logs.lines_with(&["refused since the last report", ATTACKER]);
@@ -470,6 +499,9 @@ async fn user_sees_reset(users: SocketAddr) -> bool {
 
 #[tokio::test]
 async fn a_target_reset_reaches_the_user_as_a_reset() {
+    // Every test thread logs somewhere: a callsite first hit on a thread without a
+    // subscriber could otherwise be cached as disabled for the capturing test too.
+    let (_logs, _log_guard) = Logs::capture();
     let target = resetting_target().await;
     // Reverse flow, plain: the client dials the target.
     let server = start(&format!("server://{KEY}@127.0.0.1:0/127.0.0.1:0?mode=1")).await;

@@ -69,8 +69,8 @@ pub fn zero_copy_from_env() -> bool {
 /// Linux for plain TCP without a rate limit, the buffered [`relay_tcp`] otherwise. Same
 /// counters, half-close, idle timeout and stop behaviour either way.
 ///
-/// A relay that ends on a socket error (a reset by either peer) or is cut by the tunnel's hard
-/// stop closes *both* sockets with a reset (`SO_LINGER` 0): the reset travels on across the
+/// A relay that ends on a reset or abort by either peer, or is cut by the tunnel's hard stop,
+/// closes *both* sockets with a reset (`SO_LINGER` 0): the reset travels on across the
 /// tunnel to the far user or target, which so never mistakes a cut stream for a complete one.
 pub async fn relay_stream(
     local: TcpStream,
@@ -85,7 +85,17 @@ pub async fn relay_stream(
         socket2::SockRef::from(remote.tcp()).try_clone().ok(),
     ];
     let res = relay_stream_inner(local, remote, prefix, ctx).await;
-    if matches!(res, Err(RelayEnd::Io(_) | RelayEnd::Stopped)) {
+    // Only a reset or abort is passed on: a broken pipe (the peer stopped reading) must not
+    // discard the other direction's data still queued in the kernel.
+    let abort = match &res {
+        Err(RelayEnd::Io(e)) => matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+        ),
+        Err(RelayEnd::Stopped) => true,
+        _ => false,
+    };
+    if abort {
         for h in handles.iter().flatten() {
             let _ = h.set_linger(Some(Duration::ZERO));
         }

@@ -11,6 +11,8 @@
 //! Roles live in the private modules `server`, [`client`] (dual-end) and `single` (single-end
 //! forwarding); the user-facing accept loop and the target-dialing side are shared (`users`,
 //! `targets`, with target selection and health in `balance`), UDP sessions are in [`udp`].
+//! `handshake` runs both sides of the authenticated handshake; `guard` limits, backs off and
+//! logs unauthenticated connections on the server.
 
 mod balance;
 mod control;
