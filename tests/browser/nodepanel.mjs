@@ -22,7 +22,7 @@ const SCREENS = need('NP_SCREENS');
 const LABEL = process.env.NP_LABEL || 'run';
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const TUNNEL_KEY = 'nodepanel-harness-tunnel-key';
-const STEP_TIMEOUT = 45_000;
+const STEP_TIMEOUT = 120_000;
 
 fs.mkdirSync(SCREENS, { recursive: true });
 
@@ -40,7 +40,7 @@ async function api(method, p, body) {
   return { status: res.status, json };
 }
 
-async function until(what, fn, ms = 20_000) {
+async function until(what, fn, ms = 45_000) {
   const deadline = Date.now() + ms;
   let last;
   for (let i = 0; Date.now() < deadline && i < 1000; i++) {
@@ -229,13 +229,13 @@ await step(page, 'stop', async () => {
 await step(page, 'start', async () => {
   await action(ids.client, 'Start');
   await rowStatus(ids.client, 'Running');
-  await until('traffic again after start', () => pushThrough(clientPort, 64 * 1024), 30_000);
+  await until('traffic again after start', () => pushThrough(clientPort, 64 * 1024), 60_000);
 }, ['stop']);
 
 await step(page, 'restart', async () => {
   await action(ids.server, 'Restart');
   await rowStatus(ids.server, 'Running');
-  await until('traffic again after restart', () => pushThrough(clientPort, 64 * 1024), 30_000);
+  await until('traffic again after restart', () => pushThrough(clientPort, 64 * 1024), 60_000);
 }, ['running']);
 
 await step(page, 'details-live-logs', async () => {

