@@ -69,11 +69,11 @@ mod view;
 pub use auth::{ApiKey, KEY_HEADER, KEY_SETTING};
 pub use cors::{CORS_ENV, CorsOrigins};
 pub use error::{ApiError, ErrorCode, HttpError};
-pub use transfer::{
-    BACKUP_FORMAT, Backup, BackupInstance, ImportReport, Imported, Skipped, backup, import_from_go,
-    import_remote,
-};
 pub use master::{
     API_KEY_ENV, DEFAULT_MAX_BODY_BYTES, DEFAULT_STATE_FILE, Master, MasterOptions,
     default_state_path, serve,
+};
+pub use transfer::{
+    BACKUP_FORMAT, Backup, BackupInstance, ImportReport, Imported, Skipped, backup, import_from_go,
+    import_remote,
 };

@@ -47,7 +47,10 @@ fn protected(id: &str, tag: &str, summary: &str, mut responses: Value) -> Value 
 fn with_body(mut op: Value, schema: Value) -> Value {
     op["requestBody"] = request(schema);
     let r = op["responses"].as_object_mut().expect("responses");
-    r.insert("400".into(), error("Invalid body or field (the message names it)"));
+    r.insert(
+        "400".into(),
+        error("Invalid body or field (the message names it)"),
+    );
     r.insert("413".into(), error("Body over 64 KiB"));
     r.insert("415".into(), error("Not application/json"));
     op
@@ -226,9 +229,12 @@ fn schemas() -> Value {
         let mut m = meta.clone();
         m["additionalProperties"] = json!(false);
         m["properties"]["peer"]["additionalProperties"] = json!(false);
-        m["properties"]["peer"]["properties"]["sid"] = json!({ "type": "string", "maxLength": 256 });
-        m["properties"]["peer"]["properties"]["type"] = json!({ "type": "string", "maxLength": 256 });
-        m["properties"]["peer"]["properties"]["alias"] = json!({ "type": "string", "maxLength": 256 });
+        m["properties"]["peer"]["properties"]["sid"] =
+            json!({ "type": "string", "maxLength": 256 });
+        m["properties"]["peer"]["properties"]["type"] =
+            json!({ "type": "string", "maxLength": 256 });
+        m["properties"]["peer"]["properties"]["alias"] =
+            json!({ "type": "string", "maxLength": 256 });
         m
     };
     let nullable = json!({ "type": ["string", "null"] });

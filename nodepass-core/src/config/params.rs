@@ -12,7 +12,8 @@ use std::time::Duration;
 use super::ConfigError;
 use super::duration;
 use super::types::{
-    ApiDialect, BlockSet, ClientMode, DialAddr, LogLevel, PoolType, ProxyProtocol, Role, ServerMode, TlsMode,
+    ApiDialect, BlockSet, ClientMode, DialAddr, LogLevel, PoolType, ProxyProtocol, Role,
+    ServerMode, TlsMode,
 };
 
 const ALL: &[Role] = &[Role::Server, Role::Client, Role::Master];
