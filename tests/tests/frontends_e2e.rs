@@ -68,7 +68,11 @@ fn nodepanel_drives_our_master() {
         return;
     }
     let dir = TempDir::new("nodepanel");
-    let master = MasterProcess::start(&dir.path().join("state.db"), &[("NODEPASS_API_KEY", KEY)]);
+    let master = MasterProcess::start_with(
+        &dir.path().join("state.db"),
+        "",
+        &[("NODEPASS_API_KEY", KEY)],
+    );
     let api = format!("{}/v1", master.base);
     let Some((ok, out)) = drive(&api, KEY, "ours") else {
         return;

@@ -344,8 +344,9 @@ async fn our_master_answers_like_the_go_master() {
         return;
     };
     let dir = TempDir::new("differential");
-    let master = MasterProcess::start(
+    let master = MasterProcess::start_with(
         &dir.path().join("state.db"),
+        "",
         &[("NODEPASS_API_KEY", OUR_KEY)],
     );
     let echo = echo_server().await;

@@ -142,8 +142,9 @@ async fn import_from_a_go_master_moves_every_instance_and_they_carry_traffic() {
 
     // --- Ours imports them. ------------------------------------------------------------------
     let dir = TempDir::new("go-import");
-    let master = MasterProcess::start(
+    let master = MasterProcess::start_with(
         &dir.path().join("state.db"),
+        "",
         &[("NODEPASS_API_KEY", OUR_KEY)],
     );
     let our_send = async |method: Method, path: String, json: Option<Value>| {

@@ -50,20 +50,31 @@ pub fn options() -> MasterOptions {
 }
 
 impl Api {
-    /// A master at `master://127.0.0.1:0/api` with `options` and a fresh in-memory store.
+    /// An envelope-dialect master at `master://127.0.0.1:0/api?api=envelope` with `options`
+    /// and a fresh in-memory store.
     pub async fn start(options: MasterOptions) -> Api {
         Self::start_with(options, Arc::new(MemoryStore::new()), "/api").await
     }
 
-    /// A master with this store and prefix.
-    pub async fn start_with(
-        mut options: MasterOptions,
-        store: Arc<dyn Store>,
-        prefix: &str,
-    ) -> Api {
-        let Config::Master(config) =
-            Config::parse(&format!("master://127.0.0.1:0{prefix}")).unwrap()
-        else {
+    /// A master in the default (NodePass) dialect, `master://127.0.0.1:0/api?QUERY`.
+    pub async fn start_nodepass(options: MasterOptions, query: &str) -> Api {
+        Self::start_url(
+            options,
+            Arc::new(MemoryStore::new()),
+            &format!("master://127.0.0.1:0/api?{query}"),
+        )
+        .await
+    }
+
+    /// An envelope-dialect master with this store and prefix.
+    pub async fn start_with(options: MasterOptions, store: Arc<dyn Store>, prefix: &str) -> Api {
+        let url = format!("master://127.0.0.1:0{prefix}?api=envelope");
+        Self::start_url(options, store, &url).await
+    }
+
+    /// A master for this URL with this store.
+    pub async fn start_url(mut options: MasterOptions, store: Arc<dyn Store>, url: &str) -> Api {
+        let Config::Master(config) = Config::parse(url).unwrap() else {
             unreachable!()
         };
         let explicit = options.api_key.take();
@@ -150,13 +161,38 @@ impl Api {
         Value::Array(out)
     }
 
-    /// Create an instance from `url` (plus extra JSON fields) and return its object.
-    pub async fn create(&self, body: Value) -> Value {
+    /// Create an instance from `url` (plus extra JSON fields) in the envelope dialect and return
+    /// its object as these tests expect it: without `restart`, the policy is `false` and the
+    /// instance is stopped again after creation (creating starts, as in NodePass); with
+    /// `restart: true`, it is returned once it left `starting`.
+    pub async fn create(&self, mut body: Value) -> Value {
+        let keep_running = body["restart"] == Value::Bool(true);
+        if body.get("restart").is_none() {
+            body["restart"] = Value::Bool(false);
+        }
         let res = self
             .json(Method::POST, "/v1/instances", &body.to_string())
             .await;
         assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
-        res.json()["data"].clone()
+        let created = res.json()["data"].clone();
+        let path = format!("/v1/instances/{}", created["id"].as_str().unwrap());
+        if !keep_running {
+            let res = self.json(Method::PUT, &path, r#"{"action":"stop"}"#).await;
+            assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+            return res.json()["data"].clone();
+        }
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let v = self.get(&path).await.json()["data"].clone();
+            if v["status"] != "starting" {
+                return v;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "still starting: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 

@@ -82,13 +82,14 @@ pub struct MasterProcess {
 }
 
 impl MasterProcess {
-    /// Start `nodepass "master://127.0.0.1:0/api?log=info&state=STATE"` with `env` and wait (at
+    /// Start `nodepass "master://127.0.0.1:0/api?log=info&api=envelope&state=STATE"` with `env` and wait (at
     /// most [`DEADLINE`]) for its "listening on URL" line.
     pub fn start(state: &Path, env: &[(&str, &str)]) -> MasterProcess {
-        MasterProcess::start_with(state, "", env)
+        MasterProcess::start_with(state, "&api=envelope", env)
     }
 
-    /// [`MasterProcess::start`] with `extra` (e.g. `&api=envelope`) appended to the URL's query.
+    /// Like [`MasterProcess::start`], with `extra` appended to the URL's query instead of
+    /// `&api=envelope` (`""`: the default dialect, `api=nodepass`).
     pub fn start_with(state: &Path, extra: &str, env: &[(&str, &str)]) -> MasterProcess {
         let url = format!(
             "master://127.0.0.1:0/api?log=info&state={}{extra}",
