@@ -316,7 +316,16 @@ fn compare_events(
                     ));
                 }
             }
-            first_of[i].entry(ty).or_insert_with(|| data.clone());
+            // The key's pseudo-instance and real instances have different values (tags...):
+            // compare like with like.
+            let who = if data["instance"]["id"] == "********" {
+                "key"
+            } else {
+                "instance"
+            };
+            first_of[i]
+                .entry(format!("{ty} ({who})"))
+                .or_insert_with(|| data.clone());
         }
     }
     for (ty, g) in &first_of[0] {
@@ -325,16 +334,14 @@ fn compare_events(
             None => out.push(format!("{at}: Go sent a `{ty}` event, ours did not")),
         }
     }
-    // The key's pseudo-instance comes first in the initial events.
-    for (i, events) in [go, ours].into_iter().enumerate() {
-        let first = events.first().map(|(_, d)| d["instance"]["id"].clone());
-        if first != Some(json!("********")) {
-            out.push(format!(
-                "{at}: {} first event is not the key's initial event: {:?}",
-                ["Go", "ours"][i],
-                events.first()
-            ));
-        }
+    // Ours lists the key's pseudo-instance first in the initial events (the Go master does
+    // too, most of the time: its order comes from a Go map).
+    let first = ours.first().map(|(_, d)| d["instance"]["id"].clone());
+    if !ours.is_empty() && first != Some(json!("********")) {
+        out.push(format!(
+            "{at}: our first event is not the key's: {:?}",
+            ours.first()
+        ));
     }
 }
 
@@ -784,6 +791,55 @@ async fn our_master_answers_like_the_go_master() {
         &mut out,
     );
 
+    both(
+        &sides,
+        &mut out,
+        Method::DELETE,
+        "/v1/instances/{srv}",
+        None,
+    )
+    .await;
+
+    drop(go);
+    master.stop();
+    assert!(
+        out.is_empty(),
+        "{} differences from the Go master:\n{}",
+        out.len(),
+        out.join("\n")
+    );
+}
+
+/// The key's pseudo-instance: `PATCH /instances/******** {"action":"restart"}` rotates the key and
+/// returns the new one once in `url`; the old key stops working. And the two documents
+/// (`openapi.json`, `docs`) answer alike. Kept apart from the main comparison so that a
+/// difference here is named by its own test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_and_documents_answer_like_the_go_master() {
+    let Some(go) = GoMaster::start("info") else {
+        return;
+    };
+    let dir = TempDir::new("differential-key");
+    let master = MasterProcess::start_with(
+        &dir.path().join("state.db"),
+        "",
+        &[("NODEPASS_API_KEY", OUR_KEY)],
+    );
+    let mut out: Vec<String> = Vec::new();
+    let mut sides = [
+        Side {
+            name: "Go",
+            addr: go.addr,
+            key: go.key.clone(),
+            vars: BTreeMap::new(),
+        },
+        Side {
+            name: "ours",
+            addr: master.addr,
+            key: OUR_KEY.to_string(),
+            vars: BTreeMap::new(),
+        },
+    ];
     // --- The key as pseudo-instance: rotation returns the new key once. --------------------
     let (g, o) = both(
         &sides,
@@ -822,14 +878,6 @@ async fn our_master_answers_like_the_go_master() {
             ));
         }
     }
-    both(
-        &sides,
-        &mut out,
-        Method::DELETE,
-        "/v1/instances/{srv}",
-        None,
-    )
-    .await;
 
     // --- The documents. -------------------------------------------------------------------
     for path in ["/api/v1/openapi.json", "/api/v1/docs"] {
