@@ -321,7 +321,7 @@ async function check(name, fn) {
   }
 }
 function assert(cond, msg) { if (!cond) throw new Error(msg); }
-async function until(what, fn, ms = 30_000) {
+async function until(what, fn, ms = 60_000) {
   const deadline = Date.now() + ms;
   for (let i = 0; Date.now() < deadline && i < 2000; i++) {
     if (await fn()) return;
@@ -402,7 +402,13 @@ try {
     assert(all.every((x) => x === true), `bulk restart: ${all}`);
     const c = await getCachedInstance(ids.server);
     assert(c.id === ids.server, `cached ${JSON.stringify(c)}`);
-    await until('both healthy', async () => (await checkInstanceHealth(ids.server)) && (await checkInstanceHealth(ids.client)));
+    try {
+      await until('both healthy', async () => (await checkInstanceHealth(ids.server)) && (await checkInstanceHealth(ids.client)), 60_000);
+    } catch (e) {
+      const st = async (id) => (await (await fetch(`${API_URL}/v1/instances/${id}`)).json()).data;
+      const [a, b] = [await st(ids.server), await st(ids.client)];
+      throw new Error(`${e.message}; server ${a.status} (${a.state ?? ''} ${a.error ?? ''}), client ${b.status} (${b.state ?? ''} ${b.error ?? ''})`);
+    }
   });
 
   await check('instance health: checkInstanceHealth of an unknown id is false', async () => {
