@@ -82,7 +82,6 @@ pub(crate) fn document(prefix: &str) -> Value {
             })), schema("CreateInstanceRequest")),
         },
         "/v1/instances/{id}": {
-            "parameters": id_param(),
             "get": protected("getInstance", "instances", "One instance", json!({
                 "200": body("The instance", instance.clone()),
                 "404": error("No such instance"),
@@ -167,6 +166,13 @@ pub(crate) fn document(prefix: &str) -> Value {
             "503": error("Shutting down"),
         })) },
     });
+    // Every operation of `/v1/instances/{id}` takes the id.
+    let mut paths = paths;
+    if let Some(item) = paths["/v1/instances/{id}"].as_object_mut() {
+        for op in item.values_mut() {
+            op["parameters"] = id_param();
+        }
+    }
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -201,7 +207,7 @@ fn with_params(mut op: Value, params: Value) -> Value {
 }
 
 fn public(id: &str, summary: &str, responses: Value) -> Value {
-    json!({ "operationId": id, "tags": ["docs"], "summary": summary, "security": [], "responses": responses })
+    json!({ "operationId": id, "tags": ["docs"], "summary": summary, "security": [{}], "responses": responses })
 }
 
 fn all_schemas() -> Value {
