@@ -19,10 +19,10 @@ use std::collections::HashMap;
 use tokio::sync::mpsc;
 
 use crate::error::{ErrorCode, HttpError};
+use crate::np::{self, NpEvent, NpInstance};
 use crate::openapi::ErrorEnvelope;
 use crate::router::{Ctx, Reply};
 use crate::state::State;
-use crate::np::{self, NpEvent, NpInstance};
 use crate::view::{EventType, EventView, InstanceView, now_rfc3339, rfc3339};
 use std::sync::Arc;
 
@@ -93,10 +93,18 @@ async fn send(tx: &mpsc::Sender<Bytes>, bytes: Bytes) -> Result<(), End> {
 async fn initial(state: &State, tx: &mpsc::Sender<Bytes>) -> Result<(), End> {
     if state.dialect != ApiDialect::Envelope {
         let key = crate::instances::key_view(state, None);
-        send(tx, np_frame("initial", now_rfc3339(), Some(key), String::new())).await?;
+        send(
+            tx,
+            np_frame("initial", now_rfc3339(), Some(key), String::new()),
+        )
+        .await?;
         for info in state.supervisor.list() {
             let view = NpInstance::of(&state.supervisor, &info);
-            send(tx, np_frame("initial", now_rfc3339(), Some(view), String::new())).await?;
+            send(
+                tx,
+                np_frame("initial", now_rfc3339(), Some(view), String::new()),
+            )
+            .await?;
         }
         return Ok(());
     }
@@ -160,8 +168,11 @@ fn np_frames(state: &State, e: &Event, last: &mut HashMap<String, NpInstance>) -
 
 /// The figures a `stats` event may change.
 fn same_figures(a: &NpInstance, b: &NpInstance) -> bool {
-    (a.status, a.pool, a.tcps, a.udps, a.tcprx, a.tcptx, a.udprx, a.udptx, a.ping)
-        == (b.status, b.pool, b.tcps, b.udps, b.tcprx, b.tcptx, b.udprx, b.udptx, b.ping)
+    (
+        a.status, a.pool, a.tcps, a.udps, a.tcprx, a.tcptx, a.udprx, a.udptx, a.ping,
+    ) == (
+        b.status, b.pool, b.tcps, b.udps, b.tcprx, b.tcptx, b.udprx, b.udptx, b.ping,
+    )
 }
 
 async fn pump(state: Arc<State>, mut events: Events, tx: mpsc::Sender<Bytes>) {
@@ -202,7 +213,11 @@ async fn pump(state: Arc<State>, mut events: Events, tx: mpsc::Sender<Bytes>) {
             }
         }
         if nodepass {
-            return send(&tx, np_frame("shutdown", now_rfc3339(), None, String::new())).await;
+            return send(
+                &tx,
+                np_frame("shutdown", now_rfc3339(), None, String::new()),
+            )
+            .await;
         }
         send(&tx, frame(&EventView::own(EventType::Shutdown, None))).await
     }
@@ -248,7 +263,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_lagging_stream_gets_resync_then_fresh_initial_events() {
-        let Config::Master(config) = Config::parse("master://127.0.0.1:0/api?api=envelope").unwrap() else {
+        let Config::Master(config) =
+            Config::parse("master://127.0.0.1:0/api?api=envelope").unwrap()
+        else {
             unreachable!()
         };
         let mut options = MasterOptions {

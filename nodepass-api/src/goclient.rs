@@ -39,7 +39,10 @@ async fn request(url: &str, key: &str, body: Option<Bytes>) -> Result<Bytes, Str
     match uri.scheme_str() {
         Some("http") => {}
         Some("https") => {
-            return Err("https:// masters are not supported yet; use http:// (e.g. through an SSH tunnel)".into());
+            return Err(
+                "https:// masters are not supported yet; use http:// (e.g. through an SSH tunnel)"
+                    .into(),
+            );
         }
         _ => return Err(format!("{url:?}: expected http://HOST:PORT/PREFIX")),
     }
@@ -66,7 +69,9 @@ async fn request(url: &str, key: &str, body: Option<Bytes>) -> Result<Bytes, Str
         .header("x-api-key", key)
         .header(header::ACCEPT, "application/json");
     let req = match body {
-        None => builder.method(http::Method::GET).body(Full::new(Bytes::new())),
+        None => builder
+            .method(http::Method::GET)
+            .body(Full::new(Bytes::new())),
         Some(body) => builder
             .method(http::Method::POST)
             .header(header::CONTENT_TYPE, "application/json")

@@ -75,11 +75,9 @@ pub(crate) fn np_info(state: &State, cpu: CpuInfo, counts: InstanceCounts) -> Np
     let (tls, crt, key) = match &state.facts.tls {
         TlsMode::Off => ("0", String::new(), String::new()),
         TlsMode::SelfSigned => ("1", String::new(), String::new()),
-        TlsMode::Files { cert, key } => (
-            "2",
-            cert.display().to_string(),
-            key.display().to_string(),
-        ),
+        TlsMode::Files { cert, key } => {
+            ("2", cert.display().to_string(), key.display().to_string())
+        }
     };
     NpInfo {
         mid: state.facts.mid.clone(),
@@ -147,7 +145,8 @@ fn disk_bytes(text: &str) -> (u64, u64) {
             continue;
         }
         let name = f[2];
-        let partition = std::path::Path::new(&format!("/sys/class/block/{name}/partition")).exists();
+        let partition =
+            std::path::Path::new(&format!("/sys/class/block/{name}/partition")).exists();
         if partition || name.starts_with("loop") || name.starts_with("ram") {
             continue;
         }

@@ -16,11 +16,11 @@ use nodepass_core::config::{ApiDialect, TlsMode};
 use crate::body;
 use crate::error::{ErrorCode, HttpError};
 use crate::np::{KEY_ID, NpInstance};
-use crate::response::Body;
-use crate::state::{MasterFacts, State};
 use crate::openapi::{Envelope, ErrorEnvelope};
 use crate::response;
+use crate::response::Body;
 use crate::router::{Ctx, Reply};
+use crate::state::{MasterFacts, State};
 use crate::view::{InstanceList, InstanceView, Kind, Status};
 
 /// The peer in a request body.
@@ -256,7 +256,8 @@ pub(crate) fn inherit(url: &str, facts: &MasterFacts) -> String {
             TlsMode::SelfSigned => added.push("tls=1".into()),
             TlsMode::Files { cert, key } => {
                 let enc = |p: &std::path::Path| {
-                    form_urlencoded::byte_serialize(p.to_string_lossy().as_bytes()).collect::<String>()
+                    form_urlencoded::byte_serialize(p.to_string_lossy().as_bytes())
+                        .collect::<String>()
                 };
                 added.push(format!("tls=2&crt={}&key={}", enc(cert), enc(key)));
             }
@@ -472,7 +473,8 @@ fn patch_key(state: &State, body: PatchBody) -> Reply {
         Some(other) => {
             return Err(HttpError::invalid(
                 "action",
-                format!("{other:?} does not apply to the API key; restart rotates it").to_lowercase(),
+                format!("{other:?} does not apply to the API key; restart rotates it")
+                    .to_lowercase(),
             ));
         }
     };

@@ -4,21 +4,27 @@
 //! `nodepass "master://0.0.0.0:9090/api?tls=1"` serves `https://HOST:9090/api/v1/...`: instances
 //! are created, controlled and watched over JSON and server-sent events, with an API key,
 //! CORS, limits on slow or large requests, Prometheus metrics, and its own OpenAPI 3.1
-//! document and Swagger UI (served from the binary, works offline). `docs/api.md` describes
-//! every endpoint.
+//! document and Swagger UI (served from the binary, works offline). Two dialects (`api=` in
+//! the master URL): `nodepass` (default), the contract of the Go NodePass v1.14 master that
+//! NodePass frontends use; `envelope`, `{"success", "data"}` envelopes. `docs/api.md`
+//! describes every endpoint.
 //!
 //! # Layout
 //! - `master`: [`Master`] (bind, run, shutdown), [`MasterOptions`], [`serve`].
 //! - `router`: the route table, built from the OpenAPI document, and the request pipeline
 //!   (origin, prefix, path, key, method, handler).
-//! - `openapi`: the utoipa document; `docs`: `openapi.json`, Swagger UI, health.
-//! - `instances`, `events`, `info`, `tcping`, `metrics`, `keys`: the endpoints.
+//! - `openapi`: the envelope dialect's utoipa document; `openapi_np`: the NodePass dialect's;
+//!   `docs`: `openapi.json`, Swagger UI, health.
+//! - `instances`, `events`, `info`, `tcping`, `metrics`, `keys`, `transfer` (export, import,
+//!   migration from a Go master): the endpoints; `goclient`: the HTTP client `transfer` uses.
+//! - `view`: the instance and event objects of the envelope dialect (RFC 3339 times); `np`
+//!   and `info_np`: the NodePass dialect's instance, event, log line and `/info`.
 //! - `source_limit`: per-source connection cap and first-byte timeout of the listener.
 //! - `dashboard`: the web dashboard at `/` (files compiled into the binary); `session`: its
 //!   cookie sign-in and CSRF check; `traffic`: rate and total series from the stored history.
-//! - `view`: the instance and event objects as the API shows them (RFC 3339 times).
 //! - `auth` ([`ApiKey`]), `cors` ([`CorsOrigins`]), `body` (JSON bodies, limits), `response`
-//!   (the envelope), `error` ([`ApiError`], and the one mapping of core errors to statuses).
+//!   (both dialects' bodies), `error` ([`ApiError`], and the one mapping of core errors to
+//!   statuses).
 //!
 //! # Shutdown
 //! [`Master::run`] takes a `CancellationToken`. When it is cancelled the listener closes, every
@@ -76,12 +82,12 @@ mod view;
 pub use auth::{ApiKey, KEY_HEADER, KEY_SETTING};
 pub use cors::{CORS_ENV, CorsOrigins};
 pub use error::{ApiError, ErrorCode, HttpError};
-pub use transfer::{
-    BACKUP_FORMAT, Backup, BackupInstance, ImportReport, Imported, Skipped, backup, import_from_go,
-    import_remote,
-};
 pub use master::{
     API_KEY_ENV, DEFAULT_MAX_BODY_BYTES, DEFAULT_STATE_FILE, Master, MasterOptions,
     default_state_path, serve,
 };
 pub use session::{CSRF_HEADER, SESSION_COOKIE, SESSION_LIFETIME};
+pub use transfer::{
+    BACKUP_FORMAT, Backup, BackupInstance, ImportReport, Imported, Skipped, backup, import_from_go,
+    import_remote,
+};

@@ -234,13 +234,19 @@ mod tests {
             level: "info".into(),
             message: "server started".into(),
         };
-        assert_eq!(log_text(&line), "2026-12-01 16:08:52.687 INFO server started");
+        assert_eq!(
+            log_text(&line),
+            "2026-12-01 16:08:52.687 INFO server started"
+        );
     }
 
     #[test]
     fn statuses_and_modes_map_to_nodepass() {
         assert_eq!(status_name(InstanceStatus::Starting, None), "running");
-        assert_eq!(status_name(InstanceStatus::Running, Some("no server")), "error");
+        assert_eq!(
+            status_name(InstanceStatus::Running, Some("no server")),
+            "error"
+        );
         assert_eq!(status_name(InstanceStatus::Stopped, None), "stopped");
         assert_eq!(status_name(InstanceStatus::Error, None), "error");
         assert_eq!(mode_number(InstanceKind::Server, "pending"), 0);
@@ -258,7 +264,9 @@ mod tests {
         assert_eq!(v["type"], "client");
         assert_eq!(v["status"], "stopped");
         assert_eq!(v["meta"]["tags"], serde_json::json!({}));
-        for int in ["mode", "ping", "pool", "tcps", "udps", "tcprx", "tcptx", "udprx", "udptx"] {
+        for int in [
+            "mode", "ping", "pool", "tcps", "udps", "tcprx", "tcptx", "udprx", "udptx",
+        ] {
             assert!(v[int].is_u64(), "{int}: {}", v[int]);
         }
         let key = serde_json::to_value(NpInstance::key("m", "********")).unwrap();

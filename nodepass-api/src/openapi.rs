@@ -194,7 +194,12 @@ mod tests {
     fn operations(json: &serde_json::Value) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
         for (path, item) in json["paths"].as_object().unwrap() {
-            for method in item.as_object().unwrap().keys().filter(|m| *m != "parameters") {
+            for method in item
+                .as_object()
+                .unwrap()
+                .keys()
+                .filter(|m| *m != "parameters")
+            {
                 out.insert(format!("{} {path}", method.to_uppercase()));
             }
         }

@@ -47,7 +47,10 @@ fn protected(id: &str, tag: &str, summary: &str, mut responses: Value) -> Value 
 fn with_body(mut op: Value, schema: Value) -> Value {
     op["requestBody"] = request(schema);
     let r = op["responses"].as_object_mut().expect("responses");
-    r.insert("400".into(), error("Invalid body or field (the message names it)"));
+    r.insert(
+        "400".into(),
+        error("Invalid body or field (the message names it)"),
+    );
     r.insert("413".into(), error("Body over 64 KiB"));
     r.insert("415".into(), error("Not application/json"));
     op
@@ -79,7 +82,6 @@ pub(crate) fn document(prefix: &str) -> Value {
             })), schema("CreateInstanceRequest")),
         },
         "/v1/instances/{id}": {
-            "parameters": id_param(),
             "get": protected("getInstance", "instances", "One instance", json!({
                 "200": body("The instance", instance.clone()),
                 "404": error("No such instance"),
@@ -164,6 +166,13 @@ pub(crate) fn document(prefix: &str) -> Value {
             "503": error("Shutting down"),
         })) },
     });
+    // Every operation of `/v1/instances/{id}` takes the id.
+    let mut paths = paths;
+    if let Some(item) = paths["/v1/instances/{id}"].as_object_mut() {
+        for op in item.values_mut() {
+            op["parameters"] = id_param();
+        }
+    }
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -198,7 +207,7 @@ fn with_params(mut op: Value, params: Value) -> Value {
 }
 
 fn public(id: &str, summary: &str, responses: Value) -> Value {
-    json!({ "operationId": id, "tags": ["docs"], "summary": summary, "security": [], "responses": responses })
+    json!({ "operationId": id, "tags": ["docs"], "summary": summary, "security": [{}], "responses": responses })
 }
 
 fn all_schemas() -> Value {
@@ -226,9 +235,12 @@ fn schemas() -> Value {
         let mut m = meta.clone();
         m["additionalProperties"] = json!(false);
         m["properties"]["peer"]["additionalProperties"] = json!(false);
-        m["properties"]["peer"]["properties"]["sid"] = json!({ "type": "string", "maxLength": 256 });
-        m["properties"]["peer"]["properties"]["type"] = json!({ "type": "string", "maxLength": 256 });
-        m["properties"]["peer"]["properties"]["alias"] = json!({ "type": "string", "maxLength": 256 });
+        m["properties"]["peer"]["properties"]["sid"] =
+            json!({ "type": "string", "maxLength": 256 });
+        m["properties"]["peer"]["properties"]["type"] =
+            json!({ "type": "string", "maxLength": 256 });
+        m["properties"]["peer"]["properties"]["alias"] =
+            json!({ "type": "string", "maxLength": 256 });
         m
     };
     let nullable = json!({ "type": ["string", "null"] });

@@ -350,14 +350,17 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Reply {
             if !public {
                 session::authorize(&state, req.method(), req.headers())?;
             }
-            let mut res = response::failure(state.dialect, &HttpError::new(
-                ErrorCode::MethodNotAllowed,
-                format!(
-                    "method {} is not allowed here; allowed: {}",
-                    req.method(),
-                    allow.to_str().unwrap_or("")
+            let mut res = response::failure(
+                state.dialect,
+                &HttpError::new(
+                    ErrorCode::MethodNotAllowed,
+                    format!(
+                        "method {} is not allowed here; allowed: {}",
+                        req.method(),
+                        allow.to_str().unwrap_or("")
+                    ),
                 ),
-            ));
+            );
             res.headers_mut().insert(header::ALLOW, allow);
             Ok(res)
         }

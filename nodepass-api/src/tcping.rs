@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
+use nodepass_core::config::ApiDialect;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
-use nodepass_core::config::ApiDialect;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ErrorCode, HttpError};

@@ -403,9 +403,10 @@ async fn create_all(supervisor: &Supervisor, instances: Vec<BackupInstance>) -> 
         } else {
             i.id.clone()
         };
-        if i.url.split_once("://").is_some_and(|(_, rest)| {
-            rest.starts_with(&format!("{}@", nodepass_core::config::MASK))
-        }) {
+        if i.url
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest.starts_with(&format!("{}@", nodepass_core::config::MASK)))
+        {
             report.skipped.push(Skipped {
                 source,
                 reason: "url: the tunnel key is masked (the source did not give it)".into(),

@@ -163,8 +163,10 @@ async fn cors_default_allows_any_origin_and_a_list_restricts() {
     );
     let headers = pre.headers["access-control-allow-headers"]
         .to_str()
-        .unwrap();
+        .unwrap()
+        .to_ascii_lowercase();
     assert!(headers.contains("x-api-key"), "{headers}");
+    assert!(headers.contains("cache-control"), "{headers}");
     api.stop().await;
 
     let mut o = options();

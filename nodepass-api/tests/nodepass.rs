@@ -60,10 +60,23 @@ async fn instances_are_bare_json_with_nodepass_names_and_create_starts() {
     let url = format!("server://s3cret@127.0.0.1:{port}/127.0.0.1:9?mode=2");
     let created = create(&api, json!({ "url": url })).await;
     for (field, kind) in [
-        ("id", "string"), ("alias", "string"), ("type", "string"), ("status", "string"),
-        ("url", "string"), ("config", "string"), ("restart", "bool"), ("meta", "object"),
-        ("mode", "int"), ("ping", "int"), ("pool", "int"), ("tcps", "int"), ("udps", "int"),
-        ("tcprx", "int"), ("tcptx", "int"), ("udprx", "int"), ("udptx", "int"),
+        ("id", "string"),
+        ("alias", "string"),
+        ("type", "string"),
+        ("status", "string"),
+        ("url", "string"),
+        ("config", "string"),
+        ("restart", "bool"),
+        ("meta", "object"),
+        ("mode", "int"),
+        ("ping", "int"),
+        ("pool", "int"),
+        ("tcps", "int"),
+        ("udps", "int"),
+        ("tcprx", "int"),
+        ("tcptx", "int"),
+        ("udprx", "int"),
+        ("udptx", "int"),
     ] {
         let v = &created[field];
         let ok = match kind {
@@ -80,9 +93,15 @@ async fn instances_are_bare_json_with_nodepass_names_and_create_starts() {
     assert_eq!(created["type"], "server");
     let shown = created["url"].as_str().unwrap();
     assert!(!shown.contains("s3cret"), "{shown}");
-    assert!(shown.contains("log=debug"), "inherits the master's log: {shown}");
+    assert!(
+        shown.contains("log=debug"),
+        "inherits the master's log: {shown}"
+    );
     let id = created["id"].as_str().unwrap().to_string();
-    wait_for(&api, &id, "runs without an action", |v| v["status"] == "running").await;
+    wait_for(&api, &id, "runs without an action", |v| {
+        v["status"] == "running"
+    })
+    .await;
 
     let list = api.get("/v1/instances").await.json();
     assert_eq!(list[0]["id"], "********", "the key comes first");
@@ -95,14 +114,27 @@ async fn errors_are_an_error_field_with_the_right_status() {
     let api = Api::start_nodepass(options(), "").await;
     let res = api.req(Method::GET, "/v1/instances").send().await;
     assert_error(&res, StatusCode::UNAUTHORIZED);
-    assert_error(&api.get("/v1/instances/0badc0de").await, StatusCode::NOT_FOUND);
+    assert_error(
+        &api.get("/v1/instances/0badc0de").await,
+        StatusCode::NOT_FOUND,
+    );
     let res = api
         .json(Method::POST, "/v1/instances", r#"{"url":"bogus://x"}"#)
         .await;
     assert_error(&res, StatusCode::BAD_REQUEST);
-    assert!(res.json()["error"].as_str().unwrap().contains("url"), "{}", res.text());
-    assert_error(&api.get("/v1/tcping?target=").await, StatusCode::BAD_REQUEST);
-    let res = api.authed(Method::DELETE, "/v1/instances/********").send().await;
+    assert!(
+        res.json()["error"].as_str().unwrap().contains("url"),
+        "{}",
+        res.text()
+    );
+    assert_error(
+        &api.get("/v1/tcping?target=").await,
+        StatusCode::BAD_REQUEST,
+    );
+    let res = api
+        .authed(Method::DELETE, "/v1/instances/********")
+        .send()
+        .await;
     assert_error(&res, StatusCode::FORBIDDEN);
     api.stop().await;
 }
@@ -141,7 +173,11 @@ async fn patch_put_and_delete_behave_as_nodepass() {
     assert_eq!(v["alias"], "");
     assert_eq!(v["restart"], true);
     assert_eq!(v["meta"]["tags"]["env"], "prod");
-    assert_eq!(patch(json!({})).await.status, StatusCode::OK, "an empty patch changes nothing");
+    assert_eq!(
+        patch(json!({})).await.status,
+        StatusCode::OK,
+        "an empty patch changes nothing"
+    );
 
     // The URL as shown (masked key), edited and sent back, keeps the stored key.
     let shown = v["url"].as_str().unwrap().to_string();
@@ -154,11 +190,21 @@ async fn patch_put_and_delete_behave_as_nodepass() {
     assert_eq!(res.status, StatusCode::OK, "{}", res.text());
     let backup = api.get("/v1/export").await.json();
     let stored = backup["instances"][0]["url"].as_str().unwrap();
-    assert!(stored.starts_with(&format!("server://k3y@127.0.0.1:{port}/")), "{stored}");
+    assert!(
+        stored.starts_with(&format!("server://k3y@127.0.0.1:{port}/")),
+        "{stored}"
+    );
 
     let res = api.json(Method::PUT, &path, r#"{"action":"stop"}"#).await;
-    assert_eq!(res.json()["status"], "stopped", "PUT {{action}} still works");
-    assert_eq!(api.json(Method::PUT, &path, "{}").await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        res.json()["status"],
+        "stopped",
+        "PUT {{action}} still works"
+    );
+    assert_eq!(
+        api.json(Method::PUT, &path, "{}").await.status,
+        StatusCode::BAD_REQUEST
+    );
 
     let res = api.authed(Method::DELETE, &path).send().await;
     assert_eq!(res.status, StatusCode::NO_CONTENT);
@@ -169,9 +215,16 @@ async fn patch_put_and_delete_behave_as_nodepass() {
 
 #[tokio::test]
 async fn the_key_pseudo_instance_rotates_the_key_once() {
-    let mut api = Api::start_nodepass(options(), "").await;
+    // A generated key (one from NODEPASS_API_KEY cannot be rotated).
+    let mut o = options();
+    o.api_key = None;
+    let mut api = Api::start_nodepass(o, "").await;
     let res = api
-        .json(Method::PATCH, "/v1/instances/********", r#"{"action":"restart"}"#)
+        .json(
+            Method::PATCH,
+            "/v1/instances/********",
+            r#"{"action":"restart"}"#,
+        )
         .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.text());
     let new_key = res.json()["url"].as_str().unwrap().to_string();
@@ -186,13 +239,35 @@ async fn the_key_pseudo_instance_rotates_the_key_once() {
 #[tokio::test]
 async fn info_has_the_nodepass_fields_and_takes_an_alias() {
     let api = Api::start_nodepass(options(), "").await;
-    let res = api.json(Method::POST, "/v1/info", r#"{"alias":"edge-1"}"#).await;
+    let res = api
+        .json(Method::POST, "/v1/info", r#"{"alias":"edge-1"}"#)
+        .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.text());
     let info = api.get("/v1/info").await.json();
     for field in [
-        "mid", "alias", "os", "arch", "noc", "cpu", "mem_total", "mem_used", "swap_total",
-        "swap_used", "netrx", "nettx", "diskr", "diskw", "sysup", "ver", "name", "uptime",
-        "log", "tls", "crt", "key", "version",
+        "mid",
+        "alias",
+        "os",
+        "arch",
+        "noc",
+        "cpu",
+        "mem_total",
+        "mem_used",
+        "swap_total",
+        "swap_used",
+        "netrx",
+        "nettx",
+        "diskr",
+        "diskw",
+        "sysup",
+        "ver",
+        "name",
+        "uptime",
+        "log",
+        "tls",
+        "crt",
+        "key",
+        "version",
     ] {
         assert!(info.get(field).is_some(), "{field} missing: {info}");
     }
@@ -209,24 +284,32 @@ async fn info_has_the_nodepass_fields_and_takes_an_alias() {
 
 #[tokio::test]
 async fn events_are_instance_events_with_nodepass_log_lines() {
+    capture_logs();
     let api = Api::start_nodepass(options(), "log=debug").await;
     let res = api.authed(Method::GET, "/v1/events").open().await;
     assert_eq!(res.status(), StatusCode::OK);
     let mut sse = Sse::new(res);
-    let first = sse.until(|i| matches!(i, SseItem::Event(..))).await.unwrap();
-    let SseItem::Event(name, data) = first else { unreachable!() };
+    let first = sse
+        .until(|i| matches!(i, SseItem::Event(..)))
+        .await
+        .unwrap();
+    let SseItem::Event(name, data) = first else {
+        unreachable!()
+    };
     assert_eq!(name, "instance");
     assert_eq!(data["type"], "initial");
     assert_eq!(data["instance"]["id"], "********");
 
     let url = format!("server://k@127.0.0.1:{}/127.0.0.1:9", free_port());
-    let id = create(&api, json!({ "url": url })).await["id"].as_str().unwrap().to_string();
+    let id = create(&api, json!({ "url": url })).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let log_line = regex_like_nodepass();
     let mut types = Vec::new();
     let mut log = None;
     while log.is_none() || !types.contains(&"create".to_string()) {
-        let Some(SseItem::Event(name, data)) =
-            sse.until(|i| matches!(i, SseItem::Event(..))).await
+        let Some(SseItem::Event(name, data)) = sse.until(|i| matches!(i, SseItem::Event(..))).await
         else {
             panic!("stream ended")
         };
@@ -242,15 +325,38 @@ async fn events_are_instance_events_with_nodepass_log_lines() {
     api.stop().await;
 }
 
+/// Install the supervisor's log capture as the global subscriber, once for this test binary.
+fn capture_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use tracing_subscriber::layer::SubscriberExt;
+        let subscriber =
+            tracing_subscriber::registry().with(nodepass_core::supervisor::LogCapture::new());
+        tracing::subscriber::set_global_default(subscriber).expect("the first subscriber");
+    });
+}
+
 /// `2026-12-01 16:08:52.687 INFO message`.
 fn regex_like_nodepass() -> impl Fn(&str) -> bool {
     |line: &str| {
         let b = line.as_bytes();
-        let digits = |r: std::ops::Range<usize>| r.clone().all(|i| b.get(i).is_some_and(u8::is_ascii_digit));
-        let (level, rest) = line.get(24..).unwrap_or("").split_once(' ').unwrap_or(("", ""));
-        digits(0..4) && b[4] == b'-' && digits(5..7) && b[10] == b' ' && b[13] == b':'
-            && b[19] == b'.' && digits(20..23) && b[23] == b' '
-            && ["DEBUG", "INFO", "WARN", "ERROR"].contains(&level) && !rest.is_empty()
+        let digits =
+            |r: std::ops::Range<usize>| r.clone().all(|i| b.get(i).is_some_and(u8::is_ascii_digit));
+        let (level, rest) = line
+            .get(24..)
+            .unwrap_or("")
+            .split_once(' ')
+            .unwrap_or(("", ""));
+        digits(0..4)
+            && b[4] == b'-'
+            && digits(5..7)
+            && b[10] == b' '
+            && b[13] == b':'
+            && b[19] == b'.'
+            && digits(20..23)
+            && b[23] == b' '
+            && ["DEBUG", "INFO", "WARN", "ERROR"].contains(&level)
+            && !rest.is_empty()
     }
 }
 
@@ -265,7 +371,12 @@ async fn preflights_are_answered_before_the_key_check() {
         .send()
         .await;
     assert_eq!(res.status, StatusCode::OK);
-    let h = |n: &str| res.headers.get(n).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    let h = |n: &str| {
+        res.headers
+            .get(n)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
     assert_eq!(h("access-control-allow-origin"), "*");
     assert!(h("access-control-allow-headers").contains("Cache-Control"));
     assert!(h("access-control-allow-methods").contains("PATCH"));
@@ -287,20 +398,32 @@ async fn tcping_answers_with_latency_in_milliseconds() {
 async fn export_then_import_recreates_the_instances() {
     let api = Api::start_nodepass(options(), "").await;
     let url = format!("client://k3y@127.0.0.1:{}/127.0.0.1:9", free_port());
-    create(&api, json!({ "url": url, "alias": "c", "restart": false,
-        "meta": { "tags": { "team": "ops" } } })).await;
+    create(
+        &api,
+        json!({ "url": url, "alias": "c", "restart": false,
+        "meta": { "tags": { "team": "ops" } } }),
+    )
+    .await;
     let backup = api.get("/v1/export").await.json();
     assert_eq!(backup["format"], "nodepass-backup");
-    assert_eq!(backup["instances"][0]["url"], url.as_str(), "a backup keeps the key");
+    assert_eq!(
+        backup["instances"][0]["url"],
+        format!("{url}?log=info"),
+        "a backup keeps the key (and the inherited log level)"
+    );
     let id = backup["instances"][0]["id"].as_str().unwrap();
-    api.authed(Method::DELETE, &format!("/v1/instances/{id}")).send().await;
+    api.authed(Method::DELETE, &format!("/v1/instances/{id}"))
+        .send()
+        .await;
 
     let mut body = backup.clone();
     body["instances"]
         .as_array_mut()
         .unwrap()
         .push(json!({ "id": "bad", "url": "nope://x" }));
-    let res = api.json(Method::POST, "/v1/import", &body.to_string()).await;
+    let res = api
+        .json(Method::POST, "/v1/import", &body.to_string())
+        .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.text());
     let report = res.json();
     assert_eq!(report["imported"].as_array().unwrap().len(), 1, "{report}");
@@ -313,14 +436,31 @@ async fn export_then_import_recreates_the_instances() {
     // Importing from a master that masks its keys (ours) skips every instance, saying why.
     let from = format!("http://{}/api", api.addr);
     let res = api
-        .json(Method::POST, "/v1/import", &json!({ "from": from, "key": api.key }).to_string())
+        .json(
+            Method::POST,
+            "/v1/import",
+            &json!({ "from": from, "key": api.key }).to_string(),
+        )
         .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.text());
     let report = res.json();
-    assert!(report["imported"].as_array().unwrap().is_empty(), "{report}");
-    assert!(report["skipped"][0]["reason"].as_str().unwrap().contains("masked"), "{report}");
+    assert!(
+        report["imported"].as_array().unwrap().is_empty(),
+        "{report}"
+    );
+    assert!(
+        report["skipped"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("masked"),
+        "{report}"
+    );
     let res = api
-        .json(Method::POST, "/v1/import", &json!({ "from": from, "key": "wrong" }).to_string())
+        .json(
+            Method::POST,
+            "/v1/import",
+            &json!({ "from": from, "key": "wrong" }).to_string(),
+        )
         .await;
     assert_error(&res, StatusCode::BAD_GATEWAY);
     api.stop().await;

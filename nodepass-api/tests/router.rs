@@ -463,11 +463,18 @@ async fn at_least_25_bad_requests_change_nothing() {
             "DELETE",
         ),
         (
-            "post to info",
+            "post to info without an alias",
             j(Method::POST, "/v1/info", "{}"),
+            400,
+            "VALIDATION_ERROR",
+            "alias",
+        ),
+        (
+            "delete the info",
+            api.authed(Method::DELETE, "/v1/info"),
             405,
             "METHOD_NOT_ALLOWED",
-            "POST",
+            "DELETE",
         ),
         (
             "get the rotate action",
@@ -652,7 +659,7 @@ async fn every_protected_endpoint_refuses_a_missing_or_wrong_key() {
         }
     }
     assert_eq!(public, 4, "openapi.json, docs, docs files, health");
-    assert_eq!(protected, 11);
+    assert_eq!(protected, 14);
     assert_eq!(
         api.get("/v1/instances").await.json()["data"]["instances"]
             .as_array()
@@ -729,9 +736,12 @@ async fn the_router_serves_exactly_what_openapi_json_documents() {
         "DELETE /v1/instances/{id}",
         "GET /v1/events",
         "GET /v1/info",
+        "POST /v1/info",
         "GET /v1/tcping",
         "GET /v1/metrics",
         "POST /v1/key/rotate",
+        "GET /v1/export",
+        "POST /v1/import",
         "GET /v1/openapi.json",
         "GET /v1/docs",
         "GET /v1/docs/{file}",

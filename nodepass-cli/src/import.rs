@@ -59,11 +59,21 @@ pub(crate) fn main(name: &str, args: Vec<String>) -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
         }
     };
-    let keys = secret(args.key.clone(), args.key_file.as_ref(), IMPORT_KEY_ENV, "--key")
-        .and_then(|from| {
-            let to = secret(None, args.to_key_file.as_ref(), "NODEPASS_API_KEY", "--to-key-file")?;
-            Ok((from, to))
-        });
+    let keys = secret(
+        args.key.clone(),
+        args.key_file.as_ref(),
+        IMPORT_KEY_ENV,
+        "--key",
+    )
+    .and_then(|from| {
+        let to = secret(
+            None,
+            args.to_key_file.as_ref(),
+            "NODEPASS_API_KEY",
+            "--to-key-file",
+        )?;
+        Ok((from, to))
+    });
     let (from_key, to_key) = match keys {
         Ok(k) => k,
         Err(e) => {
@@ -71,7 +81,10 @@ pub(crate) fn main(name: &str, args: Vec<String>) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("{name} import: cannot start the async runtime: {e}");

@@ -20,14 +20,18 @@ use serde_json::{Value, json};
 const KEY: &str = "e2e-master-key-5f0c9a";
 const SECRET: &str = "e2e-tunnel-secret-77aa";
 
+/// Create (which starts the instance at once, without waiting) and return the instance once it
+/// left `starting`.
 async fn create(master: &MasterProcess, body: Value) -> Value {
-    master
+    let created = master
         .req(Method::POST, "/v1/instances")
         .header("x-api-key", KEY)
         .json(&body.to_string())
         .send()
         .await
-        .data(StatusCode::CREATED)
+        .data(StatusCode::CREATED);
+    let id = created["id"].as_str().unwrap().to_string();
+    wait_for(master, &id, "left starting", |v| v["status"] != "starting").await
 }
 
 async fn get(master: &MasterProcess, id: &str) -> Value {
@@ -297,7 +301,7 @@ async fn every_protected_endpoint_of_the_executable_wants_the_key() {
             }
         }
     }
-    assert_eq!(protected, 11);
+    assert_eq!(protected, 14);
     // Nothing was changed by the refused requests (the key still works, the instance is there).
     assert_eq!(get(&master, &id).await["status"], "stopped");
     master.stop();

@@ -78,8 +78,14 @@ const VALID: &[(&str, &str)] = &[
         "client://h:1/a:1?sni=::1&log=debug&dns=0",
         "client://h:1/a:1?log=debug&sni=::1&dns=0&min=64&mode=0&dial=auto&read=0&rate=0&slot=65536&proxy=0&block=0&notcp=0&noudp=0",
     ),
-    ("master://:9090", "master://:9090/api?log=info&tls=0&api=nodepass"),
-    ("master://:9090/", "master://:9090/api?log=info&tls=0&api=nodepass"),
+    (
+        "master://:9090",
+        "master://:9090/api?log=info&tls=0&api=nodepass",
+    ),
+    (
+        "master://:9090/",
+        "master://:9090/api?log=info&tls=0&api=nodepass",
+    ),
     (
         "master://127.0.0.1:9090/v1/np/?tls=1&log=warn",
         "master://127.0.0.1:9090/v1/np?log=warn&tls=1&api=nodepass",
@@ -184,7 +190,10 @@ const INVALID: &[(&str, Want)] = &[
     ("master://:1?api=Envelope", Want::Invalid("api")),
     ("master://:1?api=json", Want::Invalid("api")),
     ("server://:1/a:1?api=envelope", Want::WrongRole("api")),
-    ("master://:1?api=nodepass&api=envelope", Want::Duplicate("api")),
+    (
+        "master://:1?api=nodepass&api=envelope",
+        Want::Duplicate("api"),
+    ),
 ];
 
 fn expand(canonical: &str) -> String {

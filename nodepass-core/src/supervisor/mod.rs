@@ -282,9 +282,7 @@ impl Supervisor {
             core.tracker.spawn(core.clone().pump_logs(m.clone()));
             core.emit(Event::new(EventKind::Create, Some(m.info())));
             tracing::info!(parent: &m.span, "instance created");
-            if launch
-                && let Err(e) = core.launch(&m)
-            {
+            if launch && let Err(e) = core.launch(&m) {
                 m.set_status(core, InstanceStatus::Error, Some(e.to_string()), None);
             }
             Instance::new(m, core.clone())

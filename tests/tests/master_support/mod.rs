@@ -85,8 +85,14 @@ impl MasterProcess {
     /// Start `nodepass "master://127.0.0.1:0/api?log=info&api=envelope&state=STATE"` with `env` and wait (at
     /// most [`DEADLINE`]) for its "listening on URL" line.
     pub fn start(state: &Path, env: &[(&str, &str)]) -> MasterProcess {
+        MasterProcess::start_with(state, "&api=envelope", env)
+    }
+
+    /// Like [`MasterProcess::start`], with `extra` appended to the URL's query instead of
+    /// `&api=envelope` (`""`: the default dialect, `api=nodepass`).
+    pub fn start_with(state: &Path, extra: &str, env: &[(&str, &str)]) -> MasterProcess {
         let url = format!(
-            "master://127.0.0.1:0/api?log=info&api=envelope&state={}",
+            "master://127.0.0.1:0/api?log=info&state={}{extra}",
             state.display()
         );
         let mut cmd = Command::new(nodepass_exe());
@@ -167,13 +173,7 @@ impl MasterProcess {
 
     /// A request for `path` below the prefix.
     pub fn req(&self, method: Method, path: &str) -> Req {
-        Req {
-            addr: self.addr,
-            method,
-            path: format!("/api{path}"),
-            headers: vec![("host".into(), self.addr.to_string())],
-            body: Bytes::new(),
-        }
+        request(self.addr, method, &format!("/api{path}"))
     }
 }
 
@@ -183,6 +183,17 @@ impl Drop for MasterProcess {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// A request for the absolute `path` on any HTTP server at `addr` (e.g. the Go master).
+pub fn request(addr: SocketAddr, method: Method, path: &str) -> Req {
+    Req {
+        addr,
+        method,
+        path: path.to_string(),
+        headers: vec![("host".into(), addr.to_string())],
+        body: Bytes::new(),
     }
 }
 
@@ -232,12 +243,17 @@ impl Req {
     pub async fn send(self) -> Res {
         let res = self.open().await;
         let status = res.status();
+        let headers = res.headers().clone();
         let body = tokio::time::timeout(DEADLINE, res.into_body().collect())
             .await
             .expect("a body within the deadline")
             .unwrap()
             .to_bytes();
-        Res { status, body }
+        Res {
+            status,
+            headers,
+            body,
+        }
     }
 }
 
@@ -245,6 +261,7 @@ impl Req {
 #[derive(Debug)]
 pub struct Res {
     pub status: StatusCode,
+    pub headers: http::HeaderMap,
     pub body: Bytes,
 }
 
