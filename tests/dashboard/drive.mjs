@@ -148,6 +148,8 @@ try {
   await page.locator("#rate-chart canvas").waitFor();
   await shot("detail-dark");
   await page.getByRole("link", { name: "New", exact: true }).click();
+  await page.locator("#f-tunnel-any").fill("127.0.0.1:0");
+  await page.locator("#f-target-any").fill("127.0.0.1:0");
   await page.locator("#f-max-server").fill("lots");
   await page.getByRole("button", { name: "Create and start" }).click();
   await maxErr.filter({ hasText: "max" }).waitFor();
@@ -156,9 +158,9 @@ try {
   step("stop and start from the detail page (keyboard for start)");
   await page.getByRole("link", { name: "Instances" }).click();
   await page.locator("#instances a", { hasText: "web-client" }).click();
-  await page.getByRole("button", { name: "Stop web-client" }).click();
+  await page.getByRole("button", { name: "Stop web-client", exact: true }).click();
   await page.locator("h1 [data-status=stopped]").waitFor();
-  await page.getByRole("button", { name: "Start web-client" }).focus();
+  await page.getByRole("button", { name: "Start web-client", exact: true }).focus();
   await page.keyboard.press("Enter");
   await page.locator("h1 [data-status=running]").waitFor();
 
