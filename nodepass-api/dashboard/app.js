@@ -243,13 +243,13 @@
   async function run(fn, ok) {
     try { const r = await fn(); toast(ok); return r; } catch (e) { toast(e.message); return null; }
   }
-  function confirmDialog(title, text) {
+  function confirmDialog(title, text, yes = "Delete") {
     return new Promise((resolve) => {
       const d = h("dialog", { "aria-labelledby": "dlg-title" },
         h("h2", { id: "dlg-title" }, title), h("p", {}, text),
         h("form", { method: "dialog", class: "row" },
           h("button", { value: "no", autofocus: true }, "Cancel"),
-          h("button", { value: "yes", class: "danger", id: "confirm-yes" }, "Delete")));
+          h("button", { value: "yes", class: "danger", id: "confirm-yes" }, yes)));
       d.addEventListener("close", () => { resolve(d.returnValue === "yes"); d.remove(); });
       document.body.append(d); d.showModal();
     });
@@ -271,7 +271,8 @@
     const cards = h("div", { class: "cards", id: "info" });
     const counts = h("div", { class: "cards", id: "counts" });
     const chartEl = h("div", { class: "chart", id: "total-chart" });
-    $main.replaceChildren(h("h1", {}, "Overview"), cards, h("h2", {}, "Instances"), counts,
+    const rotate = h("button", { type: "button", id: "rotate-key", onclick: rotateKey }, "Rotate API key");
+    $main.replaceChildren(h("h1", {}, "Overview", rotate), cards, h("h2", {}, "Instances"), counts,
       h("h2", {}, "Total throughput (live, last 15 min)"), h("div", { class: "panel" }, chartEl));
     const card = (k, v) => h("div", { class: "card" }, h("div", { class: "k" }, k), h("div", { class: "v" }, v));
     const loadInfo = async () => {
@@ -303,6 +304,29 @@
       onEvent: () => { renderCounts(); if (u) u.setData(data()); },
       close: () => clearInterval(timer),
     };
+  }
+
+  // A new API key, shown once; this browser signs in again with it, every other session ends.
+  async function rotateKey() {
+    if (!(await confirmDialog("Rotate the API key?", "A new key replaces the current one at once: scripts and other signed-in browsers must use the new key.", "Rotate"))) return;
+    let key = null;
+    try {
+      const r = await api("POST", "/v1/key/rotate");
+      key = r && r.key;
+    } catch (e) {
+      if (e.status !== 404 && e.status !== 405) { toast(e.message); return; }
+      try { // NodePass's way: restart the key's pseudo-instance; the new key comes back in `url`
+        const r = await api("PATCH", "/v1/instances/********", { action: "restart" });
+        key = r && r.url;
+      } catch (x) { toast(x.message); return; }
+    }
+    if (!key) { toast("The master did not return a new key"); return; }
+    try { const s = await api("POST", "/v1/session", { key }); state.csrf = s.csrf; connectEvents(); } catch (e) { toast(e.message); }
+    const d = h("dialog", { "aria-labelledby": "key-title" }, h("h2", { id: "key-title" }, "New API key"),
+      h("p", {}, "Store it now: it is not shown again."), h("p", { class: "urlbox", id: "new-key" }, key),
+      h("form", { method: "dialog" }, h("button", { class: "primary", autofocus: true }, "Done")));
+    d.addEventListener("close", () => d.remove());
+    document.body.append(d); d.showModal();
   }
 
   // ---- instances list ------------------------------------------------------------------

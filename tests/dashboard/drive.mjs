@@ -172,6 +172,18 @@ try {
     await page.locator("#instances tr", { hasText: n }).waitFor({ state: "detached" });
   }
 
+  step("rotate the key: this browser stays signed in with the new one, the old key stops working");
+  await page.getByRole("link", { name: "Overview" }).click();
+  await page.locator("#rotate-key").click();
+  await page.locator("dialog #confirm-yes").click();
+  const newKey = (await page.locator("#new-key").textContent()).trim();
+  expect(newKey.length >= 32 && newKey !== NP_KEY, "a new key shown once");
+  await page.getByRole("button", { name: "Done" }).click();
+  const oldKey = await page.evaluate(async ([api, key]) => (await fetch(api + "/v1/instances", { credentials: "omit", headers: { "X-API-Key": key } })).status, [NP_URL + "/api", NP_KEY]);
+  expect(oldKey === 401, `the old key is refused, got ${oldKey}`);
+  const still = await page.evaluate(async (api) => (await fetch(api + "/v1/instances")).status, NP_URL + "/api");
+  expect(still === 200, `this browser is still signed in, got ${still}`);
+
   step("sign out");
   await page.locator("#theme").click();
   await page.getByRole("button", { name: "Sign out" }).click();
