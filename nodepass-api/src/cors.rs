@@ -60,7 +60,10 @@ pub(crate) struct Cors {
     origins: CorsOrigins,
 }
 
-const ALLOW_HEADERS: &str = "content-type, authorization, x-api-key";
+/// As NodePass: NodePanel's event stream sends `Cache-Control`.
+const ALLOW_HEADERS: &str = "Content-Type, Authorization, X-API-Key, Cache-Control";
+/// As NodePass.
+const ALLOW_METHODS: &str = "GET, POST, PUT, PATCH, DELETE, OPTIONS";
 const MAX_AGE_SECONDS: &str = "600";
 
 impl Cors {
@@ -109,18 +112,16 @@ impl Cors {
 
     /// Add the preflight answer (methods, headers, max age) for an `OPTIONS` request that asks
     /// for one; the origin itself was checked before and is added by [`Cors::decorate`].
-    pub(crate) fn preflight(
-        &self,
-        request: &HeaderMap,
-        allow: &HeaderValue,
-        headers: &mut HeaderMap,
-    ) {
+    pub(crate) fn preflight(&self, request: &HeaderMap, headers: &mut HeaderMap) {
         if !request.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
             || !request.contains_key(header::ORIGIN)
         {
             return;
         }
-        headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, allow.clone());
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static(ALLOW_METHODS),
+        );
         headers.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
             HeaderValue::from_static(ALLOW_HEADERS),
@@ -129,7 +130,7 @@ impl Cors {
             header::ACCESS_CONTROL_MAX_AGE,
             HeaderValue::from_static(MAX_AGE_SECONDS),
         );
-        debug_assert!(ALLOW_HEADERS.contains(KEY_HEADER));
+        debug_assert!(ALLOW_HEADERS.to_ascii_lowercase().contains(KEY_HEADER));
     }
 }
 

@@ -8,6 +8,8 @@ use http::{HeaderValue, Response, StatusCode, header};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use nodepass_core::config::ApiDialect;
+
 use crate::error::{ErrorCode, HttpError};
 use crate::openapi::{Envelope, ErrorEnvelope};
 use crate::response::{self, Body};
@@ -26,8 +28,8 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:;
     object-src 'none'; frame-ancestors 'none'; base-uri 'self'";
 
 impl Docs {
-    pub(crate) fn new(prefix: &str) -> Docs {
-        let doc = crate::openapi::document(prefix);
+    pub(crate) fn new(dialect: ApiDialect, prefix: &str) -> Docs {
+        let doc = crate::openapi::document(dialect, prefix);
         let openapi_json =
             Bytes::from(serde_json::to_vec_pretty(&doc).expect("the document serializes"));
         let swagger = utoipa_swagger_ui::Config::new([format!("{prefix}/v1/openapi.json")])
@@ -141,7 +143,11 @@ pub(crate) async fn health(ctx: Ctx) -> Reply {
     if ctx.state.shutdown.is_cancelled() {
         return Err(HttpError::new(ErrorCode::Unavailable, "shutting down"));
     }
-    Ok(response::ok(StatusCode::OK, &Health { status: "ok" }))
+    Ok(response::data(
+        ctx.state.dialect,
+        StatusCode::OK,
+        &Health { status: "ok" },
+    ))
 }
 
 #[cfg(test)]
@@ -150,7 +156,7 @@ mod tests {
 
     #[test]
     fn the_ui_is_served_from_the_binary_and_points_at_our_document() {
-        let docs = Docs::new("/api");
+        let docs = Docs::new(ApiDialect::Envelope, "/api");
         let index = docs.file("index.html").expect("index.html");
         assert_eq!(index.status(), StatusCode::OK);
         let init = utoipa_swagger_ui::serve("swagger-initializer.js", docs.swagger.clone())
@@ -172,7 +178,7 @@ mod tests {
 
     #[test]
     fn the_page_loads_nothing_from_elsewhere() {
-        let docs = Docs::new("/api");
+        let docs = Docs::new(ApiDialect::Envelope, "/api");
         let index = utoipa_swagger_ui::serve("index.html", docs.swagger.clone())
             .unwrap()
             .unwrap();

@@ -62,13 +62,15 @@ pub enum ErrorCode {
     RateLimited,
     /// 500: the master failed (the state store, most likely).
     Internal,
+    /// 502: another server (a Go master being imported) could not be read.
+    BadGateway,
     /// 503: the master is shutting down.
     Unavailable,
 }
 
 impl ErrorCode {
     /// Every code, in status order (for documentation and tests).
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::Validation,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -80,6 +82,7 @@ impl ErrorCode {
         ErrorCode::UnsupportedMediaType,
         ErrorCode::RateLimited,
         ErrorCode::Internal,
+        ErrorCode::BadGateway,
         ErrorCode::Unavailable,
     ];
 
@@ -97,6 +100,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::Internal => "INTERNAL_ERROR",
+            ErrorCode::BadGateway => "BAD_GATEWAY",
             ErrorCode::Unavailable => "SERVICE_UNAVAILABLE",
         }
     }
@@ -115,6 +119,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::BadGateway => StatusCode::BAD_GATEWAY,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -208,6 +213,7 @@ mod tests {
                 ("UNSUPPORTED_MEDIA_TYPE", 415),
                 ("RATE_LIMITED", 429),
                 ("INTERNAL_ERROR", 500),
+                ("BAD_GATEWAY", 502),
                 ("SERVICE_UNAVAILABLE", 503),
             ]
         );

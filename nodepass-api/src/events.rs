@@ -13,14 +13,17 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Frame;
-use nodepass_core::supervisor::{EventKind, Events};
+use nodepass_core::config::ApiDialect;
+use nodepass_core::supervisor::{Event, EventKind, Events};
+use std::collections::HashMap;
 use tokio::sync::mpsc;
 
 use crate::error::{ErrorCode, HttpError};
+use crate::np::{self, NpEvent, NpInstance};
 use crate::openapi::ErrorEnvelope;
 use crate::router::{Ctx, Reply};
 use crate::state::State;
-use crate::view::{EventType, EventView, InstanceView};
+use crate::view::{EventType, EventView, InstanceView, now_rfc3339, rfc3339};
 use std::sync::Arc;
 
 /// Frames buffered per stream before the stream waits for its client.
@@ -37,7 +40,7 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(30);
     operation_id = "events",
     tag = "events",
     responses(
-        (status = 200, description = "`text/event-stream`; each `data:` line is an EventView", content_type = "text/event-stream", body = crate::view::EventView),
+        (status = 200, description = "`text/event-stream`; each `data:` line is an EventView", content_type = "text/event-stream", body = String),
         (status = 401, description = "Missing or wrong API key", body = ErrorEnvelope),
         (status = 429, description = "Too many open event streams", body = ErrorEnvelope),
     ),
@@ -88,11 +91,88 @@ async fn send(tx: &mpsc::Sender<Bytes>, bytes: Bytes) -> Result<(), End> {
 }
 
 async fn initial(state: &State, tx: &mpsc::Sender<Bytes>) -> Result<(), End> {
+    if state.dialect != ApiDialect::Envelope {
+        let key = crate::instances::key_view(state, None);
+        send(
+            tx,
+            np_frame("initial", now_rfc3339(), Some(key), String::new()),
+        )
+        .await?;
+        for info in state.supervisor.list() {
+            let view = NpInstance::of(&state.supervisor, &info);
+            send(
+                tx,
+                np_frame("initial", now_rfc3339(), Some(view), String::new()),
+            )
+            .await?;
+        }
+        return Ok(());
+    }
     for info in state.supervisor.list() {
         let view = InstanceView::of(&state.supervisor, &info);
         send(tx, frame(&EventView::own(EventType::Initial, Some(view)))).await?;
     }
     Ok(())
+}
+
+/// One NodePass frame: every event is `event: instance`, its type is in the data.
+fn np_frame(kind: &'static str, time: String, instance: Option<NpInstance>, logs: String) -> Bytes {
+    let event = NpEvent {
+        kind,
+        time,
+        instance,
+        logs,
+    };
+    let json = serde_json::to_string(&event).expect("events serialize");
+    Bytes::from(format!("event: instance\ndata: {json}\n\n"))
+}
+
+/// What NodePass frontends see of one supervisor event: `log` events one line each, `stats`
+/// as `update` only when the figures changed since the last one sent for the instance.
+fn np_frames(state: &State, e: &Event, last: &mut HashMap<String, NpInstance>) -> Vec<Bytes> {
+    let time = rfc3339(e.time);
+    let view = e
+        .instance
+        .as_ref()
+        .map(|i| NpInstance::of(&state.supervisor, i));
+    let kind = match e.kind {
+        EventKind::Create => "create",
+        EventKind::Update => "update",
+        EventKind::Delete => "delete",
+        EventKind::Log => {
+            return e
+                .logs
+                .iter()
+                .flatten()
+                .map(|l| np_frame("log", time.clone(), view.clone(), np::log_text(l)))
+                .collect();
+        }
+        EventKind::Stats => {
+            let Some(v) = &view else { return Vec::new() };
+            if last.get(&v.id).is_some_and(|old| same_figures(old, v)) {
+                return Vec::new();
+            }
+            "update"
+        }
+        _ => return Vec::new(),
+    };
+    if let Some(v) = &view {
+        if e.kind == EventKind::Delete {
+            last.remove(&v.id);
+        } else {
+            last.insert(v.id.clone(), v.clone());
+        }
+    }
+    vec![np_frame(kind, time, view, String::new())]
+}
+
+/// The figures a `stats` event may change.
+fn same_figures(a: &NpInstance, b: &NpInstance) -> bool {
+    (
+        a.status, a.pool, a.tcps, a.udps, a.tcprx, a.tcptx, a.udprx, a.udptx, a.ping,
+    ) == (
+        b.status, b.pool, b.tcps, b.udps, b.tcprx, b.tcptx, b.udprx, b.udptx, b.ping,
+    )
 }
 
 async fn pump(state: Arc<State>, mut events: Events, tx: mpsc::Sender<Bytes>) {
@@ -104,6 +184,8 @@ async fn pump(state: Arc<State>, mut events: Events, tx: mpsc::Sender<Bytes>) {
         )
         .await?;
         initial(&state, &tx).await?;
+        let nodepass = state.dialect != ApiDialect::Envelope;
+        let mut last = HashMap::new();
         let start = tokio::time::Instant::now() + settings.heartbeat;
         let mut heartbeat = tokio::time::interval_at(start, settings.heartbeat);
         loop {
@@ -115,12 +197,27 @@ async fn pump(state: Arc<State>, mut events: Events, tx: mpsc::Sender<Bytes>) {
                     None => break,
                     Some(e) if e.kind == EventKind::Shutdown => break,
                     Some(e) if e.kind == EventKind::Resync => {
-                        send(&tx, frame(&EventView::own(EventType::Resync, None))).await?;
+                        // NodePass has no resync: its frontends get fresh initial events.
+                        if !nodepass {
+                            send(&tx, frame(&EventView::own(EventType::Resync, None))).await?;
+                        }
                         initial(&state, &tx).await?;
+                    }
+                    Some(e) if nodepass => {
+                        for f in np_frames(&state, &e, &mut last) {
+                            send(&tx, f).await?;
+                        }
                     }
                     Some(e) => send(&tx, frame(&EventView::of(&state.supervisor, &e))).await?,
                 },
             }
+        }
+        if nodepass {
+            return send(
+                &tx,
+                np_frame("shutdown", now_rfc3339(), None, String::new()),
+            )
+            .await;
         }
         send(&tx, frame(&EventView::own(EventType::Shutdown, None))).await
     }
@@ -166,7 +263,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_lagging_stream_gets_resync_then_fresh_initial_events() {
-        let Config::Master(config) = Config::parse("master://127.0.0.1:0/api").unwrap() else {
+        let Config::Master(config) =
+            Config::parse("master://127.0.0.1:0/api?api=envelope").unwrap()
+        else {
             unreachable!()
         };
         let mut options = MasterOptions {

@@ -8,9 +8,17 @@ use http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use http::Response;
+use nodepass_core::config::ApiDialect;
+use nodepass_core::store::MAX_ALIAS_CHARS;
+use serde::Deserialize;
+
+use crate::error::HttpError;
+use crate::info_np::np_info;
 use crate::openapi::{Envelope, ErrorEnvelope};
-use crate::response;
+use crate::response::{self, Body};
 use crate::router::{Ctx, Reply};
+use crate::state::State;
 use crate::view::{Status, rfc3339};
 
 /// Linux reports process CPU time in `USER_HZ` ticks, 100 per second on every architecture
@@ -63,6 +71,8 @@ pub(crate) struct InstanceCounts {
 /// `data` of `GET /v1/info`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub(crate) struct MasterInfo {
+    /// The master's alias (`POST /v1/info`).
+    pub alias: String,
     /// The nodepass version.
     pub version: &'static str,
     /// Seconds since the master started.
@@ -115,7 +125,7 @@ impl CpuMeter {
         }
     }
 
-    fn read(&self) -> CpuInfo {
+    pub(crate) fn read(&self) -> CpuInfo {
         let now = CpuSample::now();
         let mut last = self.last.lock().expect("cpu lock poisoned");
         let (prev, prev_info) = *last;
@@ -185,13 +195,13 @@ fn parse_system_ticks(stat: &str) -> Option<(u64, u64)> {
     Some((total.saturating_sub(idle), total))
 }
 
-fn load_average() -> Option<[f64; 3]> {
+pub(crate) fn load_average() -> Option<[f64; 3]> {
     let text = std::fs::read_to_string("/proc/loadavg").ok()?;
     let mut it = text.split_whitespace().map(|v| v.parse::<f64>().ok());
     Some([it.next()??, it.next()??, it.next()??])
 }
 
-fn memory() -> MemoryInfo {
+pub(crate) fn memory() -> MemoryInfo {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     MemoryInfo {
@@ -202,7 +212,7 @@ fn memory() -> MemoryInfo {
 }
 
 /// `VmRSS:   1234 kB` → 1234 × 1024.
-fn kib_field(text: &str, name: &str) -> Option<u64> {
+pub(crate) fn kib_field(text: &str, name: &str) -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with(name))?;
     let kib: u64 = line[name.len()..].split_whitespace().next()?.parse().ok()?;
     Some(kib * 1024)
@@ -221,7 +231,58 @@ fn kib_field(text: &str, name: &str) -> Option<u64> {
     security(("api_key" = []), ("bearer" = []))
 )]
 pub(crate) async fn info(ctx: Ctx) -> Reply {
-    let state = &ctx.state;
+    Ok(current(&ctx.state))
+}
+
+/// The body of `POST /v1/info`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct InfoBody {
+    /// The master's new alias (at most 256 characters; `""` clears it).
+    alias: String,
+}
+
+/// Set the master's alias (kept in the state store); answers as `GET /v1/info`.
+#[utoipa::path(
+    post,
+    path = "/v1/info",
+    operation_id = "updateInfo",
+    tag = "master",
+    request_body(content = InfoBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The master", body = Envelope<MasterInfo>),
+        (status = 400, description = "Invalid body or alias", body = ErrorEnvelope),
+        (status = 401, description = "Missing or wrong API key", body = ErrorEnvelope),
+        (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
+        (status = 415, description = "Not application/json", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub(crate) async fn update(ctx: Ctx) -> Reply {
+    let (state, headers, incoming) = ctx.into_body();
+    let body: InfoBody = crate::body::read_json(&headers, incoming, state.limits).await?;
+    set_alias(&state, body.alias)?;
+    Ok(current(&state))
+}
+
+/// Store and apply the master's alias.
+pub(crate) fn set_alias(state: &State, alias: String) -> Result<(), HttpError> {
+    let chars = alias.chars().count();
+    if chars > MAX_ALIAS_CHARS {
+        return Err(HttpError::invalid(
+            "alias",
+            format!("{chars} characters, at most {MAX_ALIAS_CHARS} allowed"),
+        ));
+    }
+    state
+        .supervisor
+        .store()
+        .set_setting(crate::master::ALIAS_SETTING, &alias)?;
+    *state.alias.lock().expect("alias lock poisoned") = alias;
+    Ok(())
+}
+
+fn current(state: &State) -> Response<Body> {
     let mut counts = InstanceCounts::default();
     for i in state.supervisor.list() {
         counts.total += 1;
@@ -232,18 +293,23 @@ pub(crate) async fn info(ctx: Ctx) -> Reply {
             Status::Error => counts.error += 1,
         }
     }
+    let cpu = state.cpu.read();
+    if state.dialect != ApiDialect::Envelope {
+        return response::bare(StatusCode::OK, &np_info(state, cpu, counts));
+    }
     let info = MasterInfo {
+        alias: state.alias.lock().expect("alias lock poisoned").clone(),
         version: env!("CARGO_PKG_VERSION"),
         uptime: state.started.elapsed().as_secs(),
         started_at: rfc3339(state.started_unix_ms),
         os: std::env::consts::OS,
         arch: std::env::consts::ARCH,
         pid: std::process::id(),
-        cpu: state.cpu.read(),
+        cpu,
         memory: memory(),
         instances: counts,
     };
-    Ok(response::ok(StatusCode::OK, &info))
+    response::ok(StatusCode::OK, &info)
 }
 
 #[cfg(test)]

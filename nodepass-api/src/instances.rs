@@ -10,11 +10,17 @@ use nodepass_core::supervisor::{
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
+use http::Response;
+use nodepass_core::config::{ApiDialect, TlsMode};
+
 use crate::body;
-use crate::error::HttpError;
-use crate::openapi::{Empty, Envelope, ErrorEnvelope};
+use crate::error::{ErrorCode, HttpError};
+use crate::np::{KEY_ID, NpInstance};
+use crate::openapi::{Envelope, ErrorEnvelope};
 use crate::response;
+use crate::response::Body;
 use crate::router::{Ctx, Reply};
+use crate::state::{MasterFacts, State};
 use crate::view::{InstanceList, InstanceView, Kind, Status};
 
 /// The peer in a request body.
@@ -108,9 +114,9 @@ pub(crate) struct CreateBody {
     /// Optional alias (at most 256 characters).
     #[serde(default)]
     alias: Option<String>,
-    /// Auto-restart policy (default false).
+    /// Auto-restart policy (default true, as in NodePass).
     #[serde(default)]
-    restart: bool,
+    restart: Option<bool>,
     /// Metadata.
     #[serde(default)]
     meta: Option<MetaBody>,
@@ -196,16 +202,76 @@ struct ListQuery {
 )]
 pub(crate) async fn list(ctx: Ctx) -> Reply {
     let query: ListQuery = ctx.query()?;
-    let instances = ctx
-        .state
-        .supervisor
-        .list()
+    let state = &ctx.state;
+    let infos = state.supervisor.list();
+    let selected = infos
         .iter()
-        .map(|i| InstanceView::of(&ctx.state.supervisor, i))
-        .filter(|i| query.kind.is_none_or(|k| i.kind == k))
-        .filter(|i| query.status.is_none_or(|s| i.status == s))
+        .filter(|i| query.kind.is_none_or(|k| Kind::from(i.kind) == k))
+        .filter(|i| query.status.is_none_or(|s| Status::from(i.status) == s));
+    if state.dialect == ApiDialect::Envelope {
+        let instances = selected
+            .map(|i| InstanceView::of(&state.supervisor, i))
+            .collect();
+        return Ok(response::ok(StatusCode::OK, &InstanceList { instances }));
+    }
+    // NodePass lists the API key first, as a pseudo-instance (not when filtering).
+    let key = (query.kind.is_none() && query.status.is_none()).then(|| key_view(state, None));
+    let list: Vec<NpInstance> = key
+        .into_iter()
+        .chain(selected.map(|i| NpInstance::of(&state.supervisor, i)))
         .collect();
-    Ok(response::ok(StatusCode::OK, &InstanceList { instances }))
+    Ok(response::bare(StatusCode::OK, &list))
+}
+
+/// The instance in the dialect's form.
+pub(crate) fn reply(state: &State, status: StatusCode, info: &InstanceInfo) -> Response<Body> {
+    match state.dialect {
+        ApiDialect::Envelope => response::ok(status, &InstanceView::of(&state.supervisor, info)),
+        _ => response::bare(status, &NpInstance::of(&state.supervisor, info)),
+    }
+}
+
+/// The API key's pseudo-instance: `url` masked, or the new key right after a rotation.
+pub(crate) fn key_view(state: &State, new_key: Option<&str>) -> NpInstance {
+    let alias = state.alias.lock().expect("alias lock poisoned").clone();
+    NpInstance::key(&alias, new_key.unwrap_or(KEY_ID))
+}
+
+/// A URL with the master's `log` and (servers only) `tls` added where it sets none, as a
+/// NodePass master does for the instances it creates.
+pub(crate) fn inherit(url: &str, facts: &MasterFacts) -> String {
+    let (head, query) = url.split_once('?').unwrap_or((url, ""));
+    let names: Vec<String> = form_urlencoded::parse(query.as_bytes())
+        .map(|(k, _)| k.into_owned())
+        .collect();
+    let has = |n: &str| names.iter().any(|k| k == n);
+    let mut added: Vec<String> = Vec::new();
+    if !has("log") {
+        added.push(format!("log={}", facts.log));
+    }
+    let is_server = head.to_ascii_lowercase().starts_with("server://");
+    if is_server && !has("tls") {
+        match &facts.tls {
+            TlsMode::Off => {}
+            TlsMode::SelfSigned => added.push("tls=1".into()),
+            TlsMode::Files { cert, key } => {
+                let enc = |p: &std::path::Path| {
+                    form_urlencoded::byte_serialize(p.to_string_lossy().as_bytes())
+                        .collect::<String>()
+                };
+                added.push(format!("tls=2&crt={}&key={}", enc(cert), enc(key)));
+            }
+        }
+    }
+    if added.is_empty() {
+        return url.to_string();
+    }
+    let sep = if query.is_empty() {
+        if url.ends_with('?') { "" } else { "?" }
+    } else {
+        "&"
+    };
+    format!("{url}{sep}{}", added.join("&"))
 }
 
 /// Create an instance (stopped unless `restart` is true, then started at once).
@@ -232,17 +298,18 @@ pub(crate) async fn create(ctx: Ctx) -> Reply {
     if let Some(meta) = &body.meta {
         meta.validate()?;
     }
+    // As NodePass: created and started at once, answered without waiting for a peer.
     let req = CreateInstance {
-        url: body.url,
-        alias: body.alias,
-        restart: body.restart,
+        url: inherit(&body.url, &state.facts),
+        alias: body.alias.filter(|a| !a.is_empty()),
+        restart: body.restart.unwrap_or(true),
         meta: body.meta.map(MetaBody::into_meta).unwrap_or_default(),
+        start: true,
+        no_wait: true,
+        ..Default::default()
     };
     let info = state.supervisor.create(req).await?;
-    Ok(response::ok(
-        StatusCode::CREATED,
-        &InstanceView::of(&state.supervisor, &info),
-    ))
+    Ok(reply(&state, StatusCode::CREATED, &info))
 }
 
 /// One instance.
@@ -261,11 +328,11 @@ pub(crate) async fn create(ctx: Ctx) -> Reply {
 )]
 pub(crate) async fn get(ctx: Ctx) -> Reply {
     let state = &ctx.state;
+    if state.dialect != ApiDialect::Envelope && ctx.param() == KEY_ID {
+        return Ok(response::bare(StatusCode::OK, &key_view(state, None)));
+    }
     let info = state.supervisor.get(ctx.param())?;
-    Ok(response::ok(
-        StatusCode::OK,
-        &InstanceView::of(&state.supervisor, &info),
-    ))
+    Ok(reply(state, StatusCode::OK, &info))
 }
 
 /// Control an instance (`{"action": ...}`) or replace its URL (`{"url": ...}`).
@@ -290,10 +357,18 @@ pub(crate) async fn get(ctx: Ctx) -> Reply {
 pub(crate) async fn put(ctx: Ctx) -> Reply {
     let id = ctx.param().to_string();
     let (state, headers, incoming) = ctx.into_body();
+    if state.dialect != ApiDialect::Envelope && id == KEY_ID {
+        return Err(key_forbidden());
+    }
     let body: PutBody = body::read_json(&headers, incoming, state.limits).await?;
     let info = match (body.action, body.url) {
-        (Some(action), None) => apply(&state.supervisor, &id, action).await?,
-        (None, Some(url)) => state.supervisor.replace_url(&id, &url).await?,
+        (Some(action), None) => act(&state, &id, action).await?,
+        (None, Some(url)) => {
+            state
+                .supervisor
+                .replace_url(&id, &inherit(&url, &state.facts))
+                .await?
+        }
         (Some(_), Some(_)) => {
             return Err(HttpError::invalid(
                 "body",
@@ -307,10 +382,14 @@ pub(crate) async fn put(ctx: Ctx) -> Reply {
             ));
         }
     };
-    Ok(response::ok(
-        StatusCode::OK,
-        &InstanceView::of(&state.supervisor, &info),
-    ))
+    Ok(reply(&state, StatusCode::OK, &info))
+}
+
+fn key_forbidden() -> HttpError {
+    HttpError::new(
+        ErrorCode::Forbidden,
+        "the API key's pseudo-instance can only be patched: {\"action\": \"restart\"} rotates the key, {\"alias\"} names the master",
+    )
 }
 
 /// Update alias, policy or metadata, and optionally run an action.
@@ -336,11 +415,15 @@ pub(crate) async fn patch(ctx: Ctx) -> Reply {
     let id = ctx.param().to_string();
     let (state, headers, incoming) = ctx.into_body();
     let body: PatchBody = body::read_json(&headers, incoming, state.limits).await?;
-    if body.alias.is_none()
+    let nodepass = state.dialect != ApiDialect::Envelope;
+    if nodepass && id == KEY_ID {
+        return patch_key(&state, body);
+    }
+    let empty = body.alias.is_none()
         && body.restart.is_none()
         && body.meta.is_none()
-        && body.action.is_none()
-    {
+        && body.action.is_none();
+    if empty && !nodepass {
         return Err(HttpError::invalid(
             "body",
             "nothing to change: give alias, restart, meta or action",
@@ -356,21 +439,75 @@ pub(crate) async fn patch(ctx: Ctx) -> Reply {
     let supervisor = &state.supervisor;
     let mut info = supervisor.get(&id)?;
     if let Some(action) = body.action {
-        check_transition(&info, action)?;
-        info = apply(supervisor, &id, action).await?;
+        if nodepass && is_no_op(&info, action) {
+            // NodePass answers 200 for starting a running instance or stopping a stopped one.
+        } else {
+            check_transition(&info, action)?;
+            info = apply(supervisor, &id, action).await?;
+        }
     }
     let update = UpdateInstance {
-        alias: body.alias,
+        // `""` clears the alias, as `null` does (NodePass has no null alias).
+        alias: body.alias.map(|a| a.filter(|a| !a.is_empty())),
         restart: body.restart,
         meta: body.meta.map(MetaBody::into_meta),
     };
     if update.alias.is_some() || update.restart.is_some() || update.meta.is_some() {
         info = supervisor.update(&id, update).await?;
     }
-    Ok(response::ok(
-        StatusCode::OK,
-        &InstanceView::of(&state.supervisor, &info),
-    ))
+    Ok(reply(&state, StatusCode::OK, &info))
+}
+
+/// `PATCH /v1/instances/********`: `{"action": "restart"}` rotates the API key and shows the
+/// new one once in `url`; `{"alias"}` names the master. Nothing else applies to it.
+fn patch_key(state: &State, body: PatchBody) -> Reply {
+    if body.restart.is_some() || body.meta.is_some() {
+        return Err(HttpError::invalid(
+            "body",
+            "the API key's pseudo-instance takes only alias and action restart",
+        ));
+    }
+    let new_key = match body.action {
+        None => None,
+        Some(Action::Restart) => Some(state.keys.rotate()?),
+        Some(other) => {
+            return Err(HttpError::invalid(
+                "action",
+                format!("{other:?} does not apply to the API key; restart rotates it")
+                    .to_lowercase(),
+            ));
+        }
+    };
+    if let Some(alias) = body.alias {
+        crate::info::set_alias(state, alias.unwrap_or_default())?;
+    }
+    if new_key.is_some() {
+        tracing::info!("API key rotated");
+    }
+    let view = key_view(state, new_key.as_ref().map(|k| k.expose()));
+    Ok(response::bare(StatusCode::OK, &view))
+}
+
+/// Starting a running instance or stopping a stopped one.
+fn is_no_op(info: &InstanceInfo, action: Action) -> bool {
+    let status = Status::from(info.status);
+    match action {
+        Action::Start => matches!(status, Status::Running | Status::Starting),
+        Action::Stop => status == Status::Stopped,
+        Action::Restart | Action::Reset => false,
+    }
+}
+
+/// Run an action as PUT does: in the NodePass dialect starting a running instance or stopping
+/// a stopped one is answered with the instance as it is.
+async fn act(state: &State, id: &str, action: Action) -> Result<InstanceInfo, HttpError> {
+    if state.dialect != ApiDialect::Envelope {
+        let info = state.supervisor.get(id)?;
+        if is_no_op(&info, action) {
+            return Ok(info);
+        }
+    }
+    apply(&state.supervisor, id, action).await
 }
 
 /// Stop (if running) and delete an instance.
@@ -381,13 +518,16 @@ pub(crate) async fn patch(ctx: Ctx) -> Reply {
     tag = "instances",
     params(("id" = String, Path, description = "Instance id (8 hex characters)")),
     responses(
-        (status = 204, description = "Deleted", body = Empty),
+        (status = 204, description = "Deleted (no body)"),
         (status = 401, description = "Missing or wrong API key", body = ErrorEnvelope),
         (status = 404, description = "No such instance", body = ErrorEnvelope),
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
 pub(crate) async fn delete(ctx: Ctx) -> Reply {
+    if ctx.state.dialect != ApiDialect::Envelope && ctx.param() == KEY_ID {
+        return Err(key_forbidden());
+    }
     ctx.state.supervisor.delete(ctx.param()).await?;
     Ok(response::no_content())
 }

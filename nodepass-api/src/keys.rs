@@ -31,6 +31,14 @@ pub(crate) struct NewKey {
 pub(crate) async fn rotate(ctx: Ctx) -> Reply {
     let key = ctx.state.keys.rotate()?;
     tracing::info!("API key rotated");
+    if ctx.state.dialect != nodepass_core::config::ApiDialect::Envelope {
+        return Ok(response::bare(
+            StatusCode::OK,
+            &NewKey {
+                key: key.expose().to_string(),
+            },
+        ));
+    }
     Ok(response::with_message(
         StatusCode::OK,
         &NewKey {

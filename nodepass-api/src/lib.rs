@@ -52,25 +52,34 @@ mod dashboard;
 mod docs;
 mod error;
 mod events;
+mod goclient;
 mod info;
+mod info_np;
 mod instances;
 mod keys;
 mod master;
 mod metrics;
+mod np;
 mod openapi;
+mod openapi_np;
 mod response;
 mod router;
 mod session;
 mod state;
 mod tcping;
 mod traffic;
+mod transfer;
 mod view;
 
 pub use auth::{ApiKey, KEY_HEADER, KEY_SETTING};
 pub use cors::{CORS_ENV, CorsOrigins};
-pub use error::{ApiError, ErrorCode};
+pub use error::{ApiError, ErrorCode, HttpError};
 pub use master::{
     API_KEY_ENV, DEFAULT_MAX_BODY_BYTES, DEFAULT_STATE_FILE, Master, MasterOptions,
     default_state_path, serve,
 };
 pub use session::{CSRF_HEADER, SESSION_COOKIE, SESSION_LIFETIME};
+pub use transfer::{
+    BACKUP_FORMAT, Backup, BackupInstance, ImportReport, Imported, Skipped, backup, import_from_go,
+    import_remote,
+};

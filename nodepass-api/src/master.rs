@@ -32,7 +32,7 @@ use crate::events::EventSettings;
 use crate::info::CpuMeter;
 use crate::router::{self, Router};
 use crate::session::Sessions;
-use crate::state::State;
+use crate::state::{MasterFacts, State};
 use crate::tcping::Prober;
 
 /// The environment variable that sets the API key explicitly.
@@ -43,6 +43,22 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The state store file name inside the default directory.
 pub const DEFAULT_STATE_FILE: &str = "nodepass.db";
+
+/// The store setting that holds the master's alias (`POST /v1/info`).
+pub(crate) const ALIAS_SETTING: &str = "master_alias";
+
+/// The store setting that holds the master's id (`mid` of `/v1/info`).
+const MID_SETTING: &str = "master_id";
+
+/// The stored master id, or a new random one (16 hex characters), stored.
+fn master_id(store: &dyn Store) -> Result<String, ApiError> {
+    if let Some(mid) = store.setting(MID_SETTING)? {
+        return Ok(mid);
+    }
+    let mid = ApiKey::generate()?.expose()[..16].to_string();
+    store.set_setting(MID_SETTING, &mid)?;
+    Ok(mid)
+}
 
 /// How often a failed `accept` is retried.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -223,9 +239,26 @@ impl Master {
                 .await
                 .map_err(ApiError::Supervisor)?;
         let prefix = config.prefix.trim_end_matches('/').to_string();
-        let docs = Docs::new(&prefix);
-        let router = Router::from_openapi(&crate::openapi::document(&prefix));
+        let docs = Docs::new(config.api, &prefix);
+        let router = Router::from_openapi(&crate::openapi::document(config.api, &prefix));
+        let facts = MasterFacts {
+            log: config.log,
+            tls: config.tls.clone(),
+            name: match &config.listen.host {
+                Host::Any => String::new(),
+                Host::Ip(ip) => ip.to_string(),
+                Host::Name(name) => name.clone(),
+            },
+            mid: master_id(supervisor.store().as_ref())?,
+        };
+        let alias = supervisor
+            .store()
+            .setting(ALIAS_SETTING)?
+            .unwrap_or_default();
         let state = State {
+            dialect: config.api,
+            facts,
+            alias: std::sync::Mutex::new(alias),
             supervisor,
             keys,
             cors: Cors::new(options.cors.clone()),

@@ -7,7 +7,12 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::server::Server;
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use crate::{docs, events, info, instances, keys, metrics, session, tcping, traffic, view};
+use nodepass_core::config::ApiDialect;
+
+use crate::{
+    docs, events, info, instances, keys, metrics, openapi_np, session, tcping, traffic, transfer,
+    view,
+};
 
 /// A successful response.
 #[derive(Debug, Serialize, ToSchema)]
@@ -44,16 +49,13 @@ pub(crate) struct ErrorEnvelope {
     pub error: ErrorDetail,
 }
 
-/// No body.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct Empty;
-
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "NodePass master API",
-        description = "Manage NodePass server and client instances. Every JSON response is an \
-envelope: `{\"success\": true, \"data\": ...}` or `{\"success\": false, \"error\": {\"code\", \"message\"}}`. \
+        description = "Manage NodePass server and client instances. This is the envelope \
+dialect (`api=envelope`): every JSON response is an envelope: `{\"success\": true, \"data\": ...}` or \
+`{\"success\": false, \"error\": {\"code\", \"message\"}}`. \
 Send the API key in `X-API-Key` (or `Authorization: Bearer`).",
         license(name = "BSD-3-Clause"),
     ),
@@ -66,9 +68,12 @@ Send the API key in `X-API-Key` (or `Authorization: Bearer`).",
         instances::delete,
         events::stream,
         info::info,
+        info::update,
         tcping::tcping,
         metrics::metrics,
         keys::rotate,
+        transfer::export,
+        transfer::import,
         docs::openapi,
         docs::docs,
         docs::docs_file,
@@ -123,8 +128,12 @@ impl Modify for Security {
     }
 }
 
-/// The document for a master serving under `prefix` (its only server URL).
-pub(crate) fn document(prefix: &str) -> Document {
+/// The document of the dialect served, for a master serving under `prefix` (its only server
+/// URL).
+pub(crate) fn document(dialect: ApiDialect, prefix: &str) -> serde_json::Value {
+    if dialect != ApiDialect::Envelope {
+        return openapi_np::document(prefix);
+    }
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     doc.servers = Some(vec![Server::new(if prefix.is_empty() {
@@ -132,7 +141,46 @@ pub(crate) fn document(prefix: &str) -> Document {
     } else {
         prefix
     })]);
-    doc
+    envelope_fixed(doc)
+}
+
+/// The envelope document with what its annotations cannot say: tag keys are not empty, and a
+/// PUT body is either `{action}` or `{url}`.
+fn envelope_fixed(doc: Document) -> serde_json::Value {
+    let mut json = serde_json::to_value(doc).expect("the document serializes");
+    let schemas = &mut json["components"]["schemas"];
+    if schemas["MetaBody"].is_object() {
+        schemas["MetaBody"]["properties"]["tags"]["propertyNames"] =
+            serde_json::json!({ "minLength": 1, "maxLength": 256 });
+    }
+    let action = schemas["PutBody"]["properties"]["action"].clone();
+    let url = schemas["PutBody"]["properties"]["url"].clone();
+    schemas["PutBody"] = serde_json::json!({ "oneOf": [
+        { "type": "object", "required": ["action"], "additionalProperties": false,
+          "properties": { "action": strip_null(action) } },
+        { "type": "object", "required": ["url"], "additionalProperties": false,
+          "properties": { "url": strip_null(url) } },
+    ] });
+    json
+}
+
+/// `Option<T>` fields are `T | null` in the annotations; in a oneOf branch the field is required
+/// and not null.
+fn strip_null(mut schema: serde_json::Value) -> serde_json::Value {
+    if let Some(types) = schema.get_mut("type").and_then(|t| t.as_array_mut()) {
+        types.retain(|t| t != "null");
+        if types.len() == 1 {
+            schema["type"] = types[0].clone();
+        }
+    }
+    if let Some(one_of) = schema.get("oneOf").and_then(|o| o.as_array()).cloned() {
+        let kept: Vec<_> = one_of.into_iter().filter(|s| s["type"] != "null").collect();
+        if kept.len() == 1 {
+            return kept[0].clone();
+        }
+        schema["oneOf"] = serde_json::Value::Array(kept);
+    }
+    schema
 }
 
 #[cfg(test)]
@@ -143,11 +191,15 @@ mod tests {
 
     const API_MD: &str = include_str!("../../docs/api.md");
 
-    fn operations(doc: &Document) -> BTreeSet<String> {
-        let json = serde_json::to_value(doc).unwrap();
+    fn operations(json: &serde_json::Value) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
         for (path, item) in json["paths"].as_object().unwrap() {
-            for method in item.as_object().unwrap().keys() {
+            for method in item
+                .as_object()
+                .unwrap()
+                .keys()
+                .filter(|m| *m != "parameters")
+            {
                 out.insert(format!("{} {path}", method.to_uppercase()));
             }
         }
@@ -161,12 +213,19 @@ mod tests {
             .filter_map(|l| l.strip_prefix("### `")?.strip_suffix('`'))
             .map(String::from)
             .collect();
-        assert_eq!(headings, operations(&document("/api")));
+        assert_eq!(
+            headings,
+            operations(&document(ApiDialect::Envelope, "/api"))
+        );
+        assert_eq!(
+            operations(&document(ApiDialect::NodePass, "/api")),
+            operations(&document(ApiDialect::Envelope, "/api"))
+        );
     }
 
     #[test]
     fn docs_api_md_describes_every_instance_field_and_error_code() {
-        let json = serde_json::to_value(document("/api")).unwrap();
+        let json = document(ApiDialect::Envelope, "/api");
         let fields = json["components"]["schemas"]["InstanceView"]["properties"]
             .as_object()
             .unwrap();
@@ -185,7 +244,7 @@ mod tests {
 
     #[test]
     fn the_document_is_openapi_3_1_with_both_key_schemes() {
-        let json = serde_json::to_value(document("/np")).unwrap();
+        let json = document(ApiDialect::Envelope, "/np");
         assert_eq!(json["openapi"], "3.1.0");
         assert_eq!(json["servers"][0]["url"], "/np");
         let schemes = &json["components"]["securitySchemes"];

@@ -1,5 +1,6 @@
-//! The response envelope: `{"success": true, "data": ...}` or
-//! `{"success": false, "error": {"code": ..., "message": ...}}`, and the body type.
+//! Response bodies in both dialects. `api=envelope`: `{"success": true, "data": ...}` or
+//! `{"success": false, "error": {"code": ..., "message": ...}}`. `api=nodepass`: the bare value,
+//! or `{"error": "message", "code": "..."}`. And the body type.
 
 use std::convert::Infallible;
 
@@ -8,6 +9,8 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use serde::Serialize;
+
+use nodepass_core::config::ApiDialect;
 
 use crate::error::{ErrorCode, HttpError};
 
@@ -79,23 +82,64 @@ pub(crate) fn with_message<T: Serialize>(
     };
     match serde_json::to_vec(&envelope) {
         Ok(json) => bytes(status, JSON, json),
-        Err(e) => failure(&HttpError::new(
-            ErrorCode::Internal,
-            format!("cannot encode the response: {e}"),
-        )),
+        Err(e) => failure(
+            ApiDialect::Envelope,
+            &HttpError::new(
+                ErrorCode::Internal,
+                format!("cannot encode the response: {e}"),
+            ),
+        ),
     }
 }
 
-/// The failure envelope for `error`, with its status.
-pub(crate) fn failure(error: &HttpError) -> Response<Body> {
-    let envelope = Failure {
-        success: false,
-        error: FailureDetail {
+/// The bare JSON of `data` with `status` (the NodePass dialect).
+pub(crate) fn bare<T: Serialize>(status: StatusCode, data: &T) -> Response<Body> {
+    match serde_json::to_vec(data) {
+        Ok(json) => bytes(status, JSON, json),
+        Err(e) => failure(
+            ApiDialect::NodePass,
+            &HttpError::new(
+                ErrorCode::Internal,
+                format!("cannot encode the response: {e}"),
+            ),
+        ),
+    }
+}
+
+/// `data` in the dialect's form: bare, or inside the success envelope.
+pub(crate) fn data<T: Serialize>(
+    dialect: ApiDialect,
+    status: StatusCode,
+    data: &T,
+) -> Response<Body> {
+    match dialect {
+        ApiDialect::Envelope => ok(status, data),
+        _ => bare(status, data),
+    }
+}
+
+#[derive(Serialize)]
+struct BareFailure<'a> {
+    error: &'a str,
+    code: &'a str,
+}
+
+/// The failure body for `error` in the dialect's form, with its status.
+pub(crate) fn failure(dialect: ApiDialect, error: &HttpError) -> Response<Body> {
+    let json = match dialect {
+        ApiDialect::Envelope => serde_json::to_vec(&Failure {
+            success: false,
+            error: FailureDetail {
+                code: error.code.as_str(),
+                message: &error.message,
+            },
+        }),
+        _ => serde_json::to_vec(&BareFailure {
+            error: &error.message,
             code: error.code.as_str(),
-            message: &error.message,
-        },
-    };
-    let json = serde_json::to_vec(&envelope).expect("strings always serialize");
+        }),
+    }
+    .expect("strings always serialize");
     let mut res = bytes(error.code.status(), JSON, json);
     if error.code == ErrorCode::Unauthorized {
         res.headers_mut().insert(

@@ -8,13 +8,15 @@ use std::sync::Arc;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, header};
 use hyper::body::Incoming;
+use nodepass_core::config::ApiDialect;
 use serde::de::DeserializeOwned;
-use utoipa::openapi::OpenApi;
 
 use crate::error::{ErrorCode, HttpError};
 use crate::response::{self, Body};
 use crate::state::State;
-use crate::{dashboard, docs, events, info, instances, keys, metrics, session, tcping, traffic};
+use crate::{
+    dashboard, docs, events, info, instances, keys, metrics, session, tcping, traffic, transfer,
+};
 
 /// What a handler returns; an `Err` becomes the failure envelope.
 pub(crate) type Reply = Result<Response<Body>, HttpError>;
@@ -30,9 +32,12 @@ pub(crate) enum Endpoint {
     DeleteInstance,
     Events,
     Info,
+    UpdateInfo,
     Tcping,
     Metrics,
     RotateKey,
+    ExportInstances,
+    ImportInstances,
     OpenApi,
     Docs,
     DocsFile,
@@ -45,7 +50,7 @@ pub(crate) enum Endpoint {
 
 impl Endpoint {
     /// Every endpoint once.
-    pub(crate) const ALL: [Endpoint; 19] = [
+    pub(crate) const ALL: [Endpoint; 22] = [
         Endpoint::ListInstances,
         Endpoint::CreateInstance,
         Endpoint::GetInstance,
@@ -54,9 +59,12 @@ impl Endpoint {
         Endpoint::DeleteInstance,
         Endpoint::Events,
         Endpoint::Info,
+        Endpoint::UpdateInfo,
         Endpoint::Tcping,
         Endpoint::Metrics,
         Endpoint::RotateKey,
+        Endpoint::ExportInstances,
+        Endpoint::ImportInstances,
         Endpoint::OpenApi,
         Endpoint::Docs,
         Endpoint::DocsFile,
@@ -78,9 +86,12 @@ impl Endpoint {
             Endpoint::DeleteInstance => "deleteInstance",
             Endpoint::Events => "events",
             Endpoint::Info => "info",
+            Endpoint::UpdateInfo => "updateInfo",
             Endpoint::Tcping => "tcping",
             Endpoint::Metrics => "metrics",
             Endpoint::RotateKey => "rotateKey",
+            Endpoint::ExportInstances => "exportInstances",
+            Endpoint::ImportInstances => "importInstances",
             Endpoint::OpenApi => "openapi",
             Endpoint::Docs => "docs",
             Endpoint::DocsFile => "docsFile",
@@ -198,24 +209,25 @@ impl Router {
     /// # Panics
     /// If an operation has no id or one that no [`Endpoint`] has, or an endpoint is missing:
     /// a programming error, caught by the tests.
-    pub(crate) fn from_openapi(doc: &OpenApi) -> Router {
+    pub(crate) fn from_openapi(doc: &serde_json::Value) -> Router {
         let mut routes = Vec::new();
         let mut seen = Vec::new();
-        for (template, item) in doc.paths.paths.iter() {
+        let paths = doc["paths"].as_object().expect("the document has paths");
+        for (template, item) in paths {
             let ops = [
-                (Method::GET, &item.get),
-                (Method::POST, &item.post),
-                (Method::PUT, &item.put),
-                (Method::PATCH, &item.patch),
-                (Method::DELETE, &item.delete),
-                (Method::HEAD, &item.head),
-                (Method::OPTIONS, &item.options),
-                (Method::TRACE, &item.trace),
+                (Method::GET, "get"),
+                (Method::POST, "post"),
+                (Method::PUT, "put"),
+                (Method::PATCH, "patch"),
+                (Method::DELETE, "delete"),
+                (Method::HEAD, "head"),
+                (Method::OPTIONS, "options"),
+                (Method::TRACE, "trace"),
             ];
             let mut methods = Vec::new();
-            for (method, op) in ops {
-                let Some(op) = op else { continue };
-                let id = op.operation_id.as_deref().unwrap_or("");
+            for (method, name) in ops {
+                let Some(op) = item.get(name) else { continue };
+                let id = op["operationId"].as_str().unwrap_or("");
                 let endpoint = Endpoint::from_operation_id(id)
                     .unwrap_or_else(|| panic!("operation {id:?} of {template} has no endpoint"));
                 assert!(!seen.contains(&endpoint), "{endpoint:?} routed twice");
@@ -293,13 +305,14 @@ impl Router {
 pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let dialect = state.dialect;
     let origin = match state.cors.check(req.headers(), req.uri()) {
         Ok(origin) => origin,
-        Err(e) => return response::failure(&e),
+        Err(e) => return response::failure(dialect, &e),
     };
     let mut res = route(state.clone(), req)
         .await
-        .unwrap_or_else(|e| response::failure(&e));
+        .unwrap_or_else(|e| response::failure(dialect, &e));
     state.cors.decorate(res.headers_mut(), origin.as_ref());
     tracing::debug!(%method, %path, status = res.status().as_u16(), "request");
     res
@@ -324,24 +337,30 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Reply {
         Resolved::OtherMethods(methods, public) => {
             let allow = allow_header(&methods);
             if req.method() == Method::OPTIONS {
+                // Answered before the key check, as NodePass does: a browser's preflight
+                // carries no key. NodePass answers 200; the envelope dialect keeps 204.
                 let mut res = response::no_content();
-                res.headers_mut().insert(header::ALLOW, allow.clone());
-                state
-                    .cors
-                    .preflight(req.headers(), &allow, res.headers_mut());
+                if state.dialect == ApiDialect::NodePass {
+                    *res.status_mut() = http::StatusCode::OK;
+                }
+                res.headers_mut().insert(header::ALLOW, allow);
+                state.cors.preflight(req.headers(), res.headers_mut());
                 return Ok(res);
             }
             if !public {
                 session::authorize(&state, req.method(), req.headers())?;
             }
-            let mut res = response::failure(&HttpError::new(
-                ErrorCode::MethodNotAllowed,
-                format!(
-                    "method {} is not allowed here; allowed: {}",
-                    req.method(),
-                    allow.to_str().unwrap_or("")
+            let mut res = response::failure(
+                state.dialect,
+                &HttpError::new(
+                    ErrorCode::MethodNotAllowed,
+                    format!(
+                        "method {} is not allowed here; allowed: {}",
+                        req.method(),
+                        allow.to_str().unwrap_or("")
+                    ),
                 ),
-            ));
+            );
             res.headers_mut().insert(header::ALLOW, allow);
             Ok(res)
         }
@@ -371,9 +390,12 @@ async fn dispatch(endpoint: Endpoint, ctx: Ctx) -> Reply {
         Endpoint::DeleteInstance => instances::delete(ctx).await,
         Endpoint::Events => events::stream(ctx).await,
         Endpoint::Info => info::info(ctx).await,
+        Endpoint::UpdateInfo => info::update(ctx).await,
         Endpoint::Tcping => tcping::tcping(ctx).await,
         Endpoint::Metrics => metrics::metrics(ctx).await,
         Endpoint::RotateKey => keys::rotate(ctx).await,
+        Endpoint::ExportInstances => transfer::export(ctx).await,
+        Endpoint::ImportInstances => transfer::import(ctx).await,
         Endpoint::OpenApi => docs::openapi(ctx).await,
         Endpoint::Docs => docs::docs(ctx).await,
         Endpoint::DocsFile => docs::docs_file(ctx).await,
@@ -402,7 +424,7 @@ mod tests {
     use super::*;
 
     fn router() -> Router {
-        Router::from_openapi(&crate::openapi::document("/api"))
+        Router::from_openapi(&crate::openapi::document(ApiDialect::Envelope, "/api"))
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nodepass_core::Supervisor;
+use nodepass_core::config::{ApiDialect, LogLevel, TlsMode};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,8 +19,29 @@ use crate::router::Router;
 use crate::session::Sessions;
 use crate::tcping::Prober;
 
+/// What the master's own URL says, for `/v1/info` and for the instances it creates (which
+/// inherit its `log` and `tls` where their URL sets none, as in NodePass).
+#[derive(Debug, Clone)]
+pub(crate) struct MasterFacts {
+    /// `log=` of the master URL.
+    pub log: LogLevel,
+    /// `tls=`, `crt=`, `key=` of the master URL.
+    pub tls: TlsMode,
+    /// The host of the master URL (NodePass's `name`).
+    pub name: String,
+    /// A random id made at first start and kept in the store (NodePass's `mid`).
+    pub mid: String,
+}
+
 /// The master's shared state; one `Arc` per connection.
 pub(crate) struct State {
+    /// The dialect served (`api=`).
+    pub dialect: ApiDialect,
+    /// The master's own settings.
+    pub facts: MasterFacts,
+    /// The master's alias (`POST /v1/info`), kept in the store; std lock, never held across
+    /// `.await`.
+    pub alias: std::sync::Mutex<String>,
     /// The instances.
     pub supervisor: Supervisor,
     /// The API key.

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
+use nodepass_core::config::ApiDialect;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ErrorCode, HttpError};
 use crate::openapi::{Envelope, ErrorEnvelope};
@@ -31,10 +32,23 @@ impl Prober {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// The query of `GET /v1/tcping`.
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct Query {
+#[into_params(parameter_in = Query)]
+pub(crate) struct TcpingQuery {
+    /// `host:port` to connect to (`[v6]:port` for IPv6).
+    #[param(min_length = 1, example = "127.0.0.1:80")]
     target: String,
+}
+
+/// The NodePass dialect's answer: `latency` in whole milliseconds (0 when not connected).
+#[derive(Debug, Clone, Serialize)]
+struct NpTcping {
+    target: String,
+    connected: bool,
+    latency: u64,
+    error: Option<String>,
 }
 
 /// `data` of `GET /v1/tcping`.
@@ -116,7 +130,7 @@ async fn probe(host: &str, port: u16, timeout: Duration) -> Result<f64, String> 
     path = "/v1/tcping",
     operation_id = "tcping",
     tag = "master",
-    params(("target" = String, Query, description = "`host:port` to connect to")),
+    params(TcpingQuery),
     responses(
         (status = 200, description = "The outcome (connected or not)", body = Envelope<TcpingResult>),
         (status = 400, description = "Missing or invalid target", body = ErrorEnvelope),
@@ -126,7 +140,10 @@ async fn probe(host: &str, port: u16, timeout: Duration) -> Result<f64, String> 
     security(("api_key" = []), ("bearer" = []))
 )]
 pub(crate) async fn tcping(ctx: Ctx) -> Reply {
-    let query: Query = ctx.query()?;
+    let query: TcpingQuery = ctx.query()?;
+    if query.target.is_empty() {
+        return Err(HttpError::invalid("target", "required: host:port"));
+    }
     let (host, port) = parse_target(&query.target)?;
     let prober = &ctx.state.tcping;
     let _permit =
@@ -147,7 +164,16 @@ pub(crate) async fn tcping(ctx: Ctx) -> Reply {
             error: Some(e),
         },
     };
-    Ok(response::ok(StatusCode::OK, &result))
+    if ctx.state.dialect == ApiDialect::Envelope {
+        return Ok(response::ok(StatusCode::OK, &result));
+    }
+    let np = NpTcping {
+        latency: result.latency_ms.map_or(0, |ms| ms.round() as u64),
+        target: result.target,
+        connected: result.connected,
+        error: result.error,
+    };
+    Ok(response::bare(StatusCode::OK, &np))
 }
 
 #[cfg(test)]

@@ -249,7 +249,7 @@ async fn https_health(addr: std::net::SocketAddr) -> (StatusCode, Vec<u8>) {
 
 #[tokio::test]
 async fn tls_with_a_self_signed_certificate() {
-    let (addr, stop, task) = start_url("master://127.0.0.1:0/api?tls=1").await;
+    let (addr, stop, task) = start_url("master://127.0.0.1:0/api?tls=1&api=envelope").await;
     let (status, leaf) = https_health(addr).await;
     assert_eq!(status, StatusCode::OK);
     assert!(!leaf.is_empty());
@@ -278,7 +278,7 @@ async fn tls_certificate_files_are_reloaded_when_they_change() {
     };
     let first = write("first.example");
     let url = format!(
-        "master://127.0.0.1:0/api?tls=2&crt={}&key={}",
+        "master://127.0.0.1:0/api?api=envelope&tls=2&crt={}&key={}",
         crt.display(),
         key.display()
     );

@@ -29,6 +29,10 @@ pub struct Program {
 
 /// Run the executable described by `program` and return its exit status.
 pub fn main(program: Program) -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    if program.role.is_none() && argv.get(1).map(String::as_str) == Some("import") {
+        return crate::import::main(program.name, argv[1..].to_vec());
+    }
     let matches = Args::command()
         .name(program.name)
         .bin_name(program.name)

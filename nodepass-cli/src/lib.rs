@@ -7,6 +7,7 @@
 //! - [`signal`]: SIGINT/SIGTERM cancel the shutdown token.
 //! - [`run`]: [`run::run_instance`], the one place a config becomes a running role.
 //! - `app`: the shared `main`: `--check`, exit codes ([`EXIT_USAGE`], [`EXIT_FAILURE`]).
+//! - `import`: `nodepass import --from URL`, migration from a Go NodePass master.
 //!
 //! # Shutdown
 //! The first SIGINT or SIGTERM cancels a `CancellationToken` passed to
@@ -15,6 +16,7 @@
 
 mod app;
 pub mod args;
+mod import;
 pub mod logging;
 pub mod run;
 pub mod signal;

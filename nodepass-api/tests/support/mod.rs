@@ -50,20 +50,31 @@ pub fn options() -> MasterOptions {
 }
 
 impl Api {
-    /// A master at `master://127.0.0.1:0/api` with `options` and a fresh in-memory store.
+    /// An envelope-dialect master at `master://127.0.0.1:0/api?api=envelope` with `options`
+    /// and a fresh in-memory store.
     pub async fn start(options: MasterOptions) -> Api {
         Self::start_with(options, Arc::new(MemoryStore::new()), "/api").await
     }
 
-    /// A master with this store and prefix.
-    pub async fn start_with(
-        mut options: MasterOptions,
-        store: Arc<dyn Store>,
-        prefix: &str,
-    ) -> Api {
-        let Config::Master(config) =
-            Config::parse(&format!("master://127.0.0.1:0{prefix}")).unwrap()
-        else {
+    /// A master in the default (NodePass) dialect, `master://127.0.0.1:0/api?QUERY`.
+    pub async fn start_nodepass(options: MasterOptions, query: &str) -> Api {
+        Self::start_url(
+            options,
+            Arc::new(MemoryStore::new()),
+            &format!("master://127.0.0.1:0/api?{query}"),
+        )
+        .await
+    }
+
+    /// An envelope-dialect master with this store and prefix.
+    pub async fn start_with(options: MasterOptions, store: Arc<dyn Store>, prefix: &str) -> Api {
+        let url = format!("master://127.0.0.1:0{prefix}?api=envelope");
+        Self::start_url(options, store, &url).await
+    }
+
+    /// A master for this URL with this store.
+    pub async fn start_url(mut options: MasterOptions, store: Arc<dyn Store>, url: &str) -> Api {
+        let Config::Master(config) = Config::parse(url).unwrap() else {
             unreachable!()
         };
         let explicit = options.api_key.take();

@@ -149,5 +149,6 @@ fn master_params(c: &MasterConfig) -> Params {
     if let Some(state) = &c.state {
         out.push(("state", path_value(state)));
     }
+    out.push(("api", c.api.to_string()));
     out
 }

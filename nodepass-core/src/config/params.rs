@@ -12,7 +12,8 @@ use std::time::Duration;
 use super::ConfigError;
 use super::duration;
 use super::types::{
-    BlockSet, ClientMode, DialAddr, LogLevel, PoolType, ProxyProtocol, Role, ServerMode, TlsMode,
+    ApiDialect, BlockSet, ClientMode, DialAddr, LogLevel, PoolType, ProxyProtocol, Role,
+    ServerMode, TlsMode,
 };
 
 const ALL: &[Role] = &[Role::Server, Role::Client, Role::Master];
@@ -41,6 +42,7 @@ pub(crate) const PARAMS: &[(&str, &[Role])] = &[
     ("notcp", TUNNEL),
     ("noudp", TUNNEL),
     ("state", &[Role::Master]),
+    ("api", &[Role::Master]),
 ];
 
 /// The names `role` accepts, comma separated, in canonical order.
@@ -188,6 +190,7 @@ codes! {
     PoolType => ["0" => PoolType::Tcp, "1" => PoolType::Quic, "2" => PoolType::WebSocket,
                  "3" => PoolType::Http2];
     ProxyProtocol => ["0" => ProxyProtocol::Off, "1" => ProxyProtocol::V1, "2" => ProxyProtocol::V2];
+    ApiDialect => ["nodepass" => ApiDialect::NodePass, "envelope" => ApiDialect::Envelope];
 }
 
 /// A `0`/`1` switch.

@@ -15,9 +15,9 @@ use super::ConfigError;
 use super::params::{self, Code, Query, invalid};
 use super::secret::{MASK, TunnelKey};
 use super::types::{
-    ClientConfig, ClientMode, Config, DEFAULT_DNS_TTL, DEFAULT_MASTER_PREFIX, DEFAULT_POOL_MAX,
-    DEFAULT_POOL_MIN, DEFAULT_SLOT, DialAddr, Endpoint, LogLevel, MasterConfig, PoolType,
-    ProxyProtocol, Role, ServerConfig, ServerMode, TlsMode, TunnelParams,
+    ApiDialect, ClientConfig, ClientMode, Config, DEFAULT_DNS_TTL, DEFAULT_MASTER_PREFIX,
+    DEFAULT_POOL_MAX, DEFAULT_POOL_MIN, DEFAULT_SLOT, DialAddr, Endpoint, LogLevel, MasterConfig,
+    PoolType, ProxyProtocol, Role, ServerConfig, ServerMode, TlsMode, TunnelParams,
 };
 
 /// Longest URL accepted, in bytes.
@@ -283,5 +283,6 @@ fn master(url: &RawUrl<'_>, q: &mut Query) -> Result<MasterConfig, ConfigError> 
             .take("state")
             .map(|v| params::path("state", &v))
             .transpose()?,
+        api: q.get("api", ApiDialect::default(), ApiDialect::parse_code)?,
     })
 }

@@ -78,15 +78,25 @@ const VALID: &[(&str, &str)] = &[
         "client://h:1/a:1?sni=::1&log=debug&dns=0",
         "client://h:1/a:1?log=debug&sni=::1&dns=0&min=64&mode=0&dial=auto&read=0&rate=0&slot=65536&proxy=0&block=0&notcp=0&noudp=0",
     ),
-    ("master://:9090", "master://:9090/api?log=info&tls=0"),
-    ("master://:9090/", "master://:9090/api?log=info&tls=0"),
+    (
+        "master://:9090",
+        "master://:9090/api?log=info&tls=0&api=nodepass",
+    ),
+    (
+        "master://:9090/",
+        "master://:9090/api?log=info&tls=0&api=nodepass",
+    ),
     (
         "master://127.0.0.1:9090/v1/np/?tls=1&log=warn",
-        "master://127.0.0.1:9090/v1/np?log=warn&tls=1",
+        "master://127.0.0.1:9090/v1/np?log=warn&tls=1&api=nodepass",
     ),
     (
         "master://:0/api?state=/var/lib/np/state.db",
-        "master://:0/api?log=info&tls=0&state=/var/lib/np/state.db",
+        "master://:0/api?log=info&tls=0&state=/var/lib/np/state.db&api=nodepass",
+    ),
+    (
+        "master://:0/api?api=envelope",
+        "master://:0/api?log=info&tls=0&api=envelope",
     ),
 ];
 
@@ -164,6 +174,14 @@ const INVALID: &[(&str, Want)] = &[
     ("master://:1/../etc", Want::Invalid("prefix")),
     ("master://k@:1", Want::Invalid("tunnel key")),
     ("master://:1?state=", Want::Invalid("state")),
+    ("master://:1?api=", Want::Invalid("api")),
+    ("master://:1?api=Envelope", Want::Invalid("api")),
+    ("master://:1?api=json", Want::Invalid("api")),
+    ("server://:1/a:1?api=envelope", Want::WrongRole("api")),
+    (
+        "master://:1?api=nodepass&api=envelope",
+        Want::Duplicate("api"),
+    ),
 ];
 
 fn expand(canonical: &str) -> String {
@@ -415,14 +433,20 @@ fn config() -> impl Strategy<Value = Config> {
         "(/[a-zA-Z0-9_~-][a-zA-Z0-9._~-]{0,6}){1,3}",
         tls(),
         proptest::option::of(path()),
+        proptest::bool::ANY,
     )
-        .prop_map(|(listen, prefix, tls, state)| {
+        .prop_map(|(listen, prefix, tls, state, envelope)| {
             Config::Master(MasterConfig {
                 listen,
                 prefix,
                 log: LogLevel::Info,
                 tls,
                 state,
+                api: if envelope {
+                    ApiDialect::Envelope
+                } else {
+                    ApiDialect::NodePass
+                },
             })
         });
     prop_oneof![server, client, master]

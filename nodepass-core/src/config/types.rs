@@ -286,4 +286,17 @@ pub struct MasterConfig {
     pub tls: TlsMode,
     /// `state`: path of the state store; `None` = the default location.
     pub state: Option<PathBuf>,
+    /// `api`: the dialect the REST API speaks (default [`ApiDialect::NodePass`]).
+    pub api: ApiDialect,
+}
+
+/// `api=`: which REST dialect a master serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ApiDialect {
+    /// `nodepass`: the contract of the Go NodePass v1.14 master (bare JSON, `{"error"}`).
+    #[default]
+    NodePass,
+    /// `envelope`: `{"success", "data"}` envelopes with the API reference's field names.
+    Envelope,
 }

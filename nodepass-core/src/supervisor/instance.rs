@@ -331,6 +331,8 @@ impl Instance {
     /// the same answer as [`start`](Self::start); others keep their status (an `error` from the
     /// old URL becomes `stopped`). Not cancel safe once the new URL is stored.
     pub async fn replace_url(&self, url: &str) -> Result<InstanceInfo> {
+        // A URL sent back with the masked key (an edit in a frontend) keeps the stored key.
+        let url = &validate::unmask_url(url, &self.m.lock().record.url);
         let parsed = parse_url(url)?;
         self.check()?;
         let ops = self.m.ops.lock().await;

@@ -57,7 +57,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{Desired, InstanceRecord, Meta, Store, StoreError, TrafficSample};
+use crate::store::{
+    Desired, InstanceRecord, Meta, Store, StoreError, TrafficSample, TrafficTotals,
+};
 
 use self::core::Core;
 use self::state::Managed;
@@ -110,6 +112,14 @@ pub struct CreateInstance {
     pub restart: bool,
     /// Metadata.
     pub meta: Meta,
+    /// Start at once even when `restart` is false (an instance with `restart: true` is always
+    /// started at once). Default false.
+    pub start: bool,
+    /// Answer as soon as the instance is created and launched, without waiting for it to
+    /// reach `running` or `error`. Default false (wait as [`Supervisor::start`] does).
+    pub no_wait: bool,
+    /// Traffic totals to start from (an imported instance keeps its figures). Default zero.
+    pub traffic: TrafficTotals,
 }
 
 /// A partial update; `None` fields are left unchanged. Validated completely before anything
@@ -239,9 +249,9 @@ impl Supervisor {
         Events::new(self.core.subscribe())
     }
 
-    /// Validate and create an instance (stopped until started, unless `restart` is set, then
-    /// started at once, with the same answer as [`start`](Self::start); a start failure leaves
-    /// it created, in `error`). Refuses (`Conflict`) a listen address another running instance
+    /// Validate and create an instance (stopped until started, unless `restart` or `start` is
+    /// set, then started at once, with the same answer as [`start`](Self::start) unless
+    /// `no_wait`; a start failure leaves it created, in `error`). Refuses (`Conflict`) a listen address another running instance
     /// uses. Cancel safe: once created, dropping the future only skips the wait.
     pub async fn create(&self, req: CreateInstance) -> Result<InstanceInfo> {
         let core = &self.core;
@@ -251,6 +261,7 @@ impl Supervisor {
             validate::alias(alias)?;
         }
         validate::meta(&req.meta)?;
+        let launch = req.restart || req.start;
         let instance = {
             let _writes = core.writes();
             core.check_open()?;
@@ -259,7 +270,8 @@ impl Supervisor {
             record.alias = req.alias;
             record.restart = req.restart;
             record.meta = req.meta;
-            record.desired = if req.restart {
+            record.traffic = req.traffic;
+            record.desired = if launch {
                 Desired::Running
             } else {
                 Desired::Stopped
@@ -270,14 +282,12 @@ impl Supervisor {
             core.tracker.spawn(core.clone().pump_logs(m.clone()));
             core.emit(Event::new(EventKind::Create, Some(m.info())));
             tracing::info!(parent: &m.span, "instance created");
-            if req.restart
-                && let Err(e) = core.launch(&m)
-            {
+            if launch && let Err(e) = core.launch(&m) {
                 m.set_status(core, InstanceStatus::Error, Some(e.to_string()), None);
             }
             Instance::new(m, core.clone())
         };
-        if req.restart {
+        if launch && !req.no_wait {
             let mut status = instance.status();
             let wait = status.wait_for(|s| *s != InstanceStatus::Starting);
             let _ = tokio::time::timeout(core.options.start_wait, wait).await;

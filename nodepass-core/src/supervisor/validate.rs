@@ -119,6 +119,24 @@ pub(crate) fn mask_url(url: &str) -> String {
     }
 }
 
+/// `new` with its masked key (`scheme://****@...`) replaced by the key of `stored`, so that a
+/// URL shown by the API and sent back edited keeps its key; any other `new` unchanged.
+pub(crate) fn unmask_url(new: &str, stored: &str) -> String {
+    let Some((scheme, rest)) = new.split_once("://") else {
+        return new.to_owned();
+    };
+    let Some(after) = rest.strip_prefix(MASK).and_then(|r| r.strip_prefix('@')) else {
+        return new.to_owned();
+    };
+    let stored_rest = stored.split_once("://").map_or("", |(_, r)| r);
+    let stored_before_query = stored_rest.split_once('?').map_or(stored_rest, |(b, _)| b);
+    match stored_before_query.rfind('@') {
+        Some(at) => format!("{scheme}://{}@{after}", &stored_rest[..at]),
+        // No stored key: the URL keeps no key at all.
+        None => format!("{scheme}://{after}"),
+    }
+}
+
 /// An error and its sources, `: `-separated (the tunnel's errors never carry the key).
 pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
@@ -134,6 +152,26 @@ pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_masked_key_is_replaced_by_the_stored_one() {
+        let stored = "server://s3cret@:10101/127.0.0.1:80?log=info";
+        assert_eq!(
+            unmask_url("server://****@:10102/127.0.0.1:81", stored),
+            "server://s3cret@:10102/127.0.0.1:81"
+        );
+        assert_eq!(
+            unmask_url("server://new@:1/a:1", stored),
+            "server://new@:1/a:1"
+        );
+        assert_eq!(unmask_url("server://:1/a:1", stored), "server://:1/a:1");
+        assert_eq!(
+            unmask_url("client://****@h:1/a:1", "client://h:1/a:1"),
+            "client://h:1/a:1"
+        );
+        let round = mask_url(stored);
+        assert_eq!(unmask_url(&round, stored), stored);
+    }
 
     fn field_of(r: Result<impl std::fmt::Debug, SupervisorError>) -> String {
         match r {

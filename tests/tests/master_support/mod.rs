@@ -82,11 +82,11 @@ pub struct MasterProcess {
 }
 
 impl MasterProcess {
-    /// Start `nodepass "master://127.0.0.1:0/api?log=info&state=STATE"` with `env` and wait (at
+    /// Start `nodepass "master://127.0.0.1:0/api?log=info&api=envelope&state=STATE"` with `env` and wait (at
     /// most [`DEADLINE`]) for its "listening on URL" line.
     pub fn start(state: &Path, env: &[(&str, &str)]) -> MasterProcess {
         let url = format!(
-            "master://127.0.0.1:0/api?log=info&state={}",
+            "master://127.0.0.1:0/api?log=info&api=envelope&state={}",
             state.display()
         );
         let mut cmd = Command::new(nodepass_exe());
