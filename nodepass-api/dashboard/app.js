@@ -94,14 +94,14 @@
   function observe(inst, at) {
     const t = (at || Date.now()) / 1000;
     let l = state.live.get(inst.id);
-    if (!l) { l = { t: [], rx: [], tx: [], tcps: [], udps: [], pool: [], last: null }; state.live.set(inst.id, l); }
+    if (!l) { l = { t: [], rx: [], tx: [], trx: [], ttx: [], tcps: [], udps: [], pool: [], last: null }; state.live.set(inst.id, l); }
     const rx = inst.tcprx + inst.udprx, tx = inst.tcptx + inst.udptx;
     const last = l.last;
     if (last && t - last.t >= 0.5) {
       const dt = t - last.t;
       const r = rx >= last.rx ? (rx - last.rx) / dt : null;
       const w = tx >= last.tx ? (tx - last.tx) / dt : null;
-      for (const [k, v] of [["t", t], ["rx", r], ["tx", w], ["tcps", inst.tcps], ["udps", inst.udps], ["pool", inst.pool]]) {
+      for (const [k, v] of [["t", t], ["rx", r], ["tx", w], ["trx", rx], ["ttx", tx], ["tcps", inst.tcps], ["udps", inst.udps], ["pool", inst.pool]]) {
         l[k].push(v); if (l[k].length > LIVE_POINTS) l[k].shift();
       }
       l.rate = { rx: r, tx: w };
@@ -206,8 +206,8 @@
     const axis = { stroke: css("--muted"), grid: { stroke: css("--line"), width: 1 }, ticks: { stroke: css("--line") } };
     const u = new uPlot({
       width, height: opts.height || 200,
-      scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(max || 0, opts.minMax || 1) * 1.1] } },
-      axes: [axis, { ...axis, size: 70, values: (u, v) => v.map(opts.fmt || ((x) => x)) }],
+      scales: { x: { time: true, range: opts.span ? (u, min, max) => { const now = Date.now() / 1000; return [now - opts.span(), now]; } : undefined }, y: { range: (u, min, max) => [0, Math.max(max || 0, opts.minMax || 1) * 1.1] } },
+      axes: [axis, { ...axis, size: 86, values: (u, v) => v.map(opts.fmt || ((x) => x)) }],
       series: [{}, ...series.map((s) => ({ label: s.label, stroke: css(s.color), width: 2, spanGaps: false,
         value: (u, v) => v === null || v === undefined ? "–" : (opts.fmt || ((x) => x))(v) }))],
       legend: { live: true },
@@ -243,13 +243,13 @@
   async function run(fn, ok) {
     try { const r = await fn(); toast(ok); return r; } catch (e) { toast(e.message); return null; }
   }
-  function confirmDialog(title, text) {
+  function confirmDialog(title, text, yes = "Delete") {
     return new Promise((resolve) => {
       const d = h("dialog", { "aria-labelledby": "dlg-title" },
         h("h2", { id: "dlg-title" }, title), h("p", {}, text),
         h("form", { method: "dialog", class: "row" },
           h("button", { value: "no", autofocus: true }, "Cancel"),
-          h("button", { value: "yes", class: "danger", id: "confirm-yes" }, "Delete")));
+          h("button", { value: "yes", class: "danger", id: "confirm-yes" }, yes)));
       d.addEventListener("close", () => { resolve(d.returnValue === "yes"); d.remove(); });
       document.body.append(d); d.showModal();
     });
@@ -271,8 +271,9 @@
     const cards = h("div", { class: "cards", id: "info" });
     const counts = h("div", { class: "cards", id: "counts" });
     const chartEl = h("div", { class: "chart", id: "total-chart" });
-    $main.replaceChildren(h("h1", {}, "Overview"), cards, h("h2", {}, "Instances"), counts,
-      h("h2", {}, "Total throughput (live)"), h("div", { class: "panel" }, chartEl));
+    const rotate = h("button", { type: "button", id: "rotate-key", onclick: rotateKey }, "Rotate API key");
+    $main.replaceChildren(h("h1", {}, "Overview", rotate), cards, h("h2", {}, "Instances"), counts,
+      h("h2", {}, "Total throughput (live, last 15 min)"), h("div", { class: "panel" }, chartEl));
     const card = (k, v) => h("div", { class: "card" }, h("div", { class: "k" }, k), h("div", { class: "v" }, v));
     const loadInfo = async () => {
       try {
@@ -297,12 +298,35 @@
     };
     loadInfo(); renderCounts();
     const data = () => [state.total.map((p) => p[0]), state.total.map((p) => p[1]), state.total.map((p) => p[2])];
-    const u = chart(chartEl, [{ label: "in", color: "--rx" }, { label: "out", color: "--tx" }], data(), { fmt: rate, minMax: 1000 });
+    const u = chart(chartEl, [{ label: "in", color: "--rx" }, { label: "out", color: "--tx" }], data(), { fmt: rate, minMax: 1000, span: () => 900 });
     const timer = setInterval(loadInfo, 10000);
     return {
       onEvent: () => { renderCounts(); if (u) u.setData(data()); },
       close: () => clearInterval(timer),
     };
+  }
+
+  // A new API key, shown once; this browser signs in again with it, every other session ends.
+  async function rotateKey() {
+    if (!(await confirmDialog("Rotate the API key?", "A new key replaces the current one at once: scripts and other signed-in browsers must use the new key.", "Rotate"))) return;
+    let key = null;
+    try {
+      const r = await api("POST", "/v1/key/rotate");
+      key = r && r.key;
+    } catch (e) {
+      if (e.status !== 404 && e.status !== 405) { toast(e.message); return; }
+      try { // NodePass's way: restart the key's pseudo-instance; the new key comes back in `url`
+        const r = await api("PATCH", "/v1/instances/********", { action: "restart" });
+        key = r && r.url;
+      } catch (x) { toast(x.message); return; }
+    }
+    if (!key) { toast("The master did not return a new key"); return; }
+    try { const s = await api("POST", "/v1/session", { key }); state.csrf = s.csrf; connectEvents(); } catch (e) { toast(e.message); }
+    const d = h("dialog", { "aria-labelledby": "key-title" }, h("h2", { id: "key-title" }, "New API key"),
+      h("p", {}, "Store it now: it is not shown again."), h("p", { class: "urlbox", id: "new-key" }, key),
+      h("form", { method: "dialog" }, h("button", { class: "primary", autofocus: true }, "Done")));
+    d.addEventListener("close", () => d.remove());
+    document.body.append(d); d.showModal();
   }
 
   // ---- instances list ------------------------------------------------------------------
@@ -420,7 +444,7 @@
       field("tunnel", "Tunnel address", "text", "", "Server: where it listens for clients (host:port, port 0 = any). Client: the server's address.", null, "any"),
       field("target", "Target address", "text", "", "Server: where users connect, or the target in forward mode. Client: where traffic goes (host:port; several separated by commas).", null, "any"),
       field("tunnelkey", "Tunnel key", "password", "", editing ? "Leave empty to keep the current key (never shown)." : "Shared secret of server and client; empty: derived from the port.", null, "any"),
-      h("div", { class: "field" }, h("label", {}, h("input", { type: "checkbox", id: "f-restart", checked: editing ? editing.restart : true }), " Restart automatically"), h("div", { class: "help" }, "Start with the master and restart after a failure.")));
+      h("div", { class: "field" }, h("label", { for: "f-restart" }, "Restart policy"), h("div", { class: "check" }, h("input", { type: "checkbox", id: "f-restart", checked: editing ? editing.restart : true }), h("label", { for: "f-restart" }, "Restart automatically")), h("div", { class: "help" }, "Start with the master and restart after a failure.")));
     fields.get("tunnelkey|any").input.autocomplete = "new-password";
     const groups = PARAMS.map(([title, list]) => h("fieldset", {}, h("legend", {}, title),
       h("div", { class: "fields" }, ...list.map(([nm, label, roles, kind, def, help, options]) =>
@@ -478,7 +502,7 @@
       if (/^alias\b/.test(msg)) key = "alias";
       const f = key && (fields.get(`${key}|${r}`) || fields.get(`${key}|any`));
       if (f && !f.wrap.hidden) {
-        f.err.textContent = msg; f.wrap.classList.add("invalid"); f.input.setAttribute("aria-invalid", "true"); f.input.focus();
+        f.err.textContent = msg.replace(/^(url: )?invalid url: /, ""); f.wrap.classList.add("invalid"); f.input.setAttribute("aria-invalid", "true"); f.input.focus();
       } else { formErr.textContent = msg; }
     }
     async function save(e) {
@@ -532,7 +556,7 @@
     $main.replaceChildren(title, h("div", { class: "row", id: "detail-actions" }), h("h2", {}, "Now"), cards,
       h("div", { class: "row" }, h("h2", {}, "Traffic"), tabs),
       h("div", { class: "grid2" }, h("div", { class: "panel" }, h("div", { class: "muted" }, "Rate (history + live)"), rateEl), h("div", { class: "panel" }, h("div", { class: "muted" }, "Totals"), totalEl)),
-      h("h2", {}, "Connections and pool (live)"), h("div", { class: "panel" }, connEl),
+      h("h2", {}, "Connections and pool (live, last 15 min)"), h("div", { class: "panel" }, connEl),
       h("h2", {}, "Log"), logs,
       h("h2", {}, "TCPing"), h("div", { class: "row" }, ...targets.map((t) => h("button", { type: "button", onclick: () => tcping(t) }, `Ping ${t}`))), pingOut,
       h("h2", {}, "Metrics"), metrics,
@@ -556,12 +580,12 @@
       if (atEnd) logs.scrollTop = logs.scrollHeight;
     };
     const fmtT = (v) => bytes(v);
-    const rateU = chart(rateEl, [{ label: "in", color: "--rx" }, { label: "out", color: "--tx" }], [[], [], []], { fmt: rate, minMax: 1000 });
-    const totalU = chart(totalEl, [{ label: "in", color: "--rx" }, { label: "out", color: "--tx" }], [[], [], []], { fmt: fmtT, minMax: 1000 });
-    const connU = chart(connEl, [{ label: "tcp", color: "--rx" }, { label: "udp", color: "--c4" }, { label: "pool", color: "--c3" }], [[], [], [], []], { minMax: 1, height: 160 });
+    const rateU = chart(rateEl, [{ label: "in", color: "--rx" }, { label: "out", color: "--tx" }], [[], [], []], { fmt: rate, minMax: 1000, span: () => range });
+    const totalU = chart(totalEl, [{ label: "in", color: "--rx" }, { label: "out", color: "--tx" }], [[], [], []], { fmt: fmtT, minMax: 1000, span: () => range });
+    const connU = chart(connEl, [{ label: "tcp", color: "--rx" }, { label: "udp", color: "--c4" }, { label: "pool", color: "--c3" }], [[], [], [], []], { minMax: 1, height: 160, span: () => Math.min(range, 900) });
     const add = (a, b) => a === null && b === null ? null : (a || 0) + (b || 0);
     const renderCharts = () => {
-      const l = state.live.get(id) || { t: [], rx: [], tx: [], tcps: [], udps: [], pool: [] };
+      const l = state.live.get(id) || { t: [], rx: [], tx: [], trx: [], ttx: [], tcps: [], udps: [], pool: [] };
       const cutoff = Date.now() / 1000 - range;
       const hx = [], hin = [], hout = [], tin = [], tout = [];
       if (history) {
@@ -573,7 +597,7 @@
       }
       // Live points after the stored history.
       const lastH = hx.length ? hx[hx.length - 1] : 0;
-      for (let k = 0; k < l.t.length; k++) if (l.t[k] > lastH && l.t[k] >= cutoff) { hx.push(l.t[k]); hin.push(l.rx[k]); hout.push(l.tx[k]); tin.push(null); tout.push(null); }
+      for (let k = 0; k < l.t.length; k++) if (l.t[k] > lastH && l.t[k] >= cutoff) { hx.push(l.t[k]); hin.push(l.rx[k]); hout.push(l.tx[k]); tin.push(l.trx[k]); tout.push(l.ttx[k]); }
       const nowT = Date.now() / 1000;
       hx.push(nowT); hin.push(null); hout.push(null);
       tin.push(inst.tcprx + inst.udprx); tout.push(inst.tcptx + inst.udptx);

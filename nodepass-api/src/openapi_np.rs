@@ -65,7 +65,7 @@ fn id_param() -> Value {
 /// The document for a master serving under `prefix`.
 pub(crate) fn document(prefix: &str) -> Value {
     let instance = schema("Instance");
-    let paths = json!({
+    let mut paths = json!({
         "/v1/instances": {
             "get": with_params(protected("listInstances", "instances", "All instances, the API key's pseudo-instance first (not when filtering)", json!({
                 "200": body("The instances", json!({ "type": "array", "items": instance.clone() })),
@@ -173,6 +173,13 @@ pub(crate) fn document(prefix: &str) -> Value {
             op["parameters"] = id_param();
         }
     }
+    // The dashboard's endpoints.
+    for (path, item) in crate::session::np_paths()
+        .into_iter()
+        .chain(crate::traffic::np_paths())
+    {
+        paths[path] = item;
+    }
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -196,6 +203,7 @@ pub(crate) fn document(prefix: &str) -> Value {
             { "name": "instances", "description": "Managed server and client tunnels" },
             { "name": "events", "description": "Live changes as server-sent events" },
             { "name": "master", "description": "The master itself" },
+            { "name": "session", "description": "Browser sign-in for the dashboard (a session cookie)" },
             { "name": "docs", "description": "This description and its UI (no API key needed)" },
         ],
     })
@@ -214,6 +222,12 @@ fn all_schemas() -> Value {
     let mut all = schemas();
     let map = all.as_object_mut().expect("schemas are an object");
     for (name, schema) in crate::transfer::schemas() {
+        map.insert(name.to_string(), schema);
+    }
+    for (name, schema) in crate::session::np_schemas()
+        .into_iter()
+        .chain(crate::traffic::np_schemas())
+    {
         map.insert(name.to_string(), schema);
     }
     all

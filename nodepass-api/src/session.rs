@@ -226,7 +226,8 @@ pub(crate) async fn sign_in(ctx: Ctx) -> Reply {
         ));
     }
     let (token, csrf) = state.sessions.open(digest)?;
-    let mut res = response::ok(
+    let mut res = response::data(
+        state.dialect,
         StatusCode::OK,
         &SessionInfo {
             csrf,
@@ -256,7 +257,8 @@ pub(crate) async fn get(ctx: Ctx) -> Reply {
     let csrf = cookie_token(&ctx.parts.headers)
         .and_then(|t| state.sessions.csrf_of(t, &state.keys.current()))
         .ok_or_else(|| HttpError::new(ErrorCode::Unauthorized, "not signed in"))?;
-    let mut res = response::ok(
+    let mut res = response::data(
+        state.dialect,
         StatusCode::OK,
         &SessionInfo {
             csrf,
@@ -284,6 +286,50 @@ pub(crate) async fn sign_out(ctx: Ctx) -> Reply {
     res.headers_mut()
         .insert(header::SET_COOKIE, ctx.state.sessions.cookie(None));
     Ok(res)
+}
+
+/// The session endpoints in the NodePass dialect's OpenAPI document (bare JSON bodies).
+pub(crate) fn np_paths() -> Vec<(&'static str, serde_json::Value)> {
+    use serde_json::json;
+    let err = |d: &str| json!({ "description": d, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
+    let info = json!({ "description": "Signed in", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/SessionInfo" } } } });
+    vec![(
+        "/v1/session",
+        json!({
+            "post": {
+                "operationId": "signIn", "tags": ["session"], "security": [],
+                "summary": "Sign in with the API key: sets the dashboard's session cookie (an addition)",
+                "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                    "type": "object", "required": ["key"], "additionalProperties": false,
+                    "properties": { "key": { "type": "string" } } } } } },
+                "responses": { "200": info.clone(), "400": err("Invalid body"), "401": err("Wrong API key"),
+                               "403": err("The request's origin is not allowed"),
+                               "413": err("Body over 64 KiB"), "415": err("Not application/json") },
+            },
+            "get": {
+                "operationId": "getSession", "tags": ["session"], "security": [],
+                "summary": "The session of the cookie and its CSRF token (an addition)",
+                "responses": { "200": info, "401": err("No live session"),
+                               "403": err("The request's origin is not allowed") },
+            },
+            "delete": {
+                "operationId": "signOut", "tags": ["session"], "security": [],
+                "summary": "Sign out: ends the session, deletes the cookie (an addition)",
+                "responses": { "204": { "description": "Signed out (no body)" },
+                               "403": err("The request's origin is not allowed") },
+            },
+        }),
+    )]
+}
+
+/// Schemas of [`np_paths`].
+pub(crate) fn np_schemas() -> Vec<(&'static str, serde_json::Value)> {
+    vec![(
+        "SessionInfo",
+        serde_json::json!({ "type": "object", "required": ["csrf", "expires_in"], "properties": {
+            "csrf": { "type": "string", "description": "Repeat in X-CSRF-Token on POST, PUT, PATCH and DELETE sent with the cookie" },
+            "expires_in": { "type": "integer", "minimum": 0, "description": "Seconds" } } }),
+    )]
 }
 
 fn no_store(res: &mut Response<Body>) {

@@ -258,10 +258,59 @@ pub(crate) async fn traffic(ctx: Ctx) -> Reply {
     .await
     .map_err(|_| HttpError::new(crate::error::ErrorCode::Internal, "history read failed"))??;
     let samples: Vec<TrafficSample> = samples.into_iter().filter(|s| s.ts_ms <= to).collect();
-    Ok(response::ok(
+    Ok(response::data(
+        ctx.state.dialect,
         StatusCode::OK,
         &series(&id, &samples, from, to, step_ms, interval_ms),
     ))
+}
+
+/// The endpoint in the NodePass dialect's OpenAPI document (bare JSON bodies).
+pub(crate) fn np_paths() -> Vec<(&'static str, serde_json::Value)> {
+    use serde_json::json;
+    let err = |d: &str| json!({ "description": d, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
+    let int = |d: &str| json!({ "type": "string", "pattern": "^-?[0-9]+$", "description": d });
+    vec![(
+        "/v1/instances/{id}/traffic",
+        json!({ "get": {
+            "operationId": "instanceTraffic", "tags": ["instances"],
+            "summary": "Rate and total series from the stored traffic history (an addition)",
+            "security": [{ "ApiKeyAuth": [] }, { "bearer": [] }],
+            "parameters": [
+                { "name": "id", "in": "path", "required": true, "schema": { "type": "string", "minLength": 1 } },
+                { "name": "from", "in": "query", "required": false, "schema": int("Start, unix ms (default: `to` minus 1 h)") },
+                { "name": "to", "in": "query", "required": false, "schema": int("End, unix ms (default: now)") },
+                { "name": "step", "in": "query", "required": false, "schema": int("Bucket width, seconds") },
+            ],
+            "responses": {
+                "200": { "description": "The series", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/TrafficSeries" } } } },
+                "400": err("Invalid range (the message names the parameter)"),
+                "401": err("Missing or wrong API key"),
+                "403": err("The request's origin is not allowed"),
+                "404": err("No such instance"),
+            },
+        } }),
+    )]
+}
+
+/// Schemas of [`np_paths`].
+pub(crate) fn np_schemas() -> Vec<(&'static str, serde_json::Value)> {
+    use serde_json::json;
+    let rates = json!({ "type": "array", "items": { "type": ["number", "null"] } });
+    let totals = json!({ "type": "array", "items": { "type": ["integer", "null"], "minimum": 0 } });
+    let four = |s: &serde_json::Value| {
+        json!({ "type": "object", "required": ["tcprx", "tcptx", "udprx", "udptx"],
+        "properties": { "tcprx": s, "tcptx": s, "udprx": s, "udptx": s } })
+    };
+    vec![(
+        "TrafficSeries",
+        json!({ "type": "object", "required": ["id", "from", "to", "step", "time", "rate", "total"],
+            "properties": {
+                "id": { "type": "string" }, "from": { "type": "integer" }, "to": { "type": "integer" },
+                "step": { "type": "integer", "description": "Seconds" },
+                "time": { "type": "array", "items": { "type": "integer" }, "description": "Bucket starts, unix ms" },
+                "rate": four(&rates), "total": four(&totals) } }),
+    )]
 }
 
 #[cfg(test)]

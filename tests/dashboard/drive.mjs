@@ -148,6 +148,8 @@ try {
   await page.locator("#rate-chart canvas").waitFor();
   await shot("detail-dark");
   await page.getByRole("link", { name: "New", exact: true }).click();
+  await page.locator("#f-tunnel-any").fill("127.0.0.1:0");
+  await page.locator("#f-target-any").fill("127.0.0.1:0");
   await page.locator("#f-max-server").fill("lots");
   await page.getByRole("button", { name: "Create and start" }).click();
   await maxErr.filter({ hasText: "max" }).waitFor();
@@ -156,9 +158,9 @@ try {
   step("stop and start from the detail page (keyboard for start)");
   await page.getByRole("link", { name: "Instances" }).click();
   await page.locator("#instances a", { hasText: "web-client" }).click();
-  await page.getByRole("button", { name: "Stop web-client" }).click();
+  await page.getByRole("button", { name: "Stop web-client", exact: true }).click();
   await page.locator("h1 [data-status=stopped]").waitFor();
-  await page.getByRole("button", { name: "Start web-client" }).focus();
+  await page.getByRole("button", { name: "Start web-client", exact: true }).focus();
   await page.keyboard.press("Enter");
   await page.locator("h1 [data-status=running]").waitFor();
 
@@ -169,6 +171,18 @@ try {
     await page.locator("dialog #confirm-yes").click();
     await page.locator("#instances tr", { hasText: n }).waitFor({ state: "detached" });
   }
+
+  step("rotate the key: this browser stays signed in with the new one, the old key stops working");
+  await page.getByRole("link", { name: "Overview" }).click();
+  await page.locator("#rotate-key").click();
+  await page.locator("dialog #confirm-yes").click();
+  const newKey = (await page.locator("#new-key").textContent()).trim();
+  expect(newKey.length >= 32 && newKey !== NP_KEY, "a new key shown once");
+  await page.getByRole("button", { name: "Done" }).click();
+  const oldKey = await page.evaluate(async ([api, key]) => (await fetch(api + "/v1/instances", { credentials: "omit", headers: { "X-API-Key": key } })).status, [NP_URL + "/api", NP_KEY]);
+  expect(oldKey === 401, `the old key is refused, got ${oldKey}`);
+  const still = await page.evaluate(async (api) => (await fetch(api + "/v1/instances")).status, NP_URL + "/api");
+  expect(still === 200, `this browser is still signed in, got ${still}`);
 
   step("sign out");
   await page.locator("#theme").click();

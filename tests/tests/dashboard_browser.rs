@@ -16,8 +16,6 @@ use std::time::{Duration, Instant};
 
 use master_support::{MasterProcess, TempDir, free_port};
 
-const KEY: &str = "dashboard-test-key-0123456789";
-
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -40,6 +38,18 @@ fn missing_tools() -> Option<String> {
     None
 }
 
+/// The key the master printed at its first start (bounded wait for the line).
+fn generated_key(master: &MasterProcess) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(line) = master.log().iter().find(|l| l.contains("new API key")) {
+            return line.split_whitespace().last().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "no key line: {:?}", master.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_works_in_a_browser() {
     if let Some(what) = missing_tools() {
@@ -50,7 +60,9 @@ async fn the_dashboard_works_in_a_browser() {
         return;
     }
     let dir = TempDir::new("dashboard");
-    let master = MasterProcess::start(&dir.path().join("state.db"), &[("NODEPASS_API_KEY", KEY)]);
+    // A generated key (printed once on stderr), so that the page can rotate it.
+    let master = MasterProcess::start(&dir.path().join("state.db"), &[]);
+    let key = generated_key(&master);
     let origin = master.base.trim_end_matches("/api").to_string();
     let shots = repo().join("target/dashboard-screens");
     let ports = format!("{},{}", free_port(), free_port());
@@ -59,7 +71,7 @@ async fn the_dashboard_works_in_a_browser() {
         .arg(repo().join("tests/dashboard/drive.mjs"))
         .current_dir(repo().join("tests/dashboard"))
         .env("NP_URL", &origin)
-        .env("NP_KEY", KEY)
+        .env("NP_KEY", &key)
         .env("NP_PORTS", &ports)
         .env("NP_SHOTS", &shots)
         .stdin(Stdio::null())
