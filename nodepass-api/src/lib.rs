@@ -13,7 +13,8 @@
 //!   (origin, prefix, path, key, method, handler).
 //! - `openapi`: the utoipa document; `docs`: `openapi.json`, Swagger UI, health.
 //! - `instances`, `events`, `info`, `tcping`, `metrics`, `keys`: the endpoints.
-//! - `view`: the instance and event objects as the API shows them (RFC 3339 times).
+//! - `view`: the instance and event objects as the API shows them (RFC 3339 times);
+//!   `targets`: their per-target field and metrics.
 //! - `auth` ([`ApiKey`]), `cors` ([`CorsOrigins`]), `body` (JSON bodies, limits), `response`
 //!   (the envelope), `error` ([`ApiError`], and the one mapping of core errors to statuses).
 //!
@@ -58,6 +59,7 @@ mod openapi;
 mod response;
 mod router;
 mod state;
+mod targets;
 mod tcping;
 mod view;
 
