@@ -415,3 +415,54 @@ async fn client_dual(port: u16, stop: &CancellationToken) -> TunnelHandle {
         .expect("client ready");
     h
 }
+
+#[tokio::test]
+async fn the_supervisor_shows_the_targets_in_the_instance_and_its_stats_events() {
+    use nodepass_core::store::MemoryStore;
+    use nodepass_core::supervisor::{CreateInstance, EventKind, InstanceStatus, SupervisorOptions};
+    let targets = three([Duration::ZERO; 3]).await;
+    let list: Vec<String> = targets.iter().map(|t| t.addr.to_string()).collect();
+    let token = CancellationToken::new();
+    let mut options = SupervisorOptions::default();
+    options.stats_interval = Duration::from_millis(100);
+    let sup = nodepass_core::Supervisor::open(Arc::new(MemoryStore::new()), options, token.clone())
+        .await
+        .unwrap();
+    let mut events = sup.subscribe();
+    let info = sup
+        .create(CreateInstance {
+            url: format!("client://127.0.0.1:0/{}?mode=1", list.join(",")),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(info.targets.is_empty(), "stopped: no targets shown");
+    let info = sup.start(&info.id).await.unwrap();
+    assert_eq!(info.status, InstanceStatus::Running);
+    let instance = sup.instance(&info.id).unwrap();
+    let entry = instance.local_addrs().tunnel.unwrap();
+    for _ in 0..3 {
+        ask(entry).await.expect("answered");
+    }
+    let shown = instance.info().targets;
+    let addresses: Vec<&str> = shown.iter().map(|t| t.address.as_str()).collect();
+    assert_eq!(addresses, list);
+    assert!(shown.iter().all(|t| t.total == 1 && t.up), "{shown:?}");
+    // The periodic stats event carries them too (bounded: 50 events).
+    let mut found = false;
+    for _ in 0..50 {
+        let e = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .expect("an event")
+            .expect("event stream open");
+        if e.kind == EventKind::Stats
+            && let Some(i) = &e.instance
+            && i.targets.iter().map(|t| t.total).sum::<u64>() == 3
+        {
+            found = true;
+            break;
+        }
+    }
+    assert!(found, "no stats event with the targets");
+    token.cancel();
+}
