@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 
 use crate::view::InstanceView;
 
-/// One target of a running instance (counters start again at every start of the instance).
+/// One target of a running instance (counters start again at every start and `reset`).
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub(crate) struct TargetView {
     /// The target as written in the URL (`host:port`).

@@ -144,6 +144,14 @@ async fn round_robin_spreads_evenly_and_counts_per_target() {
             "one byte each way per connection"
         );
     }
+    // The tunnel's reset zeroes the per-target counters too.
+    h.reset_traffic();
+    for t in h.targets() {
+        assert_eq!(
+            (t.total, t.bytes_out, t.bytes_in, t.failed_dials),
+            (0, 0, 0, 0)
+        );
+    }
     stop.cancel();
 }
 

@@ -102,7 +102,7 @@ pub struct InstanceInfo {
     /// Last change, unix milliseconds.
     pub updated_at: i64,
     /// Health and counters of each target of the running tunnel, in URL order (empty when
-    /// stopped); the counters start again at every start.
+    /// stopped); the counters start again at every start and reset.
     pub targets: Vec<crate::tunnel::TargetSnapshot>,
 }
 
