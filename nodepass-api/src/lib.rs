@@ -19,6 +19,7 @@
 //!   migration from a Go master): the endpoints; `goclient`: the HTTP client `transfer` uses.
 //! - `view`: the instance and event objects of the envelope dialect (RFC 3339 times); `np`
 //!   and `info_np`: the NodePass dialect's instance, event, log line and `/info`.
+//! - `targets`: the per-target field of the instance object and its metrics.
 //! - `source_limit`: per-source connection cap and first-byte timeout of the listener.
 //! - `dashboard`: the web dashboard at `/` (files compiled into the binary); `session`: its
 //!   cookie sign-in and CSRF check; `traffic`: rate and total series from the stored history.
@@ -74,6 +75,7 @@ mod router;
 mod source_limit;
 mod session;
 mod state;
+mod targets;
 mod tcping;
 mod traffic;
 mod transfer;

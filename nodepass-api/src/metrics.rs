@@ -175,6 +175,7 @@ pub(crate) fn render(
         uptime,
     );
     registry.register("instances", "Instances by status", counts);
+    crate::targets::register_metrics(&mut registry, instances);
     registry.register_with_unit(
         "master_uptime",
         "Time since the master started",
@@ -252,6 +253,7 @@ mod tests {
             created_at: String::new(),
             updated_at: String::new(),
             local_addrs: Default::default(),
+            targets: Vec::new(),
         }
     }
 

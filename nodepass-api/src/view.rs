@@ -172,6 +172,9 @@ pub(crate) struct InstanceView {
     pub updated_at: String,
     /// Bound addresses while running (an addition to the NodePass object).
     pub local_addrs: AddrsView,
+    /// Health and counters of each target while running, in URL order (an addition to the
+    /// NodePass object).
+    pub targets: Vec<crate::targets::TargetView>,
 }
 
 impl InstanceView {
@@ -218,6 +221,7 @@ impl From<&InstanceInfo> for InstanceView {
             created_at: rfc3339(i.created_at),
             updated_at: rfc3339(i.updated_at),
             local_addrs: AddrsView::default(),
+            targets: crate::targets::targets_of(i),
         }
     }
 }

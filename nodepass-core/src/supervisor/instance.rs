@@ -101,6 +101,9 @@ pub struct InstanceInfo {
     pub created_at: i64,
     /// Last change, unix milliseconds.
     pub updated_at: i64,
+    /// Health and counters of each target of the running tunnel, in URL order (empty when
+    /// stopped); the counters start again at every start and reset.
+    pub targets: Vec<crate::tunnel::TargetSnapshot>,
 }
 
 impl InstanceInfo {
@@ -128,6 +131,7 @@ impl InstanceInfo {
             traffic: TrafficTotals::ZERO,
             created_at: 0,
             updated_at: 0,
+            targets: Vec::new(),
         }
     }
 }

@@ -227,6 +227,11 @@ impl Managed {
             traffic: st.traffic(),
             created_at: st.record.created_at,
             updated_at: st.record.updated_at,
+            targets: st
+                .tunnel()
+                .filter(|_| active)
+                .map(TunnelHandle::targets)
+                .unwrap_or_default(),
         }
     }
 

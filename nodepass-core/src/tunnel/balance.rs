@@ -273,6 +273,15 @@ impl Balancer {
         reselect(&mut st, Instant::now());
     }
 
+    /// Zero the sessions, failed dials and bytes counted so far (active sessions stay).
+    pub(crate) fn reset_traffic(&self) {
+        for c in &self.counters {
+            for n in [&c.total, &c.failed, &c.bytes_in, &c.bytes_out] {
+                n.store(0, Relaxed);
+            }
+        }
+    }
+
     /// Snapshots of every target, in URL order.
     pub(crate) fn snapshot(&self, now: Instant) -> Vec<TargetSnapshot> {
         let st = self.state();

@@ -349,21 +349,7 @@ impl Tunnel {
         let events = tokio::spawn(
             status_events(self.shared.clone(), shutdown.clone(), !is_server).in_current_span(),
         );
-        let shared = self.shared.clone();
-        let probes = tokio::spawn(
-            ctx.targets
-                .clone()
-                .probe_loop(
-                    move || {
-                        targets::dials_targets(
-                            is_server,
-                            *shared.mode.lock().expect("mode lock poisoned"),
-                        )
-                    },
-                    shutdown.clone(),
-                )
-                .in_current_span(),
-        );
+        let probes = targets::spawn_probes(&ctx, is_server);
         let result = match self.role {
             Role::Server(s) => (*s).run(ctx.clone()).await,
             Role::Client(c) => c.run(ctx.clone()).await,
@@ -436,6 +422,7 @@ impl TunnelHandle {
 
     /// Zero the traffic counters.
     pub fn reset_traffic(&self) {
+        targets::reset_traffic(&self.shared);
         self.shared.stats.reset_traffic()
     }
 

@@ -12,6 +12,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::balance::{Balancer, TargetCounters, TargetSnapshot};
 use crate::config::{ProxyProtocol, TunnelParams};
@@ -130,6 +131,27 @@ pub(crate) fn dials_targets(is_server: bool, mode: super::Mode) -> bool {
         Mode::Forward => is_server,
         Mode::Reverse | Mode::SingleEnd => !is_server,
         Mode::Pending => false,
+    }
+}
+
+/// Start the probe task of a run (it ends at once when probes are off); the caller aborts it
+/// when the run ends.
+pub(crate) fn spawn_probes(ctx: &super::Ctx, is_server: bool) -> tokio::task::JoinHandle<()> {
+    let shared = ctx.shared.clone();
+    let dials = move || dials_targets(is_server, *shared.mode.lock().expect("mode lock poisoned"));
+    let probes = ctx.targets.clone().probe_loop(dials, ctx.stop.clone());
+    tokio::spawn(probes.in_current_span())
+}
+
+/// Zero the per-target traffic counters of the current run (with the tunnel's `reset`).
+pub(crate) fn reset_traffic(shared: &super::Shared) {
+    let targets = shared
+        .targets
+        .lock()
+        .expect("targets lock poisoned")
+        .clone();
+    if let Some(t) = targets {
+        t.balancer.reset_traffic();
     }
 }
 
