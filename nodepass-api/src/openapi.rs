@@ -148,6 +148,12 @@ pub(crate) fn document(dialect: ApiDialect, prefix: &str) -> serde_json::Value {
 /// PUT body is either `{action}` or `{url}`.
 fn envelope_fixed(doc: Document) -> serde_json::Value {
     let mut json = serde_json::to_value(doc).expect("the document serializes");
+    // The event stream is not one JSON document: no schema for its content (as NodePass).
+    let events = &mut json["paths"]["/v1/events"]["get"]["responses"]["200"];
+    if events.is_object() {
+        events["content"] = serde_json::json!({ "text/event-stream": {} });
+    }
+    json["components"]["schemas"]["ImportBody"] = crate::transfer::import_body_schema();
     let schemas = &mut json["components"]["schemas"];
     if schemas["MetaBody"].is_object() {
         schemas["MetaBody"]["properties"]["tags"]["propertyNames"] =

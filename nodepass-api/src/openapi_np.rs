@@ -106,7 +106,7 @@ pub(crate) fn document(prefix: &str) -> Value {
         "/v1/events": {
             "get": protected("events", "events", "Server-sent events: every event is `event: instance` with `data: {type, time, instance, logs}`", json!({
                 "200": { "description": "`text/event-stream`; `type` is initial, create, update, delete, log or shutdown",
-                         "content": { "text/event-stream": { "schema": { "type": "string" } } } },
+                         "content": { "text/event-stream": {} } },
                 "429": error("Too many open event streams"),
             })),
         },
@@ -125,7 +125,8 @@ pub(crate) fn document(prefix: &str) -> Value {
                     "429": error("Too many probes at once"),
                 })), json!([{ "name": "target", "in": "query", "required": true,
                               "description": "`host:port` (`[v6]:port`)",
-                              "schema": { "type": "string", "minLength": 1 } }])),
+                              "schema": { "type": "string", "minLength": 1,
+                                          "pattern": crate::tcping::TARGET_PATTERN } }])),
         },
         "/v1/metrics": {
             "get": protected("metrics", "master", "OpenMetrics text (an addition)", json!({
@@ -286,7 +287,8 @@ fn schemas() -> Value {
         },
         "CreateInstanceRequest": { "type": "object", "required": ["url"], "additionalProperties": false,
             "properties": {
-                "url": { "type": "string", "description": "server://... or client://..., key included" },
+                "url": { "type": "string", "pattern": "^(server|client)://.",
+                         "description": "server://... or client://..., key included" },
                 "alias": { "type": "string", "maxLength": 256 },
                 "restart": { "type": "boolean", "default": true },
                 "meta": meta_request.clone() } },
@@ -298,7 +300,8 @@ fn schemas() -> Value {
                 "meta": meta_request } },
         "PutInstanceRequest": { "oneOf": [
             { "type": "object", "required": ["url"], "additionalProperties": false,
-              "properties": { "url": { "type": "string", "description": "The new URL; `****` as the key keeps the stored key" } } },
+              "properties": { "url": { "type": "string", "pattern": "^(server|client)://.",
+                  "description": "The new URL; `****` as the key keeps the stored key" } } },
             { "type": "object", "required": ["action"], "additionalProperties": false,
               "properties": { "action": action } } ] },
         "UpdateMasterAliasRequest": { "type": "object", "required": ["alias"], "additionalProperties": false,

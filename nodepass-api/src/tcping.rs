@@ -32,13 +32,20 @@ impl Prober {
     }
 }
 
+/// The form of a target, as the documents state it: `host:port`, port 1 to 65535.
+pub(crate) const TARGET_PATTERN: &str = "^(\\[[0-9a-fA-F:.]+\\]|[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*):([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$";
+
 /// The query of `GET /v1/tcping`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct TcpingQuery {
     /// `host:port` to connect to (`[v6]:port` for IPv6).
-    #[param(min_length = 1, example = "127.0.0.1:80")]
+    #[param(
+        min_length = 1,
+        pattern = "^(\\[[0-9a-fA-F:.]+\\]|[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*):([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$",
+        example = "127.0.0.1:80"
+    )]
     target: String,
 }
 

@@ -308,6 +308,15 @@ pub(crate) async fn read_go_master(
     from: &str,
     key: &str,
 ) -> Result<Vec<BackupInstance>, HttpError> {
+    let base: http::Uri = from
+        .parse()
+        .map_err(|_| HttpError::invalid("from", "not a URL; expected http://HOST:PORT/PREFIX"))?;
+    if base.scheme_str() != Some("http") || base.host().is_none() {
+        return Err(HttpError::invalid(
+            "from",
+            "expected http://HOST:PORT/PREFIX (https:// is not supported yet)",
+        ));
+    }
     let url = format!("{}/v1/instances", from.trim_end_matches('/'));
     let body = goclient::get_json(&url, key, Duration::from_secs(10))
         .await
@@ -450,6 +459,23 @@ async fn create_all(supervisor: &Supervisor, instances: Vec<BackupInstance>) -> 
     report
 }
 
+/// The body of `POST /v1/import` exactly: a backup, or a Go master to read.
+pub(crate) fn import_body_schema() -> serde_json::Value {
+    serde_json::json!({ "oneOf": [
+        { "type": "object", "required": ["instances"], "additionalProperties": false,
+          "properties": {
+              "format": { "type": "string", "enum": [BACKUP_FORMAT] },
+              "version": { "type": "integer", "enum": [1] },
+              "instances": { "type": "array",
+                             "items": { "$ref": "#/components/schemas/BackupInstance" } } } },
+        { "type": "object", "required": ["from", "key"], "additionalProperties": false,
+          "properties": {
+              "from": { "type": "string", "pattern": "^http://[^/?#@]+(/.*)?$",
+                        "description": "The Go master's API base URL, e.g. http://127.0.0.1:9090/api" },
+              "key": { "type": "string", "minLength": 1, "description": "The Go master's API key" } } },
+    ] })
+}
+
 /// JSON schemas of the transfer bodies, for the NodePass dialect's document.
 pub(crate) fn schemas() -> Vec<(&'static str, serde_json::Value)> {
     fn of<T: utoipa::PartialSchema>() -> serde_json::Value {
@@ -461,7 +487,7 @@ pub(crate) fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         ("BackupMeta", of::<BackupMeta>()),
         ("BackupPeer", of::<BackupPeer>()),
         ("BackupTraffic", of::<BackupTraffic>()),
-        ("ImportBody", of::<ImportBody>()),
+        ("ImportBody", import_body_schema()),
         ("ImportReport", of::<ImportReport>()),
         ("Imported", of::<Imported>()),
         ("Skipped", of::<Skipped>()),
