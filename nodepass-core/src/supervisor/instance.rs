@@ -206,13 +206,31 @@ impl Instance {
     /// operator wants it running. Cancel safe: once the start is recorded, dropping the future
     /// only skips the wait.
     pub async fn start(&self) -> Result<InstanceInfo> {
-        self.launch(false).await
+        self.detached(|i| async move { i.launch(false).await })
+            .await
     }
 
     /// Stop (if it runs) and start again, with the same answer as [`start`](Self::start). A
     /// stopped instance is simply started.
     pub async fn restart(&self) -> Result<InstanceInfo> {
-        self.launch(true).await
+        self.detached(|i| async move { i.launch(true).await }).await
+    }
+
+    /// Run one operation as a task of the supervisor's tracker and wait for it. The caller may
+    /// drop the returned future (an HTTP client that went away): the operation still runs to
+    /// completion, so a store write is never separated from the memory change after it, and
+    /// shutdown waits for it. This is what makes the operations below cancel safe.
+    async fn detached<T, F>(&self, op: impl FnOnce(Instance) -> F) -> Result<T>
+    where
+        F: std::future::Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        match self.core.tracker.spawn(op(self.clone())).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down.
+            Err(_) => Err(SupervisorError::ShuttingDown),
+        }
     }
 
     async fn launch(&self, restart: bool) -> Result<InstanceInfo> {
@@ -227,23 +245,23 @@ impl Instance {
             )));
         }
         {
-            let _writes = self.core.writes();
+            let _writes = self.core.writes().await;
             let config = self.config()?;
             self.core.check_conflict(&self.m.id, &config)?;
             let record = self.m.record_with(|r| r.desired = Desired::Running);
-            self.core.store.put(&record)?;
+            self.core.store.put(&record).await?;
             self.m.apply(record, None);
         }
         // A running tunnel (restart) or a pending automatic restart.
         self.core.halt(&self.m, None).await;
-        self.relaunch()?;
+        self.relaunch().await?;
         drop(ops);
         Ok(self.settle().await)
     }
 
     /// Launch a run loop now (none is alive); a refusal leaves the instance in `error`.
-    fn relaunch(&self) -> Result<()> {
-        let _writes = self.core.writes();
+    async fn relaunch(&self) -> Result<()> {
+        let _writes = self.core.writes().await;
         self.core.check_open()?;
         self.core.launch(&self.m).inspect_err(|e| {
             self.m
@@ -271,9 +289,13 @@ impl Instance {
 
     /// Stop a running, starting or failed instance (cancelling a pending automatic restart);
     /// answers once its tunnel has stopped (at most the grace period). Refuses (`Conflict`) an
-    /// instance already stopped. Records that the operator wants it stopped. Not cancel safe:
-    /// dropping the future may leave the tunnel stopping in the background.
+    /// instance already stopped. Records that the operator wants it stopped. Cancel safe: a
+    /// dropped future leaves the stop to finish in the background.
     pub async fn stop(&self) -> Result<InstanceInfo> {
+        self.detached(|i| async move { i.stop_now().await }).await
+    }
+
+    async fn stop_now(&self) -> Result<InstanceInfo> {
         self.check()?;
         let _ops = self.m.ops.lock().await;
         self.check()?;
@@ -288,9 +310,9 @@ impl Instance {
             )));
         }
         {
-            let _writes = self.core.writes();
+            let _writes = self.core.writes().await;
             let record = self.m.record_with(|r| r.desired = Desired::Stopped);
-            self.core.store.put(&record)?;
+            self.core.store.put(&record).await?;
             self.m.apply(record, None);
         }
         self.core.halt(&self.m, Some(InstanceStatus::Stopped)).await;
@@ -299,11 +321,15 @@ impl Instance {
 
     /// Zero the cumulative traffic, in the store and in the running tunnel. Cancel safe.
     pub async fn reset(&self) -> Result<InstanceInfo> {
+        self.detached(|i| async move { i.reset_now().await }).await
+    }
+
+    async fn reset_now(&self) -> Result<InstanceInfo> {
         self.check()?;
         let info = {
-            let _writes = self.core.writes();
+            let _writes = self.core.writes().await;
             self.check()?;
-            self.core.store.reset_traffic(&self.m.id)?;
+            self.core.store.reset_traffic(&self.m.id).await?;
             let mut st = self.m.lock();
             st.record.traffic = TrafficTotals::ZERO;
             st.written = TrafficTotals::ZERO;
@@ -320,20 +346,27 @@ impl Instance {
     /// Replace the URL (validated first; `Invalid` with field `url`). An instance that is
     /// running, starting or waiting to restart is restarted with the new configuration, with
     /// the same answer as [`start`](Self::start); others keep their status (an `error` from the
-    /// old URL becomes `stopped`). Not cancel safe once the new URL is stored.
+    /// old URL becomes `stopped`). Cancel safe: a dropped future leaves the change (and the
+    /// restart) to finish in the background.
     pub async fn replace_url(&self, url: &str) -> Result<InstanceInfo> {
+        let url = url.to_owned();
+        self.detached(|i| async move { i.replace_url_now(&url).await })
+            .await
+    }
+
+    async fn replace_url_now(&self, url: &str) -> Result<InstanceInfo> {
         let parsed = parse_url(url)?;
         self.check()?;
         let ops = self.m.ops.lock().await;
         self.check()?;
         let active = self.m.lock().is_active();
         let info = {
-            let _writes = self.core.writes();
+            let _writes = self.core.writes().await;
             if active {
                 self.core.check_conflict(&self.m.id, &parsed.tunnel)?;
             }
             let record = self.m.record_with(|r| r.url = url.to_owned());
-            self.core.store.put(&record)?;
+            self.core.store.put(&record).await?;
             self.m.apply(record, Some(parsed))
         };
         self.core
@@ -346,7 +379,7 @@ impl Instance {
             return Ok(self.m.info());
         }
         self.core.halt(&self.m, None).await;
-        self.relaunch()?;
+        self.relaunch().await?;
         drop(ops);
         Ok(self.settle().await)
     }
@@ -354,6 +387,11 @@ impl Instance {
     /// Change alias, restart policy and metadata (validated completely first). A new policy
     /// applies from the next failure on. Cancel safe.
     pub async fn update(&self, update: UpdateInstance) -> Result<InstanceInfo> {
+        self.detached(|i| async move { i.update_now(update).await })
+            .await
+    }
+
+    async fn update_now(&self, update: UpdateInstance) -> Result<InstanceInfo> {
         if let Some(Some(alias)) = &update.alias {
             validate::alias(alias)?;
         }
@@ -362,7 +400,7 @@ impl Instance {
         }
         self.check()?;
         let info = {
-            let _writes = self.core.writes();
+            let _writes = self.core.writes().await;
             self.check()?;
             let record = self.m.record_with(|r| {
                 if let Some(alias) = update.alias {
@@ -375,7 +413,7 @@ impl Instance {
                     r.meta = meta;
                 }
             });
-            self.core.store.put(&record)?;
+            self.core.store.put(&record).await?;
             self.m.apply(record, None)
         };
         self.core
@@ -383,14 +421,19 @@ impl Instance {
         Ok(info)
     }
 
-    /// Remove from the store and the supervisor, then stop. Not cancel safe once removed.
+    /// Remove from the store and the supervisor, then stop. Cancel safe: a dropped future
+    /// leaves the deletion to finish in the background.
     pub(crate) async fn delete(&self) -> Result<()> {
+        self.detached(|i| async move { i.delete_now().await }).await
+    }
+
+    async fn delete_now(&self) -> Result<()> {
         self.check()?;
         let _ops = self.m.ops.lock().await;
         self.check()?;
         {
-            let _writes = self.core.writes();
-            self.core.store.delete(&self.m.id)?;
+            let _writes = self.core.writes().await;
+            self.core.store.delete(&self.m.id).await?;
             self.core.remove(&self.m.id);
             self.m.mark_deleted();
         }
