@@ -2,12 +2,14 @@
 //! store only as a SHA-256 digest, checked on every protected request, rotated on demand.
 
 use std::fmt;
-use std::sync::{Arc, RwLock};
+// Lock poisoning: recovered, the policy of nodepass-core (see docs/architecture.md, Locks).
+use std::sync::{Arc, PoisonError, RwLock};
 
 use http::{HeaderMap, header};
 use nodepass_core::store::Store;
 use ring::digest::{SHA256, digest};
 use ring::rand::{SecureRandom, SystemRandom};
+use subtle::ConstantTimeEq;
 
 use crate::error::{ApiError, ErrorCode, HttpError};
 
@@ -80,22 +82,22 @@ impl Keys {
     /// Load the key: `explicit` (from `NODEPASS_API_KEY`) replaces the stored one; otherwise
     /// the stored digest is used; with neither, a key is generated, stored and returned so that
     /// the caller can show it once.
-    pub(crate) fn load(
+    pub(crate) async fn load(
         store: Arc<dyn Store>,
         explicit: Option<&str>,
     ) -> Result<(Keys, Option<ApiKey>), ApiError> {
         let (digest, generated) = match explicit {
             Some(key) => {
                 let d = digest_of(key);
-                store.set_setting(KEY_SETTING, &encode(&d))?;
+                store.set_setting(KEY_SETTING, &encode(&d)).await?;
                 (d, None)
             }
-            None => match store.setting(KEY_SETTING)? {
+            None => match store.setting(KEY_SETTING).await? {
                 Some(stored) => (decode(&stored)?, None),
                 None => {
                     let key = ApiKey::generate()?;
                     let d = digest_of(key.expose());
-                    store.set_setting(KEY_SETTING, &encode(&d))?;
+                    store.set_setting(KEY_SETTING, &encode(&d)).await?;
                     (d, Some(key))
                 }
             },
@@ -116,7 +118,7 @@ impl Keys {
                 "missing API key: send it in the X-API-Key header or as Authorization: Bearer",
             ));
         };
-        let expected = *self.digest.read().expect("key lock poisoned");
+        let expected = *self.digest.read().unwrap_or_else(PoisonError::into_inner);
         if equal_digests(&digest_of(presented), &expected) {
             Ok(())
         } else {
@@ -130,7 +132,7 @@ impl Keys {
     }
 
     /// Make a new key, store its digest, and from then on accept only it.
-    pub(crate) fn rotate(&self) -> Result<ApiKey, HttpError> {
+    pub(crate) async fn rotate(&self) -> Result<ApiKey, HttpError> {
         if self.from_env {
             return Err(HttpError::new(
                 ErrorCode::Conflict,
@@ -141,8 +143,8 @@ impl Keys {
             ApiKey::generate().map_err(|e| HttpError::new(ErrorCode::Internal, e.to_string()))?;
         let d = digest_of(key.expose());
         // Durable first: if the write fails, the old key stays valid everywhere.
-        self.store.set_setting(KEY_SETTING, &encode(&d))?;
-        *self.digest.write().expect("key lock poisoned") = d;
+        self.store.set_setting(KEY_SETTING, &encode(&d)).await?;
+        *self.digest.write().unwrap_or_else(PoisonError::into_inner) = d;
         Ok(key)
     }
 }
@@ -168,13 +170,9 @@ pub(crate) fn digest_of(key: &str) -> Digest {
     out
 }
 
-/// Compare without an early exit, so timing says nothing about where digests differ.
+/// Compare in constant time (`subtle`), so timing says nothing about where digests differ.
 pub(crate) fn equal_digests(a: &Digest, b: &Digest) -> bool {
-    let diff = a
-        .iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | std::hint::black_box(x ^ y));
-    diff == 0
+    a.ct_eq(b).into()
 }
 
 fn encode(d: &Digest) -> String {
@@ -223,29 +221,29 @@ mod tests {
         h
     }
 
-    #[test]
-    fn first_start_generates_and_stores_only_a_digest() {
+    #[tokio::test]
+    async fn first_start_generates_and_stores_only_a_digest() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let (keys, key) = Keys::load(store.clone(), None).unwrap();
+        let (keys, key) = Keys::load(store.clone(), None).await.unwrap();
         let key = key.expect("generated on first start");
         assert_eq!(key.expose().len(), 64);
         assert_eq!(format!("{key} {key:?}"), "**** ApiKey(****)");
-        let stored = store.setting(KEY_SETTING).unwrap().unwrap();
+        let stored = store.setting(KEY_SETTING).await.unwrap().unwrap();
         assert!(stored.starts_with("sha256:"));
         assert!(!stored.contains(key.expose()));
         assert!(keys.check(&headers(&[("x-api-key", key.expose())])).is_ok());
 
         // Second start: same key, nothing generated.
-        let (again, none) = Keys::load(store, None).unwrap();
+        let (again, none) = Keys::load(store, None).await.unwrap();
         assert!(none.is_none());
         let bearer = format!("Bearer {}", key.expose());
         assert!(again.check(&headers(&[("authorization", &bearer)])).is_ok());
     }
 
-    #[test]
-    fn wrong_or_missing_keys_are_refused() {
+    #[tokio::test]
+    async fn wrong_or_missing_keys_are_refused() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let (keys, _) = Keys::load(store, Some("s3cret-key")).unwrap();
+        let (keys, _) = Keys::load(store, Some("s3cret-key")).await.unwrap();
         for h in [
             headers(&[]),
             headers(&[("x-api-key", "s3cret-kez")]),
@@ -264,19 +262,19 @@ mod tests {
         );
     }
 
-    #[test]
-    fn rotation_replaces_the_key_durably() {
+    #[tokio::test]
+    async fn rotation_replaces_the_key_durably() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let (keys, old) = Keys::load(store.clone(), None).unwrap();
+        let (keys, old) = Keys::load(store.clone(), None).await.unwrap();
         let old = old.unwrap();
-        let new = keys.rotate().unwrap();
+        let new = keys.rotate().await.unwrap();
         assert_ne!(old, new);
         assert!(
             keys.check(&headers(&[("x-api-key", old.expose())]))
                 .is_err()
         );
         assert!(keys.check(&headers(&[("x-api-key", new.expose())])).is_ok());
-        let (reloaded, _) = Keys::load(store, None).unwrap();
+        let (reloaded, _) = Keys::load(store, None).await.unwrap();
         assert!(
             reloaded
                 .check(&headers(&[("x-api-key", new.expose())]))
@@ -284,20 +282,20 @@ mod tests {
         );
     }
 
-    #[test]
-    fn an_environment_key_is_stored_and_cannot_be_rotated() {
+    #[tokio::test]
+    async fn an_environment_key_is_stored_and_cannot_be_rotated() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let (keys, generated) = Keys::load(store.clone(), Some("from-env")).unwrap();
+        let (keys, generated) = Keys::load(store.clone(), Some("from-env")).await.unwrap();
         assert!(generated.is_none());
-        assert_eq!(keys.rotate().unwrap_err().code, ErrorCode::Conflict);
-        let (later, _) = Keys::load(store, None).unwrap();
+        assert_eq!(keys.rotate().await.unwrap_err().code, ErrorCode::Conflict);
+        let (later, _) = Keys::load(store, None).await.unwrap();
         assert!(later.check(&headers(&[("x-api-key", "from-env")])).is_ok());
     }
 
-    #[test]
-    fn a_damaged_setting_is_an_error_not_a_new_key() {
+    #[tokio::test]
+    async fn a_damaged_setting_is_an_error_not_a_new_key() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        store.set_setting(KEY_SETTING, "sha256:xyz").unwrap();
-        assert!(Keys::load(store, None).is_err());
+        store.set_setting(KEY_SETTING, "sha256:xyz").await.unwrap();
+        assert!(Keys::load(store, None).await.is_err());
     }
 }

@@ -127,7 +127,10 @@ impl CpuMeter {
 
     pub(crate) fn read(&self) -> CpuInfo {
         let now = CpuSample::now();
-        let mut last = self.last.lock().expect("cpu lock poisoned");
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let (prev, prev_info) = *last;
         let seconds = now.at.duration_since(prev.at).as_secs_f64();
         let mut info = CpuInfo {

@@ -29,7 +29,7 @@ pub(crate) struct NewKey {
     security(("api_key" = []), ("bearer" = []))
 )]
 pub(crate) async fn rotate(ctx: Ctx) -> Reply {
-    let key = ctx.state.keys.rotate()?;
+    let key = ctx.state.keys.rotate().await?;
     tracing::info!("API key rotated");
     if ctx.state.dialect != nodepass_core::config::ApiDialect::Envelope {
         return Ok(response::bare(

@@ -175,7 +175,6 @@ pub struct Master {
     options: MasterOptions,
     state_path: Option<PathBuf>,
     supervisor_guard: DropGuard,
-    supervisor_token: CancellationToken,
 }
 
 impl std::fmt::Debug for Master {
@@ -225,7 +224,7 @@ impl Master {
         store: Arc<dyn Store>,
     ) -> Result<Master, ApiError> {
         let (keys, generated_key) =
-            Keys::load(store.clone(), options.api_key.as_ref().map(ApiKey::expose))?;
+            Keys::load(store.clone(), options.api_key.as_ref().map(ApiKey::expose)).await?;
         let listener = bind_tcp(&config.listen).await?;
         let local_addr = listener.local_addr().map_err(|source| ApiError::Io {
             op: "read the bound address".into(),
@@ -295,7 +294,6 @@ impl Master {
             options,
             state_path: None,
             supervisor_guard,
-            supervisor_token,
         })
     }
 
@@ -338,12 +336,11 @@ impl Master {
             state,
             options,
             supervisor_guard,
-            supervisor_token,
             ..
         } = self;
         if let Some(tls) = &tls {
-            // Reloads certificate files until the master is done.
-            tls.watch(supervisor_token.clone());
+            // Reloads certificate files until the API shuts down; tracked, so shutdown waits.
+            tls.watch(&state.tracker, state.shutdown.clone());
         }
         let graceful = GracefulShutdown::new();
         let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));

@@ -803,7 +803,11 @@ async fn the_key_is_generated_once_and_rotates() {
     let first = api.key.clone();
     assert_eq!(first.len(), 64, "256 random bits in hex");
     assert_eq!(api.get("/v1/instances").await.status, StatusCode::OK);
-    let stored = store.setting(nodepass_api::KEY_SETTING).unwrap().unwrap();
+    let stored = store
+        .setting(nodepass_api::KEY_SETTING)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!stored.contains(&first), "only a digest is stored");
 
     let rotated = api.authed(Method::POST, "/v1/key/rotate").send().await;

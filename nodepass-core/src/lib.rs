@@ -70,12 +70,16 @@ pub mod protocol;
 pub mod relay;
 pub mod sniff;
 pub mod stats;
+#[cfg(feature = "supervisor")]
 pub mod store;
+#[cfg(feature = "supervisor")]
 pub mod supervisor;
+mod sync;
 pub mod transport;
 pub mod tunnel;
 
 pub use config::Config;
 pub use error::{Error, Result};
+#[cfg(feature = "supervisor")]
 pub use supervisor::{Instance, Supervisor};
 pub use tunnel::{Tunnel, TunnelConfig, TunnelHandle};

@@ -32,7 +32,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -172,11 +172,7 @@ impl RateLimiter {
         let now = Instant::now();
         // Held for a few arithmetic operations only; never across an `.await`. The state is a
         // plain instant that is valid whatever a panicking holder did, so poisoning is ignored.
-        let mut tat = self
-            .inner
-            .tat
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut tat = crate::sync::lock(&self.inner.tat);
         // A bucket that has been idle long enough is full: it never holds more than `burst`.
         let start = (*tat).max(now);
         *tat = start + cost;

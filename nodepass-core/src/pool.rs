@@ -77,7 +77,7 @@ impl Pool {
     }
 
     fn queued(&self) -> usize {
-        self.inner.queue.lock().expect("pool lock poisoned").len()
+        crate::sync::lock(&self.inner.queue).len()
     }
 
     /// The number of idle connections the filler currently aims for.
@@ -111,11 +111,7 @@ impl Pool {
 
     /// Add an idle connection and wake one waiting taker.
     pub fn put(&self, conn: TunnelStream) {
-        self.inner
-            .queue
-            .lock()
-            .expect("pool lock poisoned")
-            .push_back(conn);
+        crate::sync::lock(&self.inner.queue).push_back(conn);
         self.inner.available.notify_one();
         self.publish();
     }
@@ -123,12 +119,7 @@ impl Pool {
     /// Take an idle connection now, skipping (and dropping) ones the peer has closed.
     pub fn try_take(&self) -> Option<TunnelStream> {
         loop {
-            let conn = self
-                .inner
-                .queue
-                .lock()
-                .expect("pool lock poisoned")
-                .pop_front();
+            let conn = crate::sync::lock(&self.inner.queue).pop_front();
             match conn {
                 Some(c) if c.is_idle_healthy() => {
                     self.consumed();
@@ -198,13 +189,7 @@ impl Pool {
 
     /// Drop every queued connection (the session they belong to ended).
     pub fn clear(&self) {
-        let drained: Vec<_> = self
-            .inner
-            .queue
-            .lock()
-            .expect("pool lock poisoned")
-            .drain(..)
-            .collect();
+        let drained: Vec<_> = crate::sync::lock(&self.inner.queue).drain(..).collect();
         drop(drained);
         self.publish();
     }
@@ -361,7 +346,7 @@ mod tests {
         p.put(live);
         // Give the FIN a moment to arrive (bounded).
         for _ in 0..100 {
-            if !p.inner.queue.lock().unwrap()[0].is_idle_healthy() {
+            if !crate::sync::lock(&p.inner.queue)[0].is_idle_healthy() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;

@@ -104,14 +104,14 @@ fn op(round: u32, i: u32) -> Op {
 }
 
 /// Apply one operation through the trait, the same way in the child and in the parent's model.
-fn apply(store: &dyn Store, round: u32, i: u32) {
+async fn apply(store: &dyn Store, round: u32, i: u32) {
     let with_ids = |ns: &[u32], t: TrafficTotals| -> Vec<_> {
         ns.iter().map(|&n| (id(round, n), t)).collect()
     };
     match op(round, i) {
-        Op::Put(n) => store.put(&new_record(round, n)).unwrap(),
+        Op::Put(n) => store.put(&new_record(round, n)).await.unwrap(),
         Op::Update(n) => {
-            let current = store.load().unwrap();
+            let current = store.load().await.unwrap();
             if let Some(mut r) = current.into_iter().find(|r| r.id == id(round, n)) {
                 r.alias = Some(format!("updated at {i}"));
                 r.desired = match r.desired {
@@ -120,20 +120,20 @@ fn apply(store: &dyn Store, round: u32, i: u32) {
                 };
                 r.meta.tags.insert("updated".into(), i.to_string());
                 r.updated_at += i64::from(i);
-                store.put(&r).unwrap();
+                store.put(&r).await.unwrap();
             }
         }
-        Op::Traffic(ns, t) => store.set_traffic(&with_ids(&ns, t)).unwrap(),
-        Op::History(ns, ts, t) => store.append_history(ts, &with_ids(&ns, t)).unwrap(),
-        Op::Delete(n) => store.delete(&id(round, n)).unwrap(),
-        Op::Setting(name, value) => store.set_setting(&name, &value).unwrap(),
+        Op::Traffic(ns, t) => store.set_traffic(&with_ids(&ns, t)).await.unwrap(),
+        Op::History(ns, ts, t) => store.append_history(ts, &with_ids(&ns, t)).await.unwrap(),
+        Op::Delete(n) => store.delete(&id(round, n)).await.unwrap(),
+        Op::Setting(name, value) => store.set_setting(&name, &value).await.unwrap(),
     }
 }
 
 /// The child: only active when the parent set `NODEPASS_CRASH_DB`.
-#[test]
+#[tokio::test]
 #[ignore = "child process of store_keeps_every_committed_write_after_sigkill"]
-fn child_writer() {
+async fn child_writer() {
     let Ok(db) = std::env::var(DB_ENV) else {
         return;
     };
@@ -145,29 +145,29 @@ fn child_writer() {
         if started.elapsed() > CHILD_MAX_TIME {
             break;
         }
-        apply(&store, round, i);
+        apply(&store, round, i).await;
         writeln!(out, "{REPORT}{i}").unwrap();
         out.flush().unwrap();
     }
 }
 
 /// Everything observable through the trait, for the ids of the rounds so far.
-fn snapshot(store: &dyn Store, rounds: u32, max_n: u32) -> String {
-    let mut text = format!("{:#?}\n", store.load().unwrap());
+async fn snapshot(store: &dyn Store, rounds: u32, max_n: u32) -> String {
+    let mut text = format!("{:#?}\n", store.load().await.unwrap());
     for round in 0..rounds {
         for n in 0..=max_n {
-            let hist = store.history(&id(round, n), i64::MIN).unwrap();
+            let hist = store.history(&id(round, n), i64::MIN).await.unwrap();
             if !hist.is_empty() {
                 text += &format!("history {}: {hist:?}\n", id(round, n));
             }
         }
         text += &format!(
             "setting {round}: {:?}\n",
-            store.setting(&format!("round-{round}"))
+            store.setting(&format!("round-{round}")).await
         );
     }
     // Debug masks URLs; compare them too.
-    for r in store.load().unwrap() {
+    for r in store.load().await.unwrap() {
         text += &format!("url {}: {}\n", r.id, r.url);
     }
     text
@@ -261,8 +261,8 @@ impl Drop for TempDir {
     }
 }
 
-#[test]
-fn store_keeps_every_committed_write_after_sigkill() {
+#[tokio::test]
+async fn store_keeps_every_committed_write_after_sigkill() {
     let dir = TempDir(std::env::temp_dir().join(format!("nodepass-crash-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&dir.0);
     std::fs::create_dir_all(&dir.0).unwrap();
@@ -278,14 +278,14 @@ fn store_keeps_every_committed_write_after_sigkill() {
         let store = SqliteStore::open(&db).expect("reopen after SIGKILL");
         max_n = max_n.max(last / 8 + 1);
         for i in 0..=last {
-            apply(&model, round, i);
+            apply(&model, round, i).await;
         }
-        let on_disk = snapshot(&store, round + 1, max_n);
+        let on_disk = snapshot(&store, round + 1, max_n).await;
         let mut one_more = false;
-        if on_disk != snapshot(&model, round + 1, max_n) {
+        if on_disk != snapshot(&model, round + 1, max_n).await {
             // The operation after the last report may have committed before the kill.
-            apply(&model, round, last + 1);
-            let with_next = snapshot(&model, round + 1, max_n);
+            apply(&model, round, last + 1).await;
+            let with_next = snapshot(&model, round + 1, max_n).await;
             if let Some(diff) = first_difference(&on_disk, &with_next) {
                 panic!("round {round}, last reported op {last}: {diff}");
             }

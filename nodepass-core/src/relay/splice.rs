@@ -1,23 +1,23 @@
 //! Zero-copy TCP relay on Linux: `splice(2)` through a pipe, socket to socket.
 //!
-//! This is the only module of nodepass-core allowed to use `unsafe`: two syscalls (`pipe2`,
-//! `splice`) and one `fcntl` (`F_SETPIPE_SZ`), each wrapped in a tiny function below that
-//! checks its result. File descriptors are owned by `OwnedFd`, so they are closed exactly once.
+//! The syscalls (`pipe2`, `splice`, `fcntl(F_SETPIPE_SZ)`) come from `rustix`, whose safe
+//! wrappers take borrowed descriptors and return owned ones, so this module needs no `unsafe`:
+//! every descriptor is an `OwnedFd`, closed exactly once.
 //!
 //! Used for plain TCP (no TLS) without a rate limit; everything else takes the buffered copy in
 //! [`super::relay_tcp`]. Byte counters come from the return values of `splice`, so they are exact.
 //! A direction holds a pipe only while data is moving: when its socket runs dry the (empty) pipe
 //! goes back to a small per-thread cache, so idle connections cost no pipe descriptors and busy
 //! ones rarely create a pipe. EOF on one side becomes a write shutdown on the other (half-close).
-#![allow(unsafe_code)]
 
 use std::cell::RefCell;
 use std::io;
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use bytes::BytesMut;
+use rustix::pipe::{self, PipeFlags, SpliceFlags};
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
@@ -62,46 +62,24 @@ struct Pipe {
 
 impl Pipe {
     fn new() -> io::Result<Pipe> {
-        let mut fds = [0 as libc::c_int; 2];
-        // SAFETY: `fds` is a valid array of two c_ints for pipe2 to fill.
-        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
-        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (read, write) = pipe::pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)?;
         // Best effort: a larger pipe means fewer syscalls; the default (64 KiB) also works.
-        // SAFETY: F_SETPIPE_SZ takes an int argument; the fd is a valid open pipe.
-        unsafe {
-            libc::fcntl(
-                write.as_raw_fd(),
-                libc::F_SETPIPE_SZ,
-                PIPE_SIZE as libc::c_int,
-            )
-        };
+        let _ = pipe::fcntl_setpipe_size(&write, PIPE_SIZE);
         Ok(Pipe { read, write })
     }
 }
 
-/// One non-blocking `splice` between two descriptors; `Ok(0)` is EOF on `from`.
-fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
-    // SAFETY: plain syscall on descriptors the caller keeps open for the call; null offsets
-    // mean "use and advance the file position", as required for sockets and pipes.
-    let n = unsafe {
-        libc::splice(
-            from,
-            std::ptr::null_mut(),
-            to,
-            std::ptr::null_mut(),
-            len,
-            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
-        )
-    };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+/// One non-blocking `splice` between two descriptors (one of them a pipe); `Ok(0)` is EOF on
+/// `from`. No offsets: sockets and pipes have no file position.
+fn splice(from: impl AsFd, to: impl AsFd, len: usize) -> io::Result<usize> {
+    Ok(pipe::splice(
+        from,
+        None,
+        to,
+        None,
+        len,
+        SpliceFlags::MOVE | SpliceFlags::NONBLOCK,
+    )?)
 }
 
 /// Move everything from `from` to `to` until EOF, then shut down `to`'s write half. Counts the
@@ -119,28 +97,25 @@ async fn one_way(
         from.readable().await?;
         let p = take_pipe()?;
         loop {
-            let filled = match from.try_io(Interest::READABLE, || {
-                splice(from.as_raw_fd(), p.write.as_raw_fd(), SPLICE_CHUNK)
-            }) {
-                Ok(0) => {
-                    give_pipe(p);
-                    break 'idle;
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // Dry for now: the pipe is empty, hand it back until data returns.
-                    give_pipe(p);
-                    continue 'idle;
-                }
-                Err(e) => return Err(e),
-            };
+            let filled =
+                match from.try_io(Interest::READABLE, || splice(from, &p.write, SPLICE_CHUNK)) {
+                    Ok(0) => {
+                        give_pipe(p);
+                        break 'idle;
+                    }
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        // Dry for now: the pipe is empty, hand it back until data returns.
+                        give_pipe(p);
+                        continue 'idle;
+                    }
+                    Err(e) => return Err(e),
+                };
             activity.touch();
             let mut left = filled;
             while left > 0 {
                 to.writable().await?;
-                match to.try_io(Interest::WRITABLE, || {
-                    splice(p.read.as_raw_fd(), to.as_raw_fd(), left)
-                }) {
+                match to.try_io(Interest::WRITABLE, || splice(&p.read, to, left)) {
                     Ok(n) => {
                         left -= n;
                         total += n as u64;

@@ -1,7 +1,7 @@
 //! [`MemoryStore`]: a [`Store`] that keeps everything in memory and forgets it on drop.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::{
@@ -52,7 +52,7 @@ impl MemoryStore {
     /// Every method changes `Inner` only after all its checks passed, so a poisoned lock still
     /// guards consistent data.
     fn inner(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.inner)
     }
 }
 
@@ -69,14 +69,15 @@ impl Inner {
     }
 }
 
+#[async_trait::async_trait]
 impl Store for MemoryStore {
-    fn load(&self) -> Result<Vec<InstanceRecord>> {
+    async fn load(&self) -> Result<Vec<InstanceRecord>> {
         let mut all: Vec<_> = self.inner().instances.values().cloned().collect();
         all.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(all)
     }
 
-    fn put(&self, record: &InstanceRecord) -> Result<()> {
+    async fn put(&self, record: &InstanceRecord) -> Result<()> {
         record.validate()?;
         self.inner()
             .instances
@@ -84,14 +85,14 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn delete(&self, id: &str) -> Result<()> {
+    async fn delete(&self, id: &str) -> Result<()> {
         let mut inner = self.inner();
         inner.instances.remove(id);
         inner.history.remove(id);
         Ok(())
     }
 
-    fn set_traffic(&self, totals: &[(String, TrafficTotals)]) -> Result<()> {
+    async fn set_traffic(&self, totals: &[(String, TrafficTotals)]) -> Result<()> {
         let mut inner = self.inner();
         for (id, t) in totals {
             if let Some(record) = inner.instances.get_mut(id) {
@@ -101,14 +102,14 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn reset_traffic(&self, id: &str) -> Result<()> {
+    async fn reset_traffic(&self, id: &str) -> Result<()> {
         if let Some(record) = self.inner().instances.get_mut(id) {
             record.traffic = TrafficTotals::ZERO;
         }
         Ok(())
     }
 
-    fn append_history(&self, ts_ms: i64, samples: &[(String, TrafficTotals)]) -> Result<()> {
+    async fn append_history(&self, ts_ms: i64, samples: &[(String, TrafficTotals)]) -> Result<()> {
         let mut inner = self.inner();
         for (id, t) in samples {
             if inner.instances.contains_key(id) {
@@ -123,11 +124,11 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn prune_history(&self, older_than_ms: i64) -> Result<u64> {
+    async fn prune_history(&self, older_than_ms: i64) -> Result<u64> {
         Ok(self.inner().prune(older_than_ms))
     }
 
-    fn history(&self, id: &str, since_ms: i64) -> Result<Vec<TrafficSample>> {
+    async fn history(&self, id: &str, since_ms: i64) -> Result<Vec<TrafficSample>> {
         let inner = self.inner();
         let Some(samples) = inner.history.get(id) else {
             return Ok(Vec::new());
@@ -138,11 +139,11 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    fn setting(&self, name: &str) -> Result<Option<String>> {
+    async fn setting(&self, name: &str) -> Result<Option<String>> {
         Ok(self.inner().settings.get(name).cloned())
     }
 
-    fn set_setting(&self, name: &str, value: &str) -> Result<()> {
+    async fn set_setting(&self, name: &str, value: &str) -> Result<()> {
         self.inner()
             .settings
             .insert(name.to_owned(), value.to_owned());
@@ -155,22 +156,23 @@ mod tests {
     use super::*;
     use crate::store::tests::{exercise_store, record};
 
-    #[test]
-    fn memory_store_passes_the_shared_behaviour() {
-        exercise_store(&MemoryStore::new());
+    #[tokio::test]
+    async fn memory_store_passes_the_shared_behaviour() {
+        exercise_store(&MemoryStore::new()).await;
     }
 
-    #[test]
-    fn retention_is_configurable() {
+    #[tokio::test]
+    async fn retention_is_configurable() {
         let store = MemoryStore::new().with_history_retention(Duration::from_millis(10));
-        store.put(&record(1)).unwrap();
+        store.put(&record(1)).await.unwrap();
         let id = record(1).id;
         let t = TrafficTotals::ZERO;
-        store.append_history(100, &[(id.clone(), t)]).unwrap();
-        store.append_history(105, &[(id.clone(), t)]).unwrap();
-        store.append_history(111, &[(id.clone(), t)]).unwrap();
+        store.append_history(100, &[(id.clone(), t)]).await.unwrap();
+        store.append_history(105, &[(id.clone(), t)]).await.unwrap();
+        store.append_history(111, &[(id.clone(), t)]).await.unwrap();
         let kept: Vec<_> = store
             .history(&id, 0)
+            .await
             .unwrap()
             .iter()
             .map(|s| s.ts_ms)

@@ -9,8 +9,8 @@
 //! - [`SqliteStore`]: one SQLite file, for the supervisor.
 //! - [`MemoryStore`]: nothing on disk, for tests and embedders that want no file.
 //!
-//! The trait is small and synchronous; each call is one short transaction. Async callers may call
-//! it directly for single records or wrap batches in `tokio::task::spawn_blocking`.
+//! The trait is small and async; each call is one short transaction. [`SqliteStore`] does the
+//! SQLite work on a dedicated writer thread, so callers never block the async runtime.
 //!
 //! # Schema (version 1 in `PRAGMA user_version`, `PRAGMA application_id` = `NPST`)
 //! ```sql
@@ -59,18 +59,50 @@ use std::time::Duration;
 
 mod memory;
 mod record;
+#[cfg(feature = "sqlite")]
 mod schema;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
+/// The attribute for implementing [`Store`] (`#[nodepass_core::store::async_trait]` on the
+/// `impl`), re-exported so that an implementation needs no dependency of its own.
+pub use async_trait::async_trait;
 pub use memory::MemoryStore;
 pub use record::{
     Desired, InstanceRecord, MAX_ALIAS_CHARS, Meta, Peer, TrafficSample, TrafficTotals, is_valid_id,
 };
+#[cfg(feature = "sqlite")]
 pub use schema::SCHEMA_VERSION;
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
 /// How long [`Store::append_history`] keeps samples unless a store is told otherwise: 7 days.
 pub const DEFAULT_HISTORY_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// An error of the database behind a store (SQLite here, another database in another
+/// implementation), kept opaque so that the public API depends on no database crate. Read it
+/// through `Display` and [`std::error::Error::source`].
+#[derive(Debug)]
+pub struct BackendError(Box<dyn std::error::Error + Send + Sync + 'static>);
+
+impl BackendError {
+    /// Wrap a database error.
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        BackendError(Box::new(error))
+    }
+}
+
+impl std::fmt::Display for BackendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for BackendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
 
 /// `Result` with [`StoreError`] as the default error.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -87,7 +119,7 @@ pub enum StoreError {
         path: PathBuf,
         /// Why.
         #[source]
-        source: rusqlite::Error,
+        source: BackendError,
     },
     /// A file-system operation on the store file failed.
     #[error("cannot {op} {}", path.display())]
@@ -102,12 +134,12 @@ pub enum StoreError {
     },
     /// A read or write failed; a failed write left the previously committed state.
     #[error("store {op} failed")]
-    Sqlite {
+    Backend {
         /// The operation, e.g. `put`.
         op: &'static str,
         /// Why.
         #[source]
-        source: rusqlite::Error,
+        source: BackendError,
     },
     /// The file is a database but its content is damaged or not what this store wrote.
     #[error("store {} is corrupt: {reason}", path.display())]
@@ -143,43 +175,51 @@ pub enum StoreError {
 
 /// Durable state of the supervisor. Every method is one short, atomic operation.
 ///
+/// The trait is async (through `async_trait`, so that `Arc<dyn Store>` works) and is the one a
+/// database-backed store implements. Implementations must not block the async runtime:
+/// [`SqliteStore`] runs SQLite on its own writer thread, a network database would use its async
+/// client. **Cancel safety**: dropping a call's future does not undo it; a write that was
+/// already handed to the database completes or fails atomically as if it had been awaited, so a
+/// caller that cancels must treat the outcome as unknown (the supervisor never cancels them).
+///
 /// Ids name instances by [`InstanceRecord::id`]. Operations on an id that is not stored
 /// ([`delete`](Store::delete), [`reset_traffic`](Store::reset_traffic), entries of
 /// [`set_traffic`](Store::set_traffic) and [`append_history`](Store::append_history)) do nothing
 /// and succeed, so a periodic flush racing with a delete is harmless.
+#[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Every stored instance, ordered by `created_at` then `id`.
-    fn load(&self) -> Result<Vec<InstanceRecord>>;
+    async fn load(&self) -> Result<Vec<InstanceRecord>>;
 
     /// Insert `record`, or replace the whole stored record with the same id.
     /// Fails with [`StoreError::Invalid`] if [`InstanceRecord::validate`] does.
-    fn put(&self, record: &InstanceRecord) -> Result<()>;
+    async fn put(&self, record: &InstanceRecord) -> Result<()>;
 
     /// Remove an instance and its history.
-    fn delete(&self, id: &str) -> Result<()>;
+    async fn delete(&self, id: &str) -> Result<()>;
 
     /// Overwrite the cumulative traffic of several instances in one transaction.
-    fn set_traffic(&self, totals: &[(String, TrafficTotals)]) -> Result<()>;
+    async fn set_traffic(&self, totals: &[(String, TrafficTotals)]) -> Result<()>;
 
     /// Set an instance's traffic to zero. Its history is kept: a reader of the history sees the
     /// counters drop, which it should treat as a reset (as with any cumulative counter).
-    fn reset_traffic(&self, id: &str) -> Result<()>;
+    async fn reset_traffic(&self, id: &str) -> Result<()>;
 
     /// Record one sample per listed instance at `ts_ms` (a sample with the same instance and time
     /// is replaced), then drop every sample older than `ts_ms` minus the store's retention.
-    fn append_history(&self, ts_ms: i64, samples: &[(String, TrafficTotals)]) -> Result<()>;
+    async fn append_history(&self, ts_ms: i64, samples: &[(String, TrafficTotals)]) -> Result<()>;
 
     /// Drop every sample taken before `older_than_ms`; returns how many were dropped.
-    fn prune_history(&self, older_than_ms: i64) -> Result<u64>;
+    async fn prune_history(&self, older_than_ms: i64) -> Result<u64>;
 
     /// The samples of an instance taken at or after `since_ms`, oldest first.
-    fn history(&self, id: &str, since_ms: i64) -> Result<Vec<TrafficSample>>;
+    async fn history(&self, id: &str, since_ms: i64) -> Result<Vec<TrafficSample>>;
 
     /// The value of a setting, if set.
-    fn setting(&self, name: &str) -> Result<Option<String>>;
+    async fn setting(&self, name: &str) -> Result<Option<String>>;
 
     /// Set (or replace) a setting.
-    fn set_setting(&self, name: &str, value: &str) -> Result<()>;
+    async fn set_setting(&self, name: &str, value: &str) -> Result<()>;
 }
 
 /// Retention as whole milliseconds, saturating.
@@ -272,16 +312,19 @@ pub(crate) mod tests {
     }
 
     /// Everything the [`Store`] docs promise, against an empty store with default retention.
-    pub(crate) fn exercise_store(store: &dyn Store) {
-        assert!(store.load().unwrap().is_empty());
+    pub(crate) async fn exercise_store(store: &dyn Store) {
+        assert!(store.load().await.unwrap().is_empty());
 
         // Insert out of order; load sorts by created_at, then id.
         let (a, b, mut c) = (record(7), record(2), record(4));
         c.created_at = b.created_at; // tie on created_at: id decides
         for r in [&a, &b, &c] {
-            store.put(r).unwrap();
+            store.put(r).await.unwrap();
         }
-        assert_eq!(store.load().unwrap(), [b.clone(), c.clone(), a.clone()]);
+        assert_eq!(
+            store.load().await.unwrap(),
+            [b.clone(), c.clone(), a.clone()]
+        );
 
         // Update replaces the whole record.
         let mut a2 = a.clone();
@@ -291,17 +334,23 @@ pub(crate) mod tests {
         a2.meta = Meta::default();
         a2.desired = Desired::Running;
         a2.updated_at += 1;
-        store.put(&a2).unwrap();
-        assert_eq!(store.load().unwrap(), [b.clone(), c.clone(), a2.clone()]);
+        store.put(&a2).await.unwrap();
+        assert_eq!(
+            store.load().await.unwrap(),
+            [b.clone(), c.clone(), a2.clone()]
+        );
 
         // Invalid records are refused and change nothing.
         let mut bad = record(9);
         bad.id = "NOT-HEX!".into();
-        assert!(matches!(store.put(&bad), Err(StoreError::Invalid { .. })));
-        assert_eq!(store.load().unwrap().len(), 3);
+        assert!(matches!(
+            store.put(&bad).await,
+            Err(StoreError::Invalid { .. })
+        ));
+        assert_eq!(store.load().await.unwrap().len(), 3);
 
         // Traffic: one batch, unknown ids ignored, totals accumulate from what was stored.
-        let base = store.load().unwrap()[0].traffic;
+        let base = store.load().await.unwrap()[0].traffic;
         let grown = base + traffic(10);
         store
             .set_traffic(&[
@@ -309,17 +358,18 @@ pub(crate) mod tests {
                 ("ffffffff".into(), traffic(1)),
                 (c.id.clone(), traffic(5)),
             ])
+            .await
             .unwrap();
-        let loaded = store.load().unwrap();
+        let loaded = store.load().await.unwrap();
         assert_eq!(loaded[0].traffic, grown);
         assert_eq!(loaded[0].traffic.tcp_in, b.traffic.tcp_in + 10);
         assert_eq!(loaded[1].traffic, traffic(5));
         assert_eq!(loaded[2].traffic, a2.traffic, "untouched");
-        store.reset_traffic(&b.id).unwrap();
-        store.reset_traffic("ffffffff").unwrap();
-        assert!(store.load().unwrap()[0].traffic.is_zero());
+        store.reset_traffic(&b.id).await.unwrap();
+        store.reset_traffic("ffffffff").await.unwrap();
+        assert!(store.load().await.unwrap()[0].traffic.is_zero());
         assert_eq!(
-            store.load().unwrap()[1..],
+            store.load().await.unwrap()[1..],
             loaded[1..],
             "only the named instance"
         );
@@ -331,43 +381,54 @@ pub(crate) mod tests {
                 (c.id.clone(), traffic(1)),
                 ("ffffffff".into(), traffic(1)),
             ];
-            store.append_history(ts, &batch).unwrap();
+            store.append_history(ts, &batch).await.unwrap();
         }
         store
             .append_history(2000, &[(b.id.clone(), traffic(42))])
+            .await
             .unwrap();
-        let hist = store.history(&b.id, 0).unwrap();
+        let hist = store.history(&b.id, 0).await.unwrap();
         assert_eq!(times(&hist), [1000, 2000, 3000]);
         assert_eq!(hist[1].traffic, traffic(42));
         assert_eq!(hist[2].traffic, traffic(3000));
-        assert_eq!(times(&store.history(&b.id, 2000).unwrap()), [2000, 3000]);
-        assert!(store.history("ffffffff", 0).unwrap().is_empty());
-        assert!(store.history(&a.id, 0).unwrap().is_empty());
+        assert_eq!(
+            times(&store.history(&b.id, 2000).await.unwrap()),
+            [2000, 3000]
+        );
+        assert!(store.history("ffffffff", 0).await.unwrap().is_empty());
+        assert!(store.history(&a.id, 0).await.unwrap().is_empty());
 
         // Explicit prune counts what it removed; append prunes past the retention itself.
-        assert_eq!(store.prune_history(2000).unwrap(), 2);
-        assert_eq!(times(&store.history(&b.id, 0).unwrap()), [2000, 3000]);
+        assert_eq!(store.prune_history(2000).await.unwrap(), 2);
+        assert_eq!(times(&store.history(&b.id, 0).await.unwrap()), [2000, 3000]);
         let later = retention_ms(DEFAULT_HISTORY_RETENTION) + 2500;
         store
             .append_history(later, &[(b.id.clone(), traffic(9))])
+            .await
             .unwrap();
-        assert_eq!(times(&store.history(&b.id, 0).unwrap()), [3000, later]);
-        assert_eq!(times(&store.history(&c.id, 0).unwrap()), [3000]);
+        assert_eq!(
+            times(&store.history(&b.id, 0).await.unwrap()),
+            [3000, later]
+        );
+        assert_eq!(times(&store.history(&c.id, 0).await.unwrap()), [3000]);
 
         // Delete takes the history with it; unknown ids are fine.
-        store.delete(&c.id).unwrap();
-        store.delete("ffffffff").unwrap();
-        assert_eq!(store.load().unwrap().len(), 2);
-        store.put(&c).unwrap();
-        assert!(store.history(&c.id, 0).unwrap().is_empty());
+        store.delete(&c.id).await.unwrap();
+        store.delete("ffffffff").await.unwrap();
+        assert_eq!(store.load().await.unwrap().len(), 2);
+        store.put(&c).await.unwrap();
+        assert!(store.history(&c.id, 0).await.unwrap().is_empty());
 
         // Settings.
-        assert_eq!(store.setting("api_key").unwrap(), None);
-        store.set_setting("api_key", "hash-1").unwrap();
-        store.set_setting("other", "").unwrap();
-        store.set_setting("api_key", "hash-2").unwrap();
-        assert_eq!(store.setting("api_key").unwrap().as_deref(), Some("hash-2"));
-        assert_eq!(store.setting("other").unwrap().as_deref(), Some(""));
+        assert_eq!(store.setting("api_key").await.unwrap(), None);
+        store.set_setting("api_key", "hash-1").await.unwrap();
+        store.set_setting("other", "").await.unwrap();
+        store.set_setting("api_key", "hash-2").await.unwrap();
+        assert_eq!(
+            store.setting("api_key").await.unwrap().as_deref(),
+            Some("hash-2")
+        );
+        assert_eq!(store.setting("other").await.unwrap().as_deref(), Some(""));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 
-use super::{Result, StoreError};
+use super::{BackendError, Result, StoreError};
 
 /// The schema version this build writes and reads (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = 1;
@@ -114,7 +114,10 @@ fn open_error(path: &Path, source: rusqlite::Error) -> StoreError {
             path,
             reason: source.to_string(),
         },
-        _ => StoreError::Open { path, source },
+        _ => StoreError::Open {
+            path,
+            source: BackendError::new(source),
+        },
     }
 }
 
@@ -205,12 +208,12 @@ mod tests {
         fs::metadata(path).unwrap().permissions().mode() & 0o777
     }
 
-    #[test]
-    fn files_are_private() {
+    #[tokio::test]
+    async fn files_are_private() {
         let dir = TempDir::new("mode");
         let path = dir.path().join("state.db");
         let store = SqliteStore::open(&path).unwrap();
-        store.put(&record(1)).unwrap();
+        store.put(&record(1)).await.unwrap();
         assert_eq!(mode_of(&path), 0o600);
         let wal = dir.path().join("state.db-wal");
         assert_eq!(mode_of(&wal), 0o600, "the WAL holds the same secrets");
@@ -255,11 +258,15 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_newer_schema_is_refused_and_kept() {
+    #[tokio::test]
+    async fn a_newer_schema_is_refused_and_kept() {
         let dir = TempDir::new("newer");
         let path = dir.path().join("state.db");
-        SqliteStore::open(&path).unwrap().put(&record(1)).unwrap();
+        SqliteStore::open(&path)
+            .unwrap()
+            .put(&record(1))
+            .await
+            .unwrap();
         Connection::open(&path)
             .unwrap()
             .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
@@ -293,14 +300,14 @@ mod tests {
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
     }
 
-    #[test]
-    fn damaged_pages_are_reported_as_corrupt() {
+    #[tokio::test]
+    async fn damaged_pages_are_reported_as_corrupt() {
         let dir = TempDir::new("damaged");
         let path = dir.path().join("state.db");
         {
             let store = SqliteStore::open(&path).unwrap();
             for n in 0..200 {
-                store.put(&record(n)).unwrap();
+                store.put(&record(n)).await.unwrap();
             }
         }
         let good = fs::read(&path).unwrap();
@@ -331,20 +338,28 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_second_open_is_refused_while_the_first_is_alive() {
+    #[tokio::test]
+    async fn a_second_open_is_refused_while_the_first_is_alive() {
         let dir = TempDir::new("locked");
         let path = dir.path().join("state.db");
         let first = SqliteStore::open(&path).unwrap();
         let err = SqliteStore::open(&path).unwrap_err();
         assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
-        first.put(&record(1)).unwrap();
+        first.put(&record(1)).await.unwrap();
         let err = SqliteStore::open(&path).unwrap_err();
         assert!(
             matches!(err, StoreError::Locked { .. }),
             "still locked after a write: {err:?}"
         );
         drop(first);
-        assert_eq!(SqliteStore::open(&path).unwrap().load().unwrap().len(), 1);
+        assert_eq!(
+            SqliteStore::open(&path)
+                .unwrap()
+                .load()
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }

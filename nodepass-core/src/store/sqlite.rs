@@ -2,45 +2,76 @@
 //! [module docs](super)).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::schema::open_connection;
 use super::{
-    DEFAULT_HISTORY_RETENTION, Desired, InstanceRecord, Meta, Result, Store, StoreError,
-    TrafficSample, TrafficTotals, retention_ms,
+    BackendError, DEFAULT_HISTORY_RETENTION, Desired, InstanceRecord, Meta, Result, Store,
+    StoreError, TrafficSample, TrafficTotals, retention_ms,
 };
 
 /// A [`Store`] in one SQLite file, opened with [`SqliteStore::open`].
+///
+/// The connection lives on a dedicated writer thread (`nodepass-store`): every call of the
+/// [`Store`] trait is queued to it and awaited, so no SQLite work (and no `fsync`) runs on the
+/// async runtime's threads. Calls run one at a time, in the order they were made. Dropping the
+/// store waits for the queued calls, closes the connection and releases the file's lock before
+/// it returns, so the file can be opened again at once.
 pub struct SqliteStore {
     path: PathBuf,
-    retention: Duration,
-    /// One connection; every method locks it for one short synchronous call, so the lock is never
-    /// held across an `.await`.
-    conn: Mutex<Connection>,
+    jobs: Option<mpsc::Sender<Job>>,
+    writer: Option<std::thread::JoinHandle<()>>,
 }
 
+/// One call, run on the writer thread.
+type Job = Box<dyn FnOnce(&mut Db) + Send>;
+
 impl SqliteStore {
-    /// Open the store at `path`, creating the file (mode `0600`) and the schema if needed.
+    /// Open the store at `path`, creating the file (mode `0600`) and the schema if needed, and
+    /// start its writer thread.
     ///
     /// Refuses, without changing the file, anything it cannot use safely: see the
-    /// [module docs](super#durability). The parent directory must exist.
+    /// [module docs](super#durability). The parent directory must exist. This opens and checks
+    /// the file on the calling thread (it may take a while on a large file): from async code,
+    /// call it inside `tokio::task::spawn_blocking`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let conn = open_connection(&path)?;
         tracing::debug!(path = %path.display(), "store opened");
+        let mut db = Db {
+            path: path.clone(),
+            retention: DEFAULT_HISTORY_RETENTION,
+            conn,
+        };
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let writer = std::thread::Builder::new()
+            .name("nodepass-store".into())
+            .spawn(move || {
+                for job in queue {
+                    // A panicking call rolled its transaction back (the `Transaction` guard)
+                    // and its caller sees the writer gone for that call only; keep serving.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut db)));
+                }
+            })
+            .map_err(|source| StoreError::Io {
+                op: "start the writer thread of",
+                path: path.clone(),
+                source,
+            })?;
         Ok(SqliteStore {
             path,
-            retention: DEFAULT_HISTORY_RETENTION,
-            conn: Mutex::new(conn),
+            jobs: Some(jobs),
+            writer: Some(writer),
         })
     }
 
     /// Keep history samples for `retention` instead of [`DEFAULT_HISTORY_RETENTION`].
-    pub fn with_history_retention(mut self, retention: Duration) -> Self {
-        self.retention = retention;
+    pub fn with_history_retention(self, retention: Duration) -> Self {
+        // Queued before any call made on the returned store, so it applies to all of them.
+        self.enqueue(Box::new(move |db| db.retention = retention));
         self
     }
 
@@ -49,21 +80,70 @@ impl SqliteStore {
         &self.path
     }
 
-    /// The connection. A panic while it was held rolled its transaction back, so a poisoned lock
-    /// still guards a consistent connection.
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    fn enqueue(&self, job: Job) -> bool {
+        self.jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.send(job).is_ok())
+    }
+
+    /// Run `f` on the writer thread and wait for its result. Cancelling the returned future
+    /// does not cancel `f`: once queued it runs to completion, committed or rolled back.
+    pub(crate) async fn call<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&mut Db) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let gone = || StoreError::Backend {
+            op,
+            source: BackendError::new(std::io::Error::other("the store's writer thread stopped")),
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if !self.enqueue(Box::new(move |db| {
+            let _ = tx.send(f(db));
+        })) {
+            return Err(gone());
+        }
+        rx.await.map_err(|_| gone())?
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer after the calls already queued; joining it means
+        // the connection (and the file lock) is closed when `drop` returns.
+        self.jobs.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// The connection and what the calls need, owned by the writer thread.
+pub(crate) struct Db {
+    path: PathBuf,
+    retention: Duration,
+    conn: Connection,
+}
+
+impl Db {
+    /// The connection (tests use it to inject failures).
+    #[cfg(test)]
+    pub(crate) fn conn(&mut self) -> &mut Connection {
+        &mut self.conn
     }
 
     /// Run `f` in one immediate transaction: committed if it succeeds, rolled back otherwise.
     fn write<T>(
-        &self,
+        &mut self,
         op: &'static str,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T> {
-        let sql_error = |source| StoreError::Sqlite { op, source };
-        let mut conn = self.conn();
-        let tx = conn
+        let sql_error = |source| StoreError::Backend {
+            op,
+            source: BackendError::new(source),
+        };
+        let tx = self
+            .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql_error)?;
         let out = f(&tx).map_err(sql_error)?;
@@ -146,11 +226,14 @@ fn set_traffic_row(conn: &Connection, id: &str, t: &TrafficTotals) -> rusqlite::
     ))
 }
 
-impl Store for SqliteStore {
+impl Db {
     fn load(&self) -> Result<Vec<InstanceRecord>> {
-        let sql_error = |source| StoreError::Sqlite { op: "load", source };
+        let sql_error = |source| StoreError::Backend {
+            op: "load",
+            source: BackendError::new(source),
+        };
         let raw = {
-            let conn = self.conn();
+            let conn = &self.conn;
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT id, alias, url, restart, meta, tcp_in, tcp_out, udp_in, udp_out, \
@@ -178,7 +261,7 @@ impl Store for SqliteStore {
         raw.iter().map(|r| self.decode_instance(r)).collect()
     }
 
-    fn put(&self, record: &InstanceRecord) -> Result<()> {
+    fn put(&mut self, record: &InstanceRecord) -> Result<()> {
         record.validate()?;
         let meta = serde_json::to_string(&record.meta).map_err(|e| StoreError::Invalid {
             reason: format!("meta of {} does not serialize: {e}", record.id),
@@ -213,7 +296,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn delete(&self, id: &str) -> Result<()> {
+    fn delete(&mut self, id: &str) -> Result<()> {
         // `ON DELETE CASCADE` removes the history in the same statement.
         self.write("delete", |conn| {
             conn.prepare_cached("DELETE FROM instances WHERE id = ?1")?
@@ -222,7 +305,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn set_traffic(&self, totals: &[(String, TrafficTotals)]) -> Result<()> {
+    fn set_traffic(&mut self, totals: &[(String, TrafficTotals)]) -> Result<()> {
         self.write("set traffic", |conn| {
             for (id, t) in totals {
                 set_traffic_row(conn, id, t)?;
@@ -231,13 +314,13 @@ impl Store for SqliteStore {
         })
     }
 
-    fn reset_traffic(&self, id: &str) -> Result<()> {
+    fn reset_traffic(&mut self, id: &str) -> Result<()> {
         self.write("reset traffic", |conn| {
             set_traffic_row(conn, id, &TrafficTotals::ZERO).map(drop)
         })
     }
 
-    fn append_history(&self, ts_ms: i64, samples: &[(String, TrafficTotals)]) -> Result<()> {
+    fn append_history(&mut self, ts_ms: i64, samples: &[(String, TrafficTotals)]) -> Result<()> {
         let cutoff = ts_ms.saturating_sub(retention_ms(self.retention));
         self.write("append history", |conn| {
             let mut insert = conn.prepare_cached(
@@ -262,7 +345,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn prune_history(&self, older_than_ms: i64) -> Result<u64> {
+    fn prune_history(&mut self, older_than_ms: i64) -> Result<u64> {
         self.write("prune history", |conn| {
             conn.prepare_cached("DELETE FROM history WHERE ts_ms < ?1")?
                 .execute([older_than_ms])
@@ -271,11 +354,11 @@ impl Store for SqliteStore {
     }
 
     fn history(&self, id: &str, since_ms: i64) -> Result<Vec<TrafficSample>> {
-        let sql_error = |source| StoreError::Sqlite {
+        let sql_error = |source| StoreError::Backend {
             op: "read history",
-            source,
+            source: BackendError::new(source),
         };
-        let conn = self.conn();
+        let conn = &self.conn;
         let mut stmt = conn
             .prepare_cached(
                 "SELECT ts_ms, tcp_in, tcp_out, udp_in, udp_out FROM history \
@@ -295,16 +378,16 @@ impl Store for SqliteStore {
     }
 
     fn setting(&self, name: &str) -> Result<Option<String>> {
-        self.conn()
+        self.conn
             .prepare_cached("SELECT value FROM settings WHERE name = ?1")
             .and_then(|mut stmt| stmt.query_row([name], |r| r.get(0)).optional())
-            .map_err(|source| StoreError::Sqlite {
+            .map_err(|source| StoreError::Backend {
                 op: "read setting",
-                source,
+                source: BackendError::new(source),
             })
     }
 
-    fn set_setting(&self, name: &str, value: &str) -> Result<()> {
+    fn set_setting(&mut self, name: &str, value: &str) -> Result<()> {
         self.write("set setting", |conn| {
             conn.prepare_cached(
                 "INSERT INTO settings (name, value) VALUES (?1, ?2) \
@@ -316,11 +399,71 @@ impl Store for SqliteStore {
     }
 }
 
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn load(&self) -> Result<Vec<InstanceRecord>> {
+        self.call("load", |db| db.load()).await
+    }
+
+    async fn put(&self, record: &InstanceRecord) -> Result<()> {
+        // Refused records never reach the queue.
+        record.validate()?;
+        let record = record.clone();
+        self.call("put", move |db| db.put(&record)).await
+    }
+
+    async fn delete(&self, id: &str) -> Result<()> {
+        let id = id.to_owned();
+        self.call("delete", move |db| db.delete(&id)).await
+    }
+
+    async fn set_traffic(&self, totals: &[(String, TrafficTotals)]) -> Result<()> {
+        let totals = totals.to_vec();
+        self.call("set traffic", move |db| db.set_traffic(&totals))
+            .await
+    }
+
+    async fn reset_traffic(&self, id: &str) -> Result<()> {
+        let id = id.to_owned();
+        self.call("reset traffic", move |db| db.reset_traffic(&id))
+            .await
+    }
+
+    async fn append_history(&self, ts_ms: i64, samples: &[(String, TrafficTotals)]) -> Result<()> {
+        let samples = samples.to_vec();
+        self.call("append history", move |db| {
+            db.append_history(ts_ms, &samples)
+        })
+        .await
+    }
+
+    async fn prune_history(&self, older_than_ms: i64) -> Result<u64> {
+        self.call("prune history", move |db| db.prune_history(older_than_ms))
+            .await
+    }
+
+    async fn history(&self, id: &str, since_ms: i64) -> Result<Vec<TrafficSample>> {
+        let id = id.to_owned();
+        self.call("read history", move |db| db.history(&id, since_ms))
+            .await
+    }
+
+    async fn setting(&self, name: &str) -> Result<Option<String>> {
+        let name = name.to_owned();
+        self.call("read setting", move |db| db.setting(&name)).await
+    }
+
+    async fn set_setting(&self, name: &str, value: &str) -> Result<()> {
+        let (name, value) = (name.to_owned(), value.to_owned());
+        self.call("write setting", move |db| db.set_setting(&name, &value))
+            .await
+    }
+}
+
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore")
             .field("path", &self.path)
-            .field("retention", &self.retention)
             .finish_non_exhaustive()
     }
 }
@@ -330,67 +473,78 @@ mod tests {
     use super::*;
     use crate::store::tests::{TempDir, exercise_store, record};
 
-    #[test]
-    fn sqlite_store_passes_the_shared_behaviour() {
+    #[tokio::test]
+    async fn sqlite_store_passes_the_shared_behaviour() {
         let dir = TempDir::new("shared");
-        exercise_store(&SqliteStore::open(dir.path().join("state.db")).unwrap());
+        exercise_store(&SqliteStore::open(dir.path().join("state.db")).unwrap()).await;
     }
 
-    #[test]
-    fn reopen_keeps_everything() {
+    #[tokio::test]
+    async fn reopen_keeps_everything() {
         let dir = TempDir::new("reopen");
         let path = dir.path().join("state.db");
         let records: Vec<_> = (1..=20).map(record).collect();
         {
             let store = SqliteStore::open(&path).unwrap();
             for r in &records {
-                store.put(r).unwrap();
+                store.put(r).await.unwrap();
             }
-            store.delete(&records[5].id).unwrap();
+            store.delete(&records[5].id).await.unwrap();
             let totals = vec![(
                 records[0].id.clone(),
                 TrafficTotals::ZERO + records[1].traffic,
             )];
-            store.set_traffic(&totals).unwrap();
-            store.append_history(10, &totals).unwrap();
-            store.append_history(20, &totals).unwrap();
-            store.set_setting("api_key", "$hash$").unwrap();
+            store.set_traffic(&totals).await.unwrap();
+            store.append_history(10, &totals).await.unwrap();
+            store.append_history(20, &totals).await.unwrap();
+            store.set_setting("api_key", "$hash$").await.unwrap();
         }
         let store = SqliteStore::open(&path).unwrap();
         let mut expected = records.clone();
         expected.remove(5);
         expected[0].traffic = records[1].traffic;
-        assert_eq!(store.load().unwrap(), expected);
-        let hist = store.history(&records[0].id, 0).unwrap();
+        assert_eq!(store.load().await.unwrap(), expected);
+        let hist = store.history(&records[0].id, 0).await.unwrap();
         assert_eq!(hist.len(), 2);
         assert!(hist.iter().all(|s| s.traffic == records[1].traffic));
-        assert_eq!(store.setting("api_key").unwrap().as_deref(), Some("$hash$"));
+        assert_eq!(
+            store.setting("api_key").await.unwrap().as_deref(),
+            Some("$hash$")
+        );
     }
 
-    #[test]
-    fn a_failed_write_keeps_the_previous_state() {
+    #[tokio::test]
+    async fn a_failed_write_keeps_the_previous_state() {
         let dir = TempDir::new("atomic");
         let store = SqliteStore::open(dir.path().join("state.db")).unwrap();
         let (a, b) = (record(1), record(2));
-        store.put(&a).unwrap();
-        store.put(&b).unwrap();
+        store.put(&a).await.unwrap();
+        store.put(&b).await.unwrap();
+        let trigger = format!(
+            "CREATE TEMP TRIGGER fail BEFORE UPDATE ON main.instances WHEN NEW.id = '{}' \
+             BEGIN SELECT RAISE(ABORT, 'injected'); END;",
+            b.id
+        );
         store
-            .conn()
-            .execute_batch(&format!(
-                "CREATE TEMP TRIGGER fail BEFORE UPDATE ON main.instances WHEN NEW.id = '{}' \
-                 BEGIN SELECT RAISE(ABORT, 'injected'); END;",
-                b.id
-            ))
+            .call("inject", move |db| {
+                db.conn()
+                    .execute_batch(&trigger)
+                    .map_err(|e| StoreError::Backend {
+                        op: "inject",
+                        source: BackendError::new(e),
+                    })
+            })
+            .await
             .unwrap();
         let batch = [
             (a.id.clone(), TrafficTotals::ZERO),
             (b.id.clone(), TrafficTotals::ZERO),
         ];
-        let err = store.set_traffic(&batch).unwrap_err();
+        let err = store.set_traffic(&batch).await.unwrap_err();
         assert!(
             matches!(
                 err,
-                StoreError::Sqlite {
+                StoreError::Backend {
                     op: "set traffic",
                     ..
                 }
@@ -398,39 +552,39 @@ mod tests {
             "{err:?}"
         );
         assert_eq!(
-            store.load().unwrap(),
+            store.load().await.unwrap(),
             [a.clone(), b.clone()],
             "nothing of the batch applied"
         );
         let mut b2 = b.clone();
         b2.url = "changed".into();
-        assert!(store.put(&b2).is_err());
-        assert_eq!(store.load().unwrap(), [a, b]);
+        assert!(store.put(&b2).await.is_err());
+        assert_eq!(store.load().await.unwrap(), [a, b]);
     }
 
     /// Not a pass/fail test: `cargo test -p nodepass-core put_latency -- --ignored --nocapture`.
-    #[test]
+    #[tokio::test]
     #[ignore = "timing report"]
-    fn put_latency() {
+    async fn put_latency() {
         let dir = TempDir::new("latency");
         let store = SqliteStore::open(dir.path().join("state.db")).unwrap();
         let n = 500u32;
         let started = std::time::Instant::now();
         for i in 0..n {
-            store.put(&record(i)).unwrap();
+            store.put(&record(i)).await.unwrap();
         }
         let per_put = started.elapsed() / n;
         let batch: Vec<_> = (0..n)
             .map(|i| (record(i).id, TrafficTotals::ZERO))
             .collect();
         let started = std::time::Instant::now();
-        store.set_traffic(&batch).unwrap();
+        store.set_traffic(&batch).await.unwrap();
         let flush = started.elapsed();
         let started = std::time::Instant::now();
-        store.append_history(1, &batch).unwrap();
+        store.append_history(1, &batch).await.unwrap();
         let hist = started.elapsed();
         let started = std::time::Instant::now();
-        let loaded = store.load().unwrap().len();
+        let loaded = store.load().await.unwrap().len();
         println!(
             "put {per_put:?} each; set_traffic({n}) {flush:?}; append_history({n}) {hist:?}; \
              load({loaded}) {:?}",

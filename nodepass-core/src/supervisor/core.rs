@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::sync::broadcast;
@@ -26,9 +26,10 @@ pub(crate) struct Core {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) options: SupervisorOptions,
     /// Held while a store write and the in-memory change that follows it happen, so that writes
-    /// (and the checks before them, such as listen conflicts) are one step each. Never held
-    /// across `.await`. Lock order: `writes`, then `instances`, then one instance's state.
-    writes: Mutex<()>,
+    /// (and the checks before them, such as listen conflicts) are one step each. A tokio mutex:
+    /// it is held across the store call's `.await`, and across nothing else that waits. Lock
+    /// order: `writes`, then `instances`, then one instance's state.
+    writes: tokio::sync::Mutex<()>,
     /// Never held across `.await`.
     instances: Mutex<BTreeMap<String, Arc<Managed>>>,
     /// `None` once the supervisor has shut down. Never held across `.await`.
@@ -54,10 +55,6 @@ impl std::fmt::Debug for Core {
     }
 }
 
-fn unpoison<T>(r: std::sync::LockResult<MutexGuard<'_, T>>) -> MutexGuard<'_, T> {
-    r.unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Core {
     pub(crate) fn new(
         store: Arc<dyn Store>,
@@ -68,7 +65,7 @@ impl Core {
         Core {
             store,
             options,
-            writes: Mutex::new(()),
+            writes: tokio::sync::Mutex::new(()),
             instances: Mutex::new(BTreeMap::new()),
             events: Mutex::new(Some(tx)),
             token: shutdown.child_token(),
@@ -81,12 +78,12 @@ impl Core {
         }
     }
 
-    pub(crate) fn writes(&self) -> MutexGuard<'_, ()> {
-        unpoison(self.writes.lock())
+    pub(crate) async fn writes(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writes.lock().await
     }
 
     fn lock_instances(&self) -> MutexGuard<'_, BTreeMap<String, Arc<Managed>>> {
-        unpoison(self.instances.lock())
+        crate::sync::lock(&self.instances)
     }
 
     pub(crate) fn insert(&self, m: Arc<Managed>) {
@@ -129,7 +126,7 @@ impl Core {
     }
 
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {
-        match &*unpoison(self.events.lock()) {
+        match &*crate::sync::lock(&self.events) {
             Some(tx) => tx.subscribe(),
             // Shut down: a receiver whose sender is already gone.
             None => broadcast::channel(1).1,
@@ -137,7 +134,7 @@ impl Core {
     }
 
     pub(crate) fn emit(&self, event: Event) {
-        if let Some(tx) = &*unpoison(self.events.lock()) {
+        if let Some(tx) = &*crate::sync::lock(&self.events) {
             // No subscriber is not an error.
             let _ = tx.send(event);
         }
@@ -233,8 +230,8 @@ impl Core {
 
     /// Write the cumulative totals of every instance whose totals differ from what the store
     /// holds (running ones, and any whose last write failed).
-    pub(crate) fn flush(&self) {
-        let _writes = self.writes();
+    pub(crate) async fn flush(&self) {
+        let _writes = self.writes().await;
         let changed: Vec<_> = self
             .all()
             .into_iter()
@@ -251,7 +248,7 @@ impl Core {
             return;
         }
         let totals: Vec<_> = changed.iter().map(|(m, t)| (m.id.clone(), *t)).collect();
-        match self.store.set_traffic(&totals) {
+        match self.store.set_traffic(&totals).await {
             Ok(()) => {
                 for (m, total) in changed {
                     m.lock().written = total;
@@ -273,13 +270,13 @@ impl Core {
     }
 
     /// Append a history sample for every instance with a live tunnel.
-    fn sample_history(&self) {
+    async fn sample_history(&self) {
         let samples = self.live_totals();
         if samples.is_empty() {
             return;
         }
-        let _writes = self.writes();
-        if let Err(e) = self.store.append_history(now_ms(), &samples) {
+        let _writes = self.writes().await;
+        if let Err(e) = self.store.append_history(now_ms(), &samples).await {
             tracing::warn!(error = %error_chain(&e), "cannot store traffic history");
         }
     }
@@ -306,9 +303,9 @@ impl Core {
         loop {
             tokio::select! {
                 _ = self.token.cancelled() => return,
-                _ = flush.tick() => self.flush(),
+                _ = flush.tick() => self.flush().await,
                 _ = stats.tick() => self.emit_stats(),
-                _ = history.tick() => self.sample_history(),
+                _ = history.tick() => self.sample_history().await,
             }
         }
     }
@@ -356,9 +353,9 @@ impl Core {
                         m.set_status(self, InstanceStatus::Stopped, None, None);
                     }
                 }
-                self.flush();
+                self.flush().await;
                 self.emit(Event::new(EventKind::Shutdown, None));
-                unpoison(self.events.lock()).take();
+                crate::sync::lock(&self.events).take();
                 self.done.cancel();
                 tracing::debug!("supervisor shut down");
             })

@@ -210,13 +210,31 @@ impl Instance {
     /// operator wants it running. Cancel safe: once the start is recorded, dropping the future
     /// only skips the wait.
     pub async fn start(&self) -> Result<InstanceInfo> {
-        self.launch(false).await
+        self.detached(|i| async move { i.launch(false).await })
+            .await
     }
 
     /// Stop (if it runs) and start again, with the same answer as [`start`](Self::start). A
     /// stopped instance is simply started.
     pub async fn restart(&self) -> Result<InstanceInfo> {
-        self.launch(true).await
+        self.detached(|i| async move { i.launch(true).await }).await
+    }
+
+    /// Run one operation as a task of the supervisor's tracker and wait for it. The caller may
+    /// drop the returned future (an HTTP client that went away): the operation still runs to
+    /// completion, so a store write is never separated from the memory change after it, and
+    /// shutdown waits for it. This is what makes the operations below cancel safe.
+    async fn detached<T, F>(&self, op: impl FnOnce(Instance) -> F) -> Result<T>
+    where
+        F: std::future::Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        match self.core.tracker.spawn(op(self.clone())).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down.
+            Err(_) => Err(SupervisorError::ShuttingDown),
+        }
     }
 
     async fn launch(&self, restart: bool) -> Result<InstanceInfo> {
@@ -231,23 +249,23 @@ impl Instance {
             )));
         }
         {
-            let _writes = self.core.writes();
+            let _writes = self.core.writes().await;
             let config = self.config()?;
             self.core.check_conflict(&self.m.id, &config)?;
             let record = self.m.record_with(|r| r.desired = Desired::Running);
-            self.core.store.put(&record)?;
+            self.core.store.put(&record).await?;
             self.m.apply(record, None);
         }
         // A running tunnel (restart) or a pending automatic restart.
         self.core.halt(&self.m, None).await;
-        self.relaunch()?;
+        self.relaunch().await?;
         drop(ops);
         Ok(self.settle().await)
     }
 
     /// Launch a run loop now (none is alive); a refusal leaves the instance in `error`.
-    fn relaunch(&self) -> Result<()> {
-        let _writes = self.core.writes();
+    async fn relaunch(&self) -> Result<()> {
+        let _writes = self.core.writes().await;
         self.core.check_open()?;
         self.core.launch(&self.m).inspect_err(|e| {
             self.m
@@ -275,9 +293,13 @@ impl Instance {
 
     /// Stop a running, starting or failed instance (cancelling a pending automatic restart);
     /// answers once its tunnel has stopped (at most the grace period). Refuses (`Conflict`) an
-    /// instance already stopped. Records that the operator wants it stopped. Not cancel safe:
-    /// dropping the future may leave the tunnel stopping in the background.
+    /// instance already stopped. Records that the operator wants it stopped. Cancel safe: a
+    /// dropped future leaves the stop to finish in the background.
     pub async fn stop(&self) -> Result<InstanceInfo> {
+        self.detached(|i| async move { i.stop_now().await }).await
+    }
+
+    async fn stop_now(&self) -> Result<InstanceInfo> {
         self.check()?;
         let _ops = self.m.ops.lock().await;
         self.check()?;
@@ -292,9 +314,9 @@ impl Instance {
             )));
         }
         {
-            let _writes = self.core.writes();
+            let _writes = self.core.writes().await;
             let record = self.m.record_with(|r| r.desired = Desired::Stopped);
-            self.core.store.put(&record)?;
+            self.core.store.put(&record).await?;
             self.m.apply(record, None);
         }
         self.core.halt(&self.m, Some(InstanceStatus::Stopped)).await;
@@ -303,17 +325,22 @@ impl Instance {
 
     /// Zero the cumulative traffic, in the store and in the running tunnel. Cancel safe.
     pub async fn reset(&self) -> Result<InstanceInfo> {
+        self.detached(|i| async move { i.reset_now().await }).await
+    }
+
+    async fn reset_now(&self) -> Result<InstanceInfo> {
         self.check()?;
         let info = {
-            let _writes = self.core.writes();
+            let _writes = self.core.writes().await;
             self.check()?;
-            self.core.store.reset_traffic(&self.m.id)?;
+            self.core.store.reset_traffic(&self.m.id).await?;
             // An all-zero history sample marks the reset, so that readers of the history
             // count from zero here instead of guessing whether a drop was a reset.
             if let Err(e) = self
                 .core
                 .store
                 .append_history(super::now_ms(), &[(self.m.id.clone(), TrafficTotals::ZERO)])
+                .await
             {
                 tracing::warn!(error = %super::validate::error_chain(&e), "cannot mark the reset in the traffic history");
             }
@@ -333,22 +360,28 @@ impl Instance {
     /// Replace the URL (validated first; `Invalid` with field `url`). An instance that is
     /// running, starting or waiting to restart is restarted with the new configuration, with
     /// the same answer as [`start`](Self::start); others keep their status (an `error` from the
-    /// old URL becomes `stopped`). Not cancel safe once the new URL is stored.
+    /// old URL becomes `stopped`). Cancel safe: a dropped future leaves the change (and the
+    /// restart) to finish in the background.
     pub async fn replace_url(&self, url: &str) -> Result<InstanceInfo> {
         // A URL sent back with the masked key (an edit in a frontend) keeps the stored key.
-        let url = &validate::unmask_url(url, &self.m.lock().record.url);
+        let url = validate::unmask_url(url, &self.m.lock().record.url);
+        self.detached(|i| async move { i.replace_url_now(&url).await })
+            .await
+    }
+
+    async fn replace_url_now(&self, url: &str) -> Result<InstanceInfo> {
         let parsed = parse_url(url)?;
         self.check()?;
         let ops = self.m.ops.lock().await;
         self.check()?;
         let active = self.m.lock().is_active();
         let info = {
-            let _writes = self.core.writes();
+            let _writes = self.core.writes().await;
             if active {
                 self.core.check_conflict(&self.m.id, &parsed.tunnel)?;
             }
             let record = self.m.record_with(|r| r.url = url.to_owned());
-            self.core.store.put(&record)?;
+            self.core.store.put(&record).await?;
             self.m.apply(record, Some(parsed))
         };
         self.core
@@ -361,7 +394,7 @@ impl Instance {
             return Ok(self.m.info());
         }
         self.core.halt(&self.m, None).await;
-        self.relaunch()?;
+        self.relaunch().await?;
         drop(ops);
         Ok(self.settle().await)
     }
@@ -369,6 +402,11 @@ impl Instance {
     /// Change alias, restart policy and metadata (validated completely first). A new policy
     /// applies from the next failure on. Cancel safe.
     pub async fn update(&self, update: UpdateInstance) -> Result<InstanceInfo> {
+        self.detached(|i| async move { i.update_now(update).await })
+            .await
+    }
+
+    async fn update_now(&self, update: UpdateInstance) -> Result<InstanceInfo> {
         if let Some(Some(alias)) = &update.alias {
             validate::alias(alias)?;
         }
@@ -377,7 +415,7 @@ impl Instance {
         }
         self.check()?;
         let info = {
-            let _writes = self.core.writes();
+            let _writes = self.core.writes().await;
             self.check()?;
             let record = self.m.record_with(|r| {
                 if let Some(alias) = update.alias {
@@ -390,7 +428,7 @@ impl Instance {
                     r.meta = meta;
                 }
             });
-            self.core.store.put(&record)?;
+            self.core.store.put(&record).await?;
             self.m.apply(record, None)
         };
         self.core
@@ -398,14 +436,19 @@ impl Instance {
         Ok(info)
     }
 
-    /// Remove from the store and the supervisor, then stop. Not cancel safe once removed.
+    /// Remove from the store and the supervisor, then stop. Cancel safe: a dropped future
+    /// leaves the deletion to finish in the background.
     pub(crate) async fn delete(&self) -> Result<()> {
+        self.detached(|i| async move { i.delete_now().await }).await
+    }
+
+    async fn delete_now(&self) -> Result<()> {
         self.check()?;
         let _ops = self.m.ops.lock().await;
         self.check()?;
         {
-            let _writes = self.core.writes();
-            self.core.store.delete(&self.m.id)?;
+            let _writes = self.core.writes().await;
+            self.core.store.delete(&self.m.id).await?;
             self.core.remove(&self.m.id);
             self.m.mark_deleted();
         }

@@ -17,7 +17,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::Notify;
 use tracing::field::{Field, Visit};
@@ -75,7 +75,7 @@ impl LogRing {
 
     fn lines(&self) -> std::sync::MutexGuard<'_, Lines> {
         // A poisoned ring still holds whole lines.
-        self.lines.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.lines)
     }
 
     /// Whether the instance's `log` level keeps an event with this metadata.
@@ -196,7 +196,7 @@ impl LogCapture {
     }
 
     fn sinks(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Weak<LogRing>>> {
-        self.sinks.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.sinks)
     }
 
     fn register(&self, sink: u64, ring: &Arc<LogRing>) {

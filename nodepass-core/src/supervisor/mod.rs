@@ -203,7 +203,7 @@ impl Supervisor {
         options: SupervisorOptions,
         shutdown: CancellationToken,
     ) -> Result<Supervisor> {
-        let records = store.load()?;
+        let records = store.load().await?;
         let core = Arc::new(Core::new(store, options, &shutdown));
         for record in records {
             let m = Arc::new(Managed::new(record, &core.token, core.options.log_capacity));
@@ -227,7 +227,7 @@ impl Supervisor {
             }
         });
         {
-            let _writes = core.writes();
+            let _writes = core.writes().await;
             for m in core.all() {
                 let (restart, desired) = {
                     let st = m.lock();
@@ -254,6 +254,22 @@ impl Supervisor {
     /// `no_wait`; a start failure leaves it created, in `error`). Refuses (`Conflict`) a listen address another running instance
     /// uses. Cancel safe: once created, dropping the future only skips the wait.
     pub async fn create(&self, req: CreateInstance) -> Result<InstanceInfo> {
+        // As a task of the tracker, so that a dropped future never separates the store write
+        // from the memory change after it (see `Instance::detached`).
+        let this = self.clone();
+        match self
+            .core
+            .tracker
+            .spawn(async move { this.create_now(req).await })
+            .await
+        {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(SupervisorError::ShuttingDown),
+        }
+    }
+
+    async fn create_now(&self, req: CreateInstance) -> Result<InstanceInfo> {
         let core = &self.core;
         core.check_open()?;
         let parsed = validate::parse_url(&req.url)?;
@@ -263,7 +279,7 @@ impl Supervisor {
         validate::meta(&req.meta)?;
         let launch = req.restart || req.start;
         let instance = {
-            let _writes = core.writes();
+            let _writes = core.writes().await;
             core.check_open()?;
             core.check_conflict("", &parsed.tunnel)?;
             let mut record = InstanceRecord::new(core.new_id(), req.url, now_ms());
@@ -276,7 +292,7 @@ impl Supervisor {
             } else {
                 Desired::Stopped
             };
-            core.store.put(&record)?;
+            core.store.put(&record).await?;
             let m = Arc::new(Managed::new(record, &core.token, core.options.log_capacity));
             core.insert(m.clone());
             core.tracker.spawn(core.clone().pump_logs(m.clone()));
@@ -341,8 +357,8 @@ impl Supervisor {
         self.instance(id)?.update(update).await
     }
 
-    /// Delete from the store, then stop (within the grace period). Not cancel safe once
-    /// removed.
+    /// Delete from the store, then stop (within the grace period). Cancel safe: a dropped future
+    /// leaves the deletion to finish in the background.
     pub async fn delete(&self, id: &str) -> Result<()> {
         self.instance(id)?.delete().await
     }
@@ -354,9 +370,10 @@ impl Supervisor {
 
     /// The stored traffic samples of an instance taken at or after `since_ms` (unix
     /// milliseconds), oldest first.
-    pub fn history(&self, id: &str, since_ms: i64) -> Result<Vec<TrafficSample>> {
+    /// Cancel safe (a read).
+    pub async fn history(&self, id: &str, since_ms: i64) -> Result<Vec<TrafficSample>> {
         self.core.get(id)?;
-        Ok(self.core.store.history(id, since_ms)?)
+        Ok(self.core.store.history(id, since_ms).await?)
     }
 
     /// The store (the master keeps its API key hash in its settings).

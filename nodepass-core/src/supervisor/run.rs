@@ -64,7 +64,7 @@ pub(crate) async fn run(core: Arc<Core>, m: Arc<Managed>, token: CancellationTok
         let outcome = if first {
             attempt(&core, &m, &token).await
         } else {
-            match relaunch(&core, &m, &token) {
+            match relaunch(&core, &m, &token).await {
                 Ok(()) => attempt(&core, &m, &token).await,
                 Err(e) => Outcome::Failed {
                     error: e.to_string(),
@@ -99,8 +99,12 @@ pub(crate) async fn run(core: Arc<Core>, m: Arc<Managed>, token: CancellationTok
 }
 
 /// Before an automatic restart: the listen addresses must still be free of other instances.
-fn relaunch(core: &Core, m: &Managed, token: &CancellationToken) -> Result<(), SupervisorError> {
-    let _writes = core.writes();
+async fn relaunch(
+    core: &Core,
+    m: &Managed,
+    token: &CancellationToken,
+) -> Result<(), SupervisorError> {
+    let _writes = core.writes().await;
     let config = match &m.lock().parsed {
         Ok(p) => p.tunnel.clone(),
         Err(e) => return Err(SupervisorError::Conflict(e.clone())),
@@ -182,7 +186,7 @@ async fn attempt(core: &Arc<Core>, m: &Arc<Managed>, token: &CancellationToken) 
     }
     stable |= ran_stably(ready_since, stable_after);
     let ended = handle.wait().await;
-    m.fold(core, attempt);
+    m.fold(core, attempt).await;
     if token.is_cancelled() {
         return Outcome::Cancelled;
     }

@@ -2,7 +2,7 @@
 //! status, and the tunnel runs whose counters are not yet folded into the stored totals.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -162,7 +162,7 @@ impl Managed {
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         // Every change to `State` is a plain assignment, so a poisoned lock holds whole values.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.state)
     }
 
     pub(crate) fn is_deleted(&self) -> bool {
@@ -266,8 +266,8 @@ impl Managed {
     /// Fold the counters of attempt `attempt` into the stored totals and write them. Whatever
     /// the store says, the counters stay in memory (the tunnel is gone); a failed write is
     /// retried by the next flush.
-    pub(crate) fn fold(&self, core: &Core, attempt: u64) {
-        let _writes = core.writes();
+    pub(crate) async fn fold(&self, core: &Core, attempt: u64) {
+        let _writes = core.writes().await;
         let total = {
             let mut st = self.lock();
             let Some(i) = st.live.iter().position(|(n, _)| *n == attempt) else {
@@ -278,7 +278,7 @@ impl Managed {
             st.record.traffic += traffic_of(&handle.stats());
             st.traffic()
         };
-        match core.store.set_traffic(&[(self.id.clone(), total)]) {
+        match core.store.set_traffic(&[(self.id.clone(), total)]).await {
             Ok(()) => self.lock().written = total,
             Err(e) => {
                 tracing::warn!(parent: &self.span, error = %super::validate::error_chain(&e), "cannot store traffic totals; retrying at the next flush");

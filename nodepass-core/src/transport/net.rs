@@ -176,7 +176,7 @@ impl Resolver {
         };
         let key = (name.clone(), ep.port);
         if !self.ttl.is_zero() {
-            let cache = self.cache.lock().expect("resolver cache poisoned");
+            let cache = crate::sync::lock(&self.cache);
             if let Some((addrs, at)) = cache.get(&key)
                 && at.elapsed() < self.ttl
             {
@@ -185,7 +185,7 @@ impl Resolver {
         }
         let addrs = lookup(name, ep.port).await?;
         if !self.ttl.is_zero() {
-            let mut cache = self.cache.lock().expect("resolver cache poisoned");
+            let mut cache = crate::sync::lock(&self.cache);
             cache.insert(key, (addrs.clone(), Instant::now()));
         }
         Ok(addrs)
@@ -194,7 +194,7 @@ impl Resolver {
     /// Forget a name (after a dial to its cached addresses failed).
     pub fn forget(&self, ep: &Endpoint) {
         if let Host::Name(n) = &ep.host {
-            let mut cache = self.cache.lock().expect("resolver cache poisoned");
+            let mut cache = crate::sync::lock(&self.cache);
             cache.remove(&(n.clone(), ep.port));
         }
     }

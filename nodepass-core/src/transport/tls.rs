@@ -21,6 +21,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::error::{Error, Result};
 
@@ -48,7 +49,9 @@ impl fmt::Debug for ServerTls {
 }
 
 impl ServerTls {
-    /// A fresh self-signed certificate (`tls=1`) for the given names.
+    /// A fresh self-signed certificate (`tls=1`) for the given names. Without the
+    /// `self-signed` feature this is an error saying so.
+    #[cfg(feature = "self-signed")]
     pub fn self_signed(names: &[String]) -> Result<Self> {
         let ck = rcgen::generate_simple_self_signed(names.to_vec())
             .map_err(|e| Error::Tls(format!("cannot generate a self-signed certificate: {e}")))?;
@@ -56,6 +59,16 @@ impl ServerTls {
         let key = PrivateKeyDer::try_from(ck.signing_key.serialize_der())
             .map_err(|e| Error::Tls(format!("generated key: {e}")))?;
         Self::build(certified(certs, key)?, None, &[])
+    }
+
+    /// A fresh self-signed certificate (`tls=1`): not in this build.
+    #[cfg(not(feature = "self-signed"))]
+    pub fn self_signed(_names: &[String]) -> Result<Self> {
+        Err(Error::Tls(
+            "tls=1 needs a self-signed certificate generator, which this build of nodepass-core \
+             leaves out (feature `self-signed`); use tls=2 with certificate files"
+                .into(),
+        ))
     }
 
     /// A certificate chain and key from PEM files (`tls=2`), reloadable with
@@ -118,11 +131,14 @@ impl ServerTls {
 
     /// For certificate files: check them every [`CERT_RELOAD_INTERVAL`] and swap in the new
     /// certificate when they change (a bad file is logged and the old certificate kept).
-    /// Established connections are not touched. Returns `None` for a self-signed certificate.
-    pub fn watch(&self, shutdown: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
-        let (cert, key) = self.files.clone()?;
+    /// Established connections are not touched. The watcher runs on `tracker` until `shutdown`
+    /// is cancelled; returns `false` (and spawns nothing) for a self-signed certificate.
+    pub fn watch(&self, tracker: &TaskTracker, shutdown: CancellationToken) -> bool {
+        let Some((cert, key)) = self.files.clone() else {
+            return false;
+        };
         let resolver = self.resolver.clone();
-        Some(tokio::spawn(tracing::Instrument::in_current_span(
+        tracker.spawn(tracing::Instrument::in_current_span(
             async move {
                 let mut seen = (stamp(&cert), stamp(&key));
                 loop {
@@ -136,7 +152,7 @@ impl ServerTls {
                     }
                     match load_files(&cert, &key) {
                         Ok(ck) => {
-                            *resolver.0.write().expect("cert lock poisoned") = Arc::new(ck);
+                            *crate::sync::write(&resolver.0) = Arc::new(ck);
                             seen = now;
                             tracing::info!(cert = %cert.display(), "tls certificate reloaded");
                         }
@@ -147,7 +163,8 @@ impl ServerTls {
                     }
                 }
             },
-        )))
+        ));
+        true
     }
 }
 
@@ -193,7 +210,7 @@ struct SwappableCert(RwLock<Arc<CertifiedKey>>);
 impl SwappableCert {
     fn current(&self) -> Arc<CertifiedKey> {
         // Never held across `.await`.
-        self.0.read().expect("cert lock poisoned").clone()
+        crate::sync::read(&self.0).clone()
     }
 }
 

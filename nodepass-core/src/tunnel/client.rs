@@ -258,17 +258,17 @@ impl Inner {
 
     /// Connect the control session, learning from the server whether it needs TLS.
     async fn connect_control(&self, ctx: &Ctx) -> std::result::Result<Established, HandshakeError> {
-        let cached = self.tls.lock().expect("tls lock poisoned").clone();
+        let cached = crate::sync::lock(&self.tls).clone();
         match self.attempt_control(ctx, cached.as_ref()).await {
             Err(HandshakeError::TlsRequired(mode)) => {
                 tracing::debug!(mode, "server requires tls, reconnecting with tls");
                 let tls = self.tls_for_mode(mode)?;
-                *self.tls.lock().expect("tls lock poisoned") = Some(tls.clone());
+                *crate::sync::lock(&self.tls) = Some(tls.clone());
                 self.attempt_control(ctx, Some(&tls)).await
             }
             Err(e @ (HandshakeError::Tls(_) | HandshakeError::Closed)) if cached.is_some() => {
                 // The server may have dropped tls: try plain next time.
-                *self.tls.lock().expect("tls lock poisoned") = None;
+                *crate::sync::lock(&self.tls) = None;
                 Err(e)
             }
             other => other,
@@ -341,7 +341,7 @@ impl Inner {
     }
 
     async fn user_sockets(&self, ctx: &Ctx) -> Result<Arc<UserSockets>> {
-        if let Some(s) = self.users.lock().expect("users lock poisoned").clone() {
+        if let Some(s) = crate::sync::lock(&self.users).clone() {
             return Ok(s);
         }
         let Some(ep) = self.cfg.params.targets.first() else {
@@ -356,7 +356,7 @@ impl Inner {
         let s = Arc::new(UserSockets::bind(ep, p.tcp, p.udp).await?);
         s.publish(&ctx.shared, false);
         tracing::info!(users = %s.describe(), "forward flow: users connect here");
-        *self.users.lock().expect("users lock poisoned") = Some(s.clone());
+        *crate::sync::lock(&self.users) = Some(s.clone());
         Ok(s)
     }
 }
@@ -397,11 +397,14 @@ impl Filler {
                 }
                 this.in_flight.fetch_add(1, Relaxed);
                 let t = this.clone();
-                tokio::spawn(
+                this.ctx.tracker.spawn(
                     async move {
                         let ok = t.add_one().await;
                         if !ok {
-                            tokio::time::sleep(POOL_DIAL_RETRY).await;
+                            tokio::select! {
+                                _ = t.token.cancelled() => {}
+                                _ = tokio::time::sleep(POOL_DIAL_RETRY) => {}
+                            }
                         }
                         t.in_flight.fetch_sub(1, Relaxed);
                         t.pool.nudge();

@@ -194,15 +194,15 @@ impl Shared {
     }
 
     pub(crate) fn set_mode(&self, m: Mode) {
-        *self.mode.lock().expect("mode lock poisoned") = m;
+        *crate::sync::lock(&self.mode) = m;
     }
 
     pub(crate) fn set_pool(&self, p: Option<Pool>) {
-        *self.pool.lock().expect("pool lock poisoned") = p;
+        *crate::sync::lock(&self.pool) = p;
     }
 
     pub(crate) fn update_addrs(&self, f: impl FnOnce(&mut LocalAddrs)) {
-        f(&mut self.addrs.lock().expect("addrs lock poisoned"));
+        f(&mut crate::sync::lock(&self.addrs));
     }
 }
 
@@ -327,12 +327,12 @@ impl Tunnel {
     /// The addresses bound so far (a forward-flow client binds its user listener only after
     /// the server announced the flow: watch [`TunnelHandle::state`]).
     pub fn local_addrs(&self) -> LocalAddrs {
-        *self.shared.addrs.lock().expect("addrs lock poisoned")
+        *crate::sync::lock(&self.shared.addrs)
     }
 
     /// The data-flow mode (`Pending` for a dual-end client before its first session).
     pub fn mode(&self) -> Mode {
-        *self.shared.mode.lock().expect("mode lock poisoned")
+        *crate::sync::lock(&self.shared.mode)
     }
 
     /// Run until `shutdown` is cancelled (then drain within [`SHUTDOWN_GRACE`]) or a fatal
@@ -376,6 +376,9 @@ impl Tunnel {
         }
         events.abort();
         probes.abort();
+        // Wait for them, so nothing of this tunnel outlives `run`.
+        let _ = events.await;
+        let _ = probes.await;
         self.shared.set_pool(None);
         self.shared.set_state(match &result {
             Ok(()) => TunnelState::Stopped,
@@ -433,17 +436,17 @@ impl TunnelHandle {
 
     /// The addresses bound so far.
     pub fn local_addrs(&self) -> LocalAddrs {
-        *self.shared.addrs.lock().expect("addrs lock poisoned")
+        *crate::sync::lock(&self.shared.addrs)
     }
 
     /// The data-flow mode.
     pub fn mode(&self) -> Mode {
-        *self.shared.mode.lock().expect("mode lock poisoned")
+        *crate::sync::lock(&self.shared.mode)
     }
 
     /// The current pool (dual-end tunnels with a session), for idle/capacity figures.
     pub fn pool(&self) -> Option<Pool> {
-        self.shared.pool.lock().expect("pool lock poisoned").clone()
+        crate::sync::lock(&self.shared.pool).clone()
     }
 
     /// Wait until the state satisfies `pred` or `timeout` passes; returns the last state.
@@ -499,7 +502,7 @@ async fn status_events(shared: Arc<Shared>, stop: CancellationToken, client: boo
             _ = tick.tick() => {}
         }
         let s = shared.stats.snapshot();
-        let mode = *shared.mode.lock().expect("mode lock poisoned");
+        let mode = *crate::sync::lock(&shared.mode);
         if client {
             tracing::info!(
                 target: "nodepass::event",

@@ -107,7 +107,7 @@ impl Server {
     pub(crate) async fn run(self, ctx: Ctx) -> Result<()> {
         let this = Arc::new(self);
         if let Some(tls) = &this.tls {
-            tls.watch(ctx.stop.clone());
+            tls.watch(&ctx.tracker, ctx.stop.clone());
         }
         // One pool for the server's lifetime, cleared whenever the session changes.
         let pool = Pool::new(1, this.cfg.max.get() as usize, ctx.shared.stats.clone());
@@ -185,7 +185,7 @@ impl Server {
                 .instrument(tracing::debug_span!("tunnel", %peer)),
             );
         }
-        if let Some(s) = this.current.lock().expect("session lock poisoned").take() {
+        if let Some(s) = crate::sync::lock(&this.current).take() {
             s.token.cancel();
         }
         pool.clear();
@@ -195,12 +195,12 @@ impl Server {
     }
 
     fn session_key(&self, id: &SessionId) -> Option<ProofKey> {
-        let cur = self.current.lock().expect("session lock poisoned");
+        let cur = crate::sync::lock(&self.current);
         cur.as_ref().filter(|s| &s.id == id).map(|s| s.key.clone())
     }
 
     fn session(&self, id: &SessionId) -> Option<Arc<Session>> {
-        let cur = self.current.lock().expect("session lock poisoned");
+        let cur = crate::sync::lock(&self.current);
         cur.as_ref().filter(|s| &s.id == id).cloned()
     }
 
@@ -277,11 +277,7 @@ impl Server {
             key,
             token: token.clone(),
         });
-        let old = self
-            .current
-            .lock()
-            .expect("session lock poisoned")
-            .replace(session);
+        let old = crate::sync::lock(&self.current).replace(session);
         if let Some(old) = old {
             tracing::info!(%peer, "a client authenticated, replacing the previous session");
             old.token.cancel();
@@ -308,7 +304,7 @@ impl Server {
                 }
             }
         }
-        let mut cur = self.current.lock().expect("session lock poisoned");
+        let mut cur = crate::sync::lock(&self.current);
         if cur.as_ref().is_some_and(|s| s.id == id) {
             *cur = None;
             pool.clear();

@@ -116,11 +116,7 @@ pub(crate) async fn serve_users(
         Stats::add(&stats.udp_rx, n as u64);
         throttle(&ctx, n).await;
         let datagram = Bytes::copy_from_slice(&buf[..n]);
-        let existing = sessions
-            .lock()
-            .expect("udp sessions poisoned")
-            .get(&peer)
-            .cloned();
+        let existing = crate::sync::lock(&sessions).get(&peer).cloned();
         let tx = match existing {
             Some(tx) => tx,
             None => {
@@ -131,10 +127,7 @@ pub(crate) async fn serve_users(
                     continue;
                 };
                 let (tx, rx) = mpsc::channel(SESSION_QUEUE);
-                sessions
-                    .lock()
-                    .expect("udp sessions poisoned")
-                    .insert(peer, tx.clone());
+                crate::sync::lock(&sessions).insert(peer, tx.clone());
                 let session = UserSession {
                     socket: socket.clone(),
                     peer,
@@ -189,10 +182,7 @@ impl UserSession {
                 Err(e) => Err(e),
             },
         };
-        self.sessions
-            .lock()
-            .expect("udp sessions poisoned")
-            .remove(&self.peer);
+        crate::sync::lock(&self.sessions).remove(&self.peer);
         match end {
             Ok(()) => tracing::debug!("udp session ended"),
             Err(e) => tracing::debug!(error = %e, "udp session ended"),

@@ -119,7 +119,7 @@ async fn a_failed_store_write_changes_nothing_and_announces_nothing() {
         running_addr,
         "not restarted"
     );
-    assert_eq!(store.inner.load().unwrap().len(), 2);
+    assert_eq!(store.inner.load().await.unwrap().len(), 2);
 
     // The first event after the failures is the first successful change.
     store.fail.store(false, Ordering::SeqCst);
@@ -231,7 +231,7 @@ async fn totals_that_could_not_be_written_are_written_once_the_store_recovers() 
         .unwrap();
     let forwarder = sup.instance(&created.id).unwrap();
     let listen = forwarder.local_addrs().tunnel.unwrap();
-    let stored = || store.inner.load().unwrap()[0].traffic;
+    let stored = || async { store.inner.load().await.unwrap()[0].traffic };
 
     store.fail.store(true, Ordering::SeqCst);
     assert_eq!(roundtrip(listen, &[7; 1000]).await, [7; 1000]);
@@ -240,11 +240,11 @@ async fn totals_that_could_not_be_written_are_written_once_the_store_recovers() 
     // counted bytes are in memory only.
     assert!(is_store(sup.stop(forwarder.id()).await));
     assert_eq!(forwarder.info().status, InstanceStatus::Running);
-    assert!(stored().is_zero());
+    assert!(stored().await.is_zero());
 
     store.fail.store(false, Ordering::SeqCst);
-    eventually("the next flush", || stored().tcp_in == 1000).await;
-    assert_eq!(stored(), forwarder.info().traffic);
+    eventually_async("the next flush", || async { stored().await.tcp_in == 1000 }).await;
+    assert_eq!(stored().await, forwarder.info().traffic);
     sup.shutdown().await;
     stop_echo.cancel();
 }

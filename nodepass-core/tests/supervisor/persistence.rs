@@ -153,8 +153,9 @@ async fn traffic_totals_survive_instance_restarts_and_reopening() {
     };
     eventually("server counters", || server.info().traffic == both).await;
     eventually("client counters", || client.info().traffic == both).await;
-    eventually("a history sample", || {
+    eventually_async("a history sample", || async {
         sup.history(server.id(), 0)
+            .await
             .unwrap()
             .last()
             .is_some_and(|s| s.traffic == both)

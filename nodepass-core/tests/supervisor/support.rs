@@ -157,6 +157,19 @@ pub async fn eventually(what: &str, cond: impl Fn() -> bool) {
     .await
 }
 
+/// [`eventually`] for a condition that has to await (a store read).
+pub async fn eventually_async<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut cond: impl FnMut() -> F,
+) {
+    within(what, async {
+        while !cond().await {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}
+
 /// A fresh directory under the system temp dir, removed on drop.
 pub struct TempDir(PathBuf);
 
@@ -205,45 +218,50 @@ impl FlakyStore {
     }
 }
 
+#[nodepass_core::store::async_trait]
 impl Store for FlakyStore {
-    fn load(&self) -> Result<Vec<InstanceRecord>, StoreError> {
+    async fn load(&self) -> Result<Vec<InstanceRecord>, StoreError> {
         self.check()?;
-        self.inner.load()
+        self.inner.load().await
     }
-    fn put(&self, record: &InstanceRecord) -> Result<(), StoreError> {
+    async fn put(&self, record: &InstanceRecord) -> Result<(), StoreError> {
         self.check()?;
-        self.inner.put(record)
+        self.inner.put(record).await
     }
-    fn delete(&self, id: &str) -> Result<(), StoreError> {
+    async fn delete(&self, id: &str) -> Result<(), StoreError> {
         self.check()?;
-        self.inner.delete(id)
+        self.inner.delete(id).await
     }
-    fn set_traffic(&self, totals: &[(String, TrafficTotals)]) -> Result<(), StoreError> {
+    async fn set_traffic(&self, totals: &[(String, TrafficTotals)]) -> Result<(), StoreError> {
         self.check()?;
-        self.inner.set_traffic(totals)
+        self.inner.set_traffic(totals).await
     }
-    fn reset_traffic(&self, id: &str) -> Result<(), StoreError> {
+    async fn reset_traffic(&self, id: &str) -> Result<(), StoreError> {
         self.check()?;
-        self.inner.reset_traffic(id)
+        self.inner.reset_traffic(id).await
     }
-    fn append_history(&self, ts_ms: i64, s: &[(String, TrafficTotals)]) -> Result<(), StoreError> {
+    async fn append_history(
+        &self,
+        ts_ms: i64,
+        s: &[(String, TrafficTotals)],
+    ) -> Result<(), StoreError> {
         self.check()?;
-        self.inner.append_history(ts_ms, s)
+        self.inner.append_history(ts_ms, s).await
     }
-    fn prune_history(&self, older_than_ms: i64) -> Result<u64, StoreError> {
+    async fn prune_history(&self, older_than_ms: i64) -> Result<u64, StoreError> {
         self.check()?;
-        self.inner.prune_history(older_than_ms)
+        self.inner.prune_history(older_than_ms).await
     }
-    fn history(&self, id: &str, since_ms: i64) -> Result<Vec<TrafficSample>, StoreError> {
+    async fn history(&self, id: &str, since_ms: i64) -> Result<Vec<TrafficSample>, StoreError> {
         self.check()?;
-        self.inner.history(id, since_ms)
+        self.inner.history(id, since_ms).await
     }
-    fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {
+    async fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {
         self.check()?;
-        self.inner.setting(name)
+        self.inner.setting(name).await
     }
-    fn set_setting(&self, name: &str, value: &str) -> Result<(), StoreError> {
+    async fn set_setting(&self, name: &str, value: &str) -> Result<(), StoreError> {
         self.check()?;
-        self.inner.set_setting(name, value)
+        self.inner.set_setting(name, value).await
     }
 }
