@@ -14,6 +14,7 @@
 //! - [`stats`]: percentiles, throughput, jitter.
 //! - [`runner`]: runs a plan and builds the [`report::Report`].
 //! - [`report`], [`targets`], [`table`]: the results, the targets, the text table.
+//! - [`wan`]: the emulated WAN testbed (`--wan`, and the `nodepass-wan` check).
 //!
 //! # Shutdown
 //! Tunnel processes belong to an [`subject::Endpoint`] and are killed when it is dropped,
@@ -32,6 +33,7 @@
 //!     peers: Vec::new(),
 //!     command: "example".into(),
 //!     ready_timeout: std::time::Duration::from_secs(20),
+//!     wan: None,
 //! };
 //! let report = nodepass_benches::runner::run(&plan)?;
 //! println!("{}", nodepass_benches::table::render(&report));

@@ -9,6 +9,7 @@ use clap::{Parser, ValueEnum};
 use nodepass_benches::plan::{Budget, Plan, Workload};
 use nodepass_benches::process::{self, Build};
 use nodepass_benches::subject::{PeerFlag, PeerSpec};
+use nodepass_benches::wan::{self, Profile};
 use nodepass_benches::{runner, table};
 
 /// Benchmark nodepass (server and client processes) against direct loopback, in one run.
@@ -34,6 +35,11 @@ struct Args {
     /// The nodepass executable (default: the one beside this program, built if needed).
     #[arg(long, value_name = "PATH")]
     nodepass: Option<PathBuf>,
+    /// Run across an emulated WAN (needs root): RTT,LOSS,RATE[,jitter=D][,queue=BYTES]
+    /// [,cc=NAME][,reorder], e.g. 40ms,1%,100mbit. Servers and the load generator on one
+    /// side, clients and the target on the other.
+    #[arg(long, value_name = "PROFILE")]
+    wan: Option<Profile>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -70,13 +76,26 @@ fn main() -> ExitCode {
 
 /// Returns whether every run succeeded (missed targets are not failures).
 fn run(args: Args) -> anyhow::Result<bool> {
+    let named = |w: &Workload| {
+        args.workloads
+            .iter()
+            .any(|&x| x.to_possible_value().unwrap().get_name() == w.name())
+    };
+    let all = args.workloads.contains(&Which::All);
+    if args.wan.is_some() {
+        if let Some(w) = Workload::ALL.iter().find(|w| named(w) && !w.runs_on_wan()) {
+            anyhow::bail!(
+                "--wan: the {} workload measures the processes, not the link; run it without --wan",
+                w.name()
+            );
+        }
+        if let Some(why) = wan::netns::unavailable() {
+            anyhow::bail!("--wan: {why}");
+        }
+    }
     let workloads: Vec<Workload> = Workload::ALL
         .into_iter()
-        .filter(|w| {
-            args.workloads
-                .iter()
-                .any(|&x| x == Which::All || x.to_possible_value().unwrap().get_name() == w.name())
-        })
+        .filter(|w| named(w) || (all && (args.wan.is_none() || w.runs_on_wan())))
         .collect();
     // Started by cargo (`cargo run`): make sure nodepass is built and fresh.
     let build = if std::env::var_os("CARGO").is_some() {
@@ -91,16 +110,17 @@ fn run(args: Args) -> anyhow::Result<bool> {
             Tls::On => vec![1],
             Tls::Both => vec![0, 1],
         },
-        budget: if args.quick {
-            Budget::quick()
-        } else {
-            Budget::full()
+        budget: match &args.wan {
+            Some(p) => Budget::wan(p, args.quick),
+            None if args.quick => Budget::quick(),
+            None => Budget::full(),
         },
         quick: args.quick,
         nodepass: process::locate_nodepass(args.nodepass.as_deref(), build)?,
         peers: PeerSpec::merge(&args.peers)?,
         command: std::env::args().collect::<Vec<_>>().join(" "),
         ready_timeout: Duration::from_secs(20),
+        wan: args.wan,
     };
     let report = runner::run(&plan)?;
     print!("{}", table::render(&report));

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Serialize, Serializer};
 
 use crate::subject::{PeerSpec, Subject};
+use crate::wan::Profile;
 
 /// One workload of the benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +80,12 @@ impl Workload {
         }
     }
 
+    /// Whether the workload runs across the emulated WAN (`memory` and `cpu` measure the
+    /// processes, which the link does not change).
+    pub fn runs_on_wan(self) -> bool {
+        !matches!(self, Workload::Memory | Workload::Cpu)
+    }
+
     /// Whether the workload means anything for `subject` (memory needs processes).
     pub fn applies_to(self, subject: &Subject) -> bool {
         !(subject.is_direct() && self == Workload::Memory)
@@ -131,6 +138,23 @@ impl Budget {
         }
     }
 
+    /// Across the emulated WAN: fewer connections and round trips (each costs link round
+    /// trips), UDP offered at half the link's rate (at most 500 Mbit/s), and, with `quick`,
+    /// shorter transfers (but long enough to leave TCP's slow start).
+    pub fn wan(profile: &Profile, quick: bool) -> Budget {
+        let udp_rate_mbit = profile
+            .rate_bps
+            .map_or(500, |r| (r / 2_000_000).clamp(1, 500));
+        Budget {
+            bulk: Duration::from_secs(if quick { 3 } else { 5 }),
+            connects: if quick { 30 } else { 200 },
+            round_trips: if quick { 30 } else { 200 },
+            udp: Duration::from_secs(if quick { 2 } else { 3 }),
+            udp_rate_mbit,
+            ..Budget::full()
+        }
+    }
+
     /// `--quick`: every workload, shortened so the whole run stays under a minute.
     pub fn quick() -> Budget {
         Budget {
@@ -164,6 +188,8 @@ pub struct Plan {
     pub command: String,
     /// How long a tunnel may take to carry its first echo after start.
     pub ready_timeout: Duration,
+    /// Run across an emulated WAN with this profile instead of loopback.
+    pub wan: Option<Profile>,
 }
 
 impl Plan {

@@ -86,7 +86,8 @@ pub fn udp_drops(port: u16) -> u64 {
         .sum()
 }
 
-fn drops_in(table: &str, port: u16) -> u64 {
+/// Drops of the sockets bound to local `port` in one `/proc/.../net/udp` table.
+pub fn drops_in(table: &str, port: u16) -> u64 {
     table
         .lines()
         .skip(1)

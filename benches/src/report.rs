@@ -224,6 +224,24 @@ pub struct Report {
     pub workloads: Vec<WorkloadReport>,
     /// The targets, checked against nodepass's runs.
     pub targets: Vec<TargetCheck>,
+    /// The emulated WAN the run crossed (absent on loopback).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wan: Option<WanReport>,
+}
+
+/// The emulated WAN of a run: its settings and what the link did during the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct WanReport {
+    /// The link's settings.
+    pub profile: crate::wan::Profile,
+    /// TCP congestion control in the namespaces.
+    pub congestion_control: String,
+    /// Whether the link's threads ran with the real-time policy.
+    pub realtime: bool,
+    /// Packets from the users' side (A) to the target's side (B).
+    pub a_to_b: crate::wan::link::DirStats,
+    /// Packets from B to A.
+    pub b_to_a: crate::wan::link::DirStats,
 }
 
 fn by_name<S: Serializer>(w: &[WorkloadReport], s: S) -> Result<S::Ok, S::Error> {

@@ -3,26 +3,50 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::plan::{Plan, Workload};
-use crate::report::{FORMAT, FORMAT_VERSION, Machine, Metrics, Report, Run, WorkloadReport};
+use crate::report::{
+    FORMAT, FORMAT_VERSION, Machine, Metrics, Report, Run, WanReport, WorkloadReport,
+};
 use crate::subject::{Ctx, Subject};
 use crate::target::Target;
+use crate::wan::Testbed;
+use crate::wan::testbed::ADDR_B;
 use crate::{targets, workloads};
 
 /// Descriptor limit the harness asks for (its children inherit it); the hard limit caps it.
 const WANTED_NOFILE: u64 = 65_536;
 
 /// Run the plan. Failures of single runs are recorded in the report, not returned.
+///
+/// With a WAN profile, the whole run happens on a thread in the testbed's namespace A (load
+/// generator, servers); the target and the clients are in namespace B.
 pub fn run(plan: &Plan) -> anyhow::Result<Report> {
     raise_nofile_limit();
+    match &plan.wan {
+        None => run_here(plan, None),
+        Some(profile) => {
+            let tb = Arc::new(Testbed::start(profile).context("set up the WAN testbed")?);
+            let report = tb.a().run(|| run_here(plan, Some(tb.clone())))??;
+            Ok(report)
+        }
+    }
+}
+
+fn run_here(plan: &Plan, wan: Option<Arc<Testbed>>) -> anyhow::Result<Report> {
     let date = rfc3339_utc(SystemTime::now());
     let machine = machine();
-    let target = Target::start().context("start the target")?;
+    let target = match &wan {
+        None => Target::start(),
+        Some(tb) => tb.b().run(|| Target::start_on(ADDR_B.into()))?,
+    }
+    .context("start the target")?;
+    let link_before = wan.as_ref().map(|tb| (tb.a_to_b(), tb.b_to_a()));
     let work_dir = std::env::temp_dir().join(format!("nodepass-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work_dir).with_context(|| format!("create {}", work_dir.display()))?;
     let ctx = Ctx {
@@ -31,7 +55,9 @@ pub fn run(plan: &Plan) -> anyhow::Result<Report> {
         work_dir: work_dir.clone(),
         key: random_key()?,
         ready_timeout: plan.ready_timeout,
+        wan: wan.clone(),
     };
+    let link_rtt = plan.wan.as_ref().map(|p| p.rtt);
 
     let subjects = plan.subjects();
     let steps = plan
@@ -49,7 +75,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Report> {
                 eprintln!("[{}/{steps}] {step}", bar.position() + 1);
             }
             bar.set_message(step);
-            runs.push(measure(workload, subject, &ctx, &target, plan));
+            runs.push(measure(workload, subject, &ctx, &target, plan, link_rtt));
             bar.inc(1);
         }
         let mut report = WorkloadReport {
@@ -71,6 +97,13 @@ pub fn run(plan: &Plan) -> anyhow::Result<Report> {
         let _ = std::fs::remove_dir_all(&work_dir);
     }
 
+    let wan = wan.zip(link_before).map(|(tb, (ab0, ba0))| WanReport {
+        profile: tb.profile().clone(),
+        congestion_control: tb.congestion_control(),
+        realtime: tb.realtime(),
+        a_to_b: tb.a_to_b().since(&ab0),
+        b_to_a: tb.b_to_a().since(&ba0),
+    });
     Ok(Report {
         format: FORMAT,
         version: FORMAT_VERSION,
@@ -80,16 +113,27 @@ pub fn run(plan: &Plan) -> anyhow::Result<Report> {
         machine,
         nodepass: plan.nodepass.display().to_string(),
         budget: plan.budget.clone(),
-        targets: targets::evaluate(&reports, &plan.tls),
+        targets: match plan.wan {
+            None => targets::evaluate(&reports, &plan.tls),
+            Some(_) => targets::evaluate_wan(&reports, &plan.tls),
+        },
         workloads: reports,
+        wan,
     })
 }
 
-fn measure(workload: Workload, subject: &Subject, ctx: &Ctx, target: &Target, plan: &Plan) -> Run {
+fn measure(
+    workload: Workload,
+    subject: &Subject,
+    ctx: &Ctx,
+    target: &Target,
+    plan: &Plan,
+    link_rtt: Option<Duration>,
+) -> Run {
     let result = subject
         .start(ctx)
         .with_context(|| format!("start {}", subject.label()))
-        .and_then(|endpoint| workloads::run(workload, &endpoint, target, &plan.budget));
+        .and_then(|endpoint| workloads::run(workload, &endpoint, target, &plan.budget, link_rtt));
     let (metrics, error) = match result {
         Ok(m) => (m, None),
         Err(e) => (Metrics::default(), Some(format!("{e:#}"))),

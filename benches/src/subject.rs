@@ -11,6 +11,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::process::{self, Proc};
+use crate::wan::Testbed;
+use crate::wan::testbed::ADDR_A;
 
 /// Placeholders a peer template may use (see `docs/benchmarks.md`).
 pub const PLACEHOLDERS: &[&str] = &[
@@ -39,6 +41,28 @@ pub struct Ctx {
     pub key: String,
     /// How long a tunnel may take to carry its first echo.
     pub ready_timeout: Duration,
+    /// The emulated WAN, when the run crosses one: then the harness runs in its namespace A
+    /// with the servers, and clients start in namespace B, near the target.
+    pub wan: Option<Arc<Testbed>>,
+}
+
+impl Ctx {
+    /// The address a server listens on for its clients: across the link on the WAN.
+    fn tunnel_host(&self) -> String {
+        match self.wan {
+            Some(_) => ADDR_A.to_string(),
+            None => "127.0.0.1".into(),
+        }
+    }
+
+    /// Start a process of `role`: a client on the target's side of the WAN, anything else
+    /// here.
+    fn spawn(&self, role: &str, cmd: Command, log: &std::path::Path) -> anyhow::Result<Proc> {
+        match &self.wan {
+            Some(tb) if role == "client" => tb.b().run(|| Proc::spawn(role, cmd, log))?,
+            _ => Proc::spawn(role, cmd, log),
+        }
+    }
 }
 
 /// A started subject: where users connect, and its processes (none for the direct baseline).
@@ -116,15 +140,15 @@ impl Subject {
 fn start_nodepass(ctx: &Ctx, tls: u8) -> anyhow::Result<Endpoint> {
     let tunnel = process::free_tcp_port()?;
     let user = process::free_port_pair()?;
-    let (key, target) = (&ctx.key, ctx.target);
+    let (key, target, host) = (&ctx.key, ctx.target, ctx.tunnel_host());
     let urls = [
         (
             "server",
-            format!("server://{key}@127.0.0.1:{tunnel}/127.0.0.1:{user}?mode=1&tls={tls}"),
+            format!("server://{key}@{host}:{tunnel}/127.0.0.1:{user}?mode=1&tls={tls}"),
         ),
         (
             "client",
-            format!("client://{key}@127.0.0.1:{tunnel}/{target}?mode=2&min=64"),
+            format!("client://{key}@{host}:{tunnel}/{target}?mode=2&min=64"),
         ),
     ];
     let mut procs = Vec::new();
@@ -134,7 +158,7 @@ fn start_nodepass(ctx: &Ctx, tls: u8) -> anyhow::Result<Endpoint> {
         cmd.env("NODEPASS_URL", url)
             .env_remove("NODEPASS_LOG_FORMAT");
         let log = ctx.work_dir.join(format!("nodepass-tls{tls}-{role}.log"));
-        procs.push(Proc::spawn(role, cmd, &log)?);
+        procs.push(ctx.spawn(role, cmd, &log)?);
         if role == "server" {
             process::wait_listening(tunnel, &mut procs, ctx.ready_timeout)?;
         }
@@ -153,7 +177,7 @@ fn start_peer(ctx: &Ctx, spec: &PeerSpec, tls: Option<u8>) -> anyhow::Result<End
     let values = [
         ("host", "127.0.0.1".to_owned()),
         ("tunnel_port", tunnel.to_string()),
-        ("tunnel_addr", format!("127.0.0.1:{tunnel}")),
+        ("tunnel_addr", format!("{}:{tunnel}", ctx.tunnel_host())),
         ("user_port", user.to_string()),
         ("user_addr", format!("127.0.0.1:{user}")),
         ("target_port", ctx.target.port().to_string()),
@@ -172,7 +196,7 @@ fn start_peer(ctx: &Ctx, spec: &PeerSpec, tls: Option<u8>) -> anyhow::Result<End
             .env("BENCH_TLS", &tls_text)
             .env("BENCH_WORKDIR", &work);
         let log = work.join(format!("{role}-tls{tls_text}.log"));
-        procs.push(Proc::spawn(role, cmd, &log)?);
+        procs.push(ctx.spawn(role, cmd, &log)?);
         if role == "server" && spec.procs.len() > 1 {
             // Give the server the chance to listen before its client dials; a server that
             // listens on something other than TCP simply takes the whole wait.

@@ -31,10 +31,34 @@ pub fn render(report: &Report) -> String {
             rows.push(row);
         }
     }
-    let mut out = markdown(&header, &rows);
+    let mut out = String::new();
+    if let Some(w) = &report.wan {
+        let _ = writeln!(
+            out,
+            "Emulated WAN: {} (TCP {}{}); link A>B {} packets, {} lost, {} queue drops; B>A {} \
+             packets, {} lost, {} queue drops\n",
+            w.profile,
+            w.congestion_control,
+            if w.realtime {
+                ""
+            } else {
+                "; link threads NOT real-time"
+            },
+            w.a_to_b.received,
+            w.a_to_b.lost,
+            w.a_to_b.queue_drops,
+            w.b_to_a.received,
+            w.b_to_a.lost,
+            w.b_to_a.queue_drops
+        );
+    }
+    out.push_str(&markdown(&header, &rows));
 
     if !report.targets.is_empty() {
-        out.push_str("\nTargets (issue 7), nodepass:\n");
+        out.push_str(match report.wan {
+            None => "\nTargets (issue 7), nodepass:\n",
+            Some(_) => "\nTargets (issue 17, WAN), nodepass:\n",
+        });
         for t in &report.targets {
             let _ = writeln!(
                 out,
@@ -118,6 +142,7 @@ fn label(key: &str) -> String {
         ("_s_per_gb", " s/GB"),
         ("_idle_kib", " idle KiB"),
         ("_pct", " %"),
+        ("_rtts", " RTTs"),
         ("_us", " µs"),
     ] {
         if let Some(stem) = s.strip_suffix(from) {

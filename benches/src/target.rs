@@ -8,7 +8,7 @@
 //! current run.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener as StdListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener as StdListener, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -35,13 +35,21 @@ pub struct Target {
     tally: Arc<Mutex<UdpTally>>,
     stop: Arc<AtomicBool>,
     udp_thread: Option<JoinHandle<()>>,
+    /// Thread id of the UDP sink thread: its `/proc/self/task/TID/net` is the sink's
+    /// namespace.
+    udp_tid: i32,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Target {
     /// Bind TCP and UDP on one free loopback port and start serving.
     pub fn start() -> io::Result<Target> {
-        let (tcp, udp) = bind_pair()?;
+        Target::start_on(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    /// Bind TCP and UDP on one free port of `ip` and start serving.
+    pub fn start_on(ip: IpAddr) -> io::Result<Target> {
+        let (tcp, udp) = bind_pair(ip)?;
         let addr = tcp.local_addr()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -59,15 +67,23 @@ impl Target {
         udp.set_read_timeout(Some(Duration::from_millis(50)))?;
         let tally = Arc::new(Mutex::new(UdpTally::default()));
         let stop = Arc::new(AtomicBool::new(false));
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         let udp_thread = std::thread::Builder::new().name("udp-sink".into()).spawn({
             let (tally, stop) = (tally.clone(), stop.clone());
-            move || udp_sink(udp, &tally, &stop)
+            move || {
+                let _ = tid_tx.send(rustix::thread::gettid().as_raw_nonzero().get());
+                udp_sink(udp, &tally, &stop)
+            }
         })?;
+        let udp_tid = tid_rx
+            .recv()
+            .map_err(|_| io::Error::other("the UDP sink thread did not start"))?;
         Ok(Target {
             addr,
             tally,
             stop,
             udp_thread: Some(udp_thread),
+            udp_tid,
             runtime: Some(runtime),
         })
     }
@@ -83,6 +99,19 @@ impl Target {
             run,
             ..UdpTally::default()
         };
+    }
+
+    /// Datagrams the kernel dropped on the UDP sink's socket so far (full receive buffer),
+    /// read in the sink's own network namespace.
+    pub fn udp_socket_drops(&self) -> u64 {
+        let port = self.addr.port();
+        ["udp", "udp6"]
+            .iter()
+            .filter_map(|t| {
+                std::fs::read_to_string(format!("/proc/self/task/{}/net/{t}", self.udp_tid)).ok()
+            })
+            .map(|table| crate::procfs::drops_in(&table, port))
+            .sum()
     }
 
     /// What arrived so far in the current run.
@@ -165,11 +194,11 @@ impl UdpTally {
     }
 }
 
-/// A TCP listener and a UDP socket on the same free loopback port.
-fn bind_pair() -> io::Result<(StdListener, UdpSocket)> {
+/// A TCP listener and a UDP socket on the same free port of `ip`.
+fn bind_pair(ip: IpAddr) -> io::Result<(StdListener, UdpSocket)> {
     let mut last = None;
     for _ in 0..50 {
-        let tcp = StdListener::bind("127.0.0.1:0")?;
+        let tcp = StdListener::bind((ip, 0))?;
         match UdpSocket::bind(tcp.local_addr()?) {
             Ok(udp) => return Ok((tcp, udp)),
             Err(e) => last = Some(e),

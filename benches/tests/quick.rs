@@ -50,6 +50,7 @@ fn quick_run_produces_complete_json() {
         peers: PeerSpec::merge(&flags).unwrap(),
         command: "quick.rs".into(),
         ready_timeout: Duration::from_secs(30),
+        wan: None,
     };
     let report = runner::run(&plan).expect("the run");
     let text = table::render(&report);

@@ -63,7 +63,11 @@ fn main() -> ExitCode {
 fn check(p: &Profile, probes: u64, secs: u32) -> anyhow::Result<()> {
     println!("## {p}");
     let tb = Testbed::start(p)?;
-    println!("- TCP congestion control: {}", tb.congestion_control());
+    println!(
+        "- TCP congestion control: {}; link threads real-time: {}",
+        tb.congestion_control(),
+        tb.realtime()
+    );
     let e = measure::udp_echo(&tb, probes, Duration::from_millis(2))?;
     let set_rtt = p.rtt.as_secs_f64() * 1e3;
     if let Some(r) = &e.rtt {

@@ -7,6 +7,11 @@
 //!
 //! Without `reorder`, a packet's due time is never earlier than the one before it, so jitter
 //! never reorders (as on most real paths).
+//!
+//! The link's threads ask for the real-time policy `SCHED_FIFO` (with `chrt`): on a shared,
+//! busy machine a normal thread waiting for a packet's due time can be kept off the CPU for
+//! milliseconds, which would add to the emulated delay. They do little work per packet, so
+//! they take little from others.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -59,6 +64,20 @@ pub struct DirStats {
     pub write_errors: u64,
 }
 
+impl DirStats {
+    /// What happened since `earlier`.
+    pub fn since(&self, earlier: &DirStats) -> DirStats {
+        DirStats {
+            received: self.received - earlier.received,
+            lost: self.lost - earlier.lost,
+            queue_drops: self.queue_drops - earlier.queue_drops,
+            delivered: self.delivered - earlier.delivered,
+            delivered_bytes: self.delivered_bytes - earlier.delivered_bytes,
+            write_errors: self.write_errors - earlier.write_errors,
+        }
+    }
+}
+
 impl Counters {
     fn snapshot(&self) -> DirStats {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -80,7 +99,11 @@ pub struct Link {
     threads: Vec<JoinHandle<()>>,
     a_to_b: Arc<Counters>,
     b_to_a: Arc<Counters>,
+    realtime: bool,
 }
+
+/// Real-time priority asked for the link's threads (`chrt -f`).
+const RT_PRIORITY: &str = "10";
 
 impl Link {
     /// Start moving packets between `a` and `b` with `profile`.
@@ -94,6 +117,11 @@ impl Link {
             threads: Vec::new(),
             a_to_b: Arc::new(Counters::default()),
             b_to_a: Arc::new(Counters::default()),
+            realtime: false,
+        };
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let tid = move |tx: &Sender<i32>| {
+            let _ = tx.send(rustix::thread::gettid().as_raw_nonzero().get());
         };
         let dirs = [
             ("a>b", a.clone(), b.clone(), link.a_to_b.clone(), seed),
@@ -113,21 +141,38 @@ impl Link {
                 std::thread::Builder::new()
                     .name(format!("wan-rd {name}"))
                     .spawn({
-                        let (event, counters) = (event.clone(), counters.clone());
-                        move || read_loop(&from, &event, shaper, &tx, &counters)
+                        let (event, counters, tid_tx) =
+                            (event.clone(), counters.clone(), tid_tx.clone());
+                        move || {
+                            tid(&tid_tx);
+                            read_loop(&from, &event, shaper, &tx, &counters)
+                        }
                     })?,
             );
             link.threads.push(
                 std::thread::Builder::new()
                     .name(format!("wan-wr {name}"))
                     .spawn({
-                        let stop = stop.clone();
-                        move || write_loop(&to, rx, &stop, &counters)
+                        let (stop, tid_tx) = (stop.clone(), tid_tx.clone());
+                        move || {
+                            tid(&tid_tx);
+                            write_loop(&to, rx, &stop, &counters)
+                        }
                     })?,
             );
             link.events.push(event);
         }
+        drop(tid_tx);
+        // Each thread sends its id first thing (and keeps its sender while it runs).
+        let tids: Vec<i32> = tid_rx.iter().take(4).collect();
+        link.realtime = tids.len() == 4 && tids.iter().all(|t| make_realtime(*t));
         Ok(link)
+    }
+
+    /// Whether all the link's threads run with the real-time policy (else some run as normal
+    /// threads and the delay may stretch on a busy machine).
+    pub fn realtime(&self) -> bool {
+        self.realtime
     }
 
     /// Counters of the direction from `a` to `b`.
@@ -151,6 +196,16 @@ impl Drop for Link {
             let _ = t.join();
         }
     }
+}
+
+/// Give thread `tid` the `SCHED_FIFO` policy; whether that worked.
+fn make_realtime(tid: i32) -> bool {
+    std::process::Command::new("chrt")
+        .args(["-f", "-p", RT_PRIORITY, &tid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// A packet on its way, ordered by due time, then arrival.

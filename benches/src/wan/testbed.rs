@@ -93,6 +93,11 @@ impl Testbed {
         &self.profile
     }
 
+    /// Whether the link's threads run with the real-time policy.
+    pub fn realtime(&self) -> bool {
+        self.link.realtime()
+    }
+
     /// Packets from A to B so far.
     pub fn a_to_b(&self) -> DirStats {
         self.link.a_to_b()

@@ -17,7 +17,15 @@ const RTT_WARMUP: usize = 100;
 /// `count` times: connect, send 1 byte, read its echo, close. Each sample spans all four; the
 /// JSON also has the connect call alone and the first echo alone (a tunnel accepts at once and
 /// sets up its path while the first byte waits).
-pub fn connect(addr: SocketAddr, count: usize) -> anyhow::Result<Metrics> {
+///
+/// On the emulated WAN (`link_rtt`), the time to the first response byte is also given in
+/// round trips of the link (`p50_rtts`, `p99_rtts`): a direct connection needs two (the TCP
+/// handshake, then the echo), a tunnel with a warm pool one.
+pub fn connect(
+    addr: SocketAddr,
+    count: usize,
+    link_rtt: Option<std::time::Duration>,
+) -> anyhow::Result<Metrics> {
     let mut samples = Vec::with_capacity(count);
     let mut connects = Vec::with_capacity(count);
     let mut echoes = Vec::with_capacity(count);
@@ -43,6 +51,11 @@ pub fn connect(addr: SocketAddr, count: usize) -> anyhow::Result<Metrics> {
     m.show("p90_us", l.p90_us);
     m.show("p99_us", l.p99_us);
     m.show("max_us", l.max_us);
+    if let Some(rtt) = link_rtt.filter(|r| !r.is_zero()) {
+        let rtt_us = rtt.as_secs_f64() * 1e6;
+        m.show("p50_rtts", l.p50_us / rtt_us);
+        m.show("p99_rtts", l.p99_us / rtt_us);
+    }
     m.add("mean_us", l.mean_us);
     m.add("count", l.count);
     m.add("connect_call_p50_us", c.p50_us);
@@ -95,7 +108,7 @@ mod tests {
     #[test]
     fn direct_latencies() {
         let target = Target::start().unwrap();
-        let c = connect(target.addr(), 20).unwrap();
+        let c = connect(target.addr(), 20, None).unwrap();
         assert_eq!(c.get("count"), Some(20.0));
         assert!(c.get("p50_us").unwrap() <= c.get("max_us").unwrap());
         let r = round_trip(target.addr(), 50).unwrap();

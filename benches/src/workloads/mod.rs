@@ -19,17 +19,19 @@ use crate::target::Target;
 /// run instead of hanging it.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Run `workload` against `endpoint`.
+/// Run `workload` against `endpoint`; `link_rtt` is the emulated WAN's round trip, if any
+/// (latencies are then also given in round trips of the link).
 pub fn run(
     workload: Workload,
     endpoint: &Endpoint,
     target: &Target,
     budget: &Budget,
+    link_rtt: Option<Duration>,
 ) -> anyhow::Result<Metrics> {
     match workload {
         Workload::Bulk => tcp::bulk(endpoint.addr, 1, budget.bulk),
         Workload::Parallel => tcp::bulk(endpoint.addr, budget.streams, budget.bulk),
-        Workload::Connect => latency::connect(endpoint.addr, budget.connects),
+        Workload::Connect => latency::connect(endpoint.addr, budget.connects, link_rtt),
         Workload::Rtt => latency::round_trip(endpoint.addr, budget.round_trips),
         Workload::Udp => udp::run(endpoint.addr, target, budget),
         Workload::Memory => memory::run(endpoint, budget.connections),

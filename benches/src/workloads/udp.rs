@@ -28,7 +28,12 @@ static NEXT_RUN: AtomicU32 = AtomicU32::new(1);
 /// Warm the path up (a tunnel opens its UDP session on the first datagram), then send paced
 /// probes for the budget's duration and tally what the sink received.
 pub fn run(addr: SocketAddr, target: &Target, budget: &Budget) -> anyhow::Result<Metrics> {
-    let sock = UdpSocket::bind("127.0.0.1:0")?;
+    let local = if addr.ip().is_loopback() {
+        "127.0.0.1:0"
+    } else {
+        "0.0.0.0:0"
+    };
+    let sock = UdpSocket::bind(local)?;
     socket2::SockRef::from(&sock).set_send_buffer_size(SEND_BUFFER)?;
     sock.connect(addr)?;
     warm_up(&sock, target, budget.udp_size)?;
@@ -37,10 +42,7 @@ pub fn run(addr: SocketAddr, target: &Target, budget: &Budget) -> anyhow::Result
     // the path's entry (the tunnel's user-facing socket) and at the sink.
     let sink_port = target.addr().port();
     let entry_port = (addr.port() != sink_port).then_some(addr.port());
-    let drops_before = (
-        entry_port.map(procfs::udp_drops),
-        procfs::udp_drops(sink_port),
-    );
+    let drops_before = (entry_port.map(procfs::udp_drops), target.udp_socket_drops());
 
     let run = NEXT_RUN.fetch_add(1, Ordering::Relaxed);
     target.udp_begin(run);
@@ -52,7 +54,7 @@ pub fn run(addr: SocketAddr, target: &Target, budget: &Budget) -> anyhow::Result
         .map(procfs::udp_drops)
         .zip(drops_before.0)
         .map(|(after, before)| after.saturating_sub(before));
-    let sink_drops = procfs::udp_drops(sink_port).saturating_sub(drops_before.1);
+    let sink_drops = target.udp_socket_drops().saturating_sub(drops_before.1);
 
     let mut m = Metrics::default();
     let pct = if sent.count == 0 {
