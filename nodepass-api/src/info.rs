@@ -264,12 +264,12 @@ pub(crate) struct InfoBody {
 pub(crate) async fn update(ctx: Ctx) -> Reply {
     let (state, headers, incoming) = ctx.into_body();
     let body: InfoBody = crate::body::read_json(&headers, incoming, state.limits).await?;
-    set_alias(&state, body.alias)?;
+    set_alias(&state, body.alias).await?;
     Ok(current(&state))
 }
 
 /// Store and apply the master's alias.
-pub(crate) fn set_alias(state: &State, alias: String) -> Result<(), HttpError> {
+pub(crate) async fn set_alias(state: &State, alias: String) -> Result<(), HttpError> {
     let chars = alias.chars().count();
     if chars > MAX_ALIAS_CHARS {
         return Err(HttpError::invalid(
@@ -280,7 +280,8 @@ pub(crate) fn set_alias(state: &State, alias: String) -> Result<(), HttpError> {
     state
         .supervisor
         .store()
-        .set_setting(crate::master::ALIAS_SETTING, &alias)?;
+        .set_setting(crate::master::ALIAS_SETTING, &alias)
+        .await?;
     *state.alias.lock().expect("alias lock poisoned") = alias;
     Ok(())
 }

@@ -417,7 +417,7 @@ pub(crate) async fn patch(ctx: Ctx) -> Reply {
     let body: PatchBody = body::read_json(&headers, incoming, state.limits).await?;
     let nodepass = state.dialect != ApiDialect::Envelope;
     if nodepass && id == KEY_ID {
-        return patch_key(&state, body);
+        return patch_key(&state, body).await;
     }
     let empty = body.alias.is_none()
         && body.restart.is_none()
@@ -460,7 +460,7 @@ pub(crate) async fn patch(ctx: Ctx) -> Reply {
 
 /// `PATCH /v1/instances/********`: `{"action": "restart"}` rotates the API key and shows the
 /// new one once in `url`; `{"alias"}` names the master. Nothing else applies to it.
-fn patch_key(state: &State, body: PatchBody) -> Reply {
+async fn patch_key(state: &State, body: PatchBody) -> Reply {
     if body.restart.is_some() || body.meta.is_some() {
         return Err(HttpError::invalid(
             "body",
@@ -469,7 +469,7 @@ fn patch_key(state: &State, body: PatchBody) -> Reply {
     }
     let new_key = match body.action {
         None => None,
-        Some(Action::Restart) => Some(state.keys.rotate()?),
+        Some(Action::Restart) => Some(state.keys.rotate().await?),
         Some(other) => {
             return Err(HttpError::invalid(
                 "action",
@@ -479,7 +479,7 @@ fn patch_key(state: &State, body: PatchBody) -> Reply {
         }
     };
     if let Some(alias) = body.alias {
-        crate::info::set_alias(state, alias.unwrap_or_default())?;
+        crate::info::set_alias(state, alias.unwrap_or_default()).await?;
     }
     if new_key.is_some() {
         tracing::info!("API key rotated");

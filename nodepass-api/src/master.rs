@@ -52,12 +52,12 @@ pub(crate) const ALIAS_SETTING: &str = "master_alias";
 const MID_SETTING: &str = "master_id";
 
 /// The stored master id, or a new random one (16 hex characters), stored.
-fn master_id(store: &dyn Store) -> Result<String, ApiError> {
-    if let Some(mid) = store.setting(MID_SETTING)? {
+async fn master_id(store: &dyn Store) -> Result<String, ApiError> {
+    if let Some(mid) = store.setting(MID_SETTING).await? {
         return Ok(mid);
     }
     let mid = ApiKey::generate()?.expose()[..16].to_string();
-    store.set_setting(MID_SETTING, &mid)?;
+    store.set_setting(MID_SETTING, &mid).await?;
     Ok(mid)
 }
 
@@ -249,11 +249,12 @@ impl Master {
                 Host::Ip(ip) => ip.to_string(),
                 Host::Name(name) => name.clone(),
             },
-            mid: master_id(supervisor.store().as_ref())?,
+            mid: master_id(supervisor.store().as_ref()).await?,
         };
         let alias = supervisor
             .store()
-            .setting(ALIAS_SETTING)?
+            .setting(ALIAS_SETTING)
+            .await?
             .unwrap_or_default();
         let state = State {
             dialect: config.api,

@@ -65,7 +65,7 @@ fn id_param() -> Value {
 /// The document for a master serving under `prefix`.
 pub(crate) fn document(prefix: &str) -> Value {
     let instance = schema("Instance");
-    let mut paths = json!({
+    let paths = json!({
         "/v1/instances": {
             "get": with_params(protected("listInstances", "instances", "All instances, the API key's pseudo-instance first (not when filtering)", json!({
                 "200": body("The instances", json!({ "type": "array", "items": instance.clone() })),

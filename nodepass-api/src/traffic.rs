@@ -251,12 +251,7 @@ pub(crate) async fn traffic(ctx: Ctx) -> Reply {
     let id = ctx.param().to_string();
     let state = ctx.state.clone();
     let since = from.saturating_sub(interval_ms.saturating_mul(GAP_FACTOR));
-    let samples = tokio::task::spawn_blocking({
-        let id = id.clone();
-        move || state.supervisor.history(&id, since)
-    })
-    .await
-    .map_err(|_| HttpError::new(crate::error::ErrorCode::Internal, "history read failed"))??;
+    let samples = state.supervisor.history(&id, since).await?;
     let samples: Vec<TrafficSample> = samples.into_iter().filter(|s| s.ts_ms <= to).collect();
     Ok(response::data(
         ctx.state.dialect,

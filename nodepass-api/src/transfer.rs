@@ -168,13 +168,13 @@ pub struct ImportReport {
     security(("api_key" = []), ("bearer" = []))
 )]
 pub(crate) async fn export(ctx: Ctx) -> Reply {
-    let backup = backup(&ctx.state.supervisor)?;
+    let backup = backup(&ctx.state.supervisor).await?;
     Ok(response::data(ctx.state.dialect, StatusCode::OK, &backup))
 }
 
 /// The backup of every instance of `supervisor`.
-pub fn backup(supervisor: &Supervisor) -> Result<Backup, HttpError> {
-    let records = supervisor.store().load()?;
+pub async fn backup(supervisor: &Supervisor) -> Result<Backup, HttpError> {
+    let records = supervisor.store().load().await?;
     let mut instances = Vec::new();
     for info in supervisor.list() {
         // The live snapshot for figures and status, the stored record for the full URL.

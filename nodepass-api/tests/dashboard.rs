@@ -250,6 +250,7 @@ async fn traffic_rates_are_right_across_a_master_restart_and_a_reset() {
     for k in 0..4 {
         store
             .append_history(base + k * MIN, &[(id.clone(), totals(k as u64 * 6000))])
+            .await
             .unwrap();
     }
     api.stop().await;
@@ -260,9 +261,11 @@ async fn traffic_rates_are_right_across_a_master_restart_and_a_reset() {
     let api = Api::start_with(options(), store.clone(), "/api").await;
     store
         .append_history(base + 13 * MIN, &[(id.clone(), totals(24_000))])
+        .await
         .unwrap();
     store
         .append_history(base + 14 * MIN, &[(id.clone(), totals(30_000))])
+        .await
         .unwrap();
     // A reset through the API marks the history; then 10 B/s.
     let reset = api
@@ -273,7 +276,7 @@ async fn traffic_rates_are_right_across_a_master_restart_and_a_reset() {
         )
         .await;
     assert_eq!(reset.status, StatusCode::OK, "{}", reset.text());
-    let marker = store.history(&id, base).unwrap();
+    let marker = store.history(&id, base).await.unwrap();
     let marker = marker.last().unwrap();
     assert_eq!(
         marker.traffic,
