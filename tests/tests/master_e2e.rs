@@ -277,6 +277,7 @@ async fn every_protected_endpoint_of_the_executable_wants_the_key() {
         .send()
         .await
         .json();
+    let before = get(&master, &id).await;
     let mut protected = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {
         let concrete = path.replace("{id}", &id).replace("{file}", "index.html");
@@ -303,7 +304,10 @@ async fn every_protected_endpoint_of_the_executable_wants_the_key() {
     }
     assert_eq!(protected, 14);
     // Nothing was changed by the refused requests (the key still works, the instance is there).
-    assert_eq!(get(&master, &id).await["status"], "stopped");
+    let after = get(&master, &id).await;
+    for field in ["url", "alias", "restart", "meta", "updated_at"] {
+        assert_eq!(after[field], before[field], "{field}");
+    }
     master.stop();
 }
 
