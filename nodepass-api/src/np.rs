@@ -69,6 +69,8 @@ pub(crate) struct NpInstance {
     pub updated_at: String,
     /// Where the running instance is bound (an addition).
     pub local_addrs: AddrsView,
+    /// Health and counters of each target, in URL order; empty while stopped (an addition).
+    pub targets: Vec<crate::targets::TargetView>,
 }
 
 /// NodePass's three statuses: an instance that failed, or that keeps retrying after an error
@@ -146,6 +148,7 @@ impl NpInstance {
             created_at: String::new(),
             updated_at: String::new(),
             local_addrs: AddrsView::default(),
+            targets: Vec::new(),
         }
     }
 }
@@ -186,6 +189,7 @@ impl From<&InstanceInfo> for NpInstance {
             created_at: rfc3339(i.created_at),
             updated_at: rfc3339(i.updated_at),
             local_addrs: AddrsView::default(),
+            targets: crate::targets::targets_of(i),
         }
     }
 }

@@ -237,6 +237,14 @@ fn all_schemas() -> Value {
 fn schemas() -> Value {
     let string = json!({ "type": "string" });
     let int = json!({ "type": "integer", "minimum": 0 });
+    let targets = json!({ "type": "array", "description": "Per-target health and counters (an addition)",
+        "items": { "type": "object",
+            "required": ["address", "up", "selected", "probe_latency_ms", "active", "total",
+                         "failed_dials", "bytes_in", "bytes_out"],
+            "properties": {
+                "address": string, "up": { "type": "boolean" }, "selected": { "type": "boolean" },
+                "probe_latency_ms": { "type": ["number", "null"] },
+                "active": int, "total": int, "failed_dials": int, "bytes_in": int, "bytes_out": int } } });
     let meta = json!({
         "type": "object",
         "properties": {
@@ -283,6 +291,7 @@ fn schemas() -> Value {
                 "error": nullable, "uptime": int, "created_at": string, "updated_at": string,
                 "local_addrs": { "type": "object", "properties": {
                     "tunnel": nullable, "users": nullable, "users_udp": nullable } },
+                "targets": targets,
             },
         },
         "CreateInstanceRequest": { "type": "object", "required": ["url"], "additionalProperties": false,

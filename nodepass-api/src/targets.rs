@@ -210,7 +210,10 @@ mod tests {
 
     #[test]
     fn the_openapi_schema_has_the_targets_field() {
-        let json = serde_json::to_value(crate::openapi::document("/api")).unwrap();
+        let json = serde_json::to_value(crate::openapi::document(
+            nodepass_core::config::ApiDialect::Envelope,
+            "/api",
+        )).unwrap();
         let schemas = &json["components"]["schemas"];
         let field = &schemas["InstanceView"]["properties"]["targets"];
         assert_eq!(field["type"], "array", "{field}");

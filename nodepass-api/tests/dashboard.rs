@@ -292,6 +292,7 @@ async fn traffic_rates_are_right_across_a_master_restart_and_a_reset() {
                 totals(600 + (600 * (after - marker.ts_ms) / MIN) as u64),
             )],
         )
+        .await
         .unwrap();
 
     let to = after + MIN;

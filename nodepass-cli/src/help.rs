@@ -143,10 +143,34 @@ pub const PARAMS: &[ParamDoc] = &[
         "`0`",
     ),
     row(
+        &["lbs"],
+        TUNNEL,
+        "how sessions choose among several targets: `0` round-robin, `1` optimal latency, `2` primary-backup (see below)",
+        "`0`",
+    ),
+    row(
+        &["fallback"],
+        TUNNEL,
+        "with `lbs=2` only: how long a backup stays in use before the next session tries the primary again, a duration > 0",
+        "`5m`",
+    ),
+    row(
+        &["probe"],
+        TUNNEL,
+        "interval of the TCP-connect health probes to every target, a duration of at least `100ms`; `0` = none (not allowed with `lbs=1`)",
+        "`10s` with `lbs=1`, else `0`",
+    ),
+    row(
         &["state"],
         MASTER,
         "path of the state store file (SQLite)",
         "`$XDG_STATE_HOME/nodepass/nodepass.db`, else `~/.local/state/nodepass/nodepass.db`",
+    ),
+    row(
+        &["api"],
+        MASTER,
+        "REST dialect: `nodepass` (the Go NodePass v1.14 master's contract) or `envelope` (`{success, data}` envelopes of the API reference)",
+        "`nodepass`",
     ),
 ];
 

@@ -40,6 +40,12 @@ fn refuse_code() -> impl Strategy<Value = RefuseCode> {
     ]
 }
 
+/// A SPAKE2 message: any 33 bytes (the codec does not interpret them).
+fn pake_msg() -> impl Strategy<Value = [u8; 33]> {
+    proptest::collection::vec(any::<u8>(), 33)
+        .prop_map(|v| <[u8; 33]>::try_from(v).expect("33 bytes"))
+}
+
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
         (
@@ -47,20 +53,27 @@ fn message() -> impl Strategy<Value = Message> {
             prop_oneof![Just(ConnKind::Control), Just(ConnKind::Pool)],
             any::<[u8; 32]>(),
             any::<[u8; 16]>(),
+            proptest::option::of(pake_msg()),
         )
-            .prop_map(|(version, kind, nonce, session)| Message::Hello {
+            .prop_map(|(version, kind, nonce, session, pake)| Message::Hello {
                 version,
                 kind,
                 nonce,
-                session
+                session,
+                pake,
             }),
-        (any::<u8>(), any::<[u8; 32]>(), any::<[u8; 32]>()).prop_map(|(version, nonce, proof)| {
-            Message::Challenge {
+        (
+            any::<u8>(),
+            any::<[u8; 32]>(),
+            proptest::option::of(pake_msg()),
+            any::<[u8; 32]>(),
+        )
+            .prop_map(|(version, nonce, pake, proof)| Message::Challenge {
                 version,
                 nonce,
+                pake,
                 proof,
-            }
-        }),
+            }),
         any::<[u8; 32]>().prop_map(|proof| Message::Proof { proof }),
         (
             any::<[u8; 16]>(),

@@ -177,7 +177,7 @@ async fn traffic_totals_survive_instance_restarts_and_reopening() {
     // Reset is durable too.
     assert!(sup.reset(&server_id).await.unwrap().traffic.is_zero());
     // ... and marked in the history with an all-zero sample, so that readers count from zero.
-    let history = sup.history(&server_id, 0).unwrap();
+    let history = sup.history(&server_id, 0).await.unwrap();
     assert!(history.len() >= 2, "{history:?}");
     assert!(history.last().unwrap().traffic.is_zero());
     close(sup, store).await;
