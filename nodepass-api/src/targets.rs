@@ -213,7 +213,8 @@ mod tests {
         let json = serde_json::to_value(crate::openapi::document(
             nodepass_core::config::ApiDialect::Envelope,
             "/api",
-        )).unwrap();
+        ))
+        .unwrap();
         let schemas = &json["components"]["schemas"];
         let field = &schemas["InstanceView"]["properties"]["targets"];
         assert_eq!(field["type"], "array", "{field}");

@@ -43,7 +43,10 @@ pub fn command(program: &Program) -> clap::Command {
 pub fn main(program: Program) -> ExitCode {
     let raw: Vec<OsString> = std::env::args_os().collect();
     if program.role.is_none() && raw.get(1).and_then(|a| a.to_str()) == Some("import") {
-        let argv = raw[1..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        let argv = raw[1..]
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         return crate::import::main(program.name, argv);
     }
     let cmd = command(&program);

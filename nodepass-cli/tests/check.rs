@@ -121,7 +121,10 @@ fn single_role_executables_take_the_scheme_as_optional() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let out = run(MASTER, &["--check", ":9090"], None);
-    assert_eq!(stdout(&out).trim(), "master://:9090/api?log=info&tls=0&api=nodepass");
+    assert_eq!(
+        stdout(&out).trim(),
+        "master://:9090/api?log=info&tls=0&api=nodepass"
+    );
     let out = run(
         SERVER,
         &["--check", "client://127.0.0.1:1/127.0.0.1:2"],
