@@ -334,6 +334,16 @@ fn log_refusal(guard: &Guard, peer: SocketAddr, e: &HandshakeError) {
         {
             tracing::debug!(%peer, reason = %e, "tunnel connection closed during handshake")
         }
+        // The client checked this server's proof and refused it: seen from the server, the
+        // client holds a different key.
+        HandshakeError::Refused {
+            code: crate::protocol::RefuseCode::BadKey,
+            ..
+        } => guard.refused(
+            peer.ip(),
+            "the client has a different key (it rejected this server's proof)",
+            true,
+        ),
         _ => guard.refused(peer.ip(), &e.to_string(), true),
     }
 }
