@@ -211,6 +211,9 @@ pub(crate) struct SessionInfo {
         (status = 200, description = "Signed in; `Set-Cookie` carries the session", body = SessionInfo),
         (status = 400, description = "Invalid body", body = ErrorEnvelope),
         (status = 401, description = "Wrong API key", body = ErrorEnvelope),
+        (status = 408, description = "The body did not arrive in time", body = ErrorEnvelope),
+        (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
+        (status = 415, description = "Not application/json", body = ErrorEnvelope),
     ),
     security(())
 )]

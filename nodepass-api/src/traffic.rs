@@ -200,8 +200,14 @@ fn now_ms() -> i64 {
 fn int(field: &str, value: Option<&str>) -> Result<Option<i64>, HttpError> {
     value
         .map(|v| {
-            v.parse::<i64>()
-                .map_err(|_| HttpError::invalid(field, format!("{v:?} is not a whole number")))
+            match v.parse::<i64>() {
+                Ok(n) if n >= 0 => Ok(n),
+                Ok(_) => Err(HttpError::invalid(field, "must not be negative")),
+                Err(_) => Err(HttpError::invalid(
+                    field,
+                    format!("{v:?} is not a whole number"),
+                )),
+            }
         })
         .transpose()
 }
@@ -224,7 +230,7 @@ fn int(field: &str, value: Option<&str>) -> Result<Option<i64>, HttpError> {
 pub(crate) async fn traffic(ctx: Ctx) -> Reply {
     let q: TrafficQuery = ctx.query()?;
     let to = int("to", q.to.as_deref())?.unwrap_or_else(now_ms);
-    let from = int("from", q.from.as_deref())?.unwrap_or(to - 3_600_000);
+    let from = int("from", q.from.as_deref())?.unwrap_or(to.saturating_sub(3_600_000));
     if from >= to {
         return Err(HttpError::invalid("from", "must be before `to`"));
     }

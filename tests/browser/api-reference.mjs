@@ -348,7 +348,10 @@ try {
     assert(typeof data.data.id === 'string' && data.data.id, 'no data.id');
     assert(saved[0].url === data.data.url && typeof data.data.url === 'string', 'url not stored');
     ids.server = data.data.id;
-    const client = await createInstance(`client://127.0.0.1:${tunnelPort}/127.0.0.1:${usersPort}`);
+    // mode=2: this client must always connect to the server. In the default auto mode a client
+    // restarted while its server is down (bulk control restarts both at once) could bind the
+    // free tunnel port as a single-end forwarder and keep the server from binding it.
+    const client = await createInstance(`client://127.0.0.1:${tunnelPort}/127.0.0.1:${usersPort}?mode=2`);
     assert(client.success === true, `client: ${JSON.stringify(client)}`);
     ids.client = client.data.id;
     storedInstances = [

@@ -5,6 +5,15 @@
 # (generated instance URLs and tcping targets name arbitrary hosts; in the namespace nothing
 # but 127.0.0.0/8 exists, so no request can leave the machine). DIALECT is nodepass or envelope.
 # Exit status: schemathesis's (0 only when it found no failure).
+#
+# Two exclusions, both deliberate:
+# - the check `positive_data_acceptance` expects every schema-valid value to be accepted. A
+#   string schema cannot say that a tunnel URL needs a port, that a tcping target must be a
+#   valid address, or that `from` must come before `to`; the server refuses those with a 400
+#   naming the field, which is the behaviour we want. Every other check runs.
+# - `importInstances` (POST /v1/import with `from`) contacts another master; an unreachable one
+#   is answered with the documented 502, which `not_a_server_error` counts as a failure. Its
+#   behaviour is covered by nodepass-api/tests/nodepass.rs and tests/tests/go_import.rs.
 set -euo pipefail
 
 exe=$1 dialect=$2 examples=$3 reports=$4
@@ -39,6 +48,8 @@ set +e
 st run "$schema" \
     --header "X-API-Key: $key" \
     --checks all \
+    --exclude-checks positive_data_acceptance \
+    --exclude-operation-id importInstances \
     --max-examples "$examples" \
     --seed 10 \
     --workers 1 \

@@ -78,6 +78,23 @@ pub struct GoMaster {
     pub log: Arc<Mutex<Vec<String>>>,
 }
 
+/// Spawn an executable that this process has just copied. While another test thread forks, the
+/// child can briefly inherit the copy's write descriptor, and exec then fails with "text file
+/// busy" (ETXTBSY); that passes within milliseconds, so retry a bounded number of times.
+fn spawn_fresh_copy(command: &mut Command) -> std::process::Child {
+    let mut attempt = 0;
+    loop {
+        match command.spawn() {
+            Ok(child) => return child,
+            Err(e) if e.raw_os_error() == Some(26) && attempt < 50 => {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("start {:?}: {e}", command.get_program()),
+        }
+    }
+}
+
 impl GoMaster {
     /// Start `nodepass-go "master://127.0.0.1:PORT/api?log=LOG"` and wait (bounded) for its key.
     /// `None` when the peer is missing outside CI.
@@ -89,14 +106,14 @@ impl GoMaster {
         // The Go master cannot bind port 0 and report it; pick a free port (retry on a race).
         for _attempt in 0..5 {
             let port = free_port();
-            let mut child = Command::new(&exe)
+            let mut command = Command::new(&exe);
+            command
                 .arg(format!("master://127.0.0.1:{port}/api?log={log_level}"))
                 .current_dir(dir.path())
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start nodepass-go");
+                .stderr(Stdio::null());
+            let mut child = spawn_fresh_copy(&mut command);
             let out = child.stdout.take().unwrap();
             let log = Arc::new(Mutex::new(Vec::new()));
             let (tx, rx) = std::sync::mpsc::channel();
