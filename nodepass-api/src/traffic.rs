@@ -199,15 +199,13 @@ fn now_ms() -> i64 {
 
 fn int(field: &str, value: Option<&str>) -> Result<Option<i64>, HttpError> {
     value
-        .map(|v| {
-            match v.parse::<i64>() {
-                Ok(n) if n >= 0 => Ok(n),
-                Ok(_) => Err(HttpError::invalid(field, "must not be negative")),
-                Err(_) => Err(HttpError::invalid(
-                    field,
-                    format!("{v:?} is not a whole number"),
-                )),
-            }
+        .map(|v| match v.parse::<i64>() {
+            Ok(n) if n >= 0 => Ok(n),
+            Ok(_) => Err(HttpError::invalid(field, "must not be negative")),
+            Err(_) => Err(HttpError::invalid(
+                field,
+                format!("{v:?} is not a whole number"),
+            )),
         })
         .transpose()
 }

@@ -190,7 +190,10 @@ async fn wrong_key_is_refused_on_both_sides_and_no_user_traffic_leaks() {
     );
     eventually(IO_TIMEOUT, "the server logs the refusal", || {
         let found = !logs
-            .lines_with(&["tunnel connection refused", "the client has a different key"])
+            .lines_with(&[
+                "tunnel connection refused",
+                "the client has a different key",
+            ])
             .is_empty();
         async move { found.then_some(()) }
     })
