@@ -125,6 +125,23 @@ async fn import_from_a_go_master_moves_every_instance_and_they_carry_traffic() {
         push(users_addr, 1).await,
         "no traffic through the Go tunnel"
     );
+    // The Go master learns its instances' traffic from their periodic reports: wait (bounded)
+    // until it shows some, so that the import has totals to carry over.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let list = body(&go_send(Method::GET, "/v1/instances".into(), None).await);
+        let counted = list
+            .as_array()
+            .is_some_and(|all| all.iter().any(|i| i["tcprx"].as_u64().unwrap_or(0) > 0));
+        if counted {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the Go master never reported the traffic: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
     // Stop them there so their ports are free for ours; keep what Go reports.
     for id in &go_ids {
         let res = go_send(
