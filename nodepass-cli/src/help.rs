@@ -145,7 +145,7 @@ pub const PARAMS: &[ParamDoc] = &[
     row(
         &["lbs"],
         TUNNEL,
-        "how sessions choose among several targets: `0` round-robin, `1` optimal latency, `2` primary-backup (see below)",
+        "how sessions choose among several targets: `0` round-robin, `1` optimal latency, `2` primary-backup (README section: Several targets)",
         "`0`",
     ),
     row(
