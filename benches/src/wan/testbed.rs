@@ -122,6 +122,9 @@ fn device(ns: &Netns, local: Ipv4Addr, peer: Ipv4Addr) -> anyhow::Result<SyncDev
         .run(|| DeviceBuilder::new().name(DEVICE).mtu(MTU).build_sync())?
         .with_context(|| format!("create the TUN device in namespace {}", ns.label()))?;
     let (local, peer) = (local.to_string(), peer.to_string());
+    // No IPv6 link-local address: without it the kernel sends no router solicitations or
+    // MLD reports of its own, so the link carries (and counts) only the traffic under test.
+    ns.ip(&["link", "set", "dev", DEVICE, "addrgenmode", "none"])?;
     ns.ip(&["addr", "add", &local, "peer", &peer, "dev", DEVICE])?;
     ns.ip(&["link", "set", DEVICE, "up"])?;
     Ok(dev)
