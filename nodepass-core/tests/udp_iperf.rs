@@ -72,10 +72,15 @@ fn number_after(json: &str, section: &str, key: &str) -> f64 {
         .unwrap_or_else(|_| panic!("bad {key}: {after:.40}"))
 }
 
+/// The offered rate: well within what a debug build relays on a busy 2-core machine, so the
+/// check below is about the datagram path working, not about speed (that is `benches/`'s job;
+/// at 200 Mbit/s even the direct run lost 13 % on a loaded machine).
+const RATE: &str = "20M";
+
 fn iperf_udp(to: SocketAddr) -> Report {
     let out = Command::new("iperf3")
         .args(["-c", &to.ip().to_string(), "-p", &to.port().to_string()])
-        .args(["-u", "-b", "200M", "-l", "1400", "-t", "3", "--json"])
+        .args(["-u", "-b", RATE, "-l", "1400", "-t", "3", "--json"])
         .output()
         .expect("run iperf3 client");
     let json = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -99,12 +104,19 @@ fn iperf_server(port: u16) -> Kill {
     )
 }
 
+/// Wait until something listens on 127.0.0.1:`port` (TCP), without connecting: iperf3 takes
+/// a probe connection for a client's control connection and then resets the real client.
 async fn wait_listening(port: u16) {
+    // /proc/net/tcp: "sl local_address rem_address st ...", addresses as hex IP:port (the IPv4
+    // address in host byte order), state 0A = LISTEN.
+    let local = format!("0100007F:{port:04X}");
     for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
+        let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+        let listening = table.lines().skip(1).any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1] == local && f[3] == "0A"
+        });
+        if listening {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -144,8 +156,8 @@ async fn iperf3_udp_through_the_tunnel_is_sane() {
     let tunneled = tokio::task::spawn_blocking(move || iperf_udp(users))
         .await
         .unwrap();
-    eprintln!("iperf3 -u -b 200M -l 1400 -t 3: direct {direct:?}");
-    eprintln!("iperf3 -u -b 200M -l 1400 -t 3: tunnel {tunneled:?}");
+    eprintln!("iperf3 -u -b {RATE} -l 1400 -t 3: direct {direct:?}");
+    eprintln!("iperf3 -u -b {RATE} -l 1400 -t 3: tunnel {tunneled:?}");
     for r in [&direct, &tunneled] {
         assert!(r.lost >= 0 && r.packets > 0 && r.mbps > 0.0, "{r:?}");
         assert!(r.jitter_ms >= 0.0 && r.jitter_ms < 1000.0, "{r:?}");
