@@ -104,6 +104,10 @@ fn validate_alias(alias: Option<&str>) -> Result<(), HttpError> {
     }
 }
 
+/// What the documents say of an instance URL: `server://` or `client://`, no fragment (the
+/// rest of its grammar is docs/url.md; the server names what is wrong).
+pub(crate) const URL_PATTERN: &str = "^(server|client)://[^#]+$";
+
 /// `POST /v1/instances`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

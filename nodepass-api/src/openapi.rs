@@ -159,8 +159,17 @@ fn envelope_fixed(doc: Document) -> serde_json::Value {
         schemas["MetaBody"]["properties"]["tags"]["propertyNames"] =
             serde_json::json!({ "minLength": 1, "maxLength": 256 });
     }
+    // An instance URL starts with its scheme and has no fragment; a PATCH changes something.
+    if schemas["CreateBody"].is_object() {
+        schemas["CreateBody"]["properties"]["url"]["pattern"] =
+            serde_json::json!(crate::instances::URL_PATTERN);
+    }
+    if schemas["PatchBody"].is_object() {
+        schemas["PatchBody"]["minProperties"] = serde_json::json!(1);
+    }
     let action = schemas["PutBody"]["properties"]["action"].clone();
-    let url = schemas["PutBody"]["properties"]["url"].clone();
+    let mut url = schemas["PutBody"]["properties"]["url"].clone();
+    url["pattern"] = serde_json::json!(crate::instances::URL_PATTERN);
     schemas["PutBody"] = serde_json::json!({ "oneOf": [
         { "type": "object", "required": ["action"], "additionalProperties": false,
           "properties": { "action": strip_null(action) } },

@@ -464,8 +464,8 @@ pub(crate) fn import_body_schema() -> serde_json::Value {
     serde_json::json!({ "oneOf": [
         { "type": "object", "required": ["instances"], "additionalProperties": false,
           "properties": {
-              "format": { "type": "string", "enum": [BACKUP_FORMAT] },
-              "version": { "type": "integer", "enum": [1] },
+              "format": { "enum": [BACKUP_FORMAT, null] },
+              "version": { "enum": [1, null] },
               "instances": { "type": "array",
                              "items": { "$ref": "#/components/schemas/BackupInstance" } } } },
         { "type": "object", "required": ["from", "key"], "additionalProperties": false,
