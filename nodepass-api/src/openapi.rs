@@ -144,8 +144,8 @@ pub(crate) fn document(dialect: ApiDialect, prefix: &str) -> serde_json::Value {
     envelope_fixed(doc)
 }
 
-/// The envelope document with what its annotations cannot say: tag keys are not empty, and a
-/// PUT body is either `{action}` or `{url}`.
+/// The envelope document with what its annotations cannot say: tag keys are not empty, a
+/// PUT body is either `{action}` or `{url}`, a PATCH body changes something.
 fn envelope_fixed(doc: Document) -> serde_json::Value {
     let mut json = serde_json::to_value(doc).expect("the document serializes");
     // The event stream is not one JSON document: no schema for its content (as NodePass).
@@ -164,8 +164,15 @@ fn envelope_fixed(doc: Document) -> serde_json::Value {
         schemas["CreateBody"]["properties"]["url"]["pattern"] =
             serde_json::json!(crate::instances::URL_PATTERN);
     }
+    // A PATCH changes something: an alias (`null` clears it), or a non-null restart, meta or
+    // action.
     if schemas["PatchBody"].is_object() {
-        schemas["PatchBody"]["minProperties"] = serde_json::json!(1);
+        schemas["PatchBody"]["anyOf"] = serde_json::json!([
+            { "required": ["alias"] },
+            { "required": ["restart"], "properties": { "restart": { "type": "boolean" } } },
+            { "required": ["meta"], "properties": { "meta": { "type": "object" } } },
+            { "required": ["action"], "properties": { "action": { "type": "string" } } },
+        ]);
     }
     let action = schemas["PutBody"]["properties"]["action"].clone();
     let mut url = schemas["PutBody"]["properties"]["url"].clone();
