@@ -20,6 +20,10 @@ use peer_support::GoMaster;
 use serde_json::{Value, json};
 
 const OUR_KEY: &str = "import-test-master-key-77d2";
+
+/// The tests of this file run one at a time: each picks free ports by binding port 0 and
+/// releasing it, and the other test's instances could take such a port in between.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const TUNNEL_KEY: &str = "import-test-tunnel-secret";
 
 /// The body of a JSON answer, unwrapped from `{success, data}` if it is one.
@@ -68,6 +72,7 @@ async fn wait(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_from_a_go_master_moves_every_instance_and_they_carry_traffic() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let Some(go) = GoMaster::start("info") else {
         return;
     };
@@ -270,6 +275,7 @@ async fn import_from_a_go_master_moves_every_instance_and_they_carry_traffic() {
 /// the command's output or our master's log. `import` is listed in `nodepass --help`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_import_command_moves_a_go_masters_instances_without_showing_keys() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let help = std::process::Command::new(master_support::nodepass_exe())
         .arg("--help")
         .output()
