@@ -76,6 +76,9 @@ pub(crate) struct Keys {
     digest: RwLock<Digest>,
     from_env: bool,
     store: Arc<dyn Store>,
+    /// How many rotations so far: event streams watch it to send the pseudo-instance's
+    /// `update`.
+    rotations: tokio::sync::watch::Sender<u64>,
 }
 
 impl Keys {
@@ -106,6 +109,7 @@ impl Keys {
             digest: RwLock::new(digest),
             from_env: explicit.is_some(),
             store,
+            rotations: tokio::sync::watch::Sender::new(0),
         };
         Ok((keys, generated))
     }
@@ -145,7 +149,13 @@ impl Keys {
         // Durable first: if the write fails, the old key stays valid everywhere.
         self.store.set_setting(KEY_SETTING, &encode(&d)).await?;
         *self.digest.write().unwrap_or_else(PoisonError::into_inner) = d;
+        self.rotations.send_modify(|n| *n += 1);
         Ok(key)
+    }
+
+    /// Changes once per rotation (the value: how many so far).
+    pub(crate) fn rotations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.rotations.subscribe()
     }
 }
 

@@ -3,7 +3,8 @@
 //! A stream opens with a `retry:` hint and one `initial` event per instance, then forwards
 //! `create`, `update`, `delete`, `log` and `stats` as they happen; a comment line is sent as a
 //! heartbeat; a subscriber that fell behind gets `resync` followed by fresh `initial` events;
-//! when the master shuts down every stream gets `shutdown` and ends.
+//! when the master shuts down every stream gets `shutdown` and ends. In the NodePass dialect a
+//! rotation of the API key is sent as an `update` of its pseudo-instance `********` (masked).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -185,6 +186,7 @@ async fn pump(state: Arc<State>, mut events: Events, tx: mpsc::Sender<Bytes>) {
         .await?;
         initial(&state, &tx).await?;
         let nodepass = state.dialect != ApiDialect::Envelope;
+        let mut rotations = state.keys.rotations();
         let mut last = HashMap::new();
         let start = tokio::time::Instant::now() + settings.heartbeat;
         let mut heartbeat = tokio::time::interval_at(start, settings.heartbeat);
@@ -193,6 +195,12 @@ async fn pump(state: Arc<State>, mut events: Events, tx: mpsc::Sender<Bytes>) {
                 _ = state.shutdown.cancelled() => break,
                 _ = tx.closed() => return Err(End::ClientGone),
                 _ = heartbeat.tick() => send(&tx, Bytes::from_static(b": heartbeat\n\n")).await?,
+                // The API key was rotated: NodePass sends its pseudo-instance as `update` (with
+                // the new key; ours stays masked). The envelope dialect has no pseudo-instance.
+                Ok(()) = rotations.changed(), if nodepass => {
+                    let key = crate::instances::key_view(&state, None);
+                    send(&tx, np_frame("update", now_rfc3339(), Some(key), String::new())).await?;
+                }
                 event = events.recv() => match event {
                     None => break,
                     Some(e) if e.kind == EventKind::Shutdown => break,

@@ -104,6 +104,11 @@ fn validate_alias(alias: Option<&str>) -> Result<(), HttpError> {
     }
 }
 
+/// What the documents say of an instance URL: `server://` or `client://`, no fragment, no
+/// spaces or control characters (the rest of its grammar is docs/url.md; the server names what
+/// is wrong).
+pub(crate) const URL_PATTERN: &str = "^(server|client)://[^#\\x00-\\x20\\x7f]+$";
+
 /// `POST /v1/instances`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

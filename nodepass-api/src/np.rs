@@ -104,6 +104,18 @@ pub(crate) fn mode_number(kind: InstanceKind, mode: &str) -> u8 {
     }
 }
 
+/// The mode number NodePass reports for `i`. A Go master learns an instance's mode from the
+/// periodic reports of its tunnel, which a server sends only once a client has connected: until
+/// then it reports 0 (whatever `mode=` says), and so do we, although we know the mode at start.
+/// A client has connected since the last start when a ping was measured or the pool filled.
+pub(crate) fn reported_mode(i: &InstanceInfo) -> u8 {
+    let connected = i.ping_ms > 0.0 || i.pool_size > 0;
+    if i.kind == InstanceKind::Server && !connected {
+        return 0;
+    }
+    mode_number(i.kind, &i.mode)
+}
+
 impl NpInstance {
     /// The view of `info`, with the bound addresses the supervisor knows.
     pub(crate) fn of(supervisor: &Supervisor, info: &InstanceInfo) -> Self {
@@ -174,7 +186,7 @@ impl From<&InstanceInfo> for NpInstance {
                 },
                 tags: i.meta.tags.clone(),
             },
-            mode: mode_number(i.kind, &i.mode),
+            mode: reported_mode(i),
             ping: i.ping_ms.round().max(0.0) as u64,
             pool: i.pool_size,
             tcps: i.tcp_connections,
@@ -258,6 +270,24 @@ mod tests {
         assert_eq!(mode_number(InstanceKind::Server, "forward"), 2);
         assert_eq!(mode_number(InstanceKind::Client, "single_end"), 1);
         assert_eq!(mode_number(InstanceKind::Client, "reverse"), 2);
+    }
+
+    #[test]
+    fn a_server_reports_mode_0_until_a_client_connected_as_the_go_master_does() {
+        let mut server = InstanceInfo::new("0a0b0c0d", InstanceKind::Server, "server://x");
+        server.status = InstanceStatus::Running;
+        server.mode = "reverse".into();
+        assert_eq!(reported_mode(&server), 0, "no client yet");
+        server.pool_size = 3;
+        assert_eq!(reported_mode(&server), 1, "the pool filled");
+        server.pool_size = 0;
+        server.ping_ms = 0.4;
+        assert_eq!(reported_mode(&server), 1, "a ping was measured");
+        server.mode = "forward".into();
+        assert_eq!(reported_mode(&server), 2);
+        let mut client = InstanceInfo::new("0a0b0c0e", InstanceKind::Client, "client://x");
+        client.mode = "single_end".into();
+        assert_eq!(reported_mode(&client), 1, "a client knows its mode at once");
     }
 
     #[test]

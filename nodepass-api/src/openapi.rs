@@ -144,8 +144,8 @@ pub(crate) fn document(dialect: ApiDialect, prefix: &str) -> serde_json::Value {
     envelope_fixed(doc)
 }
 
-/// The envelope document with what its annotations cannot say: tag keys are not empty, and a
-/// PUT body is either `{action}` or `{url}`.
+/// The envelope document with what its annotations cannot say: tag keys are not empty, a
+/// PUT body is either `{action}` or `{url}`, a PATCH body changes something.
 fn envelope_fixed(doc: Document) -> serde_json::Value {
     let mut json = serde_json::to_value(doc).expect("the document serializes");
     // The event stream is not one JSON document: no schema for its content (as NodePass).
@@ -159,8 +159,24 @@ fn envelope_fixed(doc: Document) -> serde_json::Value {
         schemas["MetaBody"]["properties"]["tags"]["propertyNames"] =
             serde_json::json!({ "minLength": 1, "maxLength": 256 });
     }
+    // An instance URL starts with its scheme and has no fragment; a PATCH changes something.
+    if schemas["CreateBody"].is_object() {
+        schemas["CreateBody"]["properties"]["url"]["pattern"] =
+            serde_json::json!(crate::instances::URL_PATTERN);
+    }
+    // A PATCH changes something: an alias (`null` clears it), or a non-null restart, meta or
+    // action.
+    if schemas["PatchBody"].is_object() {
+        schemas["PatchBody"]["anyOf"] = serde_json::json!([
+            { "required": ["alias"] },
+            { "required": ["restart"], "properties": { "restart": { "type": "boolean" } } },
+            { "required": ["meta"], "properties": { "meta": { "type": "object" } } },
+            { "required": ["action"], "properties": { "action": { "type": "string" } } },
+        ]);
+    }
     let action = schemas["PutBody"]["properties"]["action"].clone();
-    let url = schemas["PutBody"]["properties"]["url"].clone();
+    let mut url = schemas["PutBody"]["properties"]["url"].clone();
+    url["pattern"] = serde_json::json!(crate::instances::URL_PATTERN);
     schemas["PutBody"] = serde_json::json!({ "oneOf": [
         { "type": "object", "required": ["action"], "additionalProperties": false,
           "properties": { "action": strip_null(action) } },

@@ -296,7 +296,7 @@ fn schemas() -> Value {
         },
         "CreateInstanceRequest": { "type": "object", "required": ["url"], "additionalProperties": false,
             "properties": {
-                "url": { "type": "string", "pattern": "^(server|client)://.",
+                "url": { "type": "string", "pattern": crate::instances::URL_PATTERN,
                          "description": "server://... or client://..., key included" },
                 "alias": { "type": "string", "maxLength": 256 },
                 "restart": { "type": "boolean", "default": true },
@@ -309,7 +309,7 @@ fn schemas() -> Value {
                 "meta": meta_request } },
         "PutInstanceRequest": { "oneOf": [
             { "type": "object", "required": ["url"], "additionalProperties": false,
-              "properties": { "url": { "type": "string", "pattern": "^(server|client)://.",
+              "properties": { "url": { "type": "string", "pattern": crate::instances::URL_PATTERN,
                   "description": "The new URL; `****` as the key keeps the stored key" } } },
             { "type": "object", "required": ["action"], "additionalProperties": false,
               "properties": { "action": action } } ] },

@@ -39,14 +39,14 @@ const MAX_RANGE_MS: i64 = 8 * 24 * 3600 * 1000;
 #[into_params(parameter_in = Query)]
 pub(crate) struct TrafficQuery {
     /// Start, unix milliseconds (default: `to` minus one hour).
-    #[param(value_type = Option<i64>)]
+    #[param(value_type = Option<i64>, minimum = 0)]
     from: Option<String>,
     /// End, unix milliseconds (default: now).
-    #[param(value_type = Option<i64>)]
+    #[param(value_type = Option<i64>, minimum = 0)]
     to: Option<String>,
     /// Bucket width in seconds, at least 1 (default: the range over 360, at least the history
     /// interval).
-    #[param(value_type = Option<i64>)]
+    #[param(value_type = Option<i64>, minimum = 0)]
     step: Option<String>,
 }
 
@@ -268,7 +268,7 @@ pub(crate) async fn traffic(ctx: Ctx) -> Reply {
 pub(crate) fn np_paths() -> Vec<(&'static str, serde_json::Value)> {
     use serde_json::json;
     let err = |d: &str| json!({ "description": d, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
-    let int = |d: &str| json!({ "type": "string", "pattern": "^-?[0-9]+$", "description": d });
+    let int = |d: &str| json!({ "type": "string", "pattern": "^[0-9]+$", "description": d });
     vec![(
         "/v1/instances/{id}/traffic",
         json!({ "get": {

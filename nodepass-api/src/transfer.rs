@@ -53,13 +53,39 @@ pub struct BackupMeta {
 #[serde(default, deny_unknown_fields)]
 pub struct BackupTraffic {
     /// TCP bytes in.
+    #[serde(deserialize_with = "counter")]
     pub tcp_in: u64,
     /// TCP bytes out.
+    #[serde(deserialize_with = "counter")]
     pub tcp_out: u64,
     /// UDP bytes in.
+    #[serde(deserialize_with = "counter")]
     pub udp_in: u64,
     /// UDP bytes out.
+    #[serde(deserialize_with = "counter")]
     pub udp_out: u64,
+}
+
+/// A byte counter as JSON Schema's `integer` (format `int64`) allows it: a whole number from 0
+/// to `i64::MAX` (what the store keeps), written with or without a fraction of zero (`5.0`).
+fn counter<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    use serde::de::Error;
+    let n = serde_json::Number::deserialize(d)?;
+    let max = i64::MAX as u64;
+    let value = match (n.as_u64(), n.as_f64()) {
+        (Some(v), _) => Some(v),
+        // Exactly representable whole numbers only: below 2^53 every whole f64 is.
+        (None, Some(f)) if f.fract() == 0.0 && (0.0..9_007_199_254_740_992.0).contains(&f) => {
+            Some(f as u64)
+        }
+        _ => None,
+    };
+    match value {
+        Some(v) if v <= max => Ok(v),
+        _ => Err(D::Error::custom(format!(
+            "expected a whole number from 0 to {max}, got {n}"
+        ))),
+    }
 }
 
 /// One instance of a backup.
@@ -111,9 +137,10 @@ pub(crate) struct ImportBody {
     /// `nodepass-backup` when given.
     #[serde(default)]
     format: Option<String>,
-    /// 1 when given.
+    /// 1 when given (`1.0` is the same number).
     #[serde(default)]
-    version: Option<u32>,
+    #[schema(value_type = Option<u32>)]
+    version: Option<serde_json::Number>,
     /// The instances of a backup.
     #[serde(default)]
     instances: Option<Vec<BackupInstance>>,
@@ -242,7 +269,7 @@ pub(crate) async fn import(ctx: Ctx) -> Reply {
             format!("expected {BACKUP_FORMAT:?}"),
         ));
     }
-    if body.version.is_some_and(|v| v != 1) {
+    if body.version.is_some_and(|v| v.as_f64() != Some(1.0)) {
         return Err(HttpError::invalid("version", "only version 1 is known"));
     }
     let instances = match (body.instances, body.from) {
@@ -459,18 +486,30 @@ async fn create_all(supervisor: &Supervisor, instances: Vec<BackupInstance>) -> 
     report
 }
 
+/// The form of `from`: `http://HOST[:PORT][/PATH]`, the host and port as tcping's target
+/// states them, the path of RFC 3986 path characters.
+fn from_pattern() -> String {
+    // TARGET_PATTERN is `^(HOST):(PORT)$`.
+    let target = crate::tcping::TARGET_PATTERN;
+    let inner = &target[1..target.len() - 1];
+    let (host, port) = inner
+        .rsplit_once("):(")
+        .expect("the target pattern is (HOST):(PORT)");
+    format!("^http://{host})(:({port})?(/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?$")
+}
+
 /// The body of `POST /v1/import` exactly: a backup, or a Go master to read.
 pub(crate) fn import_body_schema() -> serde_json::Value {
     serde_json::json!({ "oneOf": [
         { "type": "object", "required": ["instances"], "additionalProperties": false,
           "properties": {
-              "format": { "type": "string", "enum": [BACKUP_FORMAT] },
-              "version": { "type": "integer", "enum": [1] },
+              "format": { "enum": [BACKUP_FORMAT, null] },
+              "version": { "enum": [1, null] },
               "instances": { "type": "array",
                              "items": { "$ref": "#/components/schemas/BackupInstance" } } } },
         { "type": "object", "required": ["from", "key"], "additionalProperties": false,
           "properties": {
-              "from": { "type": "string", "pattern": "^http://[^/?#@]+(/.*)?$",
+              "from": { "type": "string", "pattern": from_pattern(),
                         "description": "The Go master's API base URL, e.g. http://127.0.0.1:9090/api" },
               "key": { "type": "string", "minLength": 1, "description": "The Go master's API key" } } },
     ] })
@@ -492,4 +531,17 @@ pub(crate) fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         ("Imported", of::<Imported>()),
         ("Skipped", of::<Skipped>()),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_from_pattern_takes_http_urls_with_a_valid_host_and_port() {
+        let pattern = super::from_pattern();
+        assert!(pattern.starts_with("^http://("), "{pattern}");
+        assert!(pattern.ends_with(")?$"), "{pattern}");
+        // The host and port parts as tcping's pattern has them, the port optional.
+        assert!(pattern.contains("6553[0-5])"), "{pattern}");
+        assert!(pattern.contains("[A-Za-z0-9-]+"), "{pattern}");
+    }
 }

@@ -174,3 +174,166 @@ async fn too_many_streams_are_refused() {
     drop(b);
     api.stop().await;
 }
+
+/// The `update` events of one dialect: `(event name, data)` pairs whose change kind is
+/// `update` for the instance `id` (NodePass: `event: instance` with `type: update`).
+async fn next_update(sse: &mut support::Sse, nodepass: bool, id: &str) -> serde_json::Value {
+    let item = sse
+        .until(|i| match i {
+            SseItem::Event(e, d) if nodepass => {
+                e == "instance" && d["type"] == "update" && d["instance"]["id"] == id
+            }
+            SseItem::Event(e, d) => e == "update" && d["instance"]["id"] == id,
+            _ => false,
+        })
+        .await
+        .expect("the stream is open");
+    data(item)["instance"].clone()
+}
+
+/// A PATCH or PUT that must answer 200.
+async fn change(api: &Api, method: Method, id: &str, body: serde_json::Value) {
+    let res = api
+        .json(method, &format!("/v1/instances/{id}"), &body.to_string())
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+}
+
+/// Every change of an instance's settings goes out as `update` with the changed instance, in
+/// both dialects: alias, restart policy, metadata, and a new URL with a new tunnel key (which
+/// never appears in the stream).
+async fn settings_changes_are_update_events(nodepass: bool) {
+    let api = if nodepass {
+        Api::start_nodepass(options(), "").await
+    } else {
+        Api::start(options()).await
+    };
+    let url = "server://first-secret@127.0.0.1:0/127.0.0.1:0";
+    let res = api
+        .json(
+            Method::POST,
+            "/v1/instances",
+            &json!({ "url": url }).to_string(),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    let created = res.json();
+    let created = if nodepass {
+        created
+    } else {
+        created["data"].clone()
+    };
+    let id = created["id"].as_str().unwrap().to_string();
+    let res = api.authed(Method::GET, "/v1/events").open().await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut sse = support::Sse::new(res);
+
+    change(&api, Method::PATCH, &id, json!({"alias": "edge"})).await;
+    let i = next_update(&mut sse, nodepass, &id).await;
+    assert_eq!(i["alias"], "edge", "{i}");
+
+    change(&api, Method::PATCH, &id, json!({"restart": false})).await;
+    let i = next_update(&mut sse, nodepass, &id).await;
+    assert_eq!(i["restart"], false, "{i}");
+
+    let meta = json!({"peer": {"sid": "7", "type": "1", "alias": "peer"}, "tags": {"env": "prod"}});
+    change(&api, Method::PATCH, &id, json!({ "meta": meta })).await;
+    let i = next_update(&mut sse, nodepass, &id).await;
+    assert_eq!(i["meta"]["tags"]["env"], "prod", "{i}");
+    assert_eq!(i["meta"]["peer"]["sid"], "7", "{i}");
+
+    // A new tunnel key (and port): the update shows the new URL, masked.
+    let url = "server://second-secret@127.0.0.1:0/127.0.0.1:0?log=warn";
+    change(&api, Method::PUT, &id, json!({ "url": url })).await;
+    let i = loop {
+        let i = next_update(&mut sse, nodepass, &id).await;
+        if i["url"].as_str().is_some_and(|u| u.contains("log=warn")) {
+            break i;
+        }
+    };
+    let url = i["url"].as_str().unwrap();
+    assert!(
+        url.starts_with("server://****@127.0.0.1:0/127.0.0.1:0?"),
+        "{url}"
+    );
+
+    // Nothing sent so far showed a tunnel key.
+    let stop = tokio::spawn(api.stop());
+    let mut rest = Vec::new();
+    while let Some(item) = sse.next().await {
+        rest.push(format!("{item:?}"));
+    }
+    for text in &rest {
+        assert!(
+            !text.contains("first-secret") && !text.contains("second-secret"),
+            "{text}"
+        );
+    }
+    tokio::time::timeout(support::DEADLINE, stop)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn settings_changes_are_update_events_in_the_nodepass_dialect() {
+    settings_changes_are_update_events(true).await;
+}
+
+#[tokio::test]
+async fn settings_changes_are_update_events_in_the_envelope_dialect() {
+    settings_changes_are_update_events(false).await;
+}
+
+/// A rotation of the API key (either way) goes out as an `update` of the key's pseudo-instance
+/// `********` in the NodePass dialect, as the Go master sends it, but with the key masked.
+#[tokio::test]
+async fn a_key_rotation_is_an_update_of_the_key_pseudo_instance() {
+    // A generated key (one from NODEPASS_API_KEY cannot be rotated).
+    let mut o = options();
+    o.api_key = None;
+    let mut api = Api::start_nodepass(o, "").await;
+    let res = api.authed(Method::GET, "/v1/events").open().await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut sse = support::Sse::new(res);
+    let mut new_keys = Vec::new();
+    for (method, path, body) in [
+        (
+            Method::PATCH,
+            "/v1/instances/********",
+            r#"{"action":"restart"}"#,
+        ),
+        (Method::POST, "/v1/key/rotate", ""),
+    ] {
+        let res = if body.is_empty() {
+            api.authed(method, path).send().await
+        } else {
+            api.json(method, path, body).await
+        };
+        assert_eq!(res.status, StatusCode::OK, "{path}: {}", res.text());
+        let v = res.json();
+        let key = v["url"].as_str().or(v["key"].as_str()).unwrap().to_string();
+        api.key = key.clone();
+        new_keys.push(key);
+        let i = next_update(&mut sse, true, "********").await;
+        assert_eq!(i["url"], "********", "{i}");
+        assert_eq!(i["type"], "", "{i}");
+    }
+    let stop = tokio::spawn(api.stop());
+    let mut rest = Vec::new();
+    while let Some(item) = sse.next().await {
+        rest.push(format!("{item:?}"));
+    }
+    for text in &rest {
+        for key in &new_keys {
+            assert!(
+                !text.contains(key.as_str()),
+                "a new key in the stream: {text}"
+            );
+        }
+    }
+    tokio::time::timeout(support::DEADLINE, stop)
+        .await
+        .unwrap()
+        .unwrap();
+}

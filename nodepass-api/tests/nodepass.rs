@@ -465,3 +465,31 @@ async fn export_then_import_recreates_the_instances() {
     assert_error(&res, StatusCode::BAD_GATEWAY);
     api.stop().await;
 }
+
+/// As the Go master: a server reports mode 0 until a client has connected, then its mode (1,
+/// reverse, here: its target can be bound on this host); a dual-end client reports 2.
+#[tokio::test]
+async fn a_server_reports_its_mode_once_a_client_connected() {
+    let api = Api::start_nodepass(options(), "").await;
+    let (tunnel, target, users) = (free_port(), free_port(), free_port());
+    let server = create(
+        &api,
+        json!({ "url": format!("server://mode-key@127.0.0.1:{tunnel}/127.0.0.1:{target}") }),
+    )
+    .await;
+    let sid = server["id"].as_str().unwrap().to_string();
+    let s = wait_for(&api, &sid, "server running", |v| v["status"] == "running").await;
+    assert_eq!(s["mode"], 0, "no client yet: {s}");
+    let client = create(
+        &api,
+        json!({ "url": format!("client://mode-key@127.0.0.1:{tunnel}/127.0.0.1:{users}") }),
+    )
+    .await;
+    let cid = client["id"].as_str().unwrap().to_string();
+    wait_for(&api, &sid, "server mode 1 once the client connected", |v| {
+        v["mode"] == 1
+    })
+    .await;
+    wait_for(&api, &cid, "client mode 2", |v| v["mode"] == 2).await;
+    api.stop().await;
+}

@@ -10,7 +10,7 @@ use nodepass_core::Config;
 use nodepass_core::config::Role;
 use tokio_util::sync::CancellationToken;
 
-use crate::args::{self, Args, Cli};
+use crate::args::{self, Args, Cli, Command};
 use crate::{commands, help, logging, run, signal, usage};
 
 /// Exit status for usage and configuration errors (`EX_USAGE`).
@@ -31,24 +31,27 @@ pub struct Program {
 
 /// The clap definition of `program`: its name, summary and reference text.
 pub fn command(program: &Program) -> clap::Command {
-    Cli::command()
+    let cmd = Cli::command()
         .name(program.name)
         .bin_name(program.name)
         .about(program.about)
         .long_about(None)
-        .after_help(help::after_help(program.name, program.role))
+        .after_help(help::after_help(program.name, program.role));
+    if has_import(program) {
+        cmd
+    } else {
+        cmd.mut_subcommand("import", |s| s.hide(true))
+    }
+}
+
+/// Whether `program` offers `import` (a master's task: `nodepass` and `nodepass-master`).
+fn has_import(program: &Program) -> bool {
+    matches!(program.role, None | Some(Role::Master))
 }
 
 /// Run the executable described by `program` and return its exit status.
 pub fn main(program: Program) -> ExitCode {
     let raw: Vec<OsString> = std::env::args_os().collect();
-    if program.role.is_none() && raw.get(1).and_then(|a| a.to_str()) == Some("import") {
-        let argv = raw[1..]
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        return crate::import::main(program.name, argv);
-    }
     let cmd = command(&program);
     let known = usage::known_words(&cmd);
     let parsed = cmd
@@ -71,6 +74,16 @@ pub fn main(program: Program) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if let Some(Command::Import(import)) = &cli.command {
+        if !has_import(&program) {
+            eprintln!(
+                "{}: import is a subcommand of nodepass and nodepass-master",
+                program.name
+            );
+            return ExitCode::from(EXIT_USAGE);
+        }
+        return crate::import::run(program.name, import);
+    }
     if let Some(sub) = &cli.command {
         return match commands::run(sub, command(&program)) {
             Ok(()) => ExitCode::SUCCESS,

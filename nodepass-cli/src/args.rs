@@ -45,6 +45,10 @@ pub enum Command {
     },
     /// Print the manual page (roff) on stdout (e.g. `nodepass man | man -l -`).
     Man,
+    /// Copy every instance of a running Go NodePass master into a running nodepass master
+    /// (keys from a file, standard input or the environment: `nodepass import --help`).
+    #[command(after_help = crate::import::AFTER_HELP)]
+    Import(crate::import::ImportArgs),
 }
 
 /// Arguments shared by all nodepass executables.

@@ -1,4 +1,5 @@
 //! The subcommands: `keygen`, `completions SHELL`, `man`. Each writes to stdout and returns.
+//! (`import` talks to two masters and has its own exit statuses: see `crate::import`.)
 
 use std::io::Write;
 
@@ -25,6 +26,7 @@ pub fn run(command: &Command, cli: clap::Command) -> anyhow::Result<()> {
         Command::Man => clap_mangen::Man::new(cli)
             .render(&mut text)
             .context("cannot render the manual page")?,
+        Command::Import(_) => anyhow::bail!("import is run by app::main, not here"),
     }
     let mut out = std::io::stdout().lock();
     match out.write_all(&text).and_then(|()| out.flush()) {

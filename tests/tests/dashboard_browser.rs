@@ -1,11 +1,11 @@
-//! The web dashboard end to end: `tests/dashboard/drive.mjs` (playwright-core with Debian's
+//! The web dashboard end to end: `tests/browser/dashboard.mjs` (playwright-core with Debian's
 //! Chromium) signs in, creates a server and a client through the form (one invalid value
 //! first), pushes bytes through them, watches the graphs, totals and log, stops, starts,
 //! deletes and signs out, saving screenshots of every page in both themes under
 //! `target/dashboard-screens/`. (The session, CSRF and history endpoints are tested without a
 //! browser in `nodepass-api/tests/dashboard.rs`.)
 //!
-//! Needs `node`, `/usr/bin/chromium` and `tests/dashboard/node_modules` (`npm ci` there; `.ci/run`
+//! Needs `node`, `/usr/bin/chromium` and `tests/browser/node_modules` (`npm ci` there; `.ci/run`
 //! does it). Without them the test fails when `CI` is set and is skipped, with a note, otherwise.
 
 mod master_support;
@@ -25,7 +25,7 @@ fn repo() -> PathBuf {
 
 /// What is missing to run the browser, if anything.
 fn missing_tools() -> Option<String> {
-    let dir = repo().join("tests/dashboard/node_modules/playwright-core");
+    let dir = repo().join("tests/browser/node_modules/playwright-core");
     if !Path::new("/usr/bin/chromium").exists() {
         return Some("/usr/bin/chromium".into());
     }
@@ -33,7 +33,7 @@ fn missing_tools() -> Option<String> {
         return Some("node".into());
     }
     if !dir.exists() {
-        return Some(format!("{} (run npm ci in tests/dashboard)", dir.display()));
+        return Some(format!("{} (run npm ci in tests/browser)", dir.display()));
     }
     None
 }
@@ -68,8 +68,8 @@ async fn the_dashboard_works_in_a_browser() {
     let ports = format!("{},{}", free_port(), free_port());
 
     let mut child = Command::new("node")
-        .arg(repo().join("tests/dashboard/drive.mjs"))
-        .current_dir(repo().join("tests/dashboard"))
+        .arg(repo().join("tests/browser/dashboard.mjs"))
+        .current_dir(repo().join("tests/browser"))
         .env("NP_URL", &origin)
         .env("NP_KEY", &key)
         .env("NP_PORTS", &ports)

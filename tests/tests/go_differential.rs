@@ -847,6 +847,17 @@ async fn key_rotation_and_documents_answer_like_the_go_master() {
             vars: BTreeMap::new(),
         },
     ];
+    // Event streams opened before the rotation: it goes out as an `update` of the key's
+    // pseudo-instance on both (ours keeps the key masked and the stream open).
+    let mut streams = Vec::new();
+    for side in &sides {
+        let (head, sse) = open_events(side).await;
+        if sse.is_none() {
+            out.push(format!("{}: events answered {}", side.name, head.status));
+        }
+        streams.push(sse);
+    }
+
     // --- The key as pseudo-instance: rotation returns the new key once. --------------------
     let (g, o) = both(
         &sides,
@@ -884,6 +895,28 @@ async fn key_rotation_and_documents_answer_like_the_go_master() {
                 side.name, new.status
             ));
         }
+    }
+
+    let is_key_update = |d: &Value| d["type"] == "update" && d["instance"]["id"] == "********";
+    let mut seen = Vec::new();
+    for (side, sse) in sides.iter().zip(streams.iter_mut()) {
+        let events = match sse {
+            Some(sse) => collect(sse, 50, is_key_update).await,
+            None => Vec::new(),
+        };
+        if !events.iter().any(|(_, d)| is_key_update(d)) {
+            out.push(format!(
+                "{}: no update of ******** after the key rotation: {events:?}",
+                side.name
+            ));
+        }
+        seen.push(events);
+    }
+    compare_events("events around a key rotation", &seen[0], &seen[1], &mut out);
+    if let Some((_, ours)) = seen[1].iter().find(|(_, d)| is_key_update(d))
+        && ours["instance"]["url"] != "********"
+    {
+        out.push(format!("ours: the rotation's update shows a key: {ours}"));
     }
 
     // --- The documents. -------------------------------------------------------------------

@@ -20,6 +20,10 @@ use peer_support::GoMaster;
 use serde_json::{Value, json};
 
 const OUR_KEY: &str = "import-test-master-key-77d2";
+
+/// The tests of this file run one at a time: each picks free ports by binding port 0 and
+/// releasing it, and the other test's instances could take such a port in between.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const TUNNEL_KEY: &str = "import-test-tunnel-secret";
 
 /// The body of a JSON answer, unwrapped from `{success, data}` if it is one.
@@ -68,6 +72,7 @@ async fn wait(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_from_a_go_master_moves_every_instance_and_they_carry_traffic() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let Some(go) = GoMaster::start("info") else {
         return;
     };
@@ -262,4 +267,151 @@ async fn import_from_a_go_master_moves_every_instance_and_they_carry_traffic() {
     );
     drop(go);
     master.stop();
+}
+
+/// `nodepass import --from URL --key-file - --to URL` (the Go key on standard input, ours in
+/// `NODEPASS_API_KEY`): both instances of a Go master arrive in ours with alias, restart policy
+/// and meta; the command reports them; no key (the Go master's, ours, the tunnel's) appears in
+/// the command's output or our master's log. `import` is listed in `nodepass --help`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_import_command_moves_a_go_masters_instances_without_showing_keys() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let help = std::process::Command::new(master_support::nodepass_exe())
+        .arg("--help")
+        .output()
+        .expect("run nodepass --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.lines().any(|l| l.trim_start().starts_with("import ")),
+        "import is not listed in nodepass --help:\n{help}"
+    );
+
+    let Some(go) = GoMaster::start("info") else {
+        return;
+    };
+    let go_send = async |method: Method, path: String, json: Option<Value>| {
+        let mut req = go.req(method, &path).header("x-api-key", &go.key);
+        if let Some(json) = json {
+            req = req.json(&json.to_string());
+        }
+        req.send().await
+    };
+    let (tunnel, users, target) = (free_port(), free_port(), free_port());
+    let mut go_ids = Vec::new();
+    for (url, alias, restart) in [
+        (
+            format!("server://{TUNNEL_KEY}@127.0.0.1:{tunnel}/127.0.0.1:{target}?log=info"),
+            "cli-server",
+            true,
+        ),
+        (
+            format!("client://{TUNNEL_KEY}@127.0.0.1:{tunnel}/127.0.0.1:{users}?log=info"),
+            "cli-client",
+            false,
+        ),
+    ] {
+        let res = go_send(
+            Method::POST,
+            "/v1/instances".into(),
+            Some(json!({ "url": url, "alias": alias })),
+        )
+        .await;
+        assert_eq!(res.status, StatusCode::CREATED, "Go create: {}", res.text());
+        let id = res.json()["id"].as_str().unwrap().to_string();
+        let meta = json!({"peer": {"sid": "sid-9", "type": "0", "alias": "peer-b"},
+                          "tags": {"moved": "by-cli", "alias": alias}});
+        let res = go_send(
+            Method::PATCH,
+            format!("/v1/instances/{id}"),
+            Some(json!({ "restart": restart, "meta": meta, "action": "stop" })),
+        )
+        .await;
+        assert_eq!(res.status, StatusCode::OK, "Go patch: {}", res.text());
+        go_ids.push(id);
+    }
+    let mut go_view = Vec::new();
+    for id in &go_ids {
+        go_view.push(wait(&go_send, id, "stopped on Go", |v| v["status"] == "stopped").await);
+    }
+
+    let dir = TempDir::new("go-import-cli");
+    let master = MasterProcess::start_with(
+        &dir.path().join("state.db"),
+        "",
+        &[("NODEPASS_API_KEY", OUR_KEY)],
+    );
+    let mut child = std::process::Command::new(master_support::nodepass_exe())
+        .args(["import", "--from"])
+        .arg(format!("http://{}/api", go.addr))
+        .args(["--key-file", "-", "--to", &master.base])
+        .env("NODEPASS_API_KEY", OUR_KEY)
+        .env_remove("NODEPASS_IMPORT_KEY")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start nodepass import");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{}", go.key).unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("nodepass import did not finish in 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        status.success(),
+        "nodepass import failed ({status}):\n{text}"
+    );
+    assert!(text.contains("2 imported, 0 skipped"), "{text}");
+    for alias in ["cli-server", "cli-client"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("imported ") && l.ends_with(alias)),
+            "{alias} not reported:\n{text}"
+        );
+    }
+
+    let list = body(
+        &master
+            .req(Method::GET, "/v1/instances")
+            .header("x-api-key", OUR_KEY)
+            .send()
+            .await,
+    );
+    let list = list.as_array().cloned().unwrap_or_default();
+    for g in &go_view {
+        let alias = g["alias"].as_str().unwrap();
+        let ours = list
+            .iter()
+            .find(|o| o["alias"] == alias)
+            .unwrap_or_else(|| panic!("{alias} not imported: {list:?}"));
+        assert_eq!(ours["type"], g["type"], "{alias} type");
+        assert_eq!(ours["restart"], g["restart"], "{alias} restart policy");
+        assert_eq!(ours["meta"], g["meta"], "{alias} meta");
+        assert_eq!(ours["meta"]["tags"]["moved"], "by-cli", "{alias} tags");
+    }
+    let log = master.stop().join("\n");
+    for (what, secret) in [
+        ("the Go API key", go.key.as_str()),
+        ("our API key", OUR_KEY),
+        ("the tunnel key", TUNNEL_KEY),
+    ] {
+        assert!(!text.contains(secret), "the command showed {what}:\n{text}");
+        assert!(!log.contains(secret), "our master logged {what}:\n{log}");
+    }
 }

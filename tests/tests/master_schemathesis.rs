@@ -1,6 +1,7 @@
 //! schemathesis (PyPI) against our master's OpenAPI document, in both dialects
 //! (`api=nodepass`, the default, and `api=envelope`), with all its checks and a bounded number
-//! of examples: the document must describe what the server does.
+//! of examples: the document must describe what the server does. The few per-operation
+//! exceptions, each with its reason, are in `tests/schemathesis/schemathesis.toml`.
 //!
 //! The master and schemathesis run inside their own network namespace with only loopback
 //! (`unshare -n`, see `tests/schemathesis/run.sh`): generated instance URLs and tcping targets
