@@ -323,10 +323,23 @@ async fn the_import_command_moves_a_go_masters_instances_without_showing_keys() 
         let res = go_send(
             Method::PATCH,
             format!("/v1/instances/{id}"),
-            Some(json!({ "restart": restart, "meta": meta, "action": "stop" })),
+            Some(json!({ "restart": restart, "meta": meta })),
         )
         .await;
         assert_eq!(res.status, StatusCode::OK, "Go patch: {}", res.text());
+        // The Go master may still be starting the new instance; a stop that arrives then is
+        // overtaken by the start (seen under load). Stop it once it has started.
+        wait(&go_send, &id, "started on Go", |v| {
+            v["status"] == "running" || v["status"] == "error"
+        })
+        .await;
+        let res = go_send(
+            Method::PATCH,
+            format!("/v1/instances/{id}"),
+            Some(json!({ "action": "stop" })),
+        )
+        .await;
+        assert_eq!(res.status, StatusCode::OK, "Go stop: {}", res.text());
         go_ids.push(id);
     }
     let mut go_view = Vec::new();
