@@ -51,7 +51,6 @@ pub struct NodeInfo {
 /// change nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-#[non_exhaustive]
 pub struct Spec {
     /// A new URL (key included).
     pub url: Option<String>,
