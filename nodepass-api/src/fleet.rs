@@ -69,6 +69,16 @@ impl Fleet {
         self.remote.lock().expect("fleet cache poisoned").clone()
     }
 
+    /// Put a row this master just wrote into the cache (so that it shows before the next pass);
+    /// a deleted one is kept until its owner deletes it.
+    fn remember(&self, row: FleetInstance) {
+        let mut remote = self.remote.lock().expect("fleet cache poisoned");
+        match remote.iter_mut().find(|r| r.record.id == row.record.id) {
+            Some(old) => *old = row,
+            None => remote.push(row),
+        }
+    }
+
     /// One pass: heartbeat, reconcile, report, refresh. A database error ends the pass (the
     /// next one tries again); the instances keep running as they are.
     pub(crate) async fn pass(&self, supervisor: &Supervisor) -> Result<(), StoreError> {
@@ -252,7 +262,9 @@ pub(crate) async fn change_remote(
         .change(id, change)
         .await?
         .ok_or_else(|| SupervisorError::NotFound(id.to_owned()))?;
-    Ok(remote_info(&row))
+    let info = remote_info(&row);
+    fleet.remember(row);
+    Ok(info)
 }
 
 /// Create an instance owned by `node` (another node of the fleet), desired running.
@@ -290,6 +302,9 @@ pub(crate) async fn create_remote(
         Desired::Stopped
     };
     fleet.store.create_for(node, &record).await?;
+    if let Some(row) = fleet.store.fleet_instance(&record.id).await? {
+        fleet.remember(row);
+    }
     Ok(InstanceInfo::remote(
         &record,
         node,

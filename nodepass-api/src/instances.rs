@@ -227,6 +227,21 @@ pub(crate) async fn list(ctx: Ctx) -> Reply {
     Ok(response::bare(StatusCode::OK, &list))
 }
 
+/// The desired-state change an action asks of another node's instance.
+fn action_spec(action: Action) -> Spec {
+    let mut spec = Spec::default();
+    match action {
+        Action::Start => spec.desired = Some(Desired::Running),
+        Action::Stop => spec.desired = Some(Desired::Stopped),
+        Action::Restart => {
+            spec.desired = Some(Desired::Running);
+            spec.restart_now = true;
+        }
+        Action::Reset => spec.reset = true,
+    }
+    spec
+}
+
 /// This master's node name in fleet mode.
 fn local_node(state: &State) -> Option<&str> {
     state.fleet.as_ref().map(|f| f.node())
@@ -373,6 +388,12 @@ pub(crate) async fn put(ctx: Ctx) -> Reply {
         return Err(key_forbidden());
     }
     let body: PutBody = body::read_json(&headers, incoming, state.limits).await?;
+    if crate::fleet::is_remote(&state, &id) && body.action.is_some() != body.url.is_some() {
+        let mut spec = body.action.map(action_spec).unwrap_or_default();
+        spec.url = body.url.map(|url| inherit(&url, &state.facts));
+        let info = crate::fleet::change_remote(&state, &id, spec).await?;
+        return Ok(reply(&state, StatusCode::OK, &info));
+    }
     let info = match (body.action, body.url) {
         (Some(action), None) => act(&state, &id, action).await?,
         (None, Some(url)) => {
@@ -449,17 +470,7 @@ pub(crate) async fn patch(ctx: Ctx) -> Reply {
         meta.validate()?;
     }
     if crate::fleet::is_remote(&state, &id) {
-        let mut spec = Spec::default();
-        match body.action {
-            Some(Action::Start) => spec.desired = Some(Desired::Running),
-            Some(Action::Stop) => spec.desired = Some(Desired::Stopped),
-            Some(Action::Restart) => {
-                spec.desired = Some(Desired::Running);
-                spec.restart_now = true;
-            }
-            Some(Action::Reset) => spec.reset = true,
-            None => {}
-        }
+        let mut spec = body.action.map(action_spec).unwrap_or_default();
         if let Some(alias) = body.alias {
             spec.set_alias = true;
             spec.alias = alias.filter(|a| !a.is_empty());
