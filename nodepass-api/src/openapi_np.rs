@@ -304,7 +304,9 @@ fn schemas() -> Value {
                          "description": "server://... or client://..., key included" },
                 "alias": { "type": "string", "maxLength": 256 },
                 "restart": { "type": "boolean", "default": true },
-                "meta": meta_request.clone() } },
+                "meta": meta_request.clone(),
+                "node": { "type": ["string", "null"],
+                          "description": "Fleet mode: the node to run it (default this master's; an addition)" } } },
         "UpdateInstanceRequest": { "type": "object", "additionalProperties": false,
             "properties": {
                 "alias": { "type": ["string", "null"], "maxLength": 256 },

@@ -166,3 +166,113 @@ where
     let [x, y, z] = futs.map(tokio::spawn);
     [x.await.unwrap(), y.await.unwrap(), z.await.unwrap()]
 }
+
+/// How the design scales: 50 nodes x 200 instances in one database. Prints, for one node, the
+/// time of a reconcile read (`owned`), of a full fleet refresh (`fleet`), of a status report of
+/// its 200 instances and of a traffic flush of 200 totals; and the time to write one remote
+/// change and wake its owner (NOTIFY to LISTEN). A report, not a check:
+/// `cargo test -p nodepass-core --lib fleet_scale -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "timing report"]
+async fn fleet_scale() {
+    const NODES: u32 = 50;
+    const PER_NODE: u32 = 200;
+    let Some(server) = PgServer::start("scale") else {
+        return;
+    };
+    server.create_db("scale");
+    let mut stores = Vec::new();
+    for n in 0..NODES {
+        stores.push(Arc::new(
+            PostgresStore::open(&config(&server, "scale", &format!("node-{n}")))
+                .await
+                .unwrap(),
+        ));
+    }
+    let t = Instant::now();
+    for (n, store) in stores.iter().enumerate() {
+        for i in 0..PER_NODE {
+            let mut r = record(u32::try_from(n).unwrap() * PER_NODE + i + 1);
+            r.id = format!("{:08x}", u32::try_from(n).unwrap() * PER_NODE + i + 1);
+            store.put(&r).await.unwrap();
+        }
+        store
+            .heartbeat("http://127.0.0.1:1/api", "0", 0)
+            .await
+            .unwrap();
+    }
+    println!(
+        "setup: {} instances on {NODES} nodes in {:?}",
+        NODES * PER_NODE,
+        t.elapsed()
+    );
+    let me = &stores[0];
+    let runs = 20u32;
+    macro_rules! time {
+        ($what:expr, $body:expr) => {{
+            let t = Instant::now();
+            for _ in 0..runs {
+                $body;
+            }
+            println!(
+                "{}: {:?} per call (mean of {runs})",
+                $what,
+                t.elapsed() / runs
+            );
+        }};
+    }
+    let ids: Vec<String> = me.load().await.unwrap().into_iter().map(|r| r.id).collect();
+    let totals: Vec<(String, TrafficTotals)> = ids
+        .iter()
+        .map(|id| {
+            (
+                id.clone(),
+                TrafficTotals {
+                    tcp_in: 1,
+                    ..TrafficTotals::ZERO
+                },
+            )
+        })
+        .collect();
+    let statuses: Vec<(String, String, Option<String>)> = ids
+        .iter()
+        .map(|id| (id.clone(), "running".to_owned(), None))
+        .collect();
+    time!("reconcile read of one node (200 rows)", {
+        assert_eq!(me.owned().await.unwrap().len(), 200)
+    });
+    time!("fleet refresh (10000 rows)", {
+        assert_eq!(me.fleet().await.unwrap().len(), 10_000)
+    });
+    time!("traffic flush of 200 totals", {
+        me.set_traffic(&totals).await.unwrap()
+    });
+    time!("status report of 200 instances (unchanged)", {
+        me.report_status(&statuses).await.unwrap()
+    });
+    time!("heartbeat", {
+        me.heartbeat("http://127.0.0.1:1/api", "0", 0)
+            .await
+            .unwrap()
+    });
+    time!("node list (50 nodes)", {
+        assert_eq!(me.nodes().await.unwrap().len(), 50)
+    });
+    let owner = &stores[NODES as usize - 1];
+    let mut wake = owner.wake_ups(tokio_util::sync::CancellationToken::new());
+    wake.recv().await.unwrap();
+    let target = owner.load().await.unwrap()[0].id.clone();
+    let t = Instant::now();
+    for _ in 0..runs {
+        let spec = Spec {
+            restart: Some(true),
+            ..Spec::default()
+        };
+        me.change(&target, spec).await.unwrap().unwrap();
+        wake.recv().await.unwrap();
+    }
+    println!(
+        "remote change + NOTIFY until the owner is woken: {:?} (mean of {runs})",
+        t.elapsed() / runs
+    );
+}
