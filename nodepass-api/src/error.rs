@@ -158,6 +158,14 @@ impl From<SupervisorError> for HttpError {
             SupervisorError::Invalid { .. } => ErrorCode::Validation,
             SupervisorError::Conflict(_) => ErrorCode::Conflict,
             SupervisorError::ShuttingDown => ErrorCode::Unavailable,
+            SupervisorError::Store(StoreError::Unavailable { .. }) => {
+                // Fleet mode: the database is down or restarting. Nothing was changed.
+                tracing::warn!(error = %error_chain(&e), "request refused: store unavailable");
+                return HttpError::new(
+                    ErrorCode::Unavailable,
+                    "the state database is unavailable; nothing was changed, try again later",
+                );
+            }
             SupervisorError::Store(_) => ErrorCode::Internal,
             _ => ErrorCode::Internal,
         };

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use http::StatusCode;
-use nodepass_core::store::{MAX_ALIAS_CHARS, Meta, Peer};
+use nodepass_core::store::postgres::Spec;
+use nodepass_core::store::{Desired, MAX_ALIAS_CHARS, Meta, Peer};
 use nodepass_core::supervisor::{
     CreateInstance, InstanceInfo, MAX_META_CHARS, MAX_TAGS, UpdateInstance,
 };
@@ -125,6 +126,9 @@ pub(crate) struct CreateBody {
     /// Metadata.
     #[serde(default)]
     meta: Option<MetaBody>,
+    /// Fleet mode: the node that runs it (default this master's node).
+    #[serde(default)]
+    node: Option<String>,
 }
 
 /// A control action.
@@ -208,7 +212,7 @@ struct ListQuery {
 pub(crate) async fn list(ctx: Ctx) -> Reply {
     let query: ListQuery = ctx.query()?;
     let state = &ctx.state;
-    let infos = state.supervisor.list();
+    let infos = crate::fleet::list(state);
     let selected = infos
         .iter()
         .filter(|i| query.kind.is_none_or(|k| Kind::from(i.kind) == k))
@@ -226,6 +230,26 @@ pub(crate) async fn list(ctx: Ctx) -> Reply {
         .chain(selected.map(|i| NpInstance::of(&state.supervisor, i)))
         .collect();
     Ok(response::bare(StatusCode::OK, &list))
+}
+
+/// The desired-state change an action asks of another node's instance.
+fn action_spec(action: Action) -> Spec {
+    let mut spec = Spec::default();
+    match action {
+        Action::Start => spec.desired = Some(Desired::Running),
+        Action::Stop => spec.desired = Some(Desired::Stopped),
+        Action::Restart => {
+            spec.desired = Some(Desired::Running);
+            spec.restart_now = true;
+        }
+        Action::Reset => spec.reset = true,
+    }
+    spec
+}
+
+/// This master's node name in fleet mode.
+fn local_node(state: &State) -> Option<&str> {
+    state.fleet.as_ref().map(|f| f.node())
 }
 
 /// The instance in the dialect's form.
@@ -313,7 +337,10 @@ pub(crate) async fn create(ctx: Ctx) -> Reply {
         no_wait: true,
         ..Default::default()
     };
-    let info = state.supervisor.create(req).await?;
+    let info = match body.node.filter(|n| Some(n.as_str()) != local_node(&state)) {
+        Some(node) => crate::fleet::create_remote(&state, &node, req).await?,
+        None => state.supervisor.create(req).await?,
+    };
     Ok(reply(&state, StatusCode::CREATED, &info))
 }
 
@@ -336,7 +363,7 @@ pub(crate) async fn get(ctx: Ctx) -> Reply {
     if state.dialect != ApiDialect::Envelope && ctx.param() == KEY_ID {
         return Ok(response::bare(StatusCode::OK, &key_view(state, None)));
     }
-    let info = state.supervisor.get(ctx.param())?;
+    let info = crate::fleet::get(state, ctx.param())?;
     Ok(reply(state, StatusCode::OK, &info))
 }
 
@@ -366,6 +393,12 @@ pub(crate) async fn put(ctx: Ctx) -> Reply {
         return Err(key_forbidden());
     }
     let body: PutBody = body::read_json(&headers, incoming, state.limits).await?;
+    if crate::fleet::is_remote(&state, &id) && body.action.is_some() != body.url.is_some() {
+        let mut spec = body.action.map(action_spec).unwrap_or_default();
+        spec.url = body.url.map(|url| inherit(&url, &state.facts));
+        let info = crate::fleet::change_remote(&state, &id, spec).await?;
+        return Ok(reply(&state, StatusCode::OK, &info));
+    }
     let info = match (body.action, body.url) {
         (Some(action), None) => act(&state, &id, action).await?,
         (None, Some(url)) => {
@@ -440,6 +473,17 @@ pub(crate) async fn patch(ctx: Ctx) -> Reply {
     validate_alias(body.alias.as_ref().and_then(|a| a.as_deref()))?;
     if let Some(meta) = &body.meta {
         meta.validate()?;
+    }
+    if crate::fleet::is_remote(&state, &id) {
+        let mut spec = body.action.map(action_spec).unwrap_or_default();
+        if let Some(alias) = body.alias {
+            spec.set_alias = true;
+            spec.alias = alias.filter(|a| !a.is_empty());
+        }
+        spec.restart = body.restart;
+        spec.meta = body.meta.map(MetaBody::into_meta);
+        let info = crate::fleet::change_remote(&state, &id, spec).await?;
+        return Ok(reply(&state, StatusCode::OK, &info));
     }
     let supervisor = &state.supervisor;
     let mut info = supervisor.get(&id)?;
@@ -532,6 +576,14 @@ async fn act(state: &State, id: &str, action: Action) -> Result<InstanceInfo, Ht
 pub(crate) async fn delete(ctx: Ctx) -> Reply {
     if ctx.state.dialect != ApiDialect::Envelope && ctx.param() == KEY_ID {
         return Err(key_forbidden());
+    }
+    if crate::fleet::is_remote(&ctx.state, ctx.param()) {
+        let spec = Spec {
+            delete: true,
+            ..Spec::default()
+        };
+        crate::fleet::change_remote(&ctx.state, ctx.param(), spec).await?;
+        return Ok(response::no_content());
     }
     ctx.state.supervisor.delete(ctx.param()).await?;
     Ok(response::no_content())

@@ -60,6 +60,7 @@ mod dashboard;
 mod docs;
 mod error;
 mod events;
+mod fleet;
 mod goclient;
 mod info;
 mod info_np;
@@ -84,6 +85,7 @@ mod view;
 pub use auth::{ApiKey, KEY_HEADER, KEY_SETTING};
 pub use cors::{CORS_ENV, CorsOrigins};
 pub use error::{ApiError, ErrorCode, HttpError};
+pub use fleet::{DEFAULT_INTERVAL as DEFAULT_FLEET_INTERVAL, FLEET_INTERVAL_ENV};
 pub use master::{
     API_KEY_ENV, DEFAULT_MAX_BODY_BYTES, DEFAULT_STATE_FILE, Master, MasterOptions,
     default_state_path, serve,

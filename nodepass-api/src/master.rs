@@ -11,8 +11,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use nodepass_core::Supervisor;
-use nodepass_core::config::{Host, MasterConfig, TlsMode};
-use nodepass_core::store::{SqliteStore, Store};
+use nodepass_core::config::{Host, MasterConfig, PostgresUrl, TlsMode};
+use nodepass_core::store::{PostgresConfig, PostgresStore, SqliteStore, Store};
 use nodepass_core::supervisor::SupervisorOptions;
 use nodepass_core::transport::net::bind_tcp;
 use nodepass_core::transport::tls::ServerTls;
@@ -147,6 +147,46 @@ impl MasterOptions {
     }
 }
 
+/// The environment variables that may hold the database password, in order.
+pub const STORE_PASSWORD_ENV: [&str; 2] = ["NODEPASS_STORE_PASSWORD", "PGPASSWORD"];
+
+/// The database password: `store_password_file=` (trailing newline removed), else the first
+/// of [`STORE_PASSWORD_ENV`] that is set; `None` if none is given.
+fn store_password(config: &MasterConfig) -> Result<Option<String>, ApiError> {
+    if let Some(file) = &config.store_password_file {
+        let text = std::fs::read_to_string(file).map_err(|e| ApiError::Config {
+            field: "store_password_file".into(),
+            reason: format!("cannot read {}: {e}", file.display()),
+        })?;
+        let password = text.trim_end_matches(['\n', '\r']).to_owned();
+        if password.is_empty() {
+            return Err(ApiError::Config {
+                field: "store_password_file".into(),
+                reason: format!("{} is empty", file.display()),
+            });
+        }
+        return Ok(Some(password));
+    }
+    Ok(STORE_PASSWORD_ENV
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty())))
+}
+
+/// `NODEPASS_FLEET_INTERVAL`, or the default.
+fn fleet_interval() -> Result<Duration, ApiError> {
+    let name = crate::fleet::FLEET_INTERVAL_ENV;
+    match std::env::var(name) {
+        Err(_) => Ok(crate::fleet::DEFAULT_INTERVAL),
+        Ok(text) => nodepass_core::config::duration::parse(&text)
+            .ok()
+            .filter(|d| *d >= Duration::from_millis(100))
+            .ok_or_else(|| ApiError::Config {
+                field: name.into(),
+                reason: format!("{text:?}: expected a duration of at least 100ms, e.g. 2s"),
+            }),
+    }
+}
+
 /// Where the state store lives when the URL has no `state=`:
 /// `$XDG_STATE_HOME/nodepass/nodepass.db`, else `$HOME/.local/state/nodepass/nodepass.db`,
 /// else `./nodepass.db`.
@@ -175,6 +215,8 @@ pub struct Master {
     options: MasterOptions,
     state_path: Option<PathBuf>,
     supervisor_guard: DropGuard,
+    /// Fleet mode: stops the fleet task when the master goes.
+    fleet_guard: Option<DropGuard>,
 }
 
 impl std::fmt::Debug for Master {
@@ -195,6 +237,9 @@ impl Master {
     /// Cancel safe: dropping the future (or the returned `Master`) releases what was opened and
     /// stops the instances the supervisor started.
     pub async fn bind(config: &MasterConfig, options: MasterOptions) -> Result<Master, ApiError> {
+        if let Some(url) = &config.store {
+            return Self::bind_fleet(config, url, options).await;
+        }
         let path = match &config.state {
             Some(path) => path.clone(),
             None => {
@@ -212,6 +257,38 @@ impl Master {
             })??;
         let mut master = Self::with_store(config, options, Arc::new(store)).await?;
         master.state_path = Some(path);
+        Ok(master)
+    }
+
+    /// Fleet mode: open the PostgreSQL store as node `node=`, then as [`with_store`]
+    /// (Master::with_store), and start the fleet task (heartbeat, reconcile).
+    async fn bind_fleet(
+        config: &MasterConfig,
+        url: &PostgresUrl,
+        mut options: MasterOptions,
+    ) -> Result<Master, ApiError> {
+        let node = config.node.clone().ok_or_else(|| ApiError::Config {
+            field: "node".into(),
+            reason: "store= needs node=NAME".into(),
+        })?;
+        let interval = fleet_interval()?;
+        let mut pg = PostgresConfig::new(&url.host, url.port, &url.user, &url.dbname, &node);
+        pg.password = store_password(config)?;
+        let store = Arc::new(PostgresStore::open(&pg).await?);
+        tracing::info!(store = %store.label(), node = %node, "fleet store opened");
+        options.supervisor.node = Some(node);
+        // Other masters show this node's traffic as it was last written.
+        options.supervisor.flush_interval = options.supervisor.flush_interval.min(interval);
+        let mut master = Self::with_store(config, options, store.clone()).await?;
+        let started_ms = master.state.started_unix_ms;
+        let mut fleet = crate::fleet::Fleet::new(store, interval, started_ms);
+        fleet.api = master.url();
+        Arc::get_mut(&mut master.state)
+            .expect("the state is not shared before run")
+            .fleet = Some(Arc::new(fleet));
+        let token = CancellationToken::new();
+        crate::fleet::spawn(master.state.clone(), token.clone());
+        master.fleet_guard = Some(token.drop_guard());
         Ok(master)
     }
 
@@ -284,6 +361,7 @@ impl Master {
             tracker: TaskTracker::new(),
             sessions: Sessions::new(tls.is_some()),
             history_interval: options.supervisor.history_interval,
+            fleet: None,
             prefix,
         };
         Ok(Master {
@@ -295,6 +373,7 @@ impl Master {
             options,
             state_path: None,
             supervisor_guard,
+            fleet_guard: None,
         })
     }
 

@@ -224,6 +224,7 @@ mod tests {
     fn instance(id: &str, status: Status) -> InstanceView {
         InstanceView {
             id: id.into(),
+            node: None,
             alias: Some("web \"1\"".into()),
             kind: Kind::Server,
             status,

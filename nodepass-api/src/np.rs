@@ -71,6 +71,8 @@ pub(crate) struct NpInstance {
     pub local_addrs: AddrsView,
     /// Health and counters of each target, in URL order; empty while stopped (an addition).
     pub targets: Vec<crate::targets::TargetView>,
+    /// The fleet node that runs it; `null` outside fleet mode (an addition).
+    pub node: Option<String>,
 }
 
 /// NodePass's three statuses: an instance that failed, or that keeps retrying after an error
@@ -161,6 +163,7 @@ impl NpInstance {
             updated_at: String::new(),
             local_addrs: AddrsView::default(),
             targets: Vec::new(),
+            node: None,
         }
     }
 }
@@ -202,6 +205,7 @@ impl From<&InstanceInfo> for NpInstance {
             updated_at: rfc3339(i.updated_at),
             local_addrs: AddrsView::default(),
             targets: crate::targets::targets_of(i),
+            node: i.node.clone(),
         }
     }
 }

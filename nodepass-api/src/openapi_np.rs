@@ -178,6 +178,7 @@ pub(crate) fn document(prefix: &str) -> Value {
     for (path, item) in crate::session::np_paths()
         .into_iter()
         .chain(crate::traffic::np_paths())
+        .chain(crate::fleet::np_paths())
     {
         paths[path] = item;
     }
@@ -228,6 +229,7 @@ fn all_schemas() -> Value {
     for (name, schema) in crate::session::np_schemas()
         .into_iter()
         .chain(crate::traffic::np_schemas())
+        .chain(crate::fleet::np_schemas())
     {
         map.insert(name.to_string(), schema);
     }
@@ -292,6 +294,8 @@ fn schemas() -> Value {
                 "local_addrs": { "type": "object", "properties": {
                     "tunnel": nullable, "users": nullable, "users_udp": nullable } },
                 "targets": targets,
+                "node": { "type": ["string", "null"],
+                          "description": "The fleet node that runs it; null outside fleet mode (an addition)" },
             },
         },
         "CreateInstanceRequest": { "type": "object", "required": ["url"], "additionalProperties": false,
@@ -300,7 +304,9 @@ fn schemas() -> Value {
                          "description": "server://... or client://..., key included" },
                 "alias": { "type": "string", "maxLength": 256 },
                 "restart": { "type": "boolean", "default": true },
-                "meta": meta_request.clone() } },
+                "meta": meta_request.clone(),
+                "node": { "type": ["string", "null"],
+                          "description": "Fleet mode: the node to run it (default this master's; an addition)" } } },
         "UpdateInstanceRequest": { "type": "object", "additionalProperties": false,
             "properties": {
                 "alias": { "type": ["string", "null"], "maxLength": 256 },

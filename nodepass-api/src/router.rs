@@ -46,11 +46,12 @@ pub(crate) enum Endpoint {
     GetSession,
     SignOut,
     InstanceTraffic,
+    ListNodes,
 }
 
 impl Endpoint {
     /// Every endpoint once.
-    pub(crate) const ALL: [Endpoint; 22] = [
+    pub(crate) const ALL: [Endpoint; 23] = [
         Endpoint::ListInstances,
         Endpoint::CreateInstance,
         Endpoint::GetInstance,
@@ -73,6 +74,7 @@ impl Endpoint {
         Endpoint::GetSession,
         Endpoint::SignOut,
         Endpoint::InstanceTraffic,
+        Endpoint::ListNodes,
     ];
 
     /// The `operationId` in the OpenAPI document.
@@ -100,6 +102,7 @@ impl Endpoint {
             Endpoint::GetSession => "getSession",
             Endpoint::SignOut => "signOut",
             Endpoint::InstanceTraffic => "instanceTraffic",
+            Endpoint::ListNodes => "listNodes",
         }
     }
 
@@ -404,6 +407,7 @@ async fn dispatch(endpoint: Endpoint, ctx: Ctx) -> Reply {
         Endpoint::GetSession => session::get(ctx).await,
         Endpoint::SignOut => session::sign_out(ctx).await,
         Endpoint::InstanceTraffic => traffic::traffic(ctx).await,
+        Endpoint::ListNodes => crate::fleet::nodes(ctx).await,
     }
 }
 

@@ -76,4 +76,6 @@ pub(crate) struct State {
     pub sessions: Sessions,
     /// How often the supervisor stores a traffic history sample.
     pub history_interval: Duration,
+    /// Fleet mode (`store=postgres://...`): the shared store and the cached fleet view.
+    pub fleet: Option<Arc<crate::fleet::Fleet>>,
 }

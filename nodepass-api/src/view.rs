@@ -125,6 +125,8 @@ pub(crate) struct InstanceView {
     /// 8 lower-case hex characters; never changes.
     #[schema(example = "0a1b2c3d")]
     pub id: String,
+    /// The fleet node that runs it; `null` outside fleet mode.
+    pub node: Option<String>,
     /// Optional alias.
     pub alias: Option<String>,
     /// Server or client.
@@ -192,6 +194,7 @@ impl From<&InstanceInfo> for InstanceView {
     fn from(i: &InstanceInfo) -> Self {
         InstanceView {
             id: i.id.clone(),
+            node: i.node.clone(),
             alias: i.alias.clone(),
             kind: i.kind.into(),
             status: i.status.into(),

@@ -666,8 +666,8 @@ async fn every_protected_endpoint_refuses_a_missing_or_wrong_key() {
         "openapi.json, docs, docs files, health, session (sign in, get, sign out)"
     );
     assert_eq!(
-        protected, 15,
-        "11 + alias, export, import (issue 10) + traffic (issue 14)"
+        protected, 16,
+        "11 + alias, export, import (issue 10) + traffic (issue 14) + nodes (issue 18)"
     );
     assert_eq!(
         api.get("/v1/instances").await.json()["data"]["instances"]
@@ -773,6 +773,8 @@ async fn the_router_serves_exactly_what_openapi_json_documents() {
         "GET /v1/session",
         "DELETE /v1/session",
         "GET /v1/instances/{id}/traffic",
+        // issue 18: the fleet's nodes
+        "GET /v1/nodes",
     ]
     .into_iter()
     .map(String::from)

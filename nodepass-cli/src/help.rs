@@ -172,6 +172,24 @@ pub const PARAMS: &[ParamDoc] = &[
         "REST dialect: `nodepass` (the Go NodePass v1.14 master's contract) or `envelope` (`{success, data}` envelopes of the API reference)",
         "`nodepass`",
     ),
+    row(
+        &["store"],
+        MASTER,
+        "fleet mode: keep the state in PostgreSQL, `postgres://USER@HOST:PORT/DB`, shared by every master of the fleet (no password here: see `store_password_file`); excludes `state`",
+        "none (SQLite)",
+    ),
+    row(
+        &["node"],
+        MASTER,
+        "with `store`: this master's node name (1 to 64 of `A-Z a-z 0-9 _ - .`)",
+        "required with `store`",
+    ),
+    row(
+        &["store_password_file"],
+        MASTER,
+        "with `store`: a file holding the database password; otherwise `NODEPASS_STORE_PASSWORD`, then `PGPASSWORD`",
+        "none",
+    ),
 ];
 
 fn roles_text(roles: &[Role]) -> String {

@@ -12,6 +12,7 @@
 //!   round trips, free ports.
 //! - [`logs`]: capture the `tracing` output of the current thread.
 //! - [`process`]: run the executables as children (killed on drop) and find `curl`.
+//! - [`postgres`]: a throw-away PostgreSQL server (fleet mode tests).
 //!
 //! # Rules every helper keeps
 //! Loopback only; listeners bind `127.0.0.1:0` and report their address (the only exception is
@@ -36,6 +37,7 @@
 pub mod certs;
 pub mod logs;
 pub mod payload;
+pub mod postgres;
 pub mod process;
 pub mod servers;
 pub mod tunnel;

@@ -302,7 +302,10 @@ async fn every_protected_endpoint_of_the_executable_wants_the_key() {
             }
         }
     }
-    assert_eq!(protected, 15, "14 + the traffic history (issue 14)");
+    assert_eq!(
+        protected, 16,
+        "14 + the traffic history (issue 14) + the nodes (issue 18)"
+    );
     // Nothing was changed by the refused requests (the key still works, the instance is there).
     let after = get(&master, &id).await;
     for field in ["url", "alias", "restart", "meta", "updated_at"] {

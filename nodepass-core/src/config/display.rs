@@ -163,5 +163,14 @@ fn master_params(c: &MasterConfig) -> Params {
         out.push(("state", path_value(state)));
     }
     out.push(("api", c.api.to_string()));
+    if let Some(store) = &c.store {
+        out.push(("store", store.to_string()));
+    }
+    if let Some(node) = &c.node {
+        out.push(("node", node.clone()));
+    }
+    if let Some(file) = &c.store_password_file {
+        out.push(("store_password_file", path_value(file)));
+    }
     out
 }

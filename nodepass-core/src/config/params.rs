@@ -47,6 +47,9 @@ pub const PARAMS: &[(&str, &[Role])] = &[
     ("probe", TUNNEL),
     ("state", &[Role::Master]),
     ("api", &[Role::Master]),
+    ("store", &[Role::Master]),
+    ("node", &[Role::Master]),
+    ("store_password_file", &[Role::Master]),
 ];
 
 /// The names `role` accepts, comma separated, in canonical order.
@@ -302,6 +305,23 @@ pub(crate) fn path(field: &str, value: &str) -> Result<PathBuf, ConfigError> {
         return Err(invalid(field, value, "expected a file path"));
     }
     Ok(PathBuf::from(value))
+}
+
+/// `node`: a node name, 1 to 64 letters, digits, `_`, `-` or `.`.
+pub(crate) fn node(field: &str, value: &str) -> Result<String, ConfigError> {
+    let ok = (1..=64).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(invalid(
+            field,
+            value,
+            "expected 1 to 64 letters, digits, '_', '-' or '.'",
+        ))
+    }
 }
 
 /// `dial`: `auto` or a source IP (IPv6 bare or bracketed).

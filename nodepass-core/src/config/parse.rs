@@ -17,7 +17,7 @@ use super::secret::{MASK, TunnelKey};
 use super::types::{
     ApiDialect, ClientConfig, ClientMode, Config, DEFAULT_DNS_TTL, DEFAULT_MASTER_PREFIX,
     DEFAULT_POOL_MAX, DEFAULT_POOL_MIN, DEFAULT_SLOT, DialAddr, Endpoint, LogLevel, MasterConfig,
-    PoolType, ProxyProtocol, Role, ServerConfig, ServerMode, TlsMode, TunnelParams,
+    PoolType, PostgresUrl, ProxyProtocol, Role, ServerConfig, ServerMode, TlsMode, TunnelParams,
 };
 
 /// Longest URL accepted, in bytes.
@@ -322,7 +322,7 @@ fn master(url: &RawUrl<'_>, q: &mut Query) -> Result<MasterConfig, ConfigError> 
             "a master URL takes no key (KEY@)",
         ));
     }
-    Ok(MasterConfig {
+    let config = MasterConfig {
         listen: Endpoint::parse(url.address, "listen")?,
         prefix: url.prefix()?,
         log: q.get("log", LogLevel::default(), LogLevel::parse_code)?,
@@ -332,5 +332,46 @@ fn master(url: &RawUrl<'_>, q: &mut Query) -> Result<MasterConfig, ConfigError> 
             .map(|v| params::path("state", &v))
             .transpose()?,
         api: q.get("api", ApiDialect::default(), ApiDialect::parse_code)?,
-    })
+        store: q
+            .take("store")
+            .map(|v| PostgresUrl::parse("store", &v))
+            .transpose()?,
+        node: q
+            .take("node")
+            .map(|v| params::node("node", &v))
+            .transpose()?,
+        store_password_file: q
+            .take("store_password_file")
+            .map(|v| params::path("store_password_file", &v))
+            .transpose()?,
+    };
+    if config.store.is_some() {
+        if config.state.is_some() {
+            return Err(invalid(
+                "state",
+                "",
+                "state= (the SQLite file) and store= (PostgreSQL) exclude each other",
+            ));
+        }
+        if config.node.is_none() {
+            return Err(ConfigError::Missing {
+                field: "node".into(),
+                reason: "store= needs node=NAME (this master's name in the fleet)".into(),
+            });
+        }
+    } else {
+        for (field, given) in [
+            ("node", config.node.is_some()),
+            ("store_password_file", config.store_password_file.is_some()),
+        ] {
+            if given {
+                return Err(invalid(
+                    field,
+                    "",
+                    "only meaningful with store=postgres://...",
+                ));
+            }
+        }
+    }
+    Ok(config)
 }

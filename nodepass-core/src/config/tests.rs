@@ -98,6 +98,14 @@ const VALID: &[(&str, &str)] = &[
         "master://:0/api?api=envelope",
         "master://:0/api?log=info&tls=0&api=envelope",
     ),
+    (
+        "master://:0?store=postgres://np@db.example:6432/fleet&node=edge-1",
+        "master://:0/api?log=info&tls=0&api=nodepass&store=postgres://np%40db.example:6432/fleet&node=edge-1",
+    ),
+    (
+        "master://:0?node=a&store=postgresql://np@[::1]/fleet&store_password_file=/run/pw",
+        "master://:0/api?log=info&tls=0&api=nodepass&store=postgres://np%40%5B::1%5D:5432/fleet&node=a&store_password_file=/run/pw",
+    ),
 ];
 
 /// The expected error: its variant and the field (or parameter) it names.
@@ -186,6 +194,40 @@ const INVALID: &[(&str, Want)] = &[
     ("master://:1/../etc", Want::Invalid("prefix")),
     ("master://k@:1", Want::Invalid("tunnel key")),
     ("master://:1?state=", Want::Invalid("state")),
+    (
+        "master://:1?store=postgres://u:pw@h/db&node=a",
+        Want::Invalid("store"),
+    ),
+    ("master://:1?store=postgres://u@h/db", Want::Missing("node")),
+    (
+        "master://:1?store=mysql://u@h/db&node=a",
+        Want::Invalid("store"),
+    ),
+    (
+        "master://:1?store=postgres://h/db&node=a",
+        Want::Invalid("store"),
+    ),
+    (
+        "master://:1?store=postgres://u@h:0/db&node=a",
+        Want::Invalid("store"),
+    ),
+    (
+        "master://:1?store=postgres://u@h/db?sslmode=x&node=a",
+        Want::Invalid("store"),
+    ),
+    (
+        "master://:1?store=postgres://u@h/db&node=a%20b",
+        Want::Invalid("node"),
+    ),
+    (
+        "master://:1?store=postgres://u@h/db&node=a&state=/x",
+        Want::Invalid("state"),
+    ),
+    ("master://:1?node=a", Want::Invalid("node")),
+    (
+        "server://:1/a:1?store=postgres://u@h/db",
+        Want::WrongRole("store"),
+    ),
     ("master://:1?api=", Want::Invalid("api")),
     ("master://:1?api=Envelope", Want::Invalid("api")),
     ("master://:1?api=json", Want::Invalid("api")),
@@ -213,6 +255,17 @@ fn valid_urls_parse_and_print_canonically() {
             "{input}"
         );
     }
+}
+
+#[test]
+fn a_store_password_is_refused_without_echoing_it() {
+    let err = Config::parse("master://:1?store=postgres://u:s3cret@h/db&node=a").unwrap_err();
+    let text = err.to_string();
+    assert!(!text.contains("s3cret"), "{text}");
+    assert!(
+        text.contains("store") && text.contains("process list"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -477,6 +530,9 @@ fn config() -> impl Strategy<Value = Config> {
                 } else {
                     ApiDialect::NodePass
                 },
+                store: None,
+                node: None,
+                store_password_file: None,
             })
         });
     prop_oneof![server, client, master]

@@ -8,6 +8,7 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::ConfigError;
 use super::secret::TunnelKey;
 
 /// Default DNS cache time-to-live (`dns`).
@@ -332,6 +333,126 @@ pub struct MasterConfig {
     pub state: Option<PathBuf>,
     /// `api`: the dialect the REST API speaks (default [`ApiDialect::NodePass`]).
     pub api: ApiDialect,
+    /// `store=postgres://USER@HOST:PORT/DB`: keep the state in a PostgreSQL database shared
+    /// by a fleet of masters instead of the SQLite file (`None`, the default). Never holds a
+    /// password (refused in the URL).
+    pub store: Option<PostgresUrl>,
+    /// `node`: this master's node name in the fleet (required with `store`).
+    pub node: Option<String>,
+    /// `store_password_file`: a file holding the database password (otherwise
+    /// `NODEPASS_STORE_PASSWORD` or `PGPASSWORD`, read by the master).
+    pub store_password_file: Option<PathBuf>,
+}
+
+/// `store=postgres://USER@HOST:PORT/DB` of a master URL (no password, no parameters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PostgresUrl {
+    /// Database user.
+    pub user: String,
+    /// Server host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// Server port (default 5432).
+    pub port: u16,
+    /// Database name.
+    pub dbname: String,
+}
+
+impl PostgresUrl {
+    /// Parse `postgres://USER@HOST[:PORT]/DB` (or `postgresql://`). A password
+    /// (`USER:PASSWORD@`) is refused without echoing it: it would show in the process list.
+    pub fn parse(field: &str, value: &str) -> Result<PostgresUrl, ConfigError> {
+        let bad = |reason: &str| ConfigError::Invalid {
+            field: field.to_owned(),
+            value: value.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let rest = value
+            .strip_prefix("postgres://")
+            .or_else(|| value.strip_prefix("postgresql://"))
+            .ok_or_else(|| bad("expected postgres://USER@HOST:PORT/DB"))?;
+        let (auth, rest) = rest
+            .split_once('@')
+            .ok_or_else(|| bad("expected postgres://USER@HOST:PORT/DB (the user is missing)"))?;
+        if auth.contains(':') || rest.contains('@') {
+            return Err(ConfigError::Invalid {
+                field: field.to_owned(),
+                value: crate::config::MASK.to_owned(),
+                reason: "a password in the store URL would be visible in the process list; \
+                         put it in store_password_file= or NODEPASS_STORE_PASSWORD (or PGPASSWORD)"
+                    .to_owned(),
+            });
+        }
+        if rest.contains('?') || rest.contains('#') {
+            return Err(bad("the store URL takes no parameters"));
+        }
+        let (address, dbname) = rest.split_once('/').ok_or_else(|| {
+            bad("expected postgres://USER@HOST:PORT/DB (the database is missing)")
+        })?;
+        let plain = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        };
+        if !plain(auth) {
+            return Err(bad("the user must be letters, digits, '_', '-' or '.'"));
+        }
+        if !plain(dbname) {
+            return Err(bad(
+                "the database name must be letters, digits, '_', '-' or '.'",
+            ));
+        }
+        let (host, port) = if let Some(v6) = address.strip_prefix('[') {
+            let (host, tail) = v6
+                .split_once(']')
+                .ok_or_else(|| bad("unclosed [ in the host"))?;
+            (host, tail.strip_prefix(':'))
+        } else {
+            match address.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (address, None),
+            }
+        };
+        if host.is_empty()
+            || !host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b))
+        {
+            return Err(bad("expected a host name or IP address"));
+        }
+        let port = match port {
+            None => 5432,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| bad("expected a port from 1 to 65535"))?,
+        };
+        Ok(PostgresUrl {
+            user: auth.to_owned(),
+            host: host.to_owned(),
+            port,
+            dbname: dbname.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for PostgresUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(
+                f,
+                "postgres://{}@[{}]:{}/{}",
+                self.user, self.host, self.port, self.dbname
+            )
+        } else {
+            write!(
+                f,
+                "postgres://{}@{}:{}/{}",
+                self.user, self.host, self.port, self.dbname
+            )
+        }
+    }
 }
 
 /// `api=`: which REST dialect a master serves.

@@ -5,8 +5,10 @@
 //! operator left it running or stopped), periodic [`TrafficSample`]s per instance, and a small
 //! key/value table of settings (the master API keeps its hashed API key there).
 //!
-//! Two implementations:
+//! Three implementations:
 //! - [`SqliteStore`]: one SQLite file, for the supervisor.
+//! - [`PostgresStore`]: a PostgreSQL database shared by a fleet of masters, one node each
+//!   (feature `postgres`; see [`postgres`]).
 //! - [`MemoryStore`]: nothing on disk, for tests and embedders that want no file.
 //!
 //! The trait is small and async; each call is one short transaction. [`SqliteStore`] does the
@@ -58,6 +60,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod record;
 #[cfg(feature = "sqlite")]
 mod schema;
@@ -68,6 +72,8 @@ mod sqlite;
 /// `impl`), re-exported so that an implementation needs no dependency of its own.
 pub use async_trait::async_trait;
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresConfig, PostgresStore};
 pub use record::{
     Desired, InstanceRecord, MAX_ALIAS_CHARS, Meta, Peer, TrafficSample, TrafficTotals, is_valid_id,
 };
@@ -164,6 +170,16 @@ pub enum StoreError {
     Locked {
         /// The store file.
         path: PathBuf,
+    },
+    /// The database cannot be reached (down, restarting, network); nothing was written. A
+    /// later call tries again (the PostgreSQL store reconnects with back-off).
+    #[error("store {op} failed: database unavailable")]
+    Unavailable {
+        /// The operation, e.g. `put`.
+        op: &'static str,
+        /// Why.
+        #[source]
+        source: BackendError,
     },
     /// A record was refused before anything was written.
     #[error("invalid instance record: {reason}")]

@@ -39,6 +39,18 @@ pub enum InstanceStatus {
 }
 
 impl InstanceStatus {
+    /// The status named `text` (as [`as_str`](Self::as_str) spells it), if it is one.
+    pub fn from_text(text: &str) -> Option<Self> {
+        [
+            InstanceStatus::Stopped,
+            InstanceStatus::Starting,
+            InstanceStatus::Running,
+            InstanceStatus::Error,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+
     /// `stopped`, `starting`, `running` or `error`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -62,6 +74,8 @@ impl fmt::Display for InstanceStatus {
 pub struct InstanceInfo {
     /// 8 lower-case hex characters; never changes.
     pub id: String,
+    /// The node that runs it, in a fleet; `None` outside a fleet.
+    pub node: Option<String>,
     /// Optional alias.
     pub alias: Option<String>,
     /// Server or client.
@@ -113,6 +127,7 @@ impl InstanceInfo {
     pub fn new(id: impl Into<String>, kind: InstanceKind, url: impl Into<String>) -> Self {
         InstanceInfo {
             id: id.into(),
+            node: None,
             alias: None,
             kind,
             status: InstanceStatus::Stopped,
@@ -133,6 +148,45 @@ impl InstanceInfo {
             updated_at: 0,
             targets: Vec::new(),
         }
+    }
+}
+
+impl InstanceInfo {
+    /// Check an instance URL as [`Supervisor::create`](super::Supervisor::create) does
+    /// (`Invalid` naming `url`), for a master that writes it for another node of a fleet.
+    pub fn check_url(url: &str) -> Result<()> {
+        super::validate::parse_url(url).map(|_| ())
+    }
+
+    /// The snapshot of an instance another node of the fleet runs, from its stored `record`
+    /// and the `status` and `error` its node last reported (live figures are zero; traffic is
+    /// what the node last wrote). The URL is masked as always.
+    pub fn remote(
+        record: &crate::store::InstanceRecord,
+        node: &str,
+        status: InstanceStatus,
+        error: Option<String>,
+    ) -> Self {
+        let parsed = super::validate::parse_url(&record.url).ok();
+        let kind = parsed
+            .as_ref()
+            .map_or_else(|| super::state::kind_of_url(&record.url), |p| p.kind);
+        let mut info = InstanceInfo::new(
+            record.id.clone(),
+            kind,
+            super::validate::mask_url(&record.url),
+        );
+        info.node = Some(node.to_owned());
+        info.alias = record.alias.clone();
+        info.status = status;
+        info.error = error;
+        info.config = parsed.map(|p| p.canonical).unwrap_or_default();
+        info.restart = record.restart;
+        info.meta = record.meta.clone();
+        info.traffic = record.traffic;
+        info.created_at = record.created_at;
+        info.updated_at = record.updated_at;
+        info
     }
 }
 

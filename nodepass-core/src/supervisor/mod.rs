@@ -160,6 +160,9 @@ pub struct SupervisorOptions {
     pub event_capacity: usize,
     /// Log lines kept per instance (default 200).
     pub log_capacity: usize,
+    /// The node this supervisor is, in a fleet (shown as every instance's `node`); `None`
+    /// (the default) outside a fleet.
+    pub node: Option<String>,
 }
 
 impl Default for SupervisorOptions {
@@ -175,6 +178,7 @@ impl Default for SupervisorOptions {
             stable_after: Duration::from_secs(60),
             event_capacity: 1024,
             log_capacity: 200,
+            node: None,
         }
     }
 }
@@ -206,7 +210,12 @@ impl Supervisor {
         let records = store.load().await?;
         let core = Arc::new(Core::new(store, options, &shutdown));
         for record in records {
-            let m = Arc::new(Managed::new(record, &core.token, core.options.log_capacity));
+            let m = Arc::new(Managed::new(
+                record,
+                &core.token,
+                core.options.log_capacity,
+                core.options.node.clone(),
+            ));
             core.insert(m.clone());
             core.tracker.spawn(core.clone().pump_logs(m));
         }
@@ -293,7 +302,12 @@ impl Supervisor {
                 Desired::Stopped
             };
             core.store.put(&record).await?;
-            let m = Arc::new(Managed::new(record, &core.token, core.options.log_capacity));
+            let m = Arc::new(Managed::new(
+                record,
+                &core.token,
+                core.options.log_capacity,
+                core.options.node.clone(),
+            ));
             core.insert(m.clone());
             core.tracker.spawn(core.clone().pump_logs(m.clone()));
             core.emit(Event::new(EventKind::Create, Some(m.info())));
@@ -309,6 +323,38 @@ impl Supervisor {
             let _ = tokio::time::timeout(core.options.start_wait, wait).await;
         }
         Ok(instance.info())
+    }
+
+    /// Take over an instance whose record another master wrote to the store for this node
+    /// (fleet mode): add it with its id as stored, without writing, and start it if it has
+    /// `restart: true` or is desired running. Refused (`Conflict`) if the id is already here.
+    pub async fn adopt(&self, record: InstanceRecord) -> Result<InstanceInfo> {
+        let core = &self.core;
+        core.check_open()?;
+        record.validate()?;
+        let _writes = core.writes().await;
+        core.check_open()?;
+        if core.contains(&record.id) {
+            return Err(SupervisorError::Conflict(format!(
+                "instance {} exists already",
+                record.id
+            )));
+        }
+        let launch = record.restart || record.desired == Desired::Running;
+        let m = Arc::new(Managed::new(
+            record,
+            &core.token,
+            core.options.log_capacity,
+            core.options.node.clone(),
+        ));
+        core.insert(m.clone());
+        core.tracker.spawn(core.clone().pump_logs(m.clone()));
+        core.emit(Event::new(EventKind::Create, Some(m.info())));
+        tracing::info!(parent: &m.span, "instance adopted");
+        if launch && let Err(e) = core.launch(&m) {
+            m.set_status(core, InstanceStatus::Error, Some(e.to_string()), None);
+        }
+        Ok(m.info())
     }
 
     /// All instances, oldest first.

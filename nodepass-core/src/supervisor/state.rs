@@ -22,6 +22,8 @@ use crate::tunnel::{LocalAddrs, Mode, TunnelHandle};
 #[derive(Debug)]
 pub(crate) struct Managed {
     pub(crate) id: String,
+    /// The node that runs it (the supervisor's `node` option), shown in its info.
+    pub(crate) node: Option<String>,
     /// The span every task of this instance runs in (see [`super::logs`]).
     pub(crate) span: tracing::Span,
     pub(crate) logs: Arc<LogRing>,
@@ -85,7 +87,7 @@ fn mode_name(mode: Mode) -> &'static str {
     }
 }
 
-fn kind_of_url(url: &str) -> InstanceKind {
+pub(crate) fn kind_of_url(url: &str) -> InstanceKind {
     if url.to_ascii_lowercase().starts_with("client:") {
         InstanceKind::Client
     } else {
@@ -125,6 +127,7 @@ impl Managed {
         record: InstanceRecord,
         parent: &CancellationToken,
         log_capacity: usize,
+        node: Option<String>,
     ) -> Self {
         let parsed = parse_url(&record.url).map_err(|e| e.to_string());
         let level = parsed
@@ -140,6 +143,7 @@ impl Managed {
         };
         Managed {
             id: record.id.clone(),
+            node,
             span,
             logs,
             token: parent.child_token(),
@@ -205,6 +209,7 @@ impl Managed {
         };
         InstanceInfo {
             id: self.id.clone(),
+            node: self.node.clone(),
             alias: st.record.alias.clone(),
             kind: st.kind(),
             status: st.status,

@@ -95,6 +95,11 @@ impl MasterProcess {
             "master://127.0.0.1:0/api?log=info&state={}{extra}",
             state.display()
         );
+        MasterProcess::start_url(&url, env)
+    }
+
+    /// Start `nodepass URL` with `env` and wait as [`MasterProcess::start`] does.
+    pub fn start_url(url: &str, env: &[(&str, &str)]) -> MasterProcess {
         let mut cmd = Command::new(nodepass_exe());
         cmd.arg(url)
             .env_remove("NODEPASS_URL")

@@ -1,0 +1,108 @@
+//! Versioned migrations of the PostgreSQL schema (see [`super`] for the tables).
+//!
+//! Each migration runs once, in its own transaction, under a transaction-scoped advisory lock,
+//! so that masters starting at the same time against an empty database never race: the first
+//! one migrates, the others wait and then find the version recorded. A database whose newest
+//! recorded version is above [`PG_SCHEMA_VERSION`] is refused (written by a newer build).
+
+use super::{PostgresStore, TxError, in_tx};
+use crate::store::{Result, StoreError};
+
+/// The newest schema version this build writes and reads.
+pub const PG_SCHEMA_VERSION: i32 = 1;
+
+/// The advisory lock key held while migrating (`NPST` in ASCII).
+const MIGRATION_LOCK: i64 = 0x4e50_5354;
+
+/// Migrations in order; index + 1 is the version.
+const MIGRATIONS: &[&str] = &[
+    // 1: the store (instances, history, settings) with fleet columns, and the nodes.
+    r"
+    CREATE TABLE instances (
+        id TEXT PRIMARY KEY CHECK (id ~ '^[0-9a-f]{8}$'),
+        node TEXT NOT NULL,
+        alias TEXT,
+        url TEXT NOT NULL,
+        restart BOOLEAN NOT NULL,
+        meta TEXT NOT NULL,
+        tcp_in BIGINT NOT NULL, tcp_out BIGINT NOT NULL,
+        udp_in BIGINT NOT NULL, udp_out BIGINT NOT NULL,
+        created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL,
+        desired TEXT NOT NULL CHECK (desired IN ('running', 'stopped')),
+        version BIGINT NOT NULL DEFAULT 1,
+        status TEXT NOT NULL DEFAULT 'stopped',
+        error TEXT,
+        status_ms BIGINT NOT NULL DEFAULT 0,
+        spec TEXT,
+        spec_version BIGINT NOT NULL DEFAULT 0,
+        applied_spec BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE INDEX instances_by_node ON instances (node);
+    CREATE TABLE history (
+        id TEXT NOT NULL REFERENCES instances (id) ON DELETE CASCADE,
+        ts_ms BIGINT NOT NULL,
+        tcp_in BIGINT NOT NULL, tcp_out BIGINT NOT NULL,
+        udp_in BIGINT NOT NULL, udp_out BIGINT NOT NULL,
+        PRIMARY KEY (id, ts_ms)
+    );
+    CREATE INDEX history_by_ts ON history (ts_ms);
+    CREATE TABLE settings (
+        node TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (node, name)
+    );
+    CREATE TABLE nodes (
+        name TEXT PRIMARY KEY,
+        api TEXT NOT NULL,
+        version TEXT NOT NULL,
+        started_ms BIGINT NOT NULL,
+        seen_ms BIGINT NOT NULL
+    );
+    ",
+];
+
+impl PostgresStore {
+    /// Bring the schema to [`PG_SCHEMA_VERSION`].
+    pub(super) async fn migrate(&self) -> Result<()> {
+        let label = self.label.clone();
+        in_tx!(self, "migrate", |tx| {
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                .await?;
+            tx.batch_execute(
+                "CREATE TABLE IF NOT EXISTS nodepass_migrations (
+                     version INTEGER PRIMARY KEY,
+                     applied_ms BIGINT NOT NULL
+                 )",
+            )
+            .await?;
+            let row = tx
+                .query_one(
+                    "SELECT COALESCE(MAX(version), 0) FROM nodepass_migrations",
+                    &[],
+                )
+                .await?;
+            let found: i32 = row.get(0);
+            if found > PG_SCHEMA_VERSION {
+                return Err(TxError::Store(StoreError::UnsupportedVersion {
+                    path: label.into(),
+                    found: i64::from(found),
+                    supported: i64::from(PG_SCHEMA_VERSION),
+                }));
+            }
+            for (index, sql) in MIGRATIONS.iter().enumerate() {
+                let version = i32::try_from(index + 1).unwrap_or(i32::MAX);
+                if version <= found {
+                    continue;
+                }
+                tx.batch_execute(sql).await?;
+                tx.execute(
+                    "INSERT INTO nodepass_migrations (version, applied_ms) VALUES ($1, $2)",
+                    &[&version, &crate::supervisor::now_ms()],
+                )
+                .await?;
+                tracing::info!(version, "store schema migrated");
+            }
+        })
+    }
+}
