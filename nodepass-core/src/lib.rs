@@ -82,4 +82,4 @@ pub use config::Config;
 pub use error::{Error, Result};
 #[cfg(feature = "supervisor")]
 pub use supervisor::{Instance, Supervisor};
-pub use tunnel::{Tunnel, TunnelConfig, TunnelHandle};
+pub use tunnel::{Tunnel, TunnelConfig, TunnelHandle, TunnelOptions};

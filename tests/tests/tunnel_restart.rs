@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use nodepass_core::TunnelHandle;
-use nodepass_core::tunnel::{HEARTBEAT_DEAD_AFTER, SHUTDOWN_GRACE, TunnelState};
+use nodepass_core::TunnelOptions;
+use nodepass_core::tunnel::TunnelState;
 use nodepass_tests::IO_TIMEOUT;
 use nodepass_tests::certs::{Ca, CertFiles, LEAF_NAMES, presented_certificate};
 use nodepass_tests::logs::Logs;
@@ -186,7 +187,7 @@ async fn a_silent_server_is_detected_within_the_heartbeat_deadline() {
     let frozen = Instant::now();
     let state = wait_state(
         &client,
-        HEARTBEAT_DEAD_AFTER + Duration::from_secs(10),
+        TunnelOptions::default().heartbeat_dead_after + Duration::from_secs(10),
         "the client gives up on a silent server",
         |s| matches!(s, TunnelState::Reconnecting { .. }),
     )
@@ -198,7 +199,7 @@ async fn a_silent_server_is_detected_within_the_heartbeat_deadline() {
     );
     recovers(users, "users served after the reconnect").await;
     assert!(
-        detected <= HEARTBEAT_DEAD_AFTER + Duration::from_secs(1),
+        detected <= TunnelOptions::default().heartbeat_dead_after + Duration::from_secs(1),
         "detected after {detected:?}"
     );
     shutdown(&[&client, &server]).await;
@@ -314,7 +315,7 @@ async fn stopping_stops_accepting_and_lets_flowing_sessions_finish() {
         .expect("the server stops")
         .unwrap();
     assert!(
-        done.elapsed() < SHUTDOWN_GRACE,
+        done.elapsed() < TunnelOptions::default().shutdown_grace,
         "the server waited for the whole grace period: {:?}",
         done.elapsed()
     );
@@ -334,9 +335,12 @@ async fn sessions_still_open_after_the_grace_period_are_cut() {
     echo_once(&mut idle, b"then silence").await;
     let stopped = Instant::now();
     server.stop();
-    let closed = read_until_closed(&mut idle, SHUTDOWN_GRACE + Duration::from_secs(3))
-        .await
-        .expect("the session is cut after the grace period");
+    let closed = read_until_closed(
+        &mut idle,
+        TunnelOptions::default().shutdown_grace + Duration::from_secs(3),
+    )
+    .await
+    .expect("the session is cut after the grace period");
     tokio::time::timeout(IO_TIMEOUT, server.wait())
         .await
         .expect("the server stops")
@@ -346,7 +350,7 @@ async fn sessions_still_open_after_the_grace_period_are_cut() {
         "idle session cut {:.2} s after stop",
         closed.after.as_secs_f64()
     );
-    assert!(took >= SHUTDOWN_GRACE - Duration::from_millis(100));
+    assert!(took >= TunnelOptions::default().shutdown_grace - Duration::from_millis(100));
     shutdown(&[&client]).await;
 }
 

@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use nodepass_core::TunnelHandle;
+use nodepass_core::TunnelOptions;
 use nodepass_core::protocol::auth::Pake;
 use nodepass_core::protocol::{
     self, ConnKind, Message, NONCE_LEN, PROTOCOL_VERSION, RefuseCode, SessionId,
 };
-use nodepass_core::tunnel::{HANDSHAKE_TIMEOUT, POOL_WAIT, TunnelState};
+use nodepass_core::tunnel::TunnelState;
 use nodepass_tests::IO_TIMEOUT;
 use nodepass_tests::certs::{self, Ca, CertFiles};
 use nodepass_tests::logs::Logs;
@@ -205,9 +206,12 @@ async fn wrong_key_is_refused_on_both_sides_and_no_user_traffic_leaks() {
         .await
         .unwrap();
     user.write_all(b"user secret").await.unwrap();
-    let closed = read_until_closed(&mut user, POOL_WAIT + TIMEOUT_MARGIN)
-        .await
-        .expect("the user is closed when no authenticated pool connection exists");
+    let closed = read_until_closed(
+        &mut user,
+        TunnelOptions::default().pool_wait + TIMEOUT_MARGIN,
+    )
+    .await
+    .expect("the user is closed when no authenticated pool connection exists");
     assert!(closed.bytes.is_empty());
     assert_eq!(
         target.accepted(),
@@ -311,7 +315,7 @@ async fn stalled_handshakes_are_closed_within_the_handshake_timeout() {
     protocol::encode(&hello(ConnKind::Control, [0; 16]), &mut frame);
     half.send_bytes(&frame[..frame.len() / 2]).await;
 
-    let limit = HANDSHAKE_TIMEOUT + TIMEOUT_MARGIN;
+    let limit = TunnelOptions::default().handshake_timeout + TIMEOUT_MARGIN;
     let (a, b, c) = tokio::join!(
         read_until_closed(&mut silent.s, limit),
         read_until_closed(&mut stalled.s, limit),
@@ -526,9 +530,12 @@ async fn a_man_in_the_middle_on_tls1_is_detected() {
         .unwrap();
     user.write_all(b"for the real client only").await.unwrap();
     assert!(
-        read_until_closed(&mut user, POOL_WAIT + TIMEOUT_MARGIN)
-            .await
-            .is_some()
+        read_until_closed(
+            &mut user,
+            TunnelOptions::default().pool_wait + TIMEOUT_MARGIN
+        )
+        .await
+        .is_some()
     );
     assert_eq!(target.accepted(), 0);
     shutdown(&[&client, &server]).await;

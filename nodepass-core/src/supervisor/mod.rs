@@ -61,6 +61,8 @@ use crate::store::{
     Desired, InstanceRecord, Meta, Store, StoreError, TrafficSample, TrafficTotals,
 };
 
+use crate::tunnel::TunnelOptions;
+
 use self::core::Core;
 use self::state::Managed;
 
@@ -160,6 +162,8 @@ pub struct SupervisorOptions {
     pub event_capacity: usize,
     /// Log lines kept per instance (default 200).
     pub log_capacity: usize,
+    /// Timings and sizes of every instance's tunnel (default [`TunnelOptions::default`]).
+    pub tunnel: TunnelOptions,
 }
 
 impl Default for SupervisorOptions {
@@ -175,6 +179,7 @@ impl Default for SupervisorOptions {
             stable_after: Duration::from_secs(60),
             event_capacity: 1024,
             log_capacity: 200,
+            tunnel: TunnelOptions::default(),
         }
     }
 }

@@ -134,7 +134,7 @@ async fn attempt(core: &Arc<Core>, m: &Arc<Managed>, token: &CancellationToken) 
         }
     };
     let bound = tokio::select! {
-        r = Tunnel::bind(config) => r,
+        r = Tunnel::bind_with(config, core.options.tunnel.clone()) => r,
         _ = token.cancelled() => return Outcome::Cancelled,
     };
     let tunnel = match bound {

@@ -6,7 +6,8 @@
 //!
 //! Shutdown: cancelling the token passed to `run`/`spawn` stops accepting users and tunnel
 //! connections and ends the control session (the server says `Goodbye`); sessions in flight get
-//! [`SHUTDOWN_GRACE`] to finish, then are cut. `run` returns once every task has ended.
+//! [`TunnelOptions::shutdown_grace`] to finish, then are cut. `run` returns once every task has
+//! ended.
 //!
 //! Roles live in the private modules `server`, [`client`] (dual-end) and `single` (single-end
 //! forwarding); the user-facing accept loop and the target-dialing side are shared (`users`,
@@ -18,6 +19,7 @@ mod balance;
 mod control;
 mod guard;
 mod handshake;
+mod options;
 mod server;
 mod single;
 mod targets;
@@ -32,6 +34,7 @@ pub use guard::{
     BACKOFF_AFTER, BACKOFF_MAX, LOG_INTERVAL, LOG_LINES_PER_INTERVAL, LOG_PER_SOURCE,
     LOG_SUMMARY_SOURCES, MAX_PENDING_HANDSHAKES, MAX_PENDING_PER_SOURCE, source_of,
 };
+pub use options::TunnelOptions;
 
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -49,22 +52,6 @@ use crate::limit::{RateLimiter, Slots};
 use crate::pool::Pool;
 use crate::relay::RelayCtx;
 use crate::stats::{Stats, StatsSnapshot};
-
-/// How long in-flight sessions may run on after shutdown was requested.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// The client's bound on a tunnel handshake (TLS included).
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The server's bound on a tunnel handshake (TCP accept to `Welcome`/`PoolReady`, TLS
-/// included): shorter than the client's, so an idle stranger frees its slot quickly.
-pub const PREAUTH_TIMEOUT: Duration = Duration::from_secs(5);
-/// Heartbeat interval on the control connection.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
-/// A control peer silent for this long is dead.
-pub const HEARTBEAT_DEAD_AFTER: Duration = Duration::from_secs(15);
-/// How long a new user connection waits for an idle pool connection.
-pub const POOL_WAIT: Duration = Duration::from_secs(5);
-/// Interval of the periodic status event.
-pub const STATUS_EVENT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The configuration of a tunnel: a server or a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,8 +204,8 @@ pub(crate) struct Ctx {
     pub(crate) tracker: TaskTracker,
     /// Stop accepting and end sessions (the caller's shutdown token).
     pub(crate) stop: CancellationToken,
-    /// Largest UDP datagram carried.
-    pub(crate) udp_max: usize,
+    /// The tunnel's timings and sizes.
+    pub(crate) opts: Arc<TunnelOptions>,
 }
 
 impl Ctx {
@@ -226,7 +213,7 @@ impl Ctx {
         shared: Arc<Shared>,
         params: &TunnelParams,
         stop: CancellationToken,
-        udp_max: usize,
+        opts: Arc<TunnelOptions>,
     ) -> Self {
         let params = Arc::new(params.clone());
         Ctx {
@@ -235,7 +222,7 @@ impl Ctx {
                 rate: params.rate_mbps.map(RateLimiter::new),
                 idle_timeout: params.read_timeout,
                 hard_stop: CancellationToken::new(),
-                zero_copy: crate::relay::zero_copy_from_env(),
+                zero_copy: opts.zero_copy,
                 tap: None,
             },
             slots: Slots::new(params.slot),
@@ -244,7 +231,7 @@ impl Ctx {
             shared,
             params,
             stop,
-            udp_max,
+            opts,
         }
     }
 }
@@ -260,7 +247,7 @@ pub struct Tunnel {
     role: Role,
     shared: Arc<Shared>,
     params: TunnelParams,
-    udp_max: usize,
+    opts: Arc<TunnelOptions>,
 }
 
 impl std::fmt::Debug for Tunnel {
@@ -273,13 +260,18 @@ impl std::fmt::Debug for Tunnel {
 }
 
 impl Tunnel {
-    /// Bind the listeners this configuration needs now and decide the mode (`mode=0` tries to
-    /// bind and falls back as NodePass does). Errors: bind failures, unsupported features,
-    /// unreadable TLS files. Cancel safe.
+    /// [`Tunnel::bind_with`] the default [`TunnelOptions`]. Cancel safe.
     pub async fn bind(config: TunnelConfig) -> Result<Tunnel> {
+        Self::bind_with(config, TunnelOptions::default()).await
+    }
+
+    /// Bind the listeners this configuration needs now and decide the mode (`mode=0` tries to
+    /// bind and falls back as NodePass does), with the given timings and sizes. Errors: invalid
+    /// options, bind failures, unsupported features, unreadable TLS files. Cancel safe.
+    pub async fn bind_with(config: TunnelConfig, options: TunnelOptions) -> Result<Tunnel> {
+        options.validate()?;
         let shared = Shared::new();
         let params = config.params().clone();
-        let udp_max = udp::max_datagram().map_err(Error::Unsupported)?;
         if params.is_derived_key_exposed() {
             tracing::warn!(
                 tunnel = %params.tunnel,
@@ -306,22 +298,8 @@ impl Tunnel {
             role,
             shared,
             params,
-            udp_max,
+            opts: Arc::new(options),
         })
-    }
-
-    /// Set the largest UDP datagram this tunnel carries (1..=65507; default 65507, or the
-    /// `NODEPASS_UDP_MAX_DATAGRAM` environment variable). Larger datagrams read from local
-    /// sockets are dropped and counted in `udp_dropped`.
-    pub fn set_udp_max_datagram(&mut self, max: usize) -> Result<()> {
-        if !(1..=crate::protocol::datagram::MAX_DATAGRAM_LEN).contains(&max) {
-            return Err(Error::Unsupported(format!(
-                "udp max datagram {max}: expected 1 to {}",
-                crate::protocol::datagram::MAX_DATAGRAM_LEN
-            )));
-        }
-        self.udp_max = max;
-        Ok(())
     }
 
     /// The addresses bound so far (a forward-flow client binds its user listener only after
@@ -335,19 +313,26 @@ impl Tunnel {
         *crate::sync::lock(&self.shared.mode)
     }
 
-    /// Run until `shutdown` is cancelled (then drain within [`SHUTDOWN_GRACE`]) or a fatal
+    /// Run until `shutdown` is cancelled (then drain within
+    /// [`TunnelOptions::shutdown_grace`]) or a fatal
     /// error. Not cancel safe: cancel through `shutdown` instead of dropping the future.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let ctx = Ctx::new(
             self.shared.clone(),
             &self.params,
             shutdown.clone(),
-            self.udp_max,
+            self.opts.clone(),
         );
         self.shared.set_state(TunnelState::Starting);
         let is_server = matches!(self.role, Role::Server(_));
         let events = tokio::spawn(
-            status_events(self.shared.clone(), shutdown.clone(), !is_server).in_current_span(),
+            status_events(
+                self.shared.clone(),
+                shutdown.clone(),
+                !is_server,
+                self.opts.status_interval,
+            )
+            .in_current_span(),
         );
         let probes = targets::spawn_probes(&ctx, is_server);
         let result = match self.role {
@@ -358,7 +343,7 @@ impl Tunnel {
         // Stop whatever is still accepting (on error the token may not be cancelled yet).
         ctx.stop.cancel();
         ctx.tracker.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, ctx.tracker.wait())
+        if tokio::time::timeout(ctx.opts.shutdown_grace, ctx.tracker.wait())
             .await
             .is_err()
         {
@@ -493,8 +478,13 @@ impl TunnelHandle {
 /// The periodic status event, at the `event` log level (target `nodepass::event`). `pool_idle`
 /// counts the idle tunnel connections; a client also shows `pool_target`, the number its
 /// filler aims for (a server does not set it: the client decides).
-async fn status_events(shared: Arc<Shared>, stop: CancellationToken, client: bool) {
-    let mut tick = tokio::time::interval(STATUS_EVENT_INTERVAL);
+async fn status_events(
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    client: bool,
+    interval: Duration,
+) {
+    let mut tick = tokio::time::interval(interval);
     tick.tick().await;
     loop {
         tokio::select! {
