@@ -79,7 +79,7 @@ pub mod transport;
 pub mod tunnel;
 
 pub use config::Config;
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result, TunnelError};
 #[cfg(feature = "supervisor")]
 pub use supervisor::{Instance, Supervisor};
 pub use tunnel::{Tunnel, TunnelConfig, TunnelHandle, TunnelOptions};

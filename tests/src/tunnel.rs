@@ -39,8 +39,8 @@ pub async fn try_start(url: &str) -> nodepass_core::Result<TunnelHandle> {
 /// Wait until `h` is [`TunnelState::Ready`] (at most [`IO_TIMEOUT`]).
 /// Cancel safe.
 pub async fn wait_ready(h: &TunnelHandle) {
-    if let Err(last) = h.wait_for(IO_TIMEOUT, |s| *s == TunnelState::Ready).await {
-        panic!("tunnel not ready within {IO_TIMEOUT:?}; last state {last:?}");
+    if let Err(e) = h.wait_ready(IO_TIMEOUT).await {
+        panic!("tunnel not ready: {e}; last state {:?}", e.last());
     }
 }
 
@@ -54,7 +54,7 @@ pub async fn wait_state(
 ) -> TunnelState {
     match h.wait_for(within, pred).await {
         Ok(s) => s,
-        Err(last) => panic!("{what}: not reached within {within:?}; last state {last:?}"),
+        Err(e) => panic!("{what}: not reached ({e}); last state {:?}", e.last()),
     }
 }
 

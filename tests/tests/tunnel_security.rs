@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use nodepass_core::TunnelHandle;
-use nodepass_core::TunnelOptions;
 use nodepass_core::protocol::auth::Pake;
 use nodepass_core::protocol::{
     self, ConnKind, Message, NONCE_LEN, PROTOCOL_VERSION, RefuseCode, SessionId,
 };
 use nodepass_core::tunnel::TunnelState;
+use nodepass_core::{ErrorKind, TunnelOptions};
 use nodepass_tests::IO_TIMEOUT;
 use nodepass_tests::certs::{self, Ca, CertFiles};
 use nodepass_tests::logs::Logs;
@@ -186,9 +186,12 @@ async fn wrong_key_is_refused_on_both_sides_and_no_user_traffic_leaks() {
         unreachable!()
     };
     assert!(
-        error.contains("could not prove it knows the tunnel key"),
+        error
+            .message()
+            .contains("could not prove it knows the tunnel key"),
         "client error: {error}"
     );
+    assert_eq!(error.kind(), ErrorKind::AuthRefused, "{error}");
     eventually(IO_TIMEOUT, "the server logs the refusal", || {
         let found = !logs
             .lines_with(&[
@@ -511,7 +514,7 @@ async fn a_man_in_the_middle_on_tls1_is_detected() {
         &client,
         IO_TIMEOUT,
         "client detects the relay",
-        |s| matches!(s, TunnelState::Reconnecting { error } if error.contains("man in the middle")),
+        |s| matches!(s, TunnelState::Reconnecting { error } if error.message().contains("man in the middle")),
     )
     .await;
     eprintln!("client state: {state:?}");
@@ -588,9 +591,10 @@ async fn tls2_clients_refuse_untrusted_or_misnamed_certificates() {
             unreachable!()
         };
         assert!(
-            error.contains("tls") || error.contains("certificate"),
+            error.message().contains("tls") || error.message().contains("certificate"),
             "{name}: {error}"
         );
+        assert_eq!(error.kind(), ErrorKind::Tls, "{name}: {error}");
     }
     // The right CA and name work.
     let good = start(&format!(
@@ -647,6 +651,7 @@ async fn a_client_reports_a_server_of_another_protocol_version() {
     let TunnelState::Reconnecting { error } = state else {
         unreachable!()
     };
-    assert!(error.contains("version"), "{error}");
+    assert!(error.message().contains("version"), "{error}");
+    assert_eq!(error.kind(), ErrorKind::Protocol, "{error}");
     shutdown(&[&client]).await;
 }

@@ -20,7 +20,7 @@ use super::users::{Upstream, UserSockets, serve_pool_conn};
 use super::wire::Wire;
 use super::{Ctx, Mode, Shared, TunnelState, control};
 use crate::config::{ClientConfig, ClientMode, Host};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result, TunnelError};
 use crate::pool::Pool;
 use crate::protocol::auth::ProofKey;
 use crate::protocol::{Flow, Message, SessionId};
@@ -116,8 +116,9 @@ impl Client {
                     if ctx.stop.is_cancelled() {
                         return Ok(());
                     }
-                    ctx.shared
-                        .set_state(TunnelState::Reconnecting { error: reason });
+                    ctx.shared.set_state(TunnelState::Reconnecting {
+                        error: TunnelError::new(ErrorKind::Disconnected, reason),
+                    });
                 }
                 Err(e) => {
                     if e.is_fatal() {
@@ -126,7 +127,7 @@ impl Client {
                         tracing::warn!(server = %inner.cfg.params.tunnel, error = %e, "cannot connect to the server");
                     }
                     ctx.shared.set_state(TunnelState::Reconnecting {
-                        error: e.to_string(),
+                        error: TunnelError::new(e.kind(), e.to_string()),
                     });
                 }
             }

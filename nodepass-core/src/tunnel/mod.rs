@@ -47,7 +47,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::{ClientConfig, Config, ServerConfig, TunnelParams};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TunnelError};
 use crate::limit::{RateLimiter, Slots};
 use crate::pool::Pool;
 use crate::relay::RelayCtx;
@@ -128,16 +128,68 @@ pub enum TunnelState {
     Ready,
     /// A dual-end client lost (or never had) its server and is retrying.
     Reconnecting {
-        /// The last connection error.
-        error: String,
+        /// The last connection error; its [`kind`](TunnelError::kind) tells a refused key
+        /// ([`ErrorKind::AuthRefused`](crate::ErrorKind::AuthRefused)) from a server that is
+        /// down ([`ErrorKind::Unreachable`](crate::ErrorKind::Unreachable)).
+        error: TunnelError,
     },
     /// Stopped after a shutdown request.
     Stopped,
     /// Ended by an error.
     Failed {
         /// Why.
-        error: String,
+        error: TunnelError,
     },
+}
+
+impl TunnelState {
+    /// True for the states a tunnel never leaves (`Stopped`, `Failed`).
+    pub fn is_final(&self) -> bool {
+        matches!(self, TunnelState::Stopped | TunnelState::Failed { .. })
+    }
+}
+
+impl std::fmt::Display for TunnelState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TunnelState::Starting => f.write_str("starting"),
+            TunnelState::Ready => f.write_str("ready"),
+            TunnelState::Reconnecting { error } => {
+                write!(f, "reconnecting ({}: {error})", error.kind())
+            }
+            TunnelState::Stopped => f.write_str("stopped"),
+            TunnelState::Failed { error } => write!(f, "failed ({}: {error})", error.kind()),
+        }
+    }
+}
+
+/// [`TunnelHandle::wait_for`] gave up: the time ran out, or the tunnel ended, before the state
+/// it waited for. Carries the last state seen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WaitError {
+    /// The time ran out.
+    #[error("tunnel still {last} after {waited:?}")]
+    Timeout {
+        /// How long was waited.
+        waited: Duration,
+        /// The state when the time ran out.
+        last: TunnelState,
+    },
+    /// The tunnel ended (stopped or failed) without reaching the state.
+    #[error("tunnel {last}")]
+    Ended {
+        /// The final state.
+        last: TunnelState,
+    },
+}
+
+impl WaitError {
+    /// The last state seen.
+    pub fn last(&self) -> &TunnelState {
+        match self {
+            WaitError::Timeout { last, .. } | WaitError::Ended { last } => last,
+        }
+    }
 }
 
 /// The local addresses a tunnel has bound.
@@ -367,9 +419,7 @@ impl Tunnel {
         self.shared.set_pool(None);
         self.shared.set_state(match &result {
             Ok(()) => TunnelState::Stopped,
-            Err(e) => TunnelState::Failed {
-                error: e.to_string(),
-            },
+            Err(e) => TunnelState::Failed { error: e.into() },
         });
         result
     }
@@ -434,21 +484,39 @@ impl TunnelHandle {
         crate::sync::lock(&self.shared.pool).clone()
     }
 
-    /// Wait until the state satisfies `pred` or `timeout` passes; returns the last state.
-    /// Cancel safe.
+    /// Wait until the state satisfies `pred` and return it. Gives up with a [`WaitError`]
+    /// (which works with `?`) when `timeout` passes or the tunnel ends (`Stopped`, `Failed`)
+    /// in a state `pred` does not accept. Cancel safe.
     pub async fn wait_for(
         &self,
         timeout: Duration,
         pred: impl Fn(&TunnelState) -> bool,
-    ) -> std::result::Result<TunnelState, TunnelState> {
+    ) -> std::result::Result<TunnelState, WaitError> {
         let mut rx = self.state();
-        let res = tokio::time::timeout(timeout, rx.wait_for(|s| pred(s)))
+        let res = tokio::time::timeout(timeout, rx.wait_for(|s| pred(s) || s.is_final()))
             .await
             .map(|r| r.map(|s| s.clone()));
         match res {
-            Ok(Ok(s)) => Ok(s),
-            _ => Err(rx.borrow().clone()),
+            Ok(Ok(s)) if pred(&s) => Ok(s),
+            Ok(Ok(s)) => Err(WaitError::Ended { last: s }),
+            // The sender lives in `Shared`, which this handle keeps: not reached, but the
+            // last state is the honest answer.
+            Ok(Err(_)) => Err(WaitError::Ended {
+                last: rx.borrow().clone(),
+            }),
+            Err(_) => Err(WaitError::Timeout {
+                waited: timeout,
+                last: rx.borrow().clone(),
+            }),
         }
+    }
+
+    /// Wait until the tunnel is [`TunnelState::Ready`]; see [`wait_for`](Self::wait_for).
+    /// Cancel safe.
+    pub async fn wait_ready(&self, timeout: Duration) -> std::result::Result<(), WaitError> {
+        self.wait_for(timeout, |s| *s == TunnelState::Ready)
+            .await
+            .map(|_| ())
     }
 
     /// Ask the tunnel to stop (see the module docs for the order of shutdown).
