@@ -9,9 +9,9 @@
 //! [`TunnelOptions::shutdown_grace`] to finish, then are cut. `run` returns once every task has
 //! ended.
 //!
-//! Roles live in the private modules `server`, [`client`] (dual-end) and `single` (single-end
+//! Roles live in the private modules `server`, `client` (dual-end) and `single` (single-end
 //! forwarding); the user-facing accept loop and the target-dialing side are shared (`users`,
-//! `targets`, with target selection and health in `balance`), UDP sessions are in [`udp`].
+//! `targets`, with target selection and health in `balance`), UDP sessions are in `udp`.
 //! `handshake` runs both sides of the authenticated handshake; `guard` limits, backs off and
 //! logs unauthenticated connections on the server.
 
@@ -23,11 +23,11 @@ mod options;
 mod server;
 mod single;
 mod targets;
-pub mod udp;
+mod udp;
 mod users;
 mod wire;
 
-pub mod client;
+mod client;
 
 pub use balance::TargetSnapshot;
 pub use guard::{
@@ -477,11 +477,6 @@ impl TunnelHandle {
     /// The data-flow mode.
     pub fn mode(&self) -> Mode {
         *crate::sync::lock(&self.shared.mode)
-    }
-
-    /// The current pool (dual-end tunnels with a session), for idle/capacity figures.
-    pub fn pool(&self) -> Option<Pool> {
-        crate::sync::lock(&self.shared.pool).clone()
     }
 
     /// Wait until the state satisfies `pred` and return it. Gives up with a [`WaitError`]
