@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use nodepass_core::tunnel::TunnelState;
-use nodepass_core::{Tunnel, TunnelConfig, TunnelHandle};
+use nodepass_core::{Tunnel, TunnelConfig, TunnelHandle, TunnelOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +25,18 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn start(url: &str) -> TunnelHandle {
     match try_start(url).await {
         Ok(h) => h,
+        Err(e) => panic!("cannot start {url}: {e}"),
+    }
+}
+
+/// [`start`] with `options` instead of the defaults (tests shorten timings with them).
+/// Cancel safe.
+pub async fn start_with(url: &str, options: TunnelOptions) -> TunnelHandle {
+    let cfg: TunnelConfig = url
+        .parse()
+        .unwrap_or_else(|e| panic!("cannot parse {url}: {e}"));
+    match Tunnel::bind_with(cfg, options).await {
+        Ok(t) => t.spawn(CancellationToken::new()),
         Err(e) => panic!("cannot start {url}: {e}"),
     }
 }
