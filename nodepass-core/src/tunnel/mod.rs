@@ -508,6 +508,27 @@ impl TunnelHandle {
 
     /// Wait until the tunnel is [`TunnelState::Ready`]; see [`wait_for`](Self::wait_for).
     /// Cancel safe.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use nodepass_core::{ErrorKind, Tunnel, TunnelConfig, TunnelOptions, tunnel::TunnelState};
+    /// use tokio_util::sync::CancellationToken;
+    ///
+    /// async fn demo(stop: CancellationToken) -> Result<(), Box<dyn std::error::Error>> {
+    /// let config: TunnelConfig = "client://key@127.0.0.1:10101/127.0.0.1:8080".parse()?;
+    /// let mut options = TunnelOptions::default();
+    /// options.handshake_timeout = Duration::from_secs(3);
+    /// let client = Tunnel::bind_with(config, options).await?.spawn(stop);
+    /// if let Err(e) = client.wait_ready(Duration::from_secs(10)).await {
+    ///     if let TunnelState::Reconnecting { error } = e.last() {
+    ///         if error.kind() == ErrorKind::AuthRefused { /* wrong key */ }
+    ///     }
+    ///     return Err(e.into());
+    /// }
+    /// println!("{} bytes in", client.stats().tcp_rx);
+    /// Ok(())
+    /// }
+    /// ```
     pub async fn wait_ready(&self, timeout: Duration) -> std::result::Result<(), WaitError> {
         self.wait_for(timeout, |s| *s == TunnelState::Ready)
             .await
