@@ -11,7 +11,6 @@
 
 use std::time::Duration;
 
-use nodepass_core::tunnel::TunnelState;
 use nodepass_core::{Tunnel, TunnelConfig};
 use nodepass_examples::{echo_service, pattern, round_trip};
 use tokio_util::sync::CancellationToken;
@@ -46,10 +45,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let client: TunnelConfig =
         format!("client://example-key@{tunnel}/{echo}?mode=2&min=4").parse()?;
     let client = Tunnel::bind(client).await?.spawn(shutdown.child_token());
-    client
-        .wait_for(Duration::from_secs(10), |s| *s == TunnelState::Ready)
-        .await
-        .map_err(|state| format!("client not ready: {state:?}"))?;
+    client.wait_ready(Duration::from_secs(10)).await?;
     println!("client: connected, mode {:?}", client.mode());
 
     let mut sent = 0;

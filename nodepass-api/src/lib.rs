@@ -88,7 +88,7 @@ pub use error::{ApiError, ErrorCode, HttpError};
 pub use fleet::{DEFAULT_INTERVAL as DEFAULT_FLEET_INTERVAL, FLEET_INTERVAL_ENV};
 pub use master::{
     API_KEY_ENV, DEFAULT_MAX_BODY_BYTES, DEFAULT_STATE_FILE, Master, MasterOptions,
-    default_state_path, serve,
+    default_state_path, serve, serve_with,
 };
 pub use session::{CSRF_HEADER, SESSION_COOKIE, SESSION_LIFETIME};
 pub use transfer::{

@@ -588,7 +588,18 @@ impl Connection {
 ///
 /// Not cancel safe: stop it with `shutdown` and await it.
 pub async fn serve(config: MasterConfig, shutdown: CancellationToken) -> Result<(), ApiError> {
-    let options = MasterOptions::from_env()?;
+    serve_with(config, MasterOptions::from_env()?, shutdown).await
+}
+
+/// [`serve`] with the given options instead of [`MasterOptions::from_env`] (the `nodepass`
+/// executable adds the tunnel options it reads from the environment).
+///
+/// Not cancel safe: stop it with `shutdown` and await it.
+pub async fn serve_with(
+    config: MasterConfig,
+    options: MasterOptions,
+    shutdown: CancellationToken,
+) -> Result<(), ApiError> {
     let mut master = Master::bind(&config, options).await?;
     if let Some(path) = master.state_path() {
         tracing::info!(state = %path.display(), "state store opened");

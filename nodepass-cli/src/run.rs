@@ -1,8 +1,43 @@
 //! The one place where a parsed [`Config`] becomes a running instance.
 
 use anyhow::Context;
-use nodepass_core::{Config, Tunnel, TunnelConfig};
+use nodepass_core::{Config, Tunnel, TunnelConfig, TunnelOptions};
 use tokio_util::sync::CancellationToken;
+
+/// Environment variable that turns the zero-copy path off (`0`), e.g. to compare both paths.
+pub const ZERO_COPY_ENV: &str = "NODEPASS_ZERO_COPY";
+/// Environment variable setting the largest UDP datagram carried (1..=65507).
+pub const UDP_MAX_DATAGRAM_ENV: &str = "NODEPASS_UDP_MAX_DATAGRAM";
+
+/// The tunnel options with [`ZERO_COPY_ENV`] and [`UDP_MAX_DATAGRAM_ENV`] applied (the library
+/// reads no environment; this is the one place that does).
+pub fn tunnel_options_from_env() -> anyhow::Result<TunnelOptions> {
+    let zero_copy = std::env::var(ZERO_COPY_ENV).ok();
+    let udp_max = std::env::var(UDP_MAX_DATAGRAM_ENV).ok();
+    tunnel_options(zero_copy.as_deref(), udp_max.as_deref()).map_err(anyhow::Error::msg)
+}
+
+/// The tunnel options for the values of [`ZERO_COPY_ENV`] (anything but `0` keeps zero copy
+/// on) and [`UDP_MAX_DATAGRAM_ENV`] (a byte count from 1 to 65507); `None` = not set.
+pub fn tunnel_options(
+    zero_copy: Option<&str>,
+    udp_max: Option<&str>,
+) -> Result<TunnelOptions, String> {
+    let mut options = TunnelOptions::default();
+    options.zero_copy = zero_copy.is_none_or(|v| v.trim() != "0");
+    if let Some(v) = udp_max {
+        let max = TunnelOptions::default().udp_max_datagram;
+        options.udp_max_datagram = match v.trim().parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => n,
+            _ => {
+                return Err(format!(
+                    "invalid {UDP_MAX_DATAGRAM_ENV} {v:?}: expected a byte count from 1 to {max}"
+                ));
+            }
+        };
+    }
+    Ok(options)
+}
 
 /// Run the instance `config` describes until `shutdown` is cancelled or it fails.
 ///
@@ -12,17 +47,26 @@ use tokio_util::sync::CancellationToken;
 /// Not cancel safe: stop it by cancelling `shutdown` and awaiting it, not by dropping it.
 pub async fn run_instance(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let role = config.role();
+    let options = tunnel_options_from_env()?;
     match config {
-        Config::Server(c) => run_tunnel(TunnelConfig::Server(c), shutdown).await,
-        Config::Client(c) => run_tunnel(TunnelConfig::Client(c), shutdown).await,
-        Config::Master(c) => nodepass_api::serve(c, shutdown)
-            .await
-            .with_context(|| format!("{role} failed")),
+        Config::Server(c) => run_tunnel(TunnelConfig::Server(c), options, shutdown).await,
+        Config::Client(c) => run_tunnel(TunnelConfig::Client(c), options, shutdown).await,
+        Config::Master(c) => {
+            let mut master = nodepass_api::MasterOptions::from_env()?;
+            master.supervisor.tunnel = options;
+            nodepass_api::serve_with(c, master, shutdown)
+                .await
+                .with_context(|| format!("{role} failed"))
+        }
     }
 }
 
-async fn run_tunnel(config: TunnelConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let tunnel = Tunnel::bind(config)
+async fn run_tunnel(
+    config: TunnelConfig,
+    options: TunnelOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let tunnel = Tunnel::bind_with(config, options)
         .await
         .context("cannot start the tunnel")?;
     tunnel.run(shutdown).await.context("tunnel failed")
@@ -31,6 +75,26 @@ async fn run_tunnel(config: TunnelConfig, shutdown: CancellationToken) -> anyhow
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn options_from_the_environment_values() {
+        let o = tunnel_options(None, None).unwrap();
+        assert!(o.zero_copy);
+        assert_eq!(o.udp_max_datagram, 65507);
+        let o = tunnel_options(Some(" 0 "), Some("1000")).unwrap();
+        assert!(!o.zero_copy);
+        assert_eq!(o.udp_max_datagram, 1000);
+        assert!(tunnel_options(Some("1"), None).unwrap().zero_copy);
+        for bad in ["0", "65508", "x", ""] {
+            let err = tunnel_options(None, Some(bad)).unwrap_err();
+            assert_eq!(
+                err,
+                format!(
+                    "invalid NODEPASS_UDP_MAX_DATAGRAM {bad:?}: expected a byte count from 1 to 65507"
+                )
+            );
+        }
+    }
 
     #[tokio::test]
     async fn a_tunnel_runs_until_shutdown() {

@@ -1,21 +1,26 @@
 //! nodepass-core: the embeddable NodePass TCP/UDP tunnel.
 //!
 //! # Layout
+//! Public:
 //! - [`config`]: the NodePass URL language parsed into typed configuration.
-//! - [`protocol`]: the pure wire codec (no I/O), the handshake proofs, UDP datagram framing and
-//!   PROXY protocol headers.
-//! - [`transport`]: tunnel connections over TCP or TLS 1.3, certificates, sockets, DNS cache.
-//! - [`tunnel`]: [`Tunnel`]: the server, dual-end client and single-end roles, TCP and UDP.
-//! - [`pool`]: [`pool::Pool`], pre-authenticated idle tunnel connections, refilled on demand.
-//! - [`relay`]: moving bytes: buffered copy with half-close, and `splice(2)` on Linux.
-//! - [`stats`]: lock-free counters of a tunnel.
-//! - [`limit`]: per-tunnel limits: concurrent session slots (`slot`) and bandwidth (`rate`).
-//! - [`sniff`]: the `block` parameter: refusing SOCKS, HTTP or TLS by their first bytes.
-//! - [`error`]: the crate's [`Error`] type.
-//! - [`store`]: durable state of the supervisor ([`store::SqliteStore`], [`store::MemoryStore`]).
-//! - [`supervisor`]: [`Supervisor`] and [`Instance`]: managed tunnels with a lifecycle, an
-//!   auto-restart policy, events, per-instance logs ([`supervisor::LogCapture`]) and state kept
-//!   in a store across restarts.
+//! - [`tunnel`]: [`Tunnel`]/[`TunnelHandle`]: the server, dual-end client and single-end roles,
+//!   TCP and UDP; [`TunnelOptions`] (timings and sizes), [`tunnel::TunnelState`],
+//!   [`tunnel::WaitError`].
+//! - [`error`]: [`Error`] with its [`ErrorKind`], and [`TunnelError`] (kept in a tunnel's state).
+//! - [`StatsSnapshot`]: a read-only copy of a tunnel's counters.
+//! - [`transport`]: TLS setup and listeners, shared with the master API crate.
+//! - [`store`] (feature `supervisor`): durable state of the supervisor, the [`store::Store`]
+//!   trait, [`store::MemoryStore`] and (feature `sqlite`) `store::SqliteStore`.
+//! - [`supervisor`] (feature `supervisor`): [`Supervisor`] and [`Instance`]: managed tunnels
+//!   with a lifecycle, an auto-restart policy, events, per-instance logs
+//!   ([`supervisor::LogCapture`]) and state kept in a store across restarts.
+//!
+//! Crate-private: `protocol` (the pure wire codec, handshake proofs, UDP datagram framing,
+//! PROXY headers), `pool` (pre-authenticated idle tunnel connections), `relay` (buffered copy
+//! with half-close, `splice(2)` on Linux), `stats`, `limit` (session slots, bandwidth),
+//! `sniff` (the `block` parameter). The cargo feature `fuzzing` makes `protocol` and `sniff`
+//! reachable (doc-hidden, no stability promise) for the fuzz targets, property tests, benches
+//! and the fake peers of the end-to-end tests.
 //!
 //! # Shutdown
 //! Every long-running function takes a `tokio_util::sync::CancellationToken`; cancelling it stops
@@ -64,12 +69,20 @@
 
 pub mod config;
 pub mod error;
-pub mod limit;
-pub mod pool;
+mod limit;
+mod pool;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
 pub mod protocol;
-pub mod relay;
+#[cfg(not(feature = "fuzzing"))]
+mod protocol;
+mod relay;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
 pub mod sniff;
-pub mod stats;
+#[cfg(not(feature = "fuzzing"))]
+mod sniff;
+mod stats;
 #[cfg(feature = "supervisor")]
 pub mod store;
 #[cfg(feature = "supervisor")]
@@ -79,7 +92,8 @@ pub mod transport;
 pub mod tunnel;
 
 pub use config::Config;
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result, TunnelError};
+pub use stats::StatsSnapshot;
 #[cfg(feature = "supervisor")]
 pub use supervisor::{Instance, Supervisor};
-pub use tunnel::{Tunnel, TunnelConfig, TunnelHandle};
+pub use tunnel::{Tunnel, TunnelConfig, TunnelHandle, TunnelOptions};

@@ -11,7 +11,8 @@
 //!   of the instance. A relay calls [`RateLimiter::consume`] with the number of bytes it just
 //!   moved (or [`RateLimiter::reserve`] and sleeps by itself) before doing more I/O.
 //!
-//! ```
+//! ```ignore
+//! // crate-internal module: an illustration, not compiled as a doctest
 //! use std::num::NonZeroU32;
 //! use nodepass_core::limit::{RateLimiter, Slots};
 //!
@@ -55,6 +56,7 @@ pub struct Slots {
 struct SlotsInner {
     /// `None` when unlimited.
     semaphore: Option<Arc<Semaphore>>,
+    #[cfg(test)]
     limit: Option<u32>,
     in_use: AtomicUsize,
 }
@@ -74,6 +76,7 @@ impl Slots {
         Slots {
             inner: Arc::new(SlotsInner {
                 semaphore: limit.map(|n| Arc::new(Semaphore::new(n as usize))),
+                #[cfg(test)]
                 limit,
                 in_use: AtomicUsize::new(0),
             }),
@@ -95,11 +98,13 @@ impl Slots {
     }
 
     /// The number of slots currently held.
+    #[cfg(test)]
     pub fn in_use(&self) -> usize {
         self.inner.in_use.load(Ordering::Relaxed)
     }
 
     /// The limit, or `None` when unlimited.
+    #[cfg(test)]
     pub fn limit(&self) -> Option<u32> {
         self.inner.limit
     }
@@ -155,6 +160,7 @@ impl RateLimiter {
     }
 
     /// The rate in bytes per second.
+    #[cfg(test)]
     pub fn bytes_per_sec(&self) -> u64 {
         self.inner.bytes_per_sec
     }
@@ -179,6 +185,7 @@ impl RateLimiter {
         tat.saturating_duration_since(now + self.inner.burst)
     }
 
+    #[cfg(test)]
     /// Take `n` bytes from the bucket and sleep until the caller may do more I/O.
     ///
     /// Cancel safe in the sense that dropping the future leaves the limiter consistent; the

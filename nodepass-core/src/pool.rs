@@ -86,6 +86,7 @@ impl Pool {
     }
 
     /// The lower bound of the capacity.
+    #[cfg(test)]
     pub fn min(&self) -> usize {
         self.inner.min
     }
@@ -96,6 +97,7 @@ impl Pool {
     }
 
     /// Set the upper bound (the server announces it in the handshake).
+    #[cfg(test)]
     pub fn set_max(&self, max: usize) {
         let max = max.max(1);
         self.inner.max.store(max, Relaxed);

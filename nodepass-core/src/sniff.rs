@@ -6,7 +6,7 @@
 //!
 //! Protocols in which the server speaks first (SSH, SMTP, FTP, many databases) send nothing
 //! until the target greets them. [`check`] therefore waits at most a short time (by default
-//! [`DEFAULT_SNIFF_WAIT`]) for the first bytes and lets the connection through when none (or too
+//! `TunnelOptions::sniff_wait`, 100 ms) for the first bytes and lets the connection through when none (or too
 //! few to decide) arrive: such connections are delayed by at most that wait, never stalled.
 //!
 //! What counts as each protocol:
@@ -16,14 +16,15 @@
 //!   PRI` followed by a space (`PRI ` also catches the HTTP/2 connection preface).
 //! - TLS: a handshake record header `0x16 0x03 0x00..=0x04`.
 //!
-//! ```no_run
+//! ```ignore
+//! // doc-hidden module (cargo feature `fuzzing`): not compiled as a doctest
 //! use nodepass_core::config::BlockSet;
-//! use nodepass_core::sniff::{self, DEFAULT_SNIFF_WAIT};
+//! use nodepass_core::sniff;
 //!
 //! # async fn demo(listener: tokio::net::TcpListener) -> std::io::Result<()> {
 //! let block = BlockSet { socks: true, http: true, tls: false };
 //! let (user, _) = listener.accept().await?;
-//! if let Some(protocol) = sniff::check(&user, &block, DEFAULT_SNIFF_WAIT).await {
+//! if let Some(protocol) = sniff::check(&user, &block, Duration::from_millis(100)).await {
 //!     tracing::debug!(%protocol, "blocked");
 //!     return Ok(()); // dropping `user` closes it
 //! }
@@ -39,9 +40,6 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::config::BlockSet;
-
-/// How long [`check`] waits for a user's first bytes by default.
-pub const DEFAULT_SNIFF_WAIT: Duration = Duration::from_millis(100);
 
 /// The most peeks [`check`] makes on one connection.
 const MAX_PEEKS: u32 = 32;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nodepass_core::tunnel::{Mode, TunnelState};
-use nodepass_core::{Tunnel, TunnelConfig, TunnelHandle};
+use nodepass_core::{Tunnel, TunnelConfig, TunnelHandle, TunnelOptions};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
@@ -340,10 +340,16 @@ async fn oversize_datagrams_are_dropped_and_counted_never_truncated() {
     let cfg: TunnelConfig = format!("client://127.0.0.1:0/{echo}?mode=1")
         .parse()
         .unwrap();
-    let mut tunnel = Tunnel::bind(cfg).await.unwrap();
-    assert!(tunnel.set_udp_max_datagram(0).is_err());
-    assert!(tunnel.set_udp_max_datagram(65508).is_err());
-    tunnel.set_udp_max_datagram(1000).unwrap();
+    let mut options = TunnelOptions::default();
+    for bad in [0, 65508] {
+        options.udp_max_datagram = bad;
+        let err = Tunnel::bind_with(cfg.clone(), options.clone())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("udp_max_datagram"), "{err}");
+    }
+    options.udp_max_datagram = 1000;
+    let tunnel = Tunnel::bind_with(cfg, options).await.unwrap();
     let client = tunnel.spawn(stop.child_token());
     let to = client.local_addrs().users_udp.unwrap();
     let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use nodepass_core::tunnel::TunnelState;
-use nodepass_core::{Tunnel, TunnelConfig, TunnelHandle};
+use nodepass_core::{Tunnel, TunnelConfig, TunnelHandle, TunnelOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +29,18 @@ pub async fn start(url: &str) -> TunnelHandle {
     }
 }
 
+/// [`start`] with `options` instead of the defaults (tests shorten timings with them).
+/// Cancel safe.
+pub async fn start_with(url: &str, options: TunnelOptions) -> TunnelHandle {
+    let cfg: TunnelConfig = url
+        .parse()
+        .unwrap_or_else(|e| panic!("cannot parse {url}: {e}"));
+    match Tunnel::bind_with(cfg, options).await {
+        Ok(t) => t.spawn(CancellationToken::new()),
+        Err(e) => panic!("cannot start {url}: {e}"),
+    }
+}
+
 /// Parse `url`, bind and spawn the tunnel with its own shutdown token.
 /// Cancel safe.
 pub async fn try_start(url: &str) -> nodepass_core::Result<TunnelHandle> {
@@ -39,8 +51,8 @@ pub async fn try_start(url: &str) -> nodepass_core::Result<TunnelHandle> {
 /// Wait until `h` is [`TunnelState::Ready`] (at most [`IO_TIMEOUT`]).
 /// Cancel safe.
 pub async fn wait_ready(h: &TunnelHandle) {
-    if let Err(last) = h.wait_for(IO_TIMEOUT, |s| *s == TunnelState::Ready).await {
-        panic!("tunnel not ready within {IO_TIMEOUT:?}; last state {last:?}");
+    if let Err(e) = h.wait_ready(IO_TIMEOUT).await {
+        panic!("tunnel not ready: {e}; last state {:?}", e.last());
     }
 }
 
@@ -54,7 +66,7 @@ pub async fn wait_state(
 ) -> TunnelState {
     match h.wait_for(within, pred).await {
         Ok(s) => s,
-        Err(last) => panic!("{what}: not reached within {within:?}; last state {last:?}"),
+        Err(e) => panic!("{what}: not reached ({e}); last state {:?}", e.last()),
     }
 }
 

@@ -306,7 +306,7 @@ async fn live(min: u32) -> (TunnelHandle, TunnelHandle, Server) {
 
 async fn pool_full(client: &TunnelHandle, min: usize) {
     eventually(IO_TIMEOUT, "the client's pool is full", || {
-        let idle = client.pool().map_or(0, |p| p.idle());
+        let idle = client.stats().pool_idle as usize;
         async move { (idle >= min).then_some(()) }
     })
     .await;

@@ -7,14 +7,15 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use nodepass_core::TunnelHandle;
-use nodepass_core::tunnel::{HEARTBEAT_DEAD_AFTER, SHUTDOWN_GRACE, TunnelState};
+use nodepass_core::TunnelOptions;
+use nodepass_core::tunnel::TunnelState;
 use nodepass_tests::IO_TIMEOUT;
 use nodepass_tests::certs::{Ca, CertFiles, LEAF_NAMES, presented_certificate};
 use nodepass_tests::logs::Logs;
 use nodepass_tests::servers::{self, Tap};
 use nodepass_tests::tunnel::{
-    eventually, read_until_closed, roundtrip, shutdown, start, try_roundtrip, wait_ready,
-    wait_state,
+    eventually, read_until_closed, roundtrip, shutdown, start, start_with, try_roundtrip,
+    wait_ready, wait_state,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -120,13 +121,14 @@ async fn server_restart_on_the_same_port_forward_flow_tls1() {
 async fn through_tap(
     echo: SocketAddr,
     one_way: Duration,
+    client_options: TunnelOptions,
 ) -> (TunnelHandle, TunnelHandle, Tap, SocketAddr) {
     let server = start(&format!("server://{KEY}@127.0.0.1:0/127.0.0.1:0?mode=1")).await;
     let tap = Tap::with_latency(server.local_addrs().tunnel.unwrap(), one_way).await;
-    let client = start(&format!(
-        "client://{KEY}@{}/{echo}?mode=2&min=2",
-        tap.addr()
-    ))
+    let client = start_with(
+        &format!("client://{KEY}@{}/{echo}?mode=2&min=2", tap.addr()),
+        client_options,
+    )
     .await;
     wait_ready(&client).await;
     let users = server.local_addrs().users.unwrap();
@@ -147,7 +149,8 @@ async fn echo_once(s: &mut TcpStream, msg: &[u8]) {
 async fn losing_the_control_connection_does_not_cut_flowing_sessions() {
     let (logs, _guard) = Logs::capture();
     let echo = servers::echo().await;
-    let (server, client, tap, users) = through_tap(echo.addr(), Duration::ZERO).await;
+    let (server, client, tap, users) =
+        through_tap(echo.addr(), Duration::ZERO, TunnelOptions::default()).await;
     let mut flowing = TcpStream::connect(users).await.unwrap();
     echo_once(&mut flowing, b"before the cut").await;
 
@@ -176,7 +179,13 @@ async fn a_silent_server_is_detected_within_the_heartbeat_deadline() {
     // A link with 100 ms of round-trip time, frozen right after the first heartbeat answer:
     // the server's last message is then a pong that arrived 100 ms after one of the client's
     // pings (on loopback without latency timer rounding hides the problem).
-    let (server, client, tap, users) = through_tap(echo.addr(), Duration::from_millis(50)).await;
+    // Shortened heartbeat timings (the defaults are 5 s and 15 s): the same detection, sooner.
+    let mut options = TunnelOptions::default();
+    options.heartbeat_interval = Duration::from_millis(500);
+    options.heartbeat_dead_after = Duration::from_secs(2);
+    let dead_after = options.heartbeat_dead_after;
+    let (server, client, tap, users) =
+        through_tap(echo.addr(), Duration::from_millis(50), options).await;
     eventually(IO_TIMEOUT, "a first heartbeat round trip", || {
         let rtt = client.stats().rtt_us;
         async move { (rtt > 0).then_some(()) }
@@ -186,7 +195,7 @@ async fn a_silent_server_is_detected_within_the_heartbeat_deadline() {
     let frozen = Instant::now();
     let state = wait_state(
         &client,
-        HEARTBEAT_DEAD_AFTER + Duration::from_secs(10),
+        dead_after + Duration::from_secs(10),
         "the client gives up on a silent server",
         |s| matches!(s, TunnelState::Reconnecting { .. }),
     )
@@ -198,7 +207,7 @@ async fn a_silent_server_is_detected_within_the_heartbeat_deadline() {
     );
     recovers(users, "users served after the reconnect").await;
     assert!(
-        detected <= HEARTBEAT_DEAD_AFTER + Duration::from_secs(1),
+        detected <= dead_after + Duration::from_secs(1),
         "detected after {detected:?}"
     );
     shutdown(&[&client, &server]).await;
@@ -314,7 +323,7 @@ async fn stopping_stops_accepting_and_lets_flowing_sessions_finish() {
         .expect("the server stops")
         .unwrap();
     assert!(
-        done.elapsed() < SHUTDOWN_GRACE,
+        done.elapsed() < TunnelOptions::default().shutdown_grace,
         "the server waited for the whole grace period: {:?}",
         done.elapsed()
     );
@@ -324,7 +333,15 @@ async fn stopping_stops_accepting_and_lets_flowing_sessions_finish() {
 #[tokio::test]
 async fn sessions_still_open_after_the_grace_period_are_cut() {
     let echo = servers::echo().await;
-    let server = start(&format!("server://{KEY}@127.0.0.1:0/127.0.0.1:0?mode=1")).await;
+    // A 1 s grace period instead of the default 5 s: the same cut, sooner.
+    let mut options = TunnelOptions::default();
+    options.shutdown_grace = Duration::from_secs(1);
+    let grace = options.shutdown_grace;
+    let server = start_with(
+        &format!("server://{KEY}@127.0.0.1:0/127.0.0.1:0?mode=1"),
+        options,
+    )
+    .await;
     let tunnel = server.local_addrs().tunnel.unwrap();
     let client = start(&format!("client://{KEY}@{tunnel}/{}?mode=2", echo.addr())).await;
     wait_ready(&client).await;
@@ -334,7 +351,7 @@ async fn sessions_still_open_after_the_grace_period_are_cut() {
     echo_once(&mut idle, b"then silence").await;
     let stopped = Instant::now();
     server.stop();
-    let closed = read_until_closed(&mut idle, SHUTDOWN_GRACE + Duration::from_secs(3))
+    let closed = read_until_closed(&mut idle, grace + Duration::from_secs(3))
         .await
         .expect("the session is cut after the grace period");
     tokio::time::timeout(IO_TIMEOUT, server.wait())
@@ -346,7 +363,7 @@ async fn sessions_still_open_after_the_grace_period_are_cut() {
         "idle session cut {:.2} s after stop",
         closed.after.as_secs_f64()
     );
-    assert!(took >= SHUTDOWN_GRACE - Duration::from_millis(100));
+    assert!(took >= grace - Duration::from_millis(100));
     shutdown(&[&client]).await;
 }
 

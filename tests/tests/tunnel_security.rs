@@ -14,7 +14,8 @@ use nodepass_core::protocol::auth::Pake;
 use nodepass_core::protocol::{
     self, ConnKind, Message, NONCE_LEN, PROTOCOL_VERSION, RefuseCode, SessionId,
 };
-use nodepass_core::tunnel::{HANDSHAKE_TIMEOUT, POOL_WAIT, TunnelState};
+use nodepass_core::tunnel::TunnelState;
+use nodepass_core::{ErrorKind, TunnelOptions};
 use nodepass_tests::IO_TIMEOUT;
 use nodepass_tests::certs::{self, Ca, CertFiles};
 use nodepass_tests::logs::Logs;
@@ -185,9 +186,12 @@ async fn wrong_key_is_refused_on_both_sides_and_no_user_traffic_leaks() {
         unreachable!()
     };
     assert!(
-        error.contains("could not prove it knows the tunnel key"),
+        error
+            .message()
+            .contains("could not prove it knows the tunnel key"),
         "client error: {error}"
     );
+    assert_eq!(error.kind(), ErrorKind::AuthRefused, "{error}");
     eventually(IO_TIMEOUT, "the server logs the refusal", || {
         let found = !logs
             .lines_with(&[
@@ -205,9 +209,12 @@ async fn wrong_key_is_refused_on_both_sides_and_no_user_traffic_leaks() {
         .await
         .unwrap();
     user.write_all(b"user secret").await.unwrap();
-    let closed = read_until_closed(&mut user, POOL_WAIT + TIMEOUT_MARGIN)
-        .await
-        .expect("the user is closed when no authenticated pool connection exists");
+    let closed = read_until_closed(
+        &mut user,
+        TunnelOptions::default().pool_wait + TIMEOUT_MARGIN,
+    )
+    .await
+    .expect("the user is closed when no authenticated pool connection exists");
     assert!(closed.bytes.is_empty());
     assert_eq!(
         target.accepted(),
@@ -311,7 +318,7 @@ async fn stalled_handshakes_are_closed_within_the_handshake_timeout() {
     protocol::encode(&hello(ConnKind::Control, [0; 16]), &mut frame);
     half.send_bytes(&frame[..frame.len() / 2]).await;
 
-    let limit = HANDSHAKE_TIMEOUT + TIMEOUT_MARGIN;
+    let limit = TunnelOptions::default().handshake_timeout + TIMEOUT_MARGIN;
     let (a, b, c) = tokio::join!(
         read_until_closed(&mut silent.s, limit),
         read_until_closed(&mut stalled.s, limit),
@@ -507,7 +514,7 @@ async fn a_man_in_the_middle_on_tls1_is_detected() {
         &client,
         IO_TIMEOUT,
         "client detects the relay",
-        |s| matches!(s, TunnelState::Reconnecting { error } if error.contains("man in the middle")),
+        |s| matches!(s, TunnelState::Reconnecting { error } if error.message().contains("man in the middle")),
     )
     .await;
     eprintln!("client state: {state:?}");
@@ -526,9 +533,12 @@ async fn a_man_in_the_middle_on_tls1_is_detected() {
         .unwrap();
     user.write_all(b"for the real client only").await.unwrap();
     assert!(
-        read_until_closed(&mut user, POOL_WAIT + TIMEOUT_MARGIN)
-            .await
-            .is_some()
+        read_until_closed(
+            &mut user,
+            TunnelOptions::default().pool_wait + TIMEOUT_MARGIN
+        )
+        .await
+        .is_some()
     );
     assert_eq!(target.accepted(), 0);
     shutdown(&[&client, &server]).await;
@@ -581,9 +591,10 @@ async fn tls2_clients_refuse_untrusted_or_misnamed_certificates() {
             unreachable!()
         };
         assert!(
-            error.contains("tls") || error.contains("certificate"),
+            error.message().contains("tls") || error.message().contains("certificate"),
             "{name}: {error}"
         );
+        assert_eq!(error.kind(), ErrorKind::Tls, "{name}: {error}");
     }
     // The right CA and name work.
     let good = start(&format!(
@@ -640,6 +651,7 @@ async fn a_client_reports_a_server_of_another_protocol_version() {
     let TunnelState::Reconnecting { error } = state else {
         unreachable!()
     };
-    assert!(error.contains("version"), "{error}");
+    assert!(error.message().contains("version"), "{error}");
+    assert_eq!(error.kind(), ErrorKind::Protocol, "{error}");
     shutdown(&[&client]).await;
 }

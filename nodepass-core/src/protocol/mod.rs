@@ -60,14 +60,6 @@ pub enum ProtocolError {
         /// What is wrong.
         reason: &'static str,
     },
-    /// The peer speaks another protocol version.
-    #[error("protocol version mismatch: peer speaks {peer}, we speak {ours}")]
-    Version {
-        /// The peer's version.
-        peer: u8,
-        /// Ours.
-        ours: u8,
-    },
     /// The first bytes are not a nodepass hello.
     #[error("not a nodepass peer (bad magic)")]
     BadMagic,

@@ -10,7 +10,8 @@
 //! different families, the IPv4 one is written as an IPv4-mapped IPv6 address and the header
 //! uses the IPv6 family, since a header carries a single family.
 //!
-//! ```
+//! ```ignore
+//! // doc-hidden module (cargo feature `fuzzing`): not compiled as a doctest
 //! use bytes::BytesMut;
 //! use nodepass_core::config::ProxyProtocol;
 //! use nodepass_core::protocol::{proxy, StreamKind};

@@ -27,9 +27,6 @@ use crate::limit::RateLimiter;
 use crate::stats::Stats;
 use crate::transport::TunnelStream;
 
-/// Environment variable that turns the zero-copy path off (`0`), e.g. to compare both paths.
-pub const ZERO_COPY_ENV: &str = "NODEPASS_ZERO_COPY";
-
 /// Relay buffer size per direction (measured: 16 KiB buffers cut TLS bulk throughput by a
 /// third against 64 KiB, see docs/benchmarks.md). Borrowed only while data moves.
 pub const RELAY_BUFFER: usize = 64 * 1024;
@@ -58,11 +55,6 @@ pub trait Tap: Send + Sync + std::fmt::Debug {
     fn read(&self, n: u64);
     /// `n` bytes were written to the local socket.
     fn written(&self, n: u64);
-}
-
-/// Whether the zero-copy path is enabled by the environment (default yes).
-pub fn zero_copy_from_env() -> bool {
-    std::env::var(ZERO_COPY_ENV).map_or(true, |v| v.trim() != "0")
 }
 
 /// Relay a local TCP socket with a tunnel connection (or a target socket): `splice(2)` on

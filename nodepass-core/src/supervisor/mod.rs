@@ -61,6 +61,8 @@ use crate::store::{
     Desired, InstanceRecord, Meta, Store, StoreError, TrafficSample, TrafficTotals,
 };
 
+use crate::tunnel::TunnelOptions;
+
 use self::core::Core;
 use self::state::Managed;
 
@@ -163,6 +165,8 @@ pub struct SupervisorOptions {
     /// The node this supervisor is, in a fleet (shown as every instance's `node`); `None`
     /// (the default) outside a fleet.
     pub node: Option<String>,
+    /// Timings and sizes of every instance's tunnel (default [`TunnelOptions::default`]).
+    pub tunnel: TunnelOptions,
 }
 
 impl Default for SupervisorOptions {
@@ -179,6 +183,7 @@ impl Default for SupervisorOptions {
             event_capacity: 1024,
             log_capacity: 200,
             node: None,
+            tunnel: TunnelOptions::default(),
         }
     }
 }

@@ -134,7 +134,7 @@ async fn attempt(core: &Arc<Core>, m: &Arc<Managed>, token: &CancellationToken) 
         }
     };
     let bound = tokio::select! {
-        r = Tunnel::bind(config) => r,
+        r = Tunnel::bind_with(config, core.options.tunnel.clone()) => r,
         _ = token.cancelled() => return Outcome::Cancelled,
     };
     let tunnel = match bound {
@@ -176,7 +176,7 @@ async fn attempt(core: &Arc<Core>, m: &Arc<Managed>, token: &CancellationToken) 
                 } else {
                     InstanceStatus::Starting
                 };
-                m.set_status(core, status, Some(error), Some(token));
+                m.set_status(core, status, Some(error.to_string()), Some(token));
             }
             TunnelState::Stopped | TunnelState::Failed { .. } => break,
         }
@@ -193,7 +193,7 @@ async fn attempt(core: &Arc<Core>, m: &Arc<Managed>, token: &CancellationToken) 
     let last = handle.state().borrow().clone();
     let error = match (ended, last) {
         (Err(e), _) => error_chain(&e),
-        (Ok(()), TunnelState::Failed { error }) => error,
+        (Ok(()), TunnelState::Failed { error }) => error.to_string(),
         (Ok(()), _) => "the tunnel stopped on its own".to_owned(),
     };
     Outcome::Failed { error, stable }

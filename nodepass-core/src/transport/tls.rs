@@ -4,7 +4,7 @@
 //! - `tls=1`: the server makes a fresh self-signed certificate; the client accepts any
 //!   certificate but still checks the handshake signature. Protection against a man in the
 //!   middle then comes from the key: the handshake proofs are bound to the TLS session
-//!   (exporter), see [`crate::protocol::auth`].
+//!   (exporter), see the crate-private `protocol::auth`.
 //! - `tls=2`: the client verifies the chain against the built-in web roots plus an optional
 //!   `ca` file, and the name against `sni` (or the tunnel host).
 

@@ -18,26 +18,15 @@ use tracing::Instrument;
 use super::handshake::{self, ClientKey, HandshakeError};
 use super::users::{Upstream, UserSockets, serve_pool_conn};
 use super::wire::Wire;
-use super::{Ctx, HANDSHAKE_TIMEOUT, Mode, Shared, TunnelState, control};
+use super::{Ctx, Mode, Shared, TunnelState, control};
 use crate::config::{ClientConfig, ClientMode, Host};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result, TunnelError};
 use crate::pool::Pool;
 use crate::protocol::auth::ProofKey;
 use crate::protocol::{Flow, Message, SessionId};
 use crate::transport::TunnelStream;
-use crate::transport::net::{DEFAULT_CONNECT_TIMEOUT, tune_tunnel_stream};
+use crate::transport::net::tune_tunnel_stream;
 use crate::transport::tls::{ClientTls, ClientVerify};
-
-/// First reconnect delay after losing the server.
-pub const RECONNECT_MIN: Duration = Duration::from_millis(200);
-/// Largest reconnect delay.
-pub const RECONNECT_MAX: Duration = Duration::from_secs(5);
-/// Pool connections dialed at once by the filler.
-pub const MAX_POOL_DIALS: usize = 16;
-/// Pause after a failed pool dial before the filler tries again.
-const POOL_DIAL_RETRY: Duration = Duration::from_millis(250);
-/// How often the pool capacity is reconsidered.
-const POOL_ADAPT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// What a client configuration turns into.
 pub(crate) enum Decision {
@@ -111,7 +100,7 @@ impl Client {
 
     pub(crate) async fn run(self, ctx: Ctx) -> Result<()> {
         let inner = self.inner;
-        let mut backoff = RECONNECT_MIN;
+        let mut backoff = ctx.opts.reconnect_min;
         loop {
             if ctx.stop.is_cancelled() {
                 return Ok(());
@@ -122,13 +111,14 @@ impl Client {
             };
             match attempt {
                 Ok(est) => {
-                    backoff = RECONNECT_MIN;
+                    backoff = ctx.opts.reconnect_min;
                     let reason = inner.clone().run_session(est, &ctx).await?;
                     if ctx.stop.is_cancelled() {
                         return Ok(());
                     }
-                    ctx.shared
-                        .set_state(TunnelState::Reconnecting { error: reason });
+                    ctx.shared.set_state(TunnelState::Reconnecting {
+                        error: TunnelError::new(ErrorKind::Disconnected, reason),
+                    });
                 }
                 Err(e) => {
                     if e.is_fatal() {
@@ -137,7 +127,7 @@ impl Client {
                         tracing::warn!(server = %inner.cfg.params.tunnel, error = %e, "cannot connect to the server");
                     }
                     ctx.shared.set_state(TunnelState::Reconnecting {
-                        error: e.to_string(),
+                        error: TunnelError::new(e.kind(), e.to_string()),
                     });
                 }
             }
@@ -146,7 +136,7 @@ impl Client {
                 _ = ctx.stop.cancelled() => return Ok(()),
                 _ = tokio::time::sleep(delay) => {}
             }
-            backoff = (backoff * 2).min(RECONNECT_MAX);
+            backoff = (backoff * 2).min(ctx.opts.reconnect_max);
         }
     }
 }
@@ -196,7 +186,7 @@ impl Inner {
             .map_err(|e| HandshakeError::Io(std::io::Error::other(e.to_string())))?;
         let mut last = None;
         for addr in addrs {
-            match tokio::time::timeout(DEFAULT_CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            match tokio::time::timeout(ctx.opts.connect_timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(tcp)) => {
                     tune_tunnel_stream(&tcp);
                     return match tls {
@@ -234,7 +224,7 @@ impl Inner {
             )
             .await
         };
-        let c = tokio::time::timeout(HANDSHAKE_TIMEOUT, fut)
+        let c = tokio::time::timeout(ctx.opts.handshake_timeout, fut)
             .await
             .map_err(|_| HandshakeError::Timeout)??;
         let Some((
@@ -318,7 +308,7 @@ impl Inner {
             Flow::Forward => "forward: this client accepts the users",
         };
         tracing::info!(server = %self.cfg.params.tunnel, flow = %flow_name, "connected to the server");
-        let end = control::run(&mut wire, &ctx.shared.stats, &token).await;
+        let end = control::run(&mut wire, &ctx.shared.stats, &token, &ctx.opts).await;
         token.cancel();
         pool.clear();
         let end_kind = match &end {
@@ -384,7 +374,7 @@ struct Filler {
 impl Filler {
     async fn run(self) {
         let this = Arc::new(self);
-        let mut adapt = tokio::time::interval(POOL_ADAPT_INTERVAL);
+        let mut adapt = tokio::time::interval(this.ctx.opts.pool_adapt_interval);
         adapt.tick().await;
         loop {
             // Register interest before checking, so no demand signal is missed.
@@ -392,7 +382,7 @@ impl Filler {
             tokio::pin!(demand);
             loop {
                 let in_flight = this.in_flight.load(Relaxed);
-                if in_flight >= MAX_POOL_DIALS || this.pool.deficit() <= in_flight {
+                if in_flight >= this.ctx.opts.max_pool_dials || this.pool.deficit() <= in_flight {
                     break;
                 }
                 this.in_flight.fetch_add(1, Relaxed);
@@ -403,7 +393,7 @@ impl Filler {
                         if !ok {
                             tokio::select! {
                                 _ = t.token.cancelled() => {}
-                                _ = tokio::time::sleep(POOL_DIAL_RETRY) => {}
+                                _ = tokio::time::sleep(t.ctx.opts.pool_dial_retry) => {}
                             }
                         }
                         t.in_flight.fetch_sub(1, Relaxed);
@@ -427,7 +417,7 @@ impl Filler {
         };
         let conn = tokio::select! {
             _ = self.token.cancelled() => return true,
-            r = tokio::time::timeout(HANDSHAKE_TIMEOUT, fut) => r,
+            r = tokio::time::timeout(self.ctx.opts.handshake_timeout, fut) => r,
         };
         match conn {
             Ok(Ok(c)) => {

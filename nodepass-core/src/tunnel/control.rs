@@ -1,13 +1,14 @@
 //! The control connection after the handshake: heartbeats both ways, round-trip time, and
-//! detection of a dead peer within [`HEARTBEAT_DEAD_AFTER`](super::HEARTBEAT_DEAD_AFTER).
+//! detection of a dead peer within
+//! [`TunnelOptions::heartbeat_dead_after`].
 
 use std::sync::atomic::Ordering::Relaxed;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::TunnelOptions;
 use super::wire::{Wire, WireError};
-use super::{HEARTBEAT_DEAD_AFTER, HEARTBEAT_INTERVAL};
 use crate::protocol::Message;
 use crate::stats::Stats;
 use crate::transport::TunnelStream;
@@ -24,12 +25,14 @@ pub(crate) enum ControlEnd {
 }
 
 /// Run heartbeats on `wire` until `cancel`, a goodbye, or the peer is lost. Pings go out every
-/// [`HEARTBEAT_INTERVAL`]; each pong updates the round-trip time in `stats`.
+/// [`TunnelOptions::heartbeat_interval`]; each pong updates the round-trip time in `stats`.
 pub(crate) async fn run(
     wire: &mut Wire<TunnelStream>,
     stats: &Stats,
     cancel: &CancellationToken,
+    opts: &TunnelOptions,
 ) -> ControlEnd {
+    let (interval, dead_after) = (opts.heartbeat_interval, opts.heartbeat_dead_after);
     let mut seq: u64 = 0;
     let mut sent_at = Instant::now();
     let mut last_rx = Instant::now();
@@ -37,20 +40,20 @@ pub(crate) async fn run(
     loop {
         tokio::select! {
             _ = cancel.cancelled() => {
-                let _ = tokio::time::timeout(HEARTBEAT_INTERVAL, wire.send(&Message::Goodbye)).await;
+                let _ = tokio::time::timeout(interval, wire.send(&Message::Goodbye)).await;
                 return ControlEnd::Cancelled;
             }
             // Checked on its own deadline, not at ping ticks: a dead peer is noticed within
-            // HEARTBEAT_DEAD_AFTER of its last message.
-            _ = tokio::time::sleep_until(last_rx + HEARTBEAT_DEAD_AFTER) => {
+            // `dead_after` of its last message.
+            _ = tokio::time::sleep_until(last_rx + dead_after) => {
                 return ControlEnd::Lost(format!(
-                    "no heartbeat for {} s", HEARTBEAT_DEAD_AFTER.as_secs()
+                    "no heartbeat for {} s", dead_after.as_secs()
                 ));
             }
             _ = tokio::time::sleep_until(next_ping) => {
                 seq += 1;
                 sent_at = Instant::now();
-                next_ping = sent_at + HEARTBEAT_INTERVAL;
+                next_ping = sent_at + interval;
                 if let Err(e) = wire.send(&Message::Ping { seq }).await {
                     return ControlEnd::Lost(e.to_string());
                 }

@@ -28,7 +28,7 @@ use tokio::time::Instant;
 pub const MAX_PENDING_HANDSHAKES: usize = 512;
 /// Tunnel handshakes allowed in flight from one source address.
 pub const MAX_PENDING_PER_SOURCE: usize = 32;
-/// Refusals within [`FAILURE_WINDOW`] before a source is slowed down.
+/// Refusals within a failure window (60 s) before a source is slowed down.
 pub const BACKOFF_AFTER: u32 = 8;
 /// Refusals older than this are forgotten.
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);

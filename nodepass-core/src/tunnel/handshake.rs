@@ -86,6 +86,39 @@ impl From<io::Error> for HandshakeError {
 
 impl HandshakeError {
     /// Failures that retrying cannot fix without an operator (logged loudly).
+    /// What kind of failure this is, for [`TunnelState`](super::TunnelState).
+    pub(crate) fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            HandshakeError::BadProof
+            | HandshakeError::BadServerProof
+            | HandshakeError::WrongKey
+            | HandshakeError::Refused {
+                code: RefuseCode::BadKey,
+                ..
+            } => ErrorKind::AuthRefused,
+            HandshakeError::Closed
+            | HandshakeError::Timeout
+            | HandshakeError::Io(_)
+            | HandshakeError::Refused {
+                code: RefuseCode::Unavailable,
+                ..
+            } => ErrorKind::Unreachable,
+            HandshakeError::Tls(_)
+            | HandshakeError::TlsRequired(_)
+            | HandshakeError::UnexpectedTls
+            | HandshakeError::Refused {
+                code: RefuseCode::TlsRequired,
+                ..
+            } => ErrorKind::Tls,
+            HandshakeError::Version { .. }
+            | HandshakeError::BadPake
+            | HandshakeError::StaleSession
+            | HandshakeError::Protocol(_)
+            | HandshakeError::Refused { .. } => ErrorKind::Protocol,
+        }
+    }
+
     pub(crate) fn is_fatal(&self) -> bool {
         matches!(
             self,

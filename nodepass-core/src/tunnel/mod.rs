@@ -6,11 +6,12 @@
 //!
 //! Shutdown: cancelling the token passed to `run`/`spawn` stops accepting users and tunnel
 //! connections and ends the control session (the server says `Goodbye`); sessions in flight get
-//! [`SHUTDOWN_GRACE`] to finish, then are cut. `run` returns once every task has ended.
+//! [`TunnelOptions::shutdown_grace`] to finish, then are cut. `run` returns once every task has
+//! ended.
 //!
-//! Roles live in the private modules `server`, [`client`] (dual-end) and `single` (single-end
+//! Roles live in the private modules `server`, `client` (dual-end) and `single` (single-end
 //! forwarding); the user-facing accept loop and the target-dialing side are shared (`users`,
-//! `targets`, with target selection and health in `balance`), UDP sessions are in [`udp`].
+//! `targets`, with target selection and health in `balance`), UDP sessions are in `udp`.
 //! `handshake` runs both sides of the authenticated handshake; `guard` limits, backs off and
 //! logs unauthenticated connections on the server.
 
@@ -18,20 +19,22 @@ mod balance;
 mod control;
 mod guard;
 mod handshake;
+mod options;
 mod server;
 mod single;
 mod targets;
-pub mod udp;
+mod udp;
 mod users;
 mod wire;
 
-pub mod client;
+mod client;
 
 pub use balance::TargetSnapshot;
 pub use guard::{
     BACKOFF_AFTER, BACKOFF_MAX, LOG_INTERVAL, LOG_LINES_PER_INTERVAL, LOG_PER_SOURCE,
     LOG_SUMMARY_SOURCES, MAX_PENDING_HANDSHAKES, MAX_PENDING_PER_SOURCE, source_of,
 };
+pub use options::TunnelOptions;
 
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -44,27 +47,11 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::{ClientConfig, Config, ServerConfig, TunnelParams};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TunnelError};
 use crate::limit::{RateLimiter, Slots};
 use crate::pool::Pool;
 use crate::relay::RelayCtx;
 use crate::stats::{Stats, StatsSnapshot};
-
-/// How long in-flight sessions may run on after shutdown was requested.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// The client's bound on a tunnel handshake (TLS included).
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The server's bound on a tunnel handshake (TCP accept to `Welcome`/`PoolReady`, TLS
-/// included): shorter than the client's, so an idle stranger frees its slot quickly.
-pub const PREAUTH_TIMEOUT: Duration = Duration::from_secs(5);
-/// Heartbeat interval on the control connection.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
-/// A control peer silent for this long is dead.
-pub const HEARTBEAT_DEAD_AFTER: Duration = Duration::from_secs(15);
-/// How long a new user connection waits for an idle pool connection.
-pub const POOL_WAIT: Duration = Duration::from_secs(5);
-/// Interval of the periodic status event.
-pub const STATUS_EVENT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The configuration of a tunnel: a server or a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,16 +128,68 @@ pub enum TunnelState {
     Ready,
     /// A dual-end client lost (or never had) its server and is retrying.
     Reconnecting {
-        /// The last connection error.
-        error: String,
+        /// The last connection error; its [`kind`](TunnelError::kind) tells a refused key
+        /// ([`ErrorKind::AuthRefused`](crate::ErrorKind::AuthRefused)) from a server that is
+        /// down ([`ErrorKind::Unreachable`](crate::ErrorKind::Unreachable)).
+        error: TunnelError,
     },
     /// Stopped after a shutdown request.
     Stopped,
     /// Ended by an error.
     Failed {
         /// Why.
-        error: String,
+        error: TunnelError,
     },
+}
+
+impl TunnelState {
+    /// True for the states a tunnel never leaves (`Stopped`, `Failed`).
+    pub fn is_final(&self) -> bool {
+        matches!(self, TunnelState::Stopped | TunnelState::Failed { .. })
+    }
+}
+
+impl std::fmt::Display for TunnelState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TunnelState::Starting => f.write_str("starting"),
+            TunnelState::Ready => f.write_str("ready"),
+            TunnelState::Reconnecting { error } => {
+                write!(f, "reconnecting ({}: {error})", error.kind())
+            }
+            TunnelState::Stopped => f.write_str("stopped"),
+            TunnelState::Failed { error } => write!(f, "failed ({}: {error})", error.kind()),
+        }
+    }
+}
+
+/// [`TunnelHandle::wait_for`] gave up: the time ran out, or the tunnel ended, before the state
+/// it waited for. Carries the last state seen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WaitError {
+    /// The time ran out.
+    #[error("tunnel still {last} after {waited:?}")]
+    Timeout {
+        /// How long was waited.
+        waited: Duration,
+        /// The state when the time ran out.
+        last: TunnelState,
+    },
+    /// The tunnel ended (stopped or failed) without reaching the state.
+    #[error("tunnel {last}")]
+    Ended {
+        /// The final state.
+        last: TunnelState,
+    },
+}
+
+impl WaitError {
+    /// The last state seen.
+    pub fn last(&self) -> &TunnelState {
+        match self {
+            WaitError::Timeout { last, .. } | WaitError::Ended { last } => last,
+        }
+    }
 }
 
 /// The local addresses a tunnel has bound.
@@ -217,8 +256,8 @@ pub(crate) struct Ctx {
     pub(crate) tracker: TaskTracker,
     /// Stop accepting and end sessions (the caller's shutdown token).
     pub(crate) stop: CancellationToken,
-    /// Largest UDP datagram carried.
-    pub(crate) udp_max: usize,
+    /// The tunnel's timings and sizes.
+    pub(crate) opts: Arc<TunnelOptions>,
 }
 
 impl Ctx {
@@ -226,7 +265,7 @@ impl Ctx {
         shared: Arc<Shared>,
         params: &TunnelParams,
         stop: CancellationToken,
-        udp_max: usize,
+        opts: Arc<TunnelOptions>,
     ) -> Self {
         let params = Arc::new(params.clone());
         Ctx {
@@ -235,7 +274,7 @@ impl Ctx {
                 rate: params.rate_mbps.map(RateLimiter::new),
                 idle_timeout: params.read_timeout,
                 hard_stop: CancellationToken::new(),
-                zero_copy: crate::relay::zero_copy_from_env(),
+                zero_copy: opts.zero_copy,
                 tap: None,
             },
             slots: Slots::new(params.slot),
@@ -244,7 +283,7 @@ impl Ctx {
             shared,
             params,
             stop,
-            udp_max,
+            opts,
         }
     }
 }
@@ -260,7 +299,7 @@ pub struct Tunnel {
     role: Role,
     shared: Arc<Shared>,
     params: TunnelParams,
-    udp_max: usize,
+    opts: Arc<TunnelOptions>,
 }
 
 impl std::fmt::Debug for Tunnel {
@@ -273,13 +312,18 @@ impl std::fmt::Debug for Tunnel {
 }
 
 impl Tunnel {
-    /// Bind the listeners this configuration needs now and decide the mode (`mode=0` tries to
-    /// bind and falls back as NodePass does). Errors: bind failures, unsupported features,
-    /// unreadable TLS files. Cancel safe.
+    /// [`Tunnel::bind_with`] the default [`TunnelOptions`]. Cancel safe.
     pub async fn bind(config: TunnelConfig) -> Result<Tunnel> {
+        Self::bind_with(config, TunnelOptions::default()).await
+    }
+
+    /// Bind the listeners this configuration needs now and decide the mode (`mode=0` tries to
+    /// bind and falls back as NodePass does), with the given timings and sizes. Errors: invalid
+    /// options, bind failures, unsupported features, unreadable TLS files. Cancel safe.
+    pub async fn bind_with(config: TunnelConfig, options: TunnelOptions) -> Result<Tunnel> {
+        options.validate()?;
         let shared = Shared::new();
         let params = config.params().clone();
-        let udp_max = udp::max_datagram().map_err(Error::Unsupported)?;
         if params.is_derived_key_exposed() {
             tracing::warn!(
                 tunnel = %params.tunnel,
@@ -306,22 +350,8 @@ impl Tunnel {
             role,
             shared,
             params,
-            udp_max,
+            opts: Arc::new(options),
         })
-    }
-
-    /// Set the largest UDP datagram this tunnel carries (1..=65507; default 65507, or the
-    /// `NODEPASS_UDP_MAX_DATAGRAM` environment variable). Larger datagrams read from local
-    /// sockets are dropped and counted in `udp_dropped`.
-    pub fn set_udp_max_datagram(&mut self, max: usize) -> Result<()> {
-        if !(1..=crate::protocol::datagram::MAX_DATAGRAM_LEN).contains(&max) {
-            return Err(Error::Unsupported(format!(
-                "udp max datagram {max}: expected 1 to {}",
-                crate::protocol::datagram::MAX_DATAGRAM_LEN
-            )));
-        }
-        self.udp_max = max;
-        Ok(())
     }
 
     /// The addresses bound so far (a forward-flow client binds its user listener only after
@@ -335,19 +365,26 @@ impl Tunnel {
         *crate::sync::lock(&self.shared.mode)
     }
 
-    /// Run until `shutdown` is cancelled (then drain within [`SHUTDOWN_GRACE`]) or a fatal
+    /// Run until `shutdown` is cancelled (then drain within
+    /// [`TunnelOptions::shutdown_grace`]) or a fatal
     /// error. Not cancel safe: cancel through `shutdown` instead of dropping the future.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let ctx = Ctx::new(
             self.shared.clone(),
             &self.params,
             shutdown.clone(),
-            self.udp_max,
+            self.opts.clone(),
         );
         self.shared.set_state(TunnelState::Starting);
         let is_server = matches!(self.role, Role::Server(_));
         let events = tokio::spawn(
-            status_events(self.shared.clone(), shutdown.clone(), !is_server).in_current_span(),
+            status_events(
+                self.shared.clone(),
+                shutdown.clone(),
+                !is_server,
+                self.opts.status_interval,
+            )
+            .in_current_span(),
         );
         let probes = targets::spawn_probes(&ctx, is_server);
         let result = match self.role {
@@ -358,7 +395,7 @@ impl Tunnel {
         // Stop whatever is still accepting (on error the token may not be cancelled yet).
         ctx.stop.cancel();
         ctx.tracker.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, ctx.tracker.wait())
+        if tokio::time::timeout(ctx.opts.shutdown_grace, ctx.tracker.wait())
             .await
             .is_err()
         {
@@ -382,9 +419,7 @@ impl Tunnel {
         self.shared.set_pool(None);
         self.shared.set_state(match &result {
             Ok(()) => TunnelState::Stopped,
-            Err(e) => TunnelState::Failed {
-                error: e.to_string(),
-            },
+            Err(e) => TunnelState::Failed { error: e.into() },
         });
         result
     }
@@ -444,26 +479,60 @@ impl TunnelHandle {
         *crate::sync::lock(&self.shared.mode)
     }
 
-    /// The current pool (dual-end tunnels with a session), for idle/capacity figures.
-    pub fn pool(&self) -> Option<Pool> {
-        crate::sync::lock(&self.shared.pool).clone()
-    }
-
-    /// Wait until the state satisfies `pred` or `timeout` passes; returns the last state.
-    /// Cancel safe.
+    /// Wait until the state satisfies `pred` and return it. Gives up with a [`WaitError`]
+    /// (which works with `?`) when `timeout` passes or the tunnel ends (`Stopped`, `Failed`)
+    /// in a state `pred` does not accept. Cancel safe.
     pub async fn wait_for(
         &self,
         timeout: Duration,
         pred: impl Fn(&TunnelState) -> bool,
-    ) -> std::result::Result<TunnelState, TunnelState> {
+    ) -> std::result::Result<TunnelState, WaitError> {
         let mut rx = self.state();
-        let res = tokio::time::timeout(timeout, rx.wait_for(|s| pred(s)))
+        let res = tokio::time::timeout(timeout, rx.wait_for(|s| pred(s) || s.is_final()))
             .await
             .map(|r| r.map(|s| s.clone()));
         match res {
-            Ok(Ok(s)) => Ok(s),
-            _ => Err(rx.borrow().clone()),
+            Ok(Ok(s)) if pred(&s) => Ok(s),
+            Ok(Ok(s)) => Err(WaitError::Ended { last: s }),
+            // The sender lives in `Shared`, which this handle keeps: not reached, but the
+            // last state is the honest answer.
+            Ok(Err(_)) => Err(WaitError::Ended {
+                last: rx.borrow().clone(),
+            }),
+            Err(_) => Err(WaitError::Timeout {
+                waited: timeout,
+                last: rx.borrow().clone(),
+            }),
         }
+    }
+
+    /// Wait until the tunnel is [`TunnelState::Ready`]; see [`wait_for`](Self::wait_for).
+    /// Cancel safe.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use nodepass_core::{ErrorKind, Tunnel, TunnelConfig, TunnelOptions, tunnel::TunnelState};
+    /// use tokio_util::sync::CancellationToken;
+    ///
+    /// async fn demo(stop: CancellationToken) -> Result<(), Box<dyn std::error::Error>> {
+    /// let config: TunnelConfig = "client://key@127.0.0.1:10101/127.0.0.1:8080".parse()?;
+    /// let mut options = TunnelOptions::default();
+    /// options.handshake_timeout = Duration::from_secs(3);
+    /// let client = Tunnel::bind_with(config, options).await?.spawn(stop);
+    /// if let Err(e) = client.wait_ready(Duration::from_secs(10)).await {
+    ///     if let TunnelState::Reconnecting { error } = e.last() {
+    ///         if error.kind() == ErrorKind::AuthRefused { /* wrong key */ }
+    ///     }
+    ///     return Err(e.into());
+    /// }
+    /// println!("{} bytes in", client.stats().tcp_rx);
+    /// Ok(())
+    /// }
+    /// ```
+    pub async fn wait_ready(&self, timeout: Duration) -> std::result::Result<(), WaitError> {
+        self.wait_for(timeout, |s| *s == TunnelState::Ready)
+            .await
+            .map(|_| ())
     }
 
     /// Ask the tunnel to stop (see the module docs for the order of shutdown).
@@ -493,8 +562,13 @@ impl TunnelHandle {
 /// The periodic status event, at the `event` log level (target `nodepass::event`). `pool_idle`
 /// counts the idle tunnel connections; a client also shows `pool_target`, the number its
 /// filler aims for (a server does not set it: the client decides).
-async fn status_events(shared: Arc<Shared>, stop: CancellationToken, client: bool) {
-    let mut tick = tokio::time::interval(STATUS_EVENT_INTERVAL);
+async fn status_events(
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    client: bool,
+    interval: Duration,
+) {
+    let mut tick = tokio::time::interval(interval);
     tick.tick().await;
     loop {
         tokio::select! {

@@ -13,7 +13,7 @@ use tracing::Instrument;
 use super::guard::{Guard, Permit};
 use super::handshake::{self, Accepted, HandshakeError};
 use super::users::{Upstream, UserSockets, serve_pool_conn};
-use super::{Ctx, HEARTBEAT_INTERVAL, Mode, PREAUTH_TIMEOUT, Shared, TunnelState, control};
+use super::{Ctx, Mode, Shared, TunnelState, control};
 use crate::config::{Host, PoolType, ServerConfig, ServerMode, TlsMode};
 use crate::error::{ConfigErrorExt, Error, Result};
 use crate::pool::Pool;
@@ -214,7 +214,7 @@ impl Server {
     ) {
         tune_tunnel_stream(&tcp);
         let accepted = tokio::time::timeout(
-            PREAUTH_TIMEOUT,
+            ctx.opts.preauth_timeout,
             handshake::accept(
                 tcp,
                 self.tls.as_ref(),
@@ -287,7 +287,7 @@ impl Server {
             session: id,
             flow: self.flow,
             max: self.cfg.max.get(),
-            heartbeat_ms: HEARTBEAT_INTERVAL.as_millis() as u32,
+            heartbeat_ms: ctx.opts.heartbeat_interval.as_millis() as u32,
             tcp: self.cfg.params.tcp,
             udp: self.cfg.params.udp,
         };
@@ -295,7 +295,7 @@ impl Server {
             tracing::debug!(%peer, error = %e, "client left before the welcome");
         } else {
             tracing::info!(%peer, "client connected");
-            let end = control::run(&mut wire, &ctx.shared.stats, &token).await;
+            let end = control::run(&mut wire, &ctx.shared.stats, &token, &ctx.opts).await;
             match end {
                 control::ControlEnd::Cancelled => {}
                 control::ControlEnd::Goodbye => tracing::info!(%peer, "client said goodbye"),

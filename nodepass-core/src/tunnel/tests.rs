@@ -121,5 +121,54 @@ async fn wrong_key_is_refused() {
         .await
         .unwrap();
     assert!(format!("{st:?}").contains("key"), "{st:?}");
+    let TunnelState::Reconnecting { error } = st else {
+        unreachable!()
+    };
+    assert_eq!(error.kind(), crate::ErrorKind::AuthRefused, "{error}");
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_server_that_is_down_is_unreachable_not_a_refused_key() {
+    let stop = CancellationToken::new();
+    // A port nothing listens on: bind, read the port, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let client = start(
+        &format!("client://key@127.0.0.1:{port}/127.0.0.1:9?mode=2"),
+        &stop,
+    )
+    .await;
+    let st = client
+        .wait_for(Duration::from_secs(10), |s| {
+            matches!(s, TunnelState::Reconnecting { .. })
+        })
+        .await
+        .unwrap();
+    let TunnelState::Reconnecting { error } = st else {
+        unreachable!()
+    };
+    assert_eq!(error.kind(), crate::ErrorKind::Unreachable, "{error}");
+    // Waiting for a state the tunnel does not reach is an error that works with `?`.
+    let err = client
+        .wait_ready(Duration::from_millis(50))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, super::WaitError::Timeout { .. }), "{err}");
+    let as_core_error: Box<dyn std::error::Error> = err.into();
+    assert!(
+        as_core_error.to_string().contains("reconnecting"),
+        "{as_core_error}"
+    );
+    // Once it has stopped, a wait ends at once with the final state.
+    client.stop();
+    let err = client
+        .wait_ready(Duration::from_secs(10))
+        .await
+        .unwrap_err();
+    assert_eq!(err.last(), &TunnelState::Stopped);
     stop.cancel();
 }

@@ -9,8 +9,9 @@
 //! The dialing side (`serve_open`) connects a UDP socket to a target and relays frames and
 //! datagrams both ways.
 //!
-//! A session ends after [`DEFAULT_UDP_IDLE`] without traffic (or `read` when set), releasing
-//! its slot and pool connection. A datagram larger than the maximum ([`max_datagram`]) or one
+//! A session ends after [`TunnelOptions::udp_idle`](super::TunnelOptions::udp_idle) without
+//! traffic (or `read` when set), releasing its slot and pool connection. A datagram larger than
+//! the maximum ([`TunnelOptions::udp_max_datagram`](super::TunnelOptions::udp_max_datagram)) or one
 //! that finds its session's queue full is dropped and counted in `udp_dropped`, never truncated.
 
 use std::collections::HashMap;
@@ -33,15 +34,11 @@ use super::users::{Upstream, open_on_pool};
 use super::wire::Wire;
 use crate::limit::SlotPermit;
 use crate::protocol::StreamKind;
-use crate::protocol::datagram::{self, MAX_DATAGRAM_LEN};
+use crate::protocol::datagram;
 use crate::relay::Activity;
 use crate::stats::Stats;
 use crate::transport::TunnelStream;
 
-/// Idle time after which a UDP session ends, unless `read` is set.
-pub const DEFAULT_UDP_IDLE: Duration = Duration::from_secs(30);
-/// Environment variable overriding the largest datagram carried (1..=65507).
-pub const MAX_DATAGRAM_ENV: &str = "NODEPASS_UDP_MAX_DATAGRAM";
 /// Datagrams queued per session before new ones are dropped.
 const SESSION_QUEUE: usize = 512;
 /// Bytes of frames coalesced into one tunnel write.
@@ -51,20 +48,6 @@ const COALESCE_BYTES: usize = 64 * 1024;
 const TUNNEL_FRAME_MAX: usize = u16::MAX as usize;
 /// Receive buffer: one byte more than the largest UDP payload, to detect oversize datagrams.
 const RECV_BUF: usize = 65536;
-
-/// The largest datagram this process carries: [`MAX_DATAGRAM_ENV`] if set, else 65507. An
-/// invalid value is an error (the tunnel refuses to start).
-pub fn max_datagram() -> Result<usize, String> {
-    match std::env::var(MAX_DATAGRAM_ENV) {
-        Err(_) => Ok(MAX_DATAGRAM_LEN),
-        Ok(v) => match v.trim().parse::<usize>() {
-            Ok(n) if (1..=MAX_DATAGRAM_LEN).contains(&n) => Ok(n),
-            _ => Err(format!(
-                "invalid {MAX_DATAGRAM_ENV} {v:?}: expected a byte count from 1 to {MAX_DATAGRAM_LEN}"
-            )),
-        },
-    }
-}
 
 /// Apply the tunnel's rate limit (shared with TCP) to `n` bytes read from a local socket.
 async fn throttle(ctx: &Ctx, n: usize) {
@@ -78,7 +61,7 @@ async fn throttle(ctx: &Ctx, n: usize) {
 
 /// The idle timeout of a UDP session under `ctx`.
 fn idle_timeout(ctx: &Ctx) -> Duration {
-    ctx.params.read_timeout.unwrap_or(DEFAULT_UDP_IDLE)
+    ctx.params.read_timeout.unwrap_or(ctx.opts.udp_idle)
 }
 
 type Sessions = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>>;
@@ -90,7 +73,7 @@ pub(crate) async fn serve_users(
     ctx: Ctx,
     cancel: CancellationToken,
 ) {
-    let max = ctx.udp_max;
+    let max = ctx.opts.udp_max_datagram;
     let stats = ctx.shared.stats.clone();
     // Never held across `.await`.
     let sessions: Sessions = Arc::new(Mutex::new(HashMap::new()));
@@ -169,7 +152,15 @@ impl UserSession {
         let _active = stats.session(true);
         let end = match upstream {
             Upstream::Pool(pool) => {
-                match open_on_pool(&pool, StreamKind::Udp, self.peer, self.dst).await {
+                match open_on_pool(
+                    &pool,
+                    StreamKind::Udp,
+                    self.peer,
+                    self.dst,
+                    self.ctx.opts.pool_wait,
+                )
+                .await
+                {
                     Some(conn) => self.over_tunnel(conn, &cancel).await,
                     None => {
                         Stats::add(&stats.refused, 1);
@@ -281,7 +272,7 @@ impl UserSession {
 fn from_target(r: io::Result<usize>, ctx: &Ctx) -> Option<usize> {
     let stats = &ctx.shared.stats;
     match r {
-        Ok(n) if n > ctx.udp_max => {
+        Ok(n) if n > ctx.opts.udp_max_datagram => {
             Stats::add(&stats.udp_dropped, 1);
             None
         }
@@ -305,7 +296,7 @@ pub(crate) async fn serve_open(wire: Wire<TunnelStream>, ctx: &Ctx) -> io::Resul
     let (mut rd, mut wr) = tokio::io::split(conn);
     let activity = Activity::new();
     let idle = idle_timeout(ctx);
-    let max = ctx.udp_max;
+    let max = ctx.opts.udp_max_datagram;
     let mut buf = vec![0u8; RECV_BUF];
     let mut out = BytesMut::with_capacity(COALESCE_BYTES);
     loop {

@@ -12,8 +12,8 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::Ctx;
 use super::wire::{Wire, WireError};
-use super::{Ctx, POOL_WAIT};
 use crate::config::Endpoint;
 use crate::error::Result;
 use crate::pool::{Parked, Pool};
@@ -101,9 +101,6 @@ impl UserSockets {
     }
 }
 
-/// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-
 /// Where accepted user connections go.
 #[derive(Debug, Clone)]
 pub(crate) enum Upstream {
@@ -127,7 +124,7 @@ pub(crate) async fn accept_loop(
                 Ok(x) => x,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    tokio::time::sleep(ctx.opts.accept_backoff).await;
                     continue;
                 }
             },
@@ -154,7 +151,7 @@ pub(crate) async fn accept_loop(
 async fn handle_user(user: TcpStream, peer: SocketAddr, upstream: Upstream, ctx: &Ctx) {
     tune_stream(&user);
     let stats = &ctx.shared.stats;
-    if let Some(p) = sniff::check(&user, &ctx.params.block, sniff::DEFAULT_SNIFF_WAIT).await {
+    if let Some(p) = sniff::check(&user, &ctx.params.block, ctx.opts.sniff_wait).await {
         Stats::add(&stats.refused, 1);
         tracing::warn!(%peer, protocol = p.name(), "blocked by the block rule");
         return;
@@ -162,12 +159,14 @@ async fn handle_user(user: TcpStream, peer: SocketAddr, upstream: Upstream, ctx:
     let dst = user.local_addr().unwrap_or(peer);
     match upstream {
         Upstream::Pool(pool) => {
-            let Some(conn) = open_on_pool(&pool, StreamKind::Tcp, peer, dst).await else {
+            let Some(conn) =
+                open_on_pool(&pool, StreamKind::Tcp, peer, dst, ctx.opts.pool_wait).await
+            else {
                 Stats::add(&stats.refused, 1);
                 tracing::warn!(
                     %peer,
                     "no client connected (no tunnel connection came within {}s), user connection closed",
-                    POOL_WAIT.as_secs()
+                    ctx.opts.pool_wait.as_secs()
                 );
                 return;
             };
@@ -198,18 +197,19 @@ fn targets_text(ctx: &Ctx) -> String {
     list.join(", ")
 }
 
-/// Take a pool connection and send `Open` on it; one retry with another connection if the
+/// Take a pool connection (waiting up to `wait`) and send `Open` on it; one retry with another connection if the
 /// first turns out dead on write.
 pub(crate) async fn open_on_pool(
     pool: &Pool,
     kind: StreamKind,
     src: SocketAddr,
     dst: SocketAddr,
+    wait: Duration,
 ) -> Option<TunnelStream> {
     let mut frame = BytesMut::with_capacity(48);
     protocol::encode(&Message::Open { kind, src, dst }, &mut frame);
     for _ in 0..2 {
-        let mut conn = pool.take(POOL_WAIT).await?;
+        let mut conn = pool.take(wait).await?;
         match conn.write_all(&frame).await {
             Ok(()) => return Some(conn),
             Err(e) => tracing::debug!(error = %e, "pool connection dead on open, trying another"),
