@@ -138,6 +138,7 @@ fn label(key: &str) -> String {
     for (from, to) in [
         ("_kib_per_conn", " KiB/conn"),
         ("_fds_per_conn", " fds/conn"),
+        ("_us_per_conn", " µs/conn"),
         ("kib_per_conn", "KiB/conn (all)"),
         ("_s_per_gb", " s/GB"),
         ("_idle_kib", " idle KiB"),

@@ -44,7 +44,25 @@ pub fn run(
             if !endpoint.procs.is_empty() {
                 crate::process::settle(&endpoint.procs, POOL_QUIET, POOL_FILL_MAX);
             }
-            latency::connect(endpoint.addr, budget.connects, link_rtt)
+            let cpu = |procs: &[crate::process::Proc]| -> Duration {
+                procs
+                    .iter()
+                    .filter_map(|p| crate::procfs::cpu_time(p.pid()).ok())
+                    .sum()
+            };
+            let before = cpu(&endpoint.procs);
+            let mut m = latency::connect(endpoint.addr, budget.connects, link_rtt)?;
+            if !endpoint.procs.is_empty() {
+                // The tunnel processes' CPU per new connection (user+sys, including the pool
+                // refill it triggers): on a shared 2-core machine, what competes with the
+                // next connections.
+                let used = cpu(&endpoint.procs).saturating_sub(before);
+                m.show(
+                    "cpu_us_per_conn",
+                    used.as_secs_f64() * 1e6 / budget.connects.max(1) as f64,
+                );
+            }
+            Ok(m)
         }
         Workload::Rtt => latency::round_trip(endpoint.addr, budget.round_trips),
         Workload::Udp => udp::run(endpoint.addr, target, budget),
