@@ -8,6 +8,7 @@
 //! - [`subject`]: direct, nodepass (server and client processes) and `--peer` templates.
 //! - [`process`]: child processes, readiness and settling, finding the `nodepass` binary.
 //! - [`procfs`]: RSS, CPU time and descriptors of a process, listening sockets.
+//! - [`reference`]: the Go NodePass and rathole as built-in peers (`--reference-peers`).
 //! - [`target`]: the in-process TCP echo/sink and UDP sink every subject talks to.
 //! - [`probe`]: the self-checking UDP datagram.
 //! - [`workloads`]: bulk, parallel, connect, rtt, udp, memory and cpu.
@@ -44,6 +45,7 @@ pub mod plan;
 pub mod probe;
 pub mod process;
 pub mod procfs;
+pub mod reference;
 pub mod report;
 pub mod runner;
 pub mod stats;

@@ -29,6 +29,13 @@ struct Args {
     /// (see docs/benchmarks.md for the placeholders).
     #[arg(long = "peer", value_name = "NAME=[server:|client:]TEMPLATE")]
     peers: Vec<PeerFlag>,
+    /// Add the Go NodePass and rathole (from --reference-dir) as subjects of the latency
+    /// workloads (connect, rtt); see docs/benchmarks.md.
+    #[arg(long)]
+    reference_peers: bool,
+    /// Where --reference-peers finds `nodepass-go` and `rathole`.
+    #[arg(long, value_name = "DIR", default_value = nodepass_benches::reference::DEFAULT_DIR)]
+    reference_dir: PathBuf,
     /// nodepass TLS modes to measure.
     #[arg(long, value_enum, default_value = "both")]
     tls: Tls,
@@ -117,7 +124,20 @@ fn run(args: Args) -> anyhow::Result<bool> {
         },
         quick: args.quick,
         nodepass: process::locate_nodepass(args.nodepass.as_deref(), build)?,
-        peers: PeerSpec::merge(&args.peers)?,
+        peers: {
+            let mut peers = PeerSpec::merge(&args.peers)?;
+            if args.reference_peers {
+                for r in nodepass_benches::reference::peers(&args.reference_dir)? {
+                    anyhow::ensure!(
+                        peers.iter().all(|p| p.name != r.name),
+                        "--peer {}: the name is taken by --reference-peers",
+                        r.name
+                    );
+                    peers.push(r);
+                }
+            }
+            peers
+        },
         command: std::env::args().collect::<Vec<_>>().join(" "),
         ready_timeout: Duration::from_secs(20),
         wan: args.wan,

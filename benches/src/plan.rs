@@ -88,7 +88,11 @@ impl Workload {
 
     /// Whether the workload means anything for `subject` (memory needs processes).
     pub fn applies_to(self, subject: &Subject) -> bool {
-        !(subject.is_direct() && self == Workload::Memory)
+        match subject {
+            Subject::Direct => self != Workload::Memory,
+            Subject::Peer { spec, .. } => spec.runs(self),
+            Subject::Nodepass { .. } => true,
+        }
     }
 }
 

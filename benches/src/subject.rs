@@ -186,6 +186,19 @@ fn start_peer(ctx: &Ctx, spec: &PeerSpec, tls: Option<u8>) -> anyhow::Result<End
         ("tls", tls_text.clone()),
         ("workdir", work.display().to_string()),
     ];
+    for (name, template) in &spec.files {
+        let path = work.join(name);
+        std::fs::write(&path, expand(template, &values))
+            .with_context(|| format!("write {}", path.display()))?;
+    }
+    for src in &spec.copies {
+        let name = src.file_name().context("a copied file needs a name")?;
+        let dst = work.join(name);
+        // A copy still running from an earlier subject cannot be overwritten; unlink it first.
+        let _ = std::fs::remove_file(&dst);
+        std::fs::copy(src, &dst)
+            .with_context(|| format!("copy {} to {}", src.display(), dst.display()))?;
+    }
     let mut procs = Vec::new();
     for (role, template) in &spec.procs {
         let line = expand(template, &values);
@@ -216,19 +229,36 @@ fn expand(template: &str, values: &[(&str, String)]) -> String {
     })
 }
 
-/// An implementation to compare, from one or more `--peer NAME=[ROLE:]TEMPLATE` flags.
+/// An implementation to compare, from one or more `--peer NAME=[ROLE:]TEMPLATE` flags, or a
+/// built-in reference peer ([`crate::reference`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerSpec {
     /// The column name.
     pub name: String,
     /// `(role, template)` in start order: `server` first, then `proc`, then `client`.
     pub procs: Vec<(String, String)>,
+    /// `(file name, template)`: written into `{workdir}`, placeholders expanded, before the
+    /// processes start (configuration files).
+    pub files: Vec<(String, String)>,
+    /// Files copied into `{workdir}` before the processes start (executables that write
+    /// beside themselves).
+    pub copies: Vec<PathBuf>,
+    /// The workloads the peer runs (`None`: all).
+    pub workloads: Option<Vec<crate::plan::Workload>>,
 }
 
 impl PeerSpec {
     /// Whether the templates use `{tls}` (then the peer runs once per TLS mode).
     pub fn uses_tls(&self) -> bool {
-        self.procs.iter().any(|(_, t)| t.contains("{tls}"))
+        self.procs
+            .iter()
+            .chain(&self.files)
+            .any(|(_, t)| t.contains("{tls}"))
+    }
+
+    /// Whether the peer runs `w`.
+    pub fn runs(&self, w: crate::plan::Workload) -> bool {
+        self.workloads.as_ref().is_none_or(|ws| ws.contains(&w))
     }
 
     /// Merge `--peer` flags by name, in order of first appearance.
@@ -241,6 +271,9 @@ impl PeerSpec {
                     peers.push(PeerSpec {
                         name: f.name.clone(),
                         procs: Vec::new(),
+                        files: Vec::new(),
+                        copies: Vec::new(),
+                        workloads: None,
                     });
                     peers.len() - 1
                 }

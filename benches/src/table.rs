@@ -56,7 +56,7 @@ pub fn render(report: &Report) -> String {
 
     if !report.targets.is_empty() {
         out.push_str(match report.wan {
-            None => "\nTargets (issue 7), nodepass:\n",
+            None => "\nTargets (issues 7 and 17), nodepass:\n",
             Some(_) => "\nTargets (issue 17, WAN), nodepass:\n",
         });
         for t in &report.targets {
@@ -138,6 +138,7 @@ fn label(key: &str) -> String {
     for (from, to) in [
         ("_kib_per_conn", " KiB/conn"),
         ("_fds_per_conn", " fds/conn"),
+        ("_us_per_conn", " µs/conn"),
         ("kib_per_conn", "KiB/conn (all)"),
         ("_s_per_gb", " s/GB"),
         ("_idle_kib", " idle KiB"),

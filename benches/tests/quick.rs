@@ -93,3 +93,100 @@ fn quick_run_produces_complete_json() {
     }
     assert!(!json["targets"].as_array().unwrap().is_empty());
 }
+
+/// `--reference-peers`: the Go NodePass (both TLS modes) and rathole run `connect` and `rtt`
+/// beside nodepass, and issue 17's comparison targets appear. Needs `../shared/peers` (or
+/// `$NODEPASS_SHARED/peers`): fails under `CI=true` when it is missing, skips otherwise.
+#[test]
+fn reference_peers_run_the_latency_workloads() {
+    let shared = std::env::var_os("NODEPASS_SHARED")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
+    let dir = shared.join("peers");
+    let peers = match nodepass_benches::reference::peers(&dir) {
+        Ok(p) => p,
+        Err(e) if std::env::var_os("CI").is_some() => panic!("{e:#} (required under CI=true)"),
+        Err(e) => {
+            eprintln!("skipped: {e:#}");
+            return;
+        }
+    };
+    let nodepass =
+        process::locate_nodepass(None, process::Build::IfMissing).expect("the nodepass executable");
+    let plan = Plan {
+        workloads: vec![Workload::Connect, Workload::Rtt, Workload::Udp],
+        tls: vec![0, 1],
+        budget: Budget {
+            udp: Duration::from_millis(200),
+            udp_rate_mbit: 20,
+            ..tiny_budget()
+        },
+        quick: true,
+        nodepass,
+        peers,
+        command: "quick.rs reference peers".into(),
+        ready_timeout: Duration::from_secs(30),
+        wan: None,
+    };
+    let report = runner::run(&plan).expect("the run");
+    println!("{}", table::render(&report));
+    let json: Value = serde_json::from_str(&report.to_json()).expect("valid JSON");
+    for (workload, expected) in [
+        (
+            "connect",
+            &[
+                "direct",
+                "go tls=0",
+                "go tls=1",
+                "nodepass tls=0",
+                "nodepass tls=1",
+                "rathole",
+            ][..],
+        ),
+        (
+            "rtt",
+            &[
+                "direct",
+                "go tls=0",
+                "go tls=1",
+                "nodepass tls=0",
+                "nodepass tls=1",
+                "rathole",
+            ][..],
+        ),
+        // The reference peers skip the workloads they cannot carry.
+        ("udp", &["direct", "nodepass tls=0", "nodepass tls=1"][..]),
+    ] {
+        let runs = json["workloads"][workload]["runs"].as_array().unwrap();
+        let mut subjects: Vec<&str> = runs
+            .iter()
+            .map(|r| r["subject"].as_str().unwrap())
+            .collect();
+        subjects.sort_unstable();
+        assert_eq!(subjects, expected, "{workload}");
+        for r in runs {
+            assert!(
+                r["error"].is_null(),
+                "{workload} / {}: {}",
+                r["subject"],
+                r["error"]
+            );
+            assert!(r["metrics"]["p50_us"].as_f64().is_some() || workload == "udp");
+        }
+    }
+    // nodepass is compared with each peer at its TLS mode (rathole counts as tls=0).
+    let whats: Vec<String> = json["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| format!("{} tls={}", t["what"].as_str().unwrap(), t["tls"]))
+        .collect();
+    for w in [
+        "p50 vs go tls=0 tls=0",
+        "p99 vs rathole tls=0",
+        "p50 vs go tls=1 tls=1",
+    ] {
+        assert!(whats.iter().any(|x| x == w), "{w} missing from {whats:?}");
+    }
+    assert!(!whats.iter().any(|x| x == "p50 vs rathole tls=1"));
+}

@@ -421,6 +421,12 @@ impl Filler {
         };
         match conn {
             Ok(Ok(c)) => {
+                if let TunnelStream::ClientTls(tls) = &c.wire.stream {
+                    // Pool refills resume the TLS session of an earlier connection (rustls's
+                    // in-memory ticket cache, shared by every connection of this client), so
+                    // they cost no certificate signature or verification.
+                    tracing::trace!(tls = ?tls.get_ref().1.handshake_kind(), "pool connection ready");
+                }
                 match self.flow {
                     Flow::Forward => self.pool.put(c.wire.into_parts().0),
                     Flow::Reverse => {

@@ -159,9 +159,20 @@ async fn handle_user(user: TcpStream, peer: SocketAddr, upstream: Upstream, ctx:
     let dst = user.local_addr().unwrap_or(peer);
     match upstream {
         Upstream::Pool(pool) => {
-            let Some(conn) =
-                open_on_pool(&pool, StreamKind::Tcp, peer, dst, ctx.opts.pool_wait).await
-            else {
+            // The first bytes ride with the `Open` unless a rate limit must meter them.
+            let early = ctx.relay.rate.is_none().then_some(&user);
+            let opened =
+                open_with_first_bytes(&pool, StreamKind::Tcp, peer, dst, early, ctx.opts.pool_wait)
+                    .await;
+            let opened = match opened {
+                Ok(o) => o,
+                Err(e) => {
+                    // The unused pool connection was closed with a reset; nothing to relay.
+                    tracing::debug!(%peer, error = %e, "user connection failed before its session started");
+                    return;
+                }
+            };
+            let Some((conn, first)) = opened else {
                 Stats::add(&stats.refused, 1);
                 tracing::warn!(
                     %peer,
@@ -170,6 +181,7 @@ async fn handle_user(user: TcpStream, peer: SocketAddr, upstream: Upstream, ctx:
                 );
                 return;
             };
+            Stats::add(&stats.tcp_rx, first as u64);
             let _active = stats.session(false);
             finish(relay_stream(user, conn, BytesMut::new(), &ctx.relay).await);
         }
@@ -206,16 +218,83 @@ pub(crate) async fn open_on_pool(
     dst: SocketAddr,
     wait: Duration,
 ) -> Option<TunnelStream> {
+    match open_with_first_bytes(pool, kind, src, dst, None, wait).await {
+        Ok(opened) => opened.map(|(conn, _)| conn),
+        // Without a user socket to read there is no user error.
+        Err(_) => None,
+    }
+}
+
+/// Largest number of the user's first bytes sent in the same write as `Open` (one TLS record).
+const FIRST_BYTES_MAX: usize = 16 * 1024;
+
+/// [`open_on_pool`], and when `user` is given, whatever the user has already sent (at most
+/// [`FIRST_BYTES_MAX`], read without waiting) travels in the same write as the `Open`: one
+/// segment (one TLS record) instead of two, and the far side finds the first bytes with the
+/// `Open`, so it can write them to the target right after connecting. The far side relays
+/// optimistically: nothing waits for a confirmation of the target connection (a refused
+/// target resets the tunnel connection, which the relay passes on to the user). Returns the
+/// connection and the number of user bytes sent with the `Open` (`None`: no pool connection
+/// came in time), or the user socket's error (a reset before the session started: the pool
+/// connection is then closed with a reset, unused).
+pub(crate) async fn open_with_first_bytes(
+    pool: &Pool,
+    kind: StreamKind,
+    src: SocketAddr,
+    dst: SocketAddr,
+    user: Option<&TcpStream>,
+    wait: Duration,
+) -> std::io::Result<Option<(TunnelStream, usize)>> {
     let mut frame = BytesMut::with_capacity(48);
     protocol::encode(&Message::Open { kind, src, dst }, &mut frame);
-    for _ in 0..2 {
-        let mut conn = pool.take(wait).await?;
-        match conn.write_all(&frame).await {
-            Ok(()) => return Some(conn),
+    let mut first = 0;
+    for attempt in 0..2 {
+        let Some(mut conn) = pool.take(wait).await else {
+            return Ok(None);
+        };
+        if attempt == 0
+            && let Some(user) = user
+        {
+            // Read once, after the (possibly waited-for) take: the bytes stay in `frame` for
+            // the retry.
+            match read_ready(user, &mut frame, FIRST_BYTES_MAX) {
+                Ok(n) => first = n,
+                Err(e) => {
+                    conn.abort_on_close();
+                    return Err(e);
+                }
+            }
+        }
+        match write_flushed(&mut conn, &frame).await {
+            Ok(()) => return Ok(Some((conn, first))),
             Err(e) => tracing::debug!(error = %e, "pool connection dead on open, trying another"),
         }
     }
-    None
+    Ok(None)
+}
+
+/// Append to `out` what `s` has already received, at most `max` bytes, without waiting (a
+/// non-blocking `recv`): 0 when nothing is there yet or at EOF (which the relay then sees
+/// itself); a socket error (a reset) is returned, as it is consumed by the read.
+fn read_ready(s: &TcpStream, out: &mut BytesMut, max: usize) -> std::io::Result<usize> {
+    let start = out.len();
+    out.resize(start + max, 0);
+    // The socket is non-blocking (tokio's), so this `recv` never waits. Reading behind
+    // tokio's back is fine: its readiness is only a hint, re-armed by the next `WouldBlock`.
+    let sock = socket2::SockRef::from(s);
+    let res = match std::io::Read::read(&mut &*sock, &mut out[start..]) {
+        Ok(n) => Ok(n),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(0),
+        Err(e) => Err(e),
+    };
+    out.truncate(start + *res.as_ref().unwrap_or(&0));
+    res
+}
+
+/// Write `bytes` and flush (TLS records leave the session buffer at once).
+async fn write_flushed(conn: &mut TunnelStream, bytes: &[u8]) -> std::io::Result<()> {
+    conn.write_all(bytes).await?;
+    conn.flush().await
 }
 
 fn finish(res: Result<(u64, u64), RelayEnd>) {
