@@ -322,6 +322,19 @@ fn path() -> impl Strategy<Value = PathBuf> {
     "[a-zA-Z0-9 /._&=+%#?:@,~-]{1,24}".prop_map(PathBuf::from)
 }
 
+fn ws_options() -> impl Strategy<Value = WebSocketOptions> {
+    (
+        "(/[a-zA-Z0-9_~%.-]{0,8}){1,3}",
+        proptest::option::of("[a-z][a-z0-9]{0,8}(\\.[a-z]{1,4}){0,2}(:[1-9][0-9]{0,3})?"),
+        1..=600u64,
+    )
+        .prop_map(|(path, host, secs)| WebSocketOptions {
+            path,
+            host,
+            ping: Duration::from_secs(secs),
+        })
+}
+
 fn tls() -> impl Strategy<Value = TlsMode> {
     prop_oneof![
         Just(TlsMode::Off),
@@ -408,8 +421,16 @@ fn dialable(params: &mut TunnelParams) {
 }
 
 fn config() -> impl Strategy<Value = Config> {
-    let server = (tunnel_params(), tls(), pool_size(), 0..3usize, 0..4usize).prop_map(
-        |(params, tls, max, mode, ty)| {
+    let server = (
+        tunnel_params(),
+        tls(),
+        pool_size(),
+        0..3usize,
+        0..4usize,
+        ws_options(),
+    )
+        .prop_map(|(params, tls, max, mode, ty, mut ws)| {
+            ws.host = None;
             let mut pool_type = [
                 PoolType::Tcp,
                 PoolType::Quic,
@@ -430,9 +451,9 @@ fn config() -> impl Strategy<Value = Config> {
                 max,
                 mode,
                 pool_type,
+                ws,
             })
-        },
-    );
+        });
     let sni = prop_oneof![
         "[a-z][a-z0-9]{0,8}(\\.[a-z]{1,4}){0,2}",
         any::<IpAddr>().prop_map(|ip| ip.to_string()),
@@ -443,8 +464,9 @@ fn config() -> impl Strategy<Value = Config> {
         proptest::option::of(path()),
         pool_size(),
         0..3usize,
+        (proptest::bool::ANY, ws_options()),
     )
-        .prop_map(|(params, sni, ca, min, mode)| {
+        .prop_map(|(params, sni, ca, min, mode, (ws_type, ws))| {
             let mode = [ClientMode::Auto, ClientMode::SingleEnd, ClientMode::DualEnd][mode];
             let mut params = params;
             if mode == ClientMode::SingleEnd {
@@ -456,6 +478,12 @@ fn config() -> impl Strategy<Value = Config> {
                 ca,
                 min,
                 mode,
+                pool_type: if ws_type {
+                    PoolType::WebSocket
+                } else {
+                    PoolType::Tcp
+                },
+                ws,
             })
         });
     let master = (
