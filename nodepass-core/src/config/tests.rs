@@ -40,7 +40,19 @@ const VALID: &[(&str, &str)] = &[
     ),
     (
         "server://:1/a:1?max=65536&mode=2&type=2",
-        "server://:1/a:1?log=info&tls=0&dns=5m&max=65536&mode=2&type=2&dial=auto&read=0&rate=0&slot=65536&proxy=0&block=0&notcp=0&noudp=0",
+        "server://:1/a:1?log=info&tls=0&dns=5m&max=65536&mode=2&type=2&wspath=/&wsping=20s&dial=auto&read=0&rate=0&slot=65536&proxy=0&block=0&notcp=0&noudp=0",
+    ),
+    (
+        "server://:1/a:1?type=2&wspath=/np/ws_x.y-z~&wsping=90s",
+        "server://:1/a:1?log=info&tls=0&dns=5m&max=1024&mode=0&type=2&wspath=/np/ws_x.y-z~&wsping=1m30s&dial=auto&read=0&rate=0&slot=65536&proxy=0&block=0&notcp=0&noudp=0",
+    ),
+    (
+        "client://:1/a:1?type=2&wshost=cdn.example.com:443&wspath=/t",
+        "client://:1/a:1?log=info&dns=5m&min=64&mode=0&type=2&wspath=/t&wshost=cdn.example.com:443&wsping=20s&dial=auto&read=0&rate=0&slot=65536&proxy=0&block=0&notcp=0&noudp=0",
+    ),
+    (
+        "client://:1/a:1?wsping=5s",
+        "client://:1/a:1?log=info&dns=5m&min=64&mode=0&wspath=/&wsping=5s&dial=auto&read=0&rate=0&slot=65536&proxy=0&block=0&notcp=0&noudp=0",
     ),
     (
         "server://:1/a:1?tls=1&type=3",
@@ -113,6 +125,29 @@ enum Want {
 
 const INVALID: &[(&str, Want)] = &[
     ("", Want::Syntax),
+    ("server://:1/a:1?type=2&wspath=np", Want::Invalid("wspath")),
+    (
+        "server://:1/a:1?type=2&wspath=/a?b",
+        Want::Invalid("wspath"),
+    ),
+    (
+        "server://:1/a:1?type=2&wspath=/a%20b",
+        Want::Invalid("wspath"),
+    ),
+    (
+        "server://:1/a:1?type=2&wsping=500ms",
+        Want::Invalid("wsping"),
+    ),
+    ("server://:1/a:1?type=2&wsping=11m", Want::Invalid("wsping")),
+    ("server://:1/a:1?type=2&wsping=20", Want::Invalid("wsping")),
+    (
+        "server://:1/a:1?type=2&wshost=a.b",
+        Want::WrongRole("wshost"),
+    ),
+    ("client://:1/a:1?wshost=a%20b", Want::Invalid("wshost")),
+    ("client://:1/a:1?wshost=", Want::Invalid("wshost")),
+    ("client://:1/a:1?type=1", Want::Invalid("type")),
+    ("client://:1/a:1?type=3", Want::Invalid("type")),
     ("server:/:1/a:1", Want::Syntax),
     ("http://:1/a:1", Want::Invalid("scheme")),
     ("server://:1/a:1#frag", Want::Syntax),

@@ -385,6 +385,8 @@ pub async fn accept(stream: TunnelStream, opts: &WebSocketOptions) -> io::Result
     let tls = stream.is_tls();
     let socket = stream.socket().try_clone()?;
     let path = opts.path.clone();
+    // The callback's signature is tungstenite's (its error is the HTTP response to send).
+    #[allow(clippy::result_large_err)]
     let check = move |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
         if req.uri().path() == path {
             return Ok(resp);
@@ -399,4 +401,94 @@ pub async fn accept(stream: TunnelStream, opts: &WebSocketOptions) -> io::Result
     Ok(TunnelStream::Ws(Box::new(WsStream::spawn(
         ws, socket, binding, tls, opts.ping,
     ))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    fn opts(path: &str) -> WebSocketOptions {
+        WebSocketOptions {
+            path: path.into(),
+            ..WebSocketOptions::default()
+        }
+    }
+
+    /// A client and a server WebSocket over loopback TCP; the client asks for `path`.
+    async fn pair(path: &str) -> (io::Result<TunnelStream>, io::Result<TunnelStream>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = async {
+            let (tcp, _) = l.accept().await.unwrap();
+            accept(TunnelStream::Plain(tcp), &opts("/tunnel")).await
+        };
+        let client = async {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            connect(TunnelStream::Plain(tcp), &addr.to_string(), &opts(path)).await
+        };
+        let (c, s) = tokio::time::timeout(Duration::from_secs(10), async {
+            tokio::join!(client, server)
+        })
+        .await
+        .expect("handshake within 10 s");
+        (c, s)
+    }
+
+    #[tokio::test]
+    async fn half_close_each_way_then_a_clean_end() {
+        let (c, s) = pair("/tunnel").await;
+        let (mut c, mut s) = (c.unwrap(), s.unwrap());
+        assert!(c.is_idle_healthy() && s.is_idle_healthy());
+        assert!(!c.is_tls());
+        assert_eq!(c.channel_binding().unwrap(), [0u8; BINDING_LEN]);
+        let big: Vec<u8> = (0..(3 << 20) as u32).map(|i| (i % 251) as u8).collect();
+        let (big2, expect) = (big.clone(), big.clone());
+        let writer = tokio::spawn(async move {
+            c.write_all(&big2).await.unwrap();
+            c.shutdown().await.unwrap();
+            c
+        });
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        assert!(got == expect, "bytes differ ({} read)", got.len());
+        // The other direction is still open after the client's half-close.
+        s.write_all(b"answer").await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut c = writer.await.unwrap();
+        let mut back = Vec::new();
+        c.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, b"answer");
+        assert!(
+            c.write_all(b"late").await.is_err(),
+            "no writes after shutdown"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_end_without_the_marker_is_a_reset() {
+        let (c, s) = pair("/tunnel").await;
+        let (mut c, mut s) = (c.unwrap(), s.unwrap());
+        c.write_all(b"partial").await.unwrap();
+        // Give the writer task the message before the stream goes (bounded wait).
+        let mut buf = [0u8; 7];
+        s.read_exact(&mut buf).await.unwrap();
+        drop(c);
+        let mut rest = Vec::new();
+        let err = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
+            .await
+            .expect("the end is noticed")
+            .expect_err("a cut stream is an error, not an EOF");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionReset, "{err}");
+        assert!(!s.is_idle_healthy());
+    }
+
+    #[tokio::test]
+    async fn another_path_is_refused_with_404() {
+        let (c, s) = pair("/other").await;
+        let e = c.expect_err("refused");
+        assert!(e.to_string().contains("404"), "{e}");
+        assert!(s.is_err());
+    }
 }
