@@ -186,7 +186,7 @@ const INVALID: &[(&str, Want)] = &[
     ("server://:1/a:1?state=/x", Want::WrongRole("state")),
     ("client://:1/a:1?max=8", Want::WrongRole("max")),
     ("client://:1/a:1?tls=1", Want::WrongRole("tls")),
-    ("client://:1/a:1?type=0", Want::WrongRole("type")),
+    ("master://:1/api?type=0", Want::WrongRole("type")),
     ("master://:1?mode=1", Want::WrongRole("mode")),
     ("server://:1/a:1?log=info&log=debug", Want::Duplicate("log")),
     ("server://:1/a:1?log=verbose", Want::Invalid("log")),
