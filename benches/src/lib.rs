@@ -28,6 +28,7 @@
 //! let plan = Plan {
 //!     workloads: vec![Workload::Rtt],
 //!     tls: vec![0],
+//!     pool_types: vec![0],
 //!     budget: Budget::quick(),
 //!     quick: true,
 //!     nodepass: nodepass_benches::process::locate_nodepass(None, nodepass_benches::process::Build::Always)?,

@@ -39,6 +39,11 @@ struct Args {
     /// nodepass TLS modes to measure.
     #[arg(long, value_enum, default_value = "both")]
     tls: Tls,
+    /// nodepass pool transports (`type`) to measure at each TLS mode, comma separated:
+    /// 0 (TCP), 2 (WebSocket).
+    #[arg(long = "type", value_name = "TYPES", default_value = "0", value_delimiter = ',',
+          value_parser = ["0", "2"])]
+    pool_types: Vec<String>,
     /// The nodepass executable (default: the one beside this program, built if needed).
     #[arg(long, value_name = "PATH")]
     nodepass: Option<PathBuf>,
@@ -117,6 +122,11 @@ fn run(args: Args) -> anyhow::Result<bool> {
             Tls::On => vec![1],
             Tls::Both => vec![0, 1],
         },
+        pool_types: args
+            .pool_types
+            .iter()
+            .map(|t| t.parse().expect("checked by clap"))
+            .collect(),
         budget: match &args.wan {
             Some(p) => Budget::wan(p, args.quick),
             None if args.quick => Budget::quick(),

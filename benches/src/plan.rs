@@ -180,6 +180,8 @@ pub struct Plan {
     pub workloads: Vec<Workload>,
     /// nodepass `tls` modes to run.
     pub tls: Vec<u8>,
+    /// nodepass pool transports (`type`) to run at each TLS mode: 0 (TCP), 2 (WebSocket).
+    pub pool_types: Vec<u8>,
     /// Sizes and durations.
     pub budget: Budget,
     /// Whether this is a `--quick` run (recorded in the report).
@@ -201,7 +203,13 @@ impl Plan {
     /// its templates use `{tls}`).
     pub fn subjects(&self) -> Vec<Subject> {
         let mut s = vec![Subject::Direct];
-        s.extend(self.tls.iter().map(|&tls| Subject::Nodepass { tls }));
+        for &tls in &self.tls {
+            s.extend(
+                self.pool_types
+                    .iter()
+                    .map(|&pool_type| Subject::Nodepass { tls, pool_type }),
+            );
+        }
         for p in &self.peers {
             let spec = std::sync::Arc::new(p.clone());
             if p.uses_tls() {

@@ -82,6 +82,8 @@ pub enum Subject {
     Nodepass {
         /// The server's `tls` mode.
         tls: u8,
+        /// The server's pool transport (`type`): 0 TCP, 2 WebSocket.
+        pool_type: u8,
     },
     /// Another implementation from `--peer`.
     Peer {
@@ -105,6 +107,7 @@ impl Subject {
     pub fn implementation(&self) -> &str {
         match self {
             Subject::Direct => "direct",
+            Subject::Nodepass { pool_type: 2, .. } => "nodepass type=2",
             Subject::Nodepass { .. } => "nodepass",
             Subject::Peer { spec, .. } => &spec.name,
         }
@@ -114,7 +117,7 @@ impl Subject {
     pub fn tls(&self) -> Option<u8> {
         match self {
             Subject::Direct => None,
-            Subject::Nodepass { tls } => Some(*tls),
+            Subject::Nodepass { tls, .. } => Some(*tls),
             Subject::Peer { tls, .. } => *tls,
         }
     }
@@ -131,20 +134,22 @@ impl Subject {
                 addr: ctx.target,
                 procs: Vec::new(),
             }),
-            Subject::Nodepass { tls } => start_nodepass(ctx, *tls),
+            Subject::Nodepass { tls, pool_type } => start_nodepass(ctx, *tls, *pool_type),
             Subject::Peer { spec, tls } => start_peer(ctx, spec, *tls),
         }
     }
 }
 
-fn start_nodepass(ctx: &Ctx, tls: u8) -> anyhow::Result<Endpoint> {
+fn start_nodepass(ctx: &Ctx, tls: u8, pool_type: u8) -> anyhow::Result<Endpoint> {
     let tunnel = process::free_tcp_port()?;
     let user = process::free_port_pair()?;
     let (key, target, host) = (&ctx.key, ctx.target, ctx.tunnel_host());
     let urls = [
         (
             "server",
-            format!("server://{key}@{host}:{tunnel}/127.0.0.1:{user}?mode=1&tls={tls}"),
+            format!(
+                "server://{key}@{host}:{tunnel}/127.0.0.1:{user}?mode=1&tls={tls}&type={pool_type}"
+            ),
         ),
         (
             "client",
@@ -157,7 +162,9 @@ fn start_nodepass(ctx: &Ctx, tls: u8) -> anyhow::Result<Endpoint> {
         // The key travels in the environment, never in the process arguments.
         cmd.env("NODEPASS_URL", url)
             .env_remove("NODEPASS_LOG_FORMAT");
-        let log = ctx.work_dir.join(format!("nodepass-tls{tls}-{role}.log"));
+        let log = ctx
+            .work_dir
+            .join(format!("nodepass-type{pool_type}-tls{tls}-{role}.log"));
         procs.push(ctx.spawn(role, cmd, &log)?);
         if role == "server" {
             process::wait_listening(tunnel, &mut procs, ctx.ready_timeout)?;

@@ -44,6 +44,7 @@ fn quick_run_produces_complete_json() {
     let plan = Plan {
         workloads: Workload::ALL.to_vec(),
         tls: vec![0, 1],
+        pool_types: vec![0],
         budget: tiny_budget(),
         quick: true,
         nodepass,

@@ -97,8 +97,32 @@ pub const PARAMS: &[ParamDoc] = &[
     row(
         &["type"],
         SERVER,
-        "pool transport: `0` TCP, `1` QUIC, `2` WebSocket, `3` HTTP/2 (`1` and `3` need `tls` >= 1)",
+        "pool transport: `0` TCP, `2` WebSocket (README section: WebSocket transport); `1` QUIC and `3` HTTP/2 are not implemented yet (refused at start)",
         "`0`",
+    ),
+    row(
+        &["type"],
+        CLIENT,
+        "`0` learn the transport from the server, `2` WebSocket from the first connection (for a server behind an HTTP proxy or CDN)",
+        "`0`",
+    ),
+    row(
+        &["wspath"],
+        TUNNEL,
+        "WebSocket request path (`/...`, visible ASCII without `?` or `#`); the server answers 404 to any other",
+        "`/`",
+    ),
+    row(
+        &["wshost"],
+        CLIENT,
+        "`Host` header of the WebSocket request (host name or address, optionally `:port`)",
+        "the tunnel address",
+    ),
+    row(
+        &["wsping"],
+        TUNNEL,
+        "WebSocket ping interval, a duration `1s..=10m`; keep it below the proxy's read timeout",
+        "`20s`",
     ),
     row(
         &["dial"],

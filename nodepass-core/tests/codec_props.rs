@@ -34,8 +34,9 @@ fn refuse_code() -> impl Strategy<Value = RefuseCode> {
         Just(RefuseCode::TlsRequired),
         Just(RefuseCode::StaleSession),
         Just(RefuseCode::Unavailable),
+        Just(RefuseCode::WebSocketRequired),
         any::<u8>()
-            .prop_filter("a known code", |c| !(1..=5).contains(c))
+            .prop_filter("a known code", |c| !(1..=6).contains(c))
             .prop_map(RefuseCode::Other),
     ]
 }

@@ -13,7 +13,8 @@ use super::duration;
 use super::params::PARAMS;
 use super::secret::MASK;
 use super::types::{
-    Balance, ClientConfig, Config, LoadBalance, MasterConfig, ServerConfig, TlsMode, TunnelParams,
+    Balance, ClientConfig, Config, LoadBalance, MasterConfig, PoolType, ServerConfig, TlsMode,
+    TunnelParams, WebSocketOptions,
 };
 
 /// Everything but the RFC 3986 unreserved characters is encoded in the key.
@@ -140,7 +141,19 @@ fn server_params(c: &ServerConfig) -> Params {
     out.push(("max", c.max.to_string()));
     out.push(("mode", c.mode.to_string()));
     out.push(("type", c.pool_type.to_string()));
+    if c.pool_type == PoolType::WebSocket || c.ws != WebSocketOptions::default() {
+        ws_params(&c.ws, &mut out);
+    }
     out
+}
+
+/// `wspath`, `wshost` (when set), `wsping`.
+fn ws_params(ws: &WebSocketOptions, out: &mut Params) {
+    out.push(("wspath", ws.path.clone()));
+    if let Some(host) = &ws.host {
+        out.push(("wshost", host.clone()));
+    }
+    out.push(("wsping", duration::format(ws.ping)));
 }
 
 fn client_params(c: &ClientConfig) -> Params {
@@ -153,6 +166,13 @@ fn client_params(c: &ClientConfig) -> Params {
     }
     out.push(("min", c.min.to_string()));
     out.push(("mode", c.mode.to_string()));
+    // Shown only when set, so ordinary client URLs keep their short canonical form.
+    if c.pool_type != PoolType::Tcp {
+        out.push(("type", c.pool_type.to_string()));
+    }
+    if c.pool_type == PoolType::WebSocket || c.ws != WebSocketOptions::default() {
+        ws_params(&c.ws, &mut out);
+    }
     out
 }
 

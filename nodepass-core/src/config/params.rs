@@ -14,6 +14,7 @@ use super::duration;
 use super::types::{
     ApiDialect, Balance, BlockSet, ClientMode, DEFAULT_LATENCY_PROBE, DialAddr, LoadBalance,
     LogLevel, MIN_PROBE_INTERVAL, PoolType, ProxyProtocol, Role, ServerMode, TlsMode,
+    WebSocketOptions,
 };
 
 const ALL: &[Role] = &[Role::Server, Role::Client, Role::Master];
@@ -33,7 +34,10 @@ pub const PARAMS: &[(&str, &[Role])] = &[
     ("min", &[Role::Client]),
     ("max", &[Role::Server]),
     ("mode", TUNNEL),
-    ("type", &[Role::Server]),
+    ("type", TUNNEL),
+    ("wspath", TUNNEL),
+    ("wshost", &[Role::Client]),
+    ("wsping", TUNNEL),
     ("dial", TUNNEL),
     ("read", TUNNEL),
     ("rate", TUNNEL),
@@ -245,6 +249,74 @@ pub(crate) fn duration(field: &str, value: &str) -> Result<Duration, ConfigError
             value,
             format!("{why}: expected {}", duration::DURATION_HELP),
         )
+    })
+}
+
+/// `wspath`: an absolute path (`/...`) of visible ASCII, without `?` or `#`.
+pub(crate) fn ws_path(field: &str, value: &str) -> Result<String, ConfigError> {
+    if !value.starts_with('/') {
+        return Err(invalid(field, value, "expected a path starting with /"));
+    }
+    if value.len() > super::types::MAX_WS_FIELD_LEN {
+        return Err(invalid(field, value, "longer than 255 characters"));
+    }
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#')
+    {
+        return Err(invalid(
+            field,
+            value,
+            "only visible ASCII characters, without ?, # or spaces (percent-encode the rest)",
+        ));
+    }
+    Ok(value.to_string())
+}
+
+/// `wshost`: a host name or address, optionally with `:port` (the HTTP `Host` header).
+pub(crate) fn ws_host(field: &str, value: &str) -> Result<String, ConfigError> {
+    if value.is_empty() || value.len() > super::types::MAX_WS_FIELD_LEN {
+        return Err(invalid(
+            field,
+            value,
+            "expected a host name of 1..=255 characters",
+        ));
+    }
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b".-_:[]".contains(&b))
+    {
+        return Err(invalid(
+            field,
+            value,
+            "expected a host name or address, optionally with :port (letters, digits, . - _ : [ ])",
+        ));
+    }
+    Ok(value.to_string())
+}
+
+/// `wsping`: an interval of 1s..=10m.
+pub(crate) fn ws_ping(field: &str, value: &str) -> Result<Duration, ConfigError> {
+    let d = duration(field, value)?;
+    if !(super::types::MIN_WS_PING..=super::types::MAX_WS_PING).contains(&d) {
+        return Err(invalid(field, value, "expected an interval from 1s to 10m"));
+    }
+    Ok(d)
+}
+
+/// `wspath`, `wshost` (client only) and `wsping`.
+pub(crate) fn websocket(q: &mut Query, client: bool) -> Result<WebSocketOptions, ConfigError> {
+    let d = WebSocketOptions::default();
+    Ok(WebSocketOptions {
+        path: q.get("wspath", d.path, ws_path)?,
+        host: if client {
+            q.take("wshost")
+                .map(|v| ws_host("wshost", &v))
+                .transpose()?
+        } else {
+            None
+        },
+        ping: q.get("wsping", d.ping, ws_ping)?,
     })
 }
 

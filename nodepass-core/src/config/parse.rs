@@ -283,6 +283,7 @@ fn server(url: &RawUrl<'_>, q: &mut Query) -> Result<ServerConfig, ConfigError> 
         max: q.get("max", default_max, params::pool_size)?,
         mode,
         pool_type,
+        ws: params::websocket(q, false)?,
     })
 }
 
@@ -299,7 +300,22 @@ fn client(url: &RawUrl<'_>, q: &mut Query) -> Result<ClientConfig, ConfigError> 
         ca: q.take("ca").map(|v| params::path("ca", &v)).transpose()?,
         min: q.get("min", default_min, params::pool_size)?,
         mode,
+        pool_type: q.get("type", PoolType::default(), client_pool_type)?,
+        ws: params::websocket(q, true)?,
     })
+}
+
+/// A client's `type`: 0 (learn it from the server) or 2 (WebSocket from the start).
+fn client_pool_type(field: &str, value: &str) -> Result<PoolType, ConfigError> {
+    match PoolType::parse_code(field, value)? {
+        t @ (PoolType::Tcp | PoolType::WebSocket) => Ok(t),
+        _ => Err(invalid(
+            field,
+            value,
+            "a client takes type=0 (learn the transport from the server) or type=2 \
+             (WebSocket from the first connection, for a server behind an HTTP proxy)",
+        )),
+    }
 }
 
 /// Targets this end dials need a real port (port 0 only means "any" for listening).

@@ -40,7 +40,19 @@ const VALID: &[(&str, &str)] = &[
     ),
     (
         "server://:1/a:1?max=65536&mode=2&type=2",
-        "server://:1/a:1?log=info&tls=0&dns=5m&max=65536&mode=2&type=2&dial=auto&read=0&rate=0&slot=65536&proxy=0&block=0&notcp=0&noudp=0",
+        "server://:1/a:1?log=info&tls=0&dns=5m&max=65536&mode=2&type=2&wspath=/&wsping=20s&dial=auto&read=0&rate=0&slot=65536&proxy=0&block=0&notcp=0&noudp=0",
+    ),
+    (
+        "server://:1/a:1?type=2&wspath=/np/ws_x.y-z~&wsping=90s",
+        "server://:1/a:1?log=info&tls=0&dns=5m&max=1024&mode=0&type=2&wspath=/np/ws_x.y-z~&wsping=1m30s&dial=auto&read=0&rate=0&slot=65536&proxy=0&block=0&notcp=0&noudp=0",
+    ),
+    (
+        "client://:1/a:1?type=2&wshost=cdn.example.com:443&wspath=/t",
+        "client://:1/a:1?log=info&dns=5m&min=64&mode=0&type=2&wspath=/t&wshost=cdn.example.com:443&wsping=20s&dial=auto&read=0&rate=0&slot=65536&proxy=0&block=0&notcp=0&noudp=0",
+    ),
+    (
+        "client://:1/a:1?wsping=5s",
+        "client://:1/a:1?log=info&dns=5m&min=64&mode=0&wspath=/&wsping=5s&dial=auto&read=0&rate=0&slot=65536&proxy=0&block=0&notcp=0&noudp=0",
     ),
     (
         "server://:1/a:1?tls=1&type=3",
@@ -121,6 +133,29 @@ enum Want {
 
 const INVALID: &[(&str, Want)] = &[
     ("", Want::Syntax),
+    ("server://:1/a:1?type=2&wspath=np", Want::Invalid("wspath")),
+    (
+        "server://:1/a:1?type=2&wspath=/a?b",
+        Want::Invalid("wspath"),
+    ),
+    (
+        "server://:1/a:1?type=2&wspath=/a%20b",
+        Want::Invalid("wspath"),
+    ),
+    (
+        "server://:1/a:1?type=2&wsping=500ms",
+        Want::Invalid("wsping"),
+    ),
+    ("server://:1/a:1?type=2&wsping=11m", Want::Invalid("wsping")),
+    ("server://:1/a:1?type=2&wsping=20", Want::Invalid("wsping")),
+    (
+        "server://:1/a:1?type=2&wshost=a.b",
+        Want::WrongRole("wshost"),
+    ),
+    ("client://:1/a:1?wshost=a%20b", Want::Invalid("wshost")),
+    ("client://:1/a:1?wshost=", Want::Invalid("wshost")),
+    ("client://:1/a:1?type=1", Want::Invalid("type")),
+    ("client://:1/a:1?type=3", Want::Invalid("type")),
     ("server:/:1/a:1", Want::Syntax),
     ("http://:1/a:1", Want::Invalid("scheme")),
     ("server://:1/a:1#frag", Want::Syntax),
@@ -159,7 +194,7 @@ const INVALID: &[(&str, Want)] = &[
     ("server://:1/a:1?state=/x", Want::WrongRole("state")),
     ("client://:1/a:1?max=8", Want::WrongRole("max")),
     ("client://:1/a:1?tls=1", Want::WrongRole("tls")),
-    ("client://:1/a:1?type=0", Want::WrongRole("type")),
+    ("master://:1/api?type=0", Want::WrongRole("type")),
     ("master://:1?mode=1", Want::WrongRole("mode")),
     ("server://:1/a:1?log=info&log=debug", Want::Duplicate("log")),
     ("server://:1/a:1?log=verbose", Want::Invalid("log")),
@@ -375,6 +410,19 @@ fn path() -> impl Strategy<Value = PathBuf> {
     "[a-zA-Z0-9 /._&=+%#?:@,~-]{1,24}".prop_map(PathBuf::from)
 }
 
+fn ws_options() -> impl Strategy<Value = WebSocketOptions> {
+    (
+        "(/[a-zA-Z0-9_~%.-]{0,8}){1,3}",
+        proptest::option::of("[a-z][a-z0-9]{0,8}(\\.[a-z]{1,4}){0,2}(:[1-9][0-9]{0,3})?"),
+        1..=600u64,
+    )
+        .prop_map(|(path, host, secs)| WebSocketOptions {
+            path,
+            host,
+            ping: Duration::from_secs(secs),
+        })
+}
+
 fn tls() -> impl Strategy<Value = TlsMode> {
     prop_oneof![
         Just(TlsMode::Off),
@@ -461,8 +509,16 @@ fn dialable(params: &mut TunnelParams) {
 }
 
 fn config() -> impl Strategy<Value = Config> {
-    let server = (tunnel_params(), tls(), pool_size(), 0..3usize, 0..4usize).prop_map(
-        |(params, tls, max, mode, ty)| {
+    let server = (
+        tunnel_params(),
+        tls(),
+        pool_size(),
+        0..3usize,
+        0..4usize,
+        ws_options(),
+    )
+        .prop_map(|(params, tls, max, mode, ty, mut ws)| {
+            ws.host = None;
             let mut pool_type = [
                 PoolType::Tcp,
                 PoolType::Quic,
@@ -483,9 +539,9 @@ fn config() -> impl Strategy<Value = Config> {
                 max,
                 mode,
                 pool_type,
+                ws,
             })
-        },
-    );
+        });
     let sni = prop_oneof![
         "[a-z][a-z0-9]{0,8}(\\.[a-z]{1,4}){0,2}",
         any::<IpAddr>().prop_map(|ip| ip.to_string()),
@@ -496,8 +552,9 @@ fn config() -> impl Strategy<Value = Config> {
         proptest::option::of(path()),
         pool_size(),
         0..3usize,
+        (proptest::bool::ANY, ws_options()),
     )
-        .prop_map(|(params, sni, ca, min, mode)| {
+        .prop_map(|(params, sni, ca, min, mode, (ws_type, ws))| {
             let mode = [ClientMode::Auto, ClientMode::SingleEnd, ClientMode::DualEnd][mode];
             let mut params = params;
             if mode == ClientMode::SingleEnd {
@@ -509,6 +566,12 @@ fn config() -> impl Strategy<Value = Config> {
                 ca,
                 min,
                 mode,
+                pool_type: if ws_type {
+                    PoolType::WebSocket
+                } else {
+                    PoolType::Tcp
+                },
+                ws,
             })
         });
     let master = (

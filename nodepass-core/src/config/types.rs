@@ -27,6 +27,17 @@ pub const DEFAULT_FALLBACK_INTERVAL: Duration = Duration::from_secs(300);
 pub const DEFAULT_LATENCY_PROBE: Duration = Duration::from_secs(10);
 /// Shortest accepted probe interval (`probe`).
 pub const MIN_PROBE_INTERVAL: Duration = Duration::from_millis(100);
+/// Default WebSocket ping interval (`wsping`): shorter than common proxy read timeouts
+/// (nginx 60 s, most CDNs 100 s), so idle pooled WebSocket connections survive them.
+pub const DEFAULT_WS_PING: Duration = Duration::from_secs(20);
+/// Shortest accepted WebSocket ping interval (`wsping`).
+pub const MIN_WS_PING: Duration = Duration::from_secs(1);
+/// Longest accepted WebSocket ping interval (`wsping`).
+pub const MAX_WS_PING: Duration = Duration::from_secs(600);
+/// Default WebSocket request path (`wspath`).
+pub const DEFAULT_WS_PATH: &str = "/";
+/// Longest accepted `wspath` / `wshost`.
+pub const MAX_WS_FIELD_LEN: usize = 255;
 /// Default API prefix of the master.
 pub const DEFAULT_MASTER_PREFIX: &str = "/api";
 
@@ -173,6 +184,29 @@ pub enum PoolType {
     Http2,
 }
 
+/// The WebSocket transport's settings (`wspath`, `wshost`, `wsping`), used with `type=2`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WebSocketOptions {
+    /// `wspath`: the request path (default `/`); the server answers 404 to any other.
+    pub path: String,
+    /// `wshost` (client): the `Host` header to send; `None` = the tunnel address.
+    pub host: Option<String>,
+    /// `wsping`: ping interval on every WebSocket (default 20s); a peer silent for three
+    /// intervals is dead.
+    pub ping: Duration,
+}
+
+impl Default for WebSocketOptions {
+    /// Path `/`, the tunnel address as `Host`, a ping every 20 s.
+    fn default() -> Self {
+        WebSocketOptions {
+            path: DEFAULT_WS_PATH.to_string(),
+            host: None,
+            ping: DEFAULT_WS_PING,
+        }
+    }
+}
+
 /// Source address for outbound target connections (`dial`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum DialAddr {
@@ -299,6 +333,8 @@ pub struct ServerConfig {
     pub mode: ServerMode,
     /// `type`
     pub pool_type: PoolType,
+    /// `wspath`, `wsping` (with `type=2`)
+    pub ws: WebSocketOptions,
 }
 
 /// `client://` configuration.
@@ -315,6 +351,12 @@ pub struct ClientConfig {
     pub min: NonZeroU32,
     /// `mode`
     pub mode: ClientMode,
+    /// `type`: [`PoolType::Tcp`] (default) learns the transport from the server;
+    /// [`PoolType::WebSocket`] speaks WebSocket from the first connection (needed when an HTTP
+    /// proxy sits in front of the server).
+    pub pool_type: PoolType,
+    /// `wspath`, `wshost`, `wsping`: used whenever the transport is WebSocket.
+    pub ws: WebSocketOptions,
 }
 
 /// `master://` configuration.

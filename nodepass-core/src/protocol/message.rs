@@ -52,6 +52,9 @@ pub enum RefuseCode {
     StaleSession,
     /// The server is shutting down or over a limit.
     Unavailable,
+    /// The server's pool transport is WebSocket (`type=2`): connect with a WebSocket; `arg`
+    /// of `Refuse` carries the server's `tls` mode.
+    WebSocketRequired,
     /// A code from a newer version.
     Other(u8),
 }
@@ -64,6 +67,7 @@ impl RefuseCode {
             RefuseCode::TlsRequired => 3,
             RefuseCode::StaleSession => 4,
             RefuseCode::Unavailable => 5,
+            RefuseCode::WebSocketRequired => 6,
             RefuseCode::Other(c) => c,
         }
     }
@@ -75,6 +79,7 @@ impl RefuseCode {
             3 => RefuseCode::TlsRequired,
             4 => RefuseCode::StaleSession,
             5 => RefuseCode::Unavailable,
+            6 => RefuseCode::WebSocketRequired,
             other => RefuseCode::Other(other),
         }
     }

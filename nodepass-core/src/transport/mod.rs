@@ -1,13 +1,16 @@
-//! Tunnel transports: one stream type over plain TCP or TLS 1.3, plus socket helpers.
+//! Tunnel transports: one stream type over plain TCP, TLS 1.3 or a WebSocket, plus socket
+//! helpers.
 //!
 //! [`TunnelStream`] is what the handshake, the pool and the relay work with, whatever carries it.
 //! [`tls`] builds the server and client TLS configurations (self-signed, certificate files with
-//! live reload, verification modes). Other pool transports (QUIC, WebSocket, HTTP/2) are not
-//! implemented yet and would slot in here as further variants.
+//! live reload, verification modes). [`ws`] carries a tunnel connection in a WebSocket
+//! (`type=2`) over either of them. QUIC and HTTP/2 (`type=1`, `type=3`) are not implemented yet
+//! and would slot in here as further variants.
 
 pub mod net;
 pub mod tls;
 mod tls_hint;
+pub mod ws;
 
 pub(crate) use tls_hint::Explained;
 
@@ -20,7 +23,7 @@ use tokio::net::TcpStream;
 
 use crate::protocol::auth::{BINDING_LEN, EXPORTER_LABEL};
 
-/// A tunnel connection: plain TCP or TLS over TCP, on either side.
+/// A tunnel connection: plain TCP, TLS over TCP, or a WebSocket over either, on either side.
 #[derive(Debug)]
 pub enum TunnelStream {
     /// Plain TCP (`tls=0`).
@@ -29,35 +32,43 @@ pub enum TunnelStream {
     ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
     /// TLS, server side.
     ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// A WebSocket (`type=2`) over one of the above, either side.
+    Ws(Box<ws::WsStream>),
 }
 
 impl TunnelStream {
-    /// The TCP socket underneath.
-    pub fn tcp(&self) -> &TcpStream {
+    /// The TCP socket underneath (for socket options).
+    pub fn socket(&self) -> socket2::SockRef<'_> {
         match self {
-            TunnelStream::Plain(s) => s,
-            TunnelStream::ClientTls(s) => s.get_ref().0,
-            TunnelStream::ServerTls(s) => s.get_ref().0,
+            TunnelStream::Plain(s) => socket2::SockRef::from(s),
+            TunnelStream::ClientTls(s) => socket2::SockRef::from(s.get_ref().0),
+            TunnelStream::ServerTls(s) => socket2::SockRef::from(s.get_ref().0),
+            TunnelStream::Ws(s) => s.socket(),
         }
     }
 
     /// Make the coming close a reset (`SO_LINGER` 0) rather than an orderly FIN, so the peer
     /// learns that the stream was cut, not completed. Best effort.
     pub fn abort_on_close(&self) {
-        let _ = socket2::SockRef::from(self.tcp()).set_linger(Some(std::time::Duration::ZERO));
+        let _ = self.socket().set_linger(Some(std::time::Duration::ZERO));
     }
 
     /// True when the stream runs inside TLS.
     pub fn is_tls(&self) -> bool {
-        !matches!(self, TunnelStream::Plain(_))
+        match self {
+            TunnelStream::Plain(_) => false,
+            TunnelStream::Ws(s) => s.is_tls(),
+            _ => true,
+        }
     }
 
     /// The channel binding for the handshake proofs: the TLS exporter value of this TLS
-    /// session, or zeros on plain TCP.
+    /// session (under the WebSocket for `type=2`), or zeros on plain TCP.
     pub fn channel_binding(&self) -> io::Result<[u8; BINDING_LEN]> {
         let out = [0u8; BINDING_LEN];
         let res = match self {
             TunnelStream::Plain(_) => return Ok(out),
+            TunnelStream::Ws(s) => return Ok(s.channel_binding()),
             TunnelStream::ClientTls(s) => {
                 s.get_ref()
                     .1
@@ -75,8 +86,11 @@ impl TunnelStream {
     /// True when the idle connection looks usable: the peer has neither closed it nor sent
     /// anything unexpected. Never blocks (a non-blocking `MSG_PEEK` on the socket).
     pub fn is_idle_healthy(&self) -> bool {
+        if let TunnelStream::Ws(s) = self {
+            return s.is_idle_healthy();
+        }
         let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-        match socket2::SockRef::from(self.tcp()).peek(&mut buf) {
+        match self.socket().peek(&mut buf) {
             // Data on an idle pool connection (a TLS close_notify, a stray byte) or EOF both
             // mean it must not carry a new session.
             Ok(_) => false,
@@ -95,6 +109,7 @@ impl AsyncRead for TunnelStream {
             TunnelStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             TunnelStream::ClientTls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             TunnelStream::ServerTls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            TunnelStream::Ws(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -109,6 +124,7 @@ impl AsyncWrite for TunnelStream {
             TunnelStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             TunnelStream::ClientTls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             TunnelStream::ServerTls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            TunnelStream::Ws(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -117,6 +133,7 @@ impl AsyncWrite for TunnelStream {
             TunnelStream::Plain(s) => Pin::new(s).poll_flush(cx),
             TunnelStream::ClientTls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             TunnelStream::ServerTls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            TunnelStream::Ws(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -125,6 +142,7 @@ impl AsyncWrite for TunnelStream {
             TunnelStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             TunnelStream::ClientTls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             TunnelStream::ServerTls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            TunnelStream::Ws(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 
@@ -137,6 +155,7 @@ impl AsyncWrite for TunnelStream {
             TunnelStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             TunnelStream::ClientTls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
             TunnelStream::ServerTls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            TunnelStream::Ws(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -145,6 +164,7 @@ impl AsyncWrite for TunnelStream {
             TunnelStream::Plain(s) => s.is_write_vectored(),
             TunnelStream::ClientTls(s) => s.is_write_vectored(),
             TunnelStream::ServerTls(s) => s.is_write_vectored(),
+            TunnelStream::Ws(s) => s.is_write_vectored(),
         }
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! Also decides, for `mode=0`, between single-end and dual-end (`decide`).
 
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ use super::handshake::{self, ClientKey, HandshakeError};
 use super::users::{Upstream, UserSockets, serve_pool_conn};
 use super::wire::Wire;
 use super::{Ctx, Mode, Shared, TunnelState, control};
-use crate::config::{ClientConfig, ClientMode, Host};
+use crate::config::{ClientConfig, ClientMode, Host, PoolType};
 use crate::error::{Error, ErrorKind, Result, TunnelError};
 use crate::pool::Pool;
 use crate::protocol::auth::ProofKey;
@@ -27,6 +27,7 @@ use crate::protocol::{Flow, Message, SessionId};
 use crate::transport::TunnelStream;
 use crate::transport::net::tune_tunnel_stream;
 use crate::transport::tls::{ClientTls, ClientVerify};
+use crate::transport::ws;
 
 /// What a client configuration turns into.
 pub(crate) enum Decision {
@@ -72,6 +73,8 @@ struct Inner {
     cfg: ClientConfig,
     /// The TLS setup learned from the server; never held across `.await`.
     tls: Mutex<Option<ClientTls>>,
+    /// Tunnel connections are WebSockets (`type=2` here, or learned from the server).
+    ws: AtomicBool,
     /// The forward-flow user sockets, kept across sessions; never held across `.await`.
     users: Mutex<Option<Arc<UserSockets>>>,
 }
@@ -89,9 +92,11 @@ struct Established {
 impl Client {
     pub(crate) fn new(cfg: ClientConfig, shared: &Shared) -> Result<Self> {
         shared.set_mode(Mode::Pending);
+        let ws = cfg.pool_type == PoolType::WebSocket;
         Ok(Client {
             inner: Arc::new(Inner {
                 cfg,
+                ws: AtomicBool::new(ws),
                 tls: Mutex::new(None),
                 users: Mutex::new(None),
             }),
@@ -189,12 +194,19 @@ impl Inner {
             match tokio::time::timeout(ctx.opts.connect_timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(tcp)) => {
                     tune_tunnel_stream(&tcp);
-                    return match tls {
-                        None => Ok(TunnelStream::Plain(tcp)),
-                        Some(t) => Ok(TunnelStream::ClientTls(Box::new(
+                    let stream = match tls {
+                        None => TunnelStream::Plain(tcp),
+                        Some(t) => TunnelStream::ClientTls(Box::new(
                             t.connect(tcp).await.map_err(HandshakeError::Tls)?,
-                        ))),
+                        )),
                     };
+                    if !self.ws.load(Relaxed) {
+                        return Ok(stream);
+                    }
+                    let authority = self.cfg.params.tunnel.to_string();
+                    return ws::connect(stream, &authority, &self.cfg.ws)
+                        .await
+                        .map_err(HandshakeError::WebSocket);
                 }
                 Ok(Err(e)) => last = Some(e),
                 Err(_) => {
@@ -249,19 +261,49 @@ impl Inner {
     /// Connect the control session, learning from the server whether it needs TLS.
     async fn connect_control(&self, ctx: &Ctx) -> std::result::Result<Established, HandshakeError> {
         let cached = crate::sync::lock(&self.tls).clone();
-        match self.attempt_control(ctx, cached.as_ref()).await {
-            Err(HandshakeError::TlsRequired(mode)) => {
-                tracing::debug!(mode, "server requires tls, reconnecting with tls");
-                let tls = self.tls_for_mode(mode)?;
-                *crate::sync::lock(&self.tls) = Some(tls.clone());
-                self.attempt_control(ctx, Some(&tls)).await
+        let mut tls = cached.clone();
+        // At most: a plain hello refused (websocket and tls learned at once), then a plain
+        // websocket refused (tls learned), then the real attempt.
+        let mut tries = 3;
+        loop {
+            tries -= 1;
+            let res = self.attempt_control(ctx, tls.as_ref()).await;
+            match res {
+                Err(HandshakeError::TlsRequired(mode)) if tries > 0 => {
+                    tracing::debug!(mode, "server requires tls, reconnecting with tls");
+                    let t = self.tls_for_mode(mode)?;
+                    *crate::sync::lock(&self.tls) = Some(t.clone());
+                    tls = Some(t);
+                }
+                Err(HandshakeError::WebSocketRequired(mode)) if tries > 0 => {
+                    tracing::debug!(
+                        tls = mode,
+                        "the server's transport is websocket, reconnecting with websocket"
+                    );
+                    self.ws.store(true, Relaxed);
+                    if mode > 0 {
+                        let t = self.tls_for_mode(mode)?;
+                        *crate::sync::lock(&self.tls) = Some(t.clone());
+                        tls = Some(t);
+                    }
+                }
+                Err(
+                    e @ (HandshakeError::Tls(_)
+                    | HandshakeError::Closed
+                    | HandshakeError::WebSocket(_)),
+                ) => {
+                    // The server may have dropped tls or websocket: try without next time
+                    // (websocket stays when this client's own `type=2` asks for it).
+                    if cached.is_some() {
+                        *crate::sync::lock(&self.tls) = None;
+                    }
+                    if self.cfg.pool_type != PoolType::WebSocket {
+                        self.ws.store(false, Relaxed);
+                    }
+                    return Err(e);
+                }
+                other => return other,
             }
-            Err(e @ (HandshakeError::Tls(_) | HandshakeError::Closed)) if cached.is_some() => {
-                // The server may have dropped tls: try plain next time.
-                *crate::sync::lock(&self.tls) = None;
-                Err(e)
-            }
-            other => other,
         }
     }
 

@@ -21,6 +21,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use tokio::net::TcpStream;
 
 use super::wire::{Wire, WireError};
+use crate::config::WebSocketOptions;
 use crate::protocol::auth::{Pake, ProofKey, Transcript};
 use crate::protocol::{
     ConnKind, HELLO_TYPE, Message, NONCE_LEN, PROTOCOL_VERSION, ProtocolError, RefuseCode,
@@ -28,6 +29,7 @@ use crate::protocol::{
 };
 use crate::transport::TunnelStream;
 use crate::transport::tls::ServerTls;
+use crate::transport::ws;
 
 /// First byte of a TLS handshake record.
 const TLS_RECORD_HANDSHAKE: u8 = 0x16;
@@ -51,6 +53,10 @@ pub(crate) enum HandshakeError {
     Version { peer: u8 },
     #[error("the server requires tls (mode {0})")]
     TlsRequired(u8),
+    #[error("the server's pool transport is websocket (type=2; tls mode {0})")]
+    WebSocketRequired(u8),
+    #[error("websocket: {0}")]
+    WebSocket(io::Error),
     #[error("invalid key-exchange message from the peer")]
     BadPake,
     #[error("a tls client connected but this server has tls=0")]
@@ -152,11 +158,13 @@ pub(crate) enum Accepted {
     },
 }
 
-/// Server side of the handshake on a freshly accepted TCP connection.
+/// Server side of the handshake on a freshly accepted TCP connection; `ws` is set when the
+/// server's pool transport is WebSocket (`type=2`): then every tunnel connection is one.
 pub(crate) async fn accept(
     tcp: TcpStream,
     tls: Option<&ServerTls>,
     tls_code: u8,
+    ws: Option<&WebSocketOptions>,
     key: &str,
     session_key: impl Fn(&SessionId) -> Option<ProofKey>,
 ) -> Result<Accepted, HandshakeError> {
@@ -172,6 +180,19 @@ pub(crate) async fn accept(
                 .map_err(HandshakeError::Tls)?,
         )),
         (TLS_RECORD_HANDSHAKE, None) => return Err(HandshakeError::UnexpectedTls),
+        (HELLO_TYPE, _) if ws.is_some() => {
+            // A client that does not know yet: tell it the transport and the tls mode at once.
+            let mut wire = Wire::new(TunnelStream::Plain(tcp));
+            let _hello = wire.recv().await?;
+            refuse(
+                &mut wire,
+                RefuseCode::WebSocketRequired,
+                tls_code,
+                "this server's pool transport is websocket (type=2)",
+            )
+            .await;
+            return Err(HandshakeError::WebSocketRequired(tls_code));
+        }
         (HELLO_TYPE, Some(_)) => {
             let mut wire = Wire::new(TunnelStream::Plain(tcp));
             let _hello = wire.recv().await?;
@@ -185,6 +206,28 @@ pub(crate) async fn accept(
             return Err(HandshakeError::TlsRequired(tls_code));
         }
         (_, _) => TunnelStream::Plain(tcp),
+    };
+    let stream = match ws {
+        Some(opts) => {
+            let stream = ws::accept(stream, opts)
+                .await
+                .map_err(HandshakeError::WebSocket)?;
+            if tls.is_some() && !stream.is_tls() {
+                // A websocket client that does not know yet that this server wants tls.
+                let mut wire = Wire::new(stream);
+                let _hello = wire.recv().await?;
+                refuse(
+                    &mut wire,
+                    RefuseCode::TlsRequired,
+                    tls_code,
+                    "this server requires tls",
+                )
+                .await;
+                return Err(HandshakeError::TlsRequired(tls_code));
+            }
+            stream
+        }
+        None => stream,
     };
     let mut wire = Wire::new(stream);
     let (kind, client_nonce, session, client_pake) = match wire.recv().await? {
@@ -387,6 +430,7 @@ pub(crate) async fn connect(
 fn refused(code: RefuseCode, arg: u8, message: String) -> HandshakeError {
     match code {
         RefuseCode::TlsRequired => HandshakeError::TlsRequired(arg),
+        RefuseCode::WebSocketRequired => HandshakeError::WebSocketRequired(arg),
         RefuseCode::BadKey => HandshakeError::WrongKey,
         RefuseCode::Version => HandshakeError::Version { peer: arg },
         RefuseCode::StaleSession => HandshakeError::StaleSession,

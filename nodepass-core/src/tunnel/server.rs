@@ -40,9 +40,10 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) async fn bind(cfg: ServerConfig, shared: &Shared) -> Result<Self> {
-        if cfg.pool_type != PoolType::Tcp {
+        if matches!(cfg.pool_type, PoolType::Quic | PoolType::Http2) {
             return Err(Error::Unsupported(format!(
-                "type={} pool transport is not implemented yet; use type=0 (tcp)",
+                "type={} pool transport is not implemented yet; use type=0 (tcp) or type=2 \
+                 (websocket)",
                 pool_type_code(cfg.pool_type)
             )));
         }
@@ -135,6 +136,7 @@ impl Server {
             %flow,
             reason = %why,
             tls = this.cfg.tls.code(),
+            transport = if this.cfg.pool_type == PoolType::WebSocket { "websocket" } else { "tcp" },
             "server listening: clients connect to the tunnel address, users to the users address"
         );
         ctx.shared.set_state(TunnelState::Ready);
@@ -219,6 +221,7 @@ impl Server {
                 tcp,
                 self.tls.as_ref(),
                 self.cfg.tls.code(),
+                (self.cfg.pool_type == PoolType::WebSocket).then_some(&self.cfg.ws),
                 self.cfg.params.key.expose(),
                 |id| self.session_key(id),
             ),
@@ -325,7 +328,10 @@ fn pool_type_code(t: PoolType) -> u8 {
 /// Ordinary endings are logged at debug; the rest go to the guard (aggregated log, back-off).
 fn log_refusal(guard: &Guard, peer: SocketAddr, e: &HandshakeError) {
     match e {
-        HandshakeError::Closed | HandshakeError::TlsRequired(_) | HandshakeError::StaleSession => {
+        HandshakeError::Closed
+        | HandshakeError::TlsRequired(_)
+        | HandshakeError::WebSocketRequired(_)
+        | HandshakeError::StaleSession => {
             tracing::debug!(%peer, reason = %e, "tunnel connection closed during handshake")
         }
         // A peer that hangs up mid-TLS (a client shutting down, a port scanner) is ordinary.

@@ -214,3 +214,27 @@ async fn a_server_that_is_down_is_unreachable_not_a_refused_key() {
     assert_eq!(err.last(), &TunnelState::Stopped);
     stop.cancel();
 }
+
+#[tokio::test]
+async fn websocket_smoke() {
+    let stop = CancellationToken::new();
+    let echo = echo_server().await;
+    let server = start(
+        "server://secret@127.0.0.1:0/127.0.0.1:0?mode=1&type=2&tls=1",
+        &stop,
+    )
+    .await;
+    let tunnel = server.local_addrs().tunnel.unwrap();
+    let users = server.local_addrs().users.unwrap();
+    let client = start(
+        &format!("client://secret@{tunnel}/{echo}?mode=2&min=4"),
+        &stop,
+    )
+    .await;
+    ready(&client).await;
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7) as u8).collect();
+    assert_eq!(roundtrip(users, &big).await, big);
+    stop.cancel();
+    server.wait().await.unwrap();
+    client.wait().await.unwrap();
+}

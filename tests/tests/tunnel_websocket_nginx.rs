@@ -1,0 +1,252 @@
+//! The WebSocket pool transport through a real reverse proxy: Debian's `nginx`, started here
+//! with a generated configuration in a temporary directory (loopback only), proxies the
+//! WebSocket path to the server with `proxy_read_timeout 3s`. The tunnel carries TCP and UDP
+//! through it, and still does after an idle period of twice nginx's read timeout, on the same
+//! pooled connections (the pings keep them alive).
+//!
+//! Needs `nginx`: under `CI=true` a missing nginx fails the test; elsewhere it is skipped with
+//! a message.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nodepass_core::tunnel::TunnelState;
+use nodepass_tests::IO_TIMEOUT;
+use nodepass_tests::payload::random_bytes;
+use nodepass_tests::servers::{self, Tap};
+use nodepass_tests::tunnel::{roundtrip, shutdown, start, wait_ready};
+use tokio::net::{TcpStream, UdpSocket};
+
+const KEY: &str = "websocket-nginx-test-key";
+/// nginx's `proxy_read_timeout` in the test (its default is 60 s).
+const NGINX_READ_TIMEOUT: Duration = Duration::from_secs(3);
+/// The idle period: longer than the read timeout, twice over.
+const IDLE: Duration = Duration::from_secs(7);
+
+fn nginx_binary() -> Option<PathBuf> {
+    let candidates = ["/usr/sbin/nginx", "/usr/bin/nginx"];
+    if let Some(p) = candidates.iter().map(PathBuf::from).find(|p| p.exists()) {
+        return Some(p);
+    }
+    Command::new("nginx")
+        .arg("-v")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .ok()
+        .filter(|s| s.success())
+        .map(|_| PathBuf::from("nginx"))
+}
+
+/// nginx, or `None` after printing why the test skips (panics under `CI`).
+fn nginx_or_skip(test: &str) -> Option<PathBuf> {
+    if let Some(p) = nginx_binary() {
+        return Some(p);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: nginx is required in CI but was not found (.ci/run installs it)");
+    }
+    eprintln!("{test}: SKIPPED: nginx not found (install Debian's nginx to run this test)");
+    None
+}
+
+/// A running nginx, stopped (and its directory removed) on drop.
+struct Nginx {
+    child: Child,
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Nginx {
+    fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn config(dir: &Path, port: u16, upstream: SocketAddr, path: &str) -> String {
+    let d = dir.display();
+    // As root, nginx would switch its worker to an unprivileged user that cannot reach the
+    // temporary directory; keep it root (CI runs as root, on a throwaway machine).
+    let user = if is_root() { "user root;" } else { "" };
+    format!(
+        "{user}
+worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location = {path} {{
+            proxy_pass http://{upstream};
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection \"upgrade\";
+            proxy_read_timeout {}s;
+            proxy_send_timeout {}s;
+        }}
+    }}
+}}
+",
+        NGINX_READ_TIMEOUT.as_secs(),
+        NGINX_READ_TIMEOUT.as_secs()
+    )
+}
+
+/// Start nginx on a free loopback port, proxying `path` to `upstream`; waits (bounded) until
+/// it accepts connections. nginx cannot report a port it picked, so a free one is found first
+/// and the start retried on the rare collision.
+async fn start_nginx(bin: &Path, upstream: SocketAddr, path: &str) -> Nginx {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let conf = dir.path().join("nginx.conf");
+        std::fs::write(&conf, config(dir.path(), port, upstream, path)).unwrap();
+        let child = Command::new(bin)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf)
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run nginx");
+        let mut nginx = Nginx {
+            child,
+            dir,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = nginx.child.try_wait() {
+                break;
+            }
+            if TcpStream::connect(nginx.addr).await.is_ok() {
+                return nginx;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        last = nginx.error_log();
+    }
+    panic!("nginx did not start: {last}");
+}
+
+#[tokio::test]
+async fn websocket_tunnel_through_nginx_survives_idle_periods() {
+    let Some(bin) = nginx_or_skip("websocket_tunnel_through_nginx_survives_idle_periods") else {
+        return;
+    };
+    // TCP and UDP echo on the same port number: the client's one target.
+    let echo = servers::echo().await;
+    let udp = UdpSocket::bind(echo.addr()).await.expect("udp echo port");
+    let udp_task = tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, peer)) = udp.recv_from(&mut buf).await {
+            let _ = udp.send_to(&buf[..n], peer).await;
+        }
+    });
+
+    let server = start(&format!(
+        "server://{KEY}@127.0.0.1:0/127.0.0.1:0?mode=1&type=2&wspath=/np/ws&wsping=1s"
+    ))
+    .await;
+    let nginx = start_nginx(&bin, server.local_addrs().tunnel.unwrap(), "/np/ws").await;
+    // A tap in front of nginx counts the client's connections.
+    let tap = Tap::start(nginx.addr).await;
+    let client = start(&format!(
+        "client://{KEY}@{}/{}?mode=2&min=2&type=2&wspath=/np/ws&wsping=1s",
+        tap.addr(),
+        echo.addr()
+    ))
+    .await;
+    wait_ready(&client).await;
+    let users = server.local_addrs().users.unwrap();
+
+    let payload = random_bytes(5, 256 << 10);
+    assert!(
+        roundtrip(users, &payload).await == payload,
+        "tcp through nginx"
+    );
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.connect(users).await.unwrap();
+    let datagram = random_bytes(6, 1200);
+    let mut buf = vec![0u8; 65536];
+    let mut echoed = None;
+    for _ in 0..5 {
+        sock.send(&datagram).await.unwrap();
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut buf)).await {
+            echoed = Some(buf[..n].to_vec());
+            break;
+        }
+    }
+    assert_eq!(echoed.as_deref(), Some(&datagram[..]), "udp through nginx");
+
+    // Idle for twice nginx's read timeout: without pings nginx would close every pooled
+    // connection (and the control connection) and the client would have to dial new ones.
+    // Wait until the pool is refilled after the sessions above, then count.
+    let settle = Instant::now() + IO_TIMEOUT;
+    while client.stats().pool_idle < 2 && Instant::now() < settle {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = tap.accepted();
+    let mut states = client.state();
+    states.mark_unchanged();
+    tokio::time::sleep(IDLE).await;
+    let now = states.borrow().clone();
+    assert!(
+        !states.has_changed().unwrap_or(true) && now == TunnelState::Ready,
+        "the client stayed connected through the idle period (its state changed; now {now:?})"
+    );
+    assert_eq!(
+        tap.accepted(),
+        before,
+        "no connection through nginx had to be replaced during the idle period\n{}",
+        nginx.error_log()
+    );
+    let payload = random_bytes(7, 256 << 10);
+    assert!(
+        roundtrip(users, &payload).await == payload,
+        "tcp after the idle period"
+    );
+    sock.send(&datagram).await.unwrap();
+    let n = tokio::time::timeout(IO_TIMEOUT, sock.recv(&mut buf))
+        .await
+        .expect("udp after the idle period")
+        .unwrap();
+    assert_eq!(&buf[..n], &datagram[..]);
+
+    shutdown(&[&client, &server]).await;
+    udp_task.abort();
+    drop(nginx);
+}
