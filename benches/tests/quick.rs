@@ -117,6 +117,7 @@ fn reference_peers_run_the_latency_workloads() {
     let plan = Plan {
         workloads: vec![Workload::Connect, Workload::Rtt, Workload::Udp],
         tls: vec![0, 1],
+        pool_types: vec![0],
         budget: Budget {
             udp: Duration::from_millis(200),
             udp_rate_mbit: 20,

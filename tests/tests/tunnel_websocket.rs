@@ -6,8 +6,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use nodepass_core::TunnelHandle;
 use nodepass_core::tunnel::{Mode, TunnelState};
+use nodepass_core::{ErrorKind, TunnelHandle};
 use nodepass_tests::IO_TIMEOUT;
 use nodepass_tests::payload::{random_bytes, sha256};
 use nodepass_tests::servers::{self, Server, Tap, contains};
@@ -249,7 +249,7 @@ async fn a_wrong_key_is_refused() {
         &client,
         IO_TIMEOUT,
         "refused",
-        |s| matches!(s, TunnelState::Reconnecting { error } if error.contains("key")),
+        |s| matches!(s, TunnelState::Reconnecting { error } if error.kind() == ErrorKind::AuthRefused),
     )
     .await;
     assert!(matches!(state, TunnelState::Reconnecting { .. }));
@@ -270,12 +270,10 @@ async fn a_wrong_path_is_refused_with_404() {
         "client://k-0123456789@{tunnel}/127.0.0.1:9?mode=2&type=2&wspath=/wrong"
     ))
     .await;
-    wait_state(
-        &client,
-        IO_TIMEOUT,
-        "refused with 404",
-        |s| matches!(s, TunnelState::Reconnecting { error } if error.contains("404")),
-    )
+    wait_state(&client, IO_TIMEOUT, "refused with 404", |s| {
+        matches!(s, TunnelState::Reconnecting { error }
+                if error.kind() == ErrorKind::Unreachable && error.message().contains("404"))
+    })
     .await;
     shutdown(&[&client, &server]).await;
 }

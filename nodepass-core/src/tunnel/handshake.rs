@@ -103,9 +103,12 @@ impl HandshakeError {
                 code: RefuseCode::BadKey,
                 ..
             } => ErrorKind::AuthRefused,
+            // A WebSocket upgrade that fails (a proxy down, a wrong path answered 404) leaves
+            // the server out of reach, like a refused TCP connection.
             HandshakeError::Closed
             | HandshakeError::Timeout
             | HandshakeError::Io(_)
+            | HandshakeError::WebSocket(_)
             | HandshakeError::Refused {
                 code: RefuseCode::Unavailable,
                 ..
@@ -117,7 +120,9 @@ impl HandshakeError {
                 code: RefuseCode::TlsRequired,
                 ..
             } => ErrorKind::Tls,
+            // The transport is negotiated: the client retries over WebSocket.
             HandshakeError::Version { .. }
+            | HandshakeError::WebSocketRequired(_)
             | HandshakeError::BadPake
             | HandshakeError::StaleSession
             | HandshakeError::Protocol(_)
