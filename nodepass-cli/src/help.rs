@@ -257,8 +257,14 @@ pub fn text_table(role: Option<Role>) -> String {
             None => format!("   ({})", roles_text(p.roles)),
             Some(_) => String::new(),
         };
+        // A name wider than its column gets a line of its own, so the columns stay aligned.
+        let lead = if name.len() > 12 {
+            format!("  {name}\n  {:<12}", "")
+        } else {
+            format!("  {name:<12}")
+        };
         out.push_str(&format!(
-            "  {name:<12} {}\n  {:<12} default: {}{roles}\n",
+            "{lead} {}\n  {:<12} default: {}{roles}\n",
             plain(p.values),
             "",
             plain(p.default)

@@ -48,10 +48,16 @@ fn help_names_every_parameter_variable_and_exit_status_of_the_role() {
             let help = text(&out.stdout);
             for (name, roles) in PARAMS {
                 let applies = role.is_none_or(|r| roles.contains(&r));
-                // A table row: two spaces, the names (`crt, key`) in a 12-wide column.
+                // A table row: two spaces, the names (`crt, key`) in a 12-wide column and a
+                // space, or names wider than the column alone on their line.
                 let listed = help.lines().any(|l| {
-                    l.get(2..15)
-                        .is_some_and(|col| col.trim_end().split(", ").any(|n| n == *name))
+                    l.strip_prefix("  ").is_some_and(|rest| {
+                        let col = match rest.as_bytes().get(12) {
+                            Some(b' ') => &rest[..12],
+                            _ => rest,
+                        };
+                        col.trim_end().split(", ").any(|n| n == *name)
+                    })
                 });
                 assert_eq!(listed, applies, "{exe} {flag}: parameter {name}\n{help}");
             }
