@@ -70,6 +70,28 @@ async fn wait(
     }
 }
 
+/// Stop the instances `ids` on the Go master and wait until it reports each stopped; returns
+/// what it reports.
+async fn stop_on_go(
+    send: &impl AsyncFn(Method, String, Option<Value>) -> Res,
+    ids: &[String],
+) -> Vec<Value> {
+    for id in ids {
+        let res = send(
+            Method::PATCH,
+            format!("/v1/instances/{id}"),
+            Some(json!({"action": "stop"})),
+        )
+        .await;
+        assert_eq!(res.status, StatusCode::OK, "Go stop: {}", res.text());
+    }
+    let mut view = Vec::new();
+    for id in ids {
+        view.push(wait(send, id, "stopped on Go", |v| v["status"] == "stopped").await);
+    }
+    view
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_from_a_go_master_moves_every_instance_and_they_carry_traffic() {
     let _serial = ONE_AT_A_TIME.lock().await;
@@ -148,19 +170,7 @@ async fn import_from_a_go_master_moves_every_instance_and_they_carry_traffic() {
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     // Stop them there so their ports are free for ours; keep what Go reports.
-    for id in &go_ids {
-        let res = go_send(
-            Method::PATCH,
-            format!("/v1/instances/{id}"),
-            Some(json!({"action": "stop"})),
-        )
-        .await;
-        assert_eq!(res.status, StatusCode::OK, "Go stop: {}", res.text());
-    }
-    let mut go_view = Vec::new();
-    for id in &go_ids {
-        go_view.push(wait(&go_send, id, "stopped on Go", |v| v["status"] == "stopped").await);
-    }
+    let go_view = stop_on_go(&go_send, &go_ids).await;
 
     // --- Ours imports them. ------------------------------------------------------------------
     let dir = TempDir::new("go-import");
@@ -328,24 +338,14 @@ async fn the_import_command_moves_a_go_masters_instances_without_showing_keys() 
         .await;
         assert_eq!(res.status, StatusCode::OK, "Go patch: {}", res.text());
         // The Go master may still be starting the new instance; a stop that arrives then is
-        // overtaken by the start (seen under load). Stop it once it has started.
+        // overtaken by the start (seen under load). Stop it (below) once it has started.
         wait(&go_send, &id, "started on Go", |v| {
             v["status"] == "running" || v["status"] == "error"
         })
         .await;
-        let res = go_send(
-            Method::PATCH,
-            format!("/v1/instances/{id}"),
-            Some(json!({ "action": "stop" })),
-        )
-        .await;
-        assert_eq!(res.status, StatusCode::OK, "Go stop: {}", res.text());
         go_ids.push(id);
     }
-    let mut go_view = Vec::new();
-    for id in &go_ids {
-        go_view.push(wait(&go_send, id, "stopped on Go", |v| v["status"] == "stopped").await);
-    }
+    let go_view = stop_on_go(&go_send, &go_ids).await;
 
     let dir = TempDir::new("go-import-cli");
     let master = MasterProcess::start_with(
