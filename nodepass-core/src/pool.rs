@@ -173,7 +173,7 @@ impl Pool {
     /// now and then, so connections the other side gave up do not linger).
     pub fn sweep(&self) {
         let dead: VecDeque<_> = {
-            let mut q = self.inner.queue.lock().expect("pool lock poisoned");
+            let mut q = crate::sync::lock(&self.inner.queue);
             let (live, dead): (VecDeque<_>, VecDeque<_>) =
                 q.drain(..).partition(|c| c.is_idle_healthy());
             *q = live;
@@ -228,7 +228,7 @@ impl Pool {
         let cap = self.capacity();
         let mut excess = self.idle().saturating_sub(cap);
         let dropped: Vec<_> = {
-            let mut q = self.inner.queue.lock().expect("pool lock poisoned");
+            let mut q = crate::sync::lock(&self.inner.queue);
             let n = excess.min(q.len());
             let keep = q.len() - n;
             q.drain(keep..).collect()

@@ -148,7 +148,7 @@ impl Balancer {
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         // The state stays consistent between statements; a panic elsewhere cannot corrupt it.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     pub(crate) fn endpoint(&self, i: usize) -> &Endpoint {

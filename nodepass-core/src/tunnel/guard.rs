@@ -137,7 +137,7 @@ pub fn source_of(ip: IpAddr) -> IpAddr {
 
 impl Guard {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().expect("guard lock poisoned")
+        crate::sync::lock(&self.state)
     }
 
     /// Admit a new connection from `ip` to its handshake, or say why not (the rejection is

@@ -454,7 +454,7 @@ impl TunnelHandle {
 
     /// Health and counters of each target, in URL order (empty before the tunnel runs).
     pub fn targets(&self) -> Vec<TargetSnapshot> {
-        let targets = self.shared.targets.lock().expect("targets lock poisoned");
+        let targets = crate::sync::lock(&self.shared.targets);
         targets.as_ref().map(|t| t.snapshot()).unwrap_or_default()
     }
 

@@ -138,7 +138,7 @@ pub(crate) fn dials_targets(is_server: bool, mode: super::Mode) -> bool {
 /// when the run ends.
 pub(crate) fn spawn_probes(ctx: &super::Ctx, is_server: bool) -> tokio::task::JoinHandle<()> {
     let shared = ctx.shared.clone();
-    let dials = move || dials_targets(is_server, *shared.mode.lock().expect("mode lock poisoned"));
+    let dials = move || dials_targets(is_server, *crate::sync::lock(&shared.mode));
     let probes = ctx.targets.clone().probe_loop(dials, ctx.stop.clone());
     tokio::spawn(probes.in_current_span())
 }
@@ -171,7 +171,7 @@ impl Targets {
     /// The targets of a new run, published in `shared` for their statistics.
     pub(crate) fn shared(shared: &super::Shared, params: &TunnelParams) -> Arc<Self> {
         let t = Arc::new(Targets::new(params));
-        *shared.targets.lock().expect("targets lock poisoned") = Some(t.clone());
+        *crate::sync::lock(&shared.targets) = Some(t.clone());
         t
     }
 
