@@ -47,7 +47,12 @@ fn run_here(plan: &Plan, wan: Option<Arc<Testbed>>) -> anyhow::Result<Report> {
     }
     .context("start the target")?;
     let link_before = wan.as_ref().map(|tb| (tb.a_to_b(), tb.b_to_a()));
-    let work_dir = std::env::temp_dir().join(format!("nodepass-bench-{}", std::process::id()));
+    // One directory per run: runs in one process (tests on parallel threads) must not share
+    // one, since a finished run removes its own.
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let work_dir =
+        std::env::temp_dir().join(format!("nodepass-bench-{}-{run}", std::process::id()));
     std::fs::create_dir_all(&work_dir).with_context(|| format!("create {}", work_dir.display()))?;
     let ctx = Ctx {
         nodepass: plan.nodepass.clone(),
