@@ -5,6 +5,9 @@
 //! heartbeat; a subscriber that fell behind gets `resync` followed by fresh `initial` events;
 //! when the master shuts down every stream gets `shutdown` and ends. In the NodePass dialect a
 //! rotation of the API key is sent as an `update` of its pseudo-instance `********` (masked).
+//! In fleet mode the stream covers the whole fleet: `initial` lists every node's instances,
+//! and the other nodes' instances send `create`, `update`, `stats` and `delete` as the fleet
+//! refresh sees them change (their `log` lines stay on their node).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -17,7 +20,7 @@ use hyper::body::Frame;
 use nodepass_core::config::ApiDialect;
 use nodepass_core::supervisor::{Event, EventKind, Events};
 use std::collections::HashMap;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 
 use crate::error::{ErrorCode, HttpError};
 use crate::np::{self, NpEvent, NpInstance};
@@ -99,7 +102,7 @@ async fn initial(state: &State, tx: &mpsc::Sender<Bytes>) -> Result<(), End> {
             np_frame("initial", now_rfc3339(), Some(key), String::new()),
         )
         .await?;
-        for info in state.supervisor.list() {
+        for info in crate::fleet::list(state) {
             let view = NpInstance::of(&state.supervisor, &info);
             send(
                 tx,
@@ -109,7 +112,7 @@ async fn initial(state: &State, tx: &mpsc::Sender<Bytes>) -> Result<(), End> {
         }
         return Ok(());
     }
-    for info in state.supervisor.list() {
+    for info in crate::fleet::list(state) {
         let view = InstanceView::of(&state.supervisor, &info);
         send(tx, frame(&EventView::own(EventType::Initial, Some(view)))).await?;
     }
@@ -176,8 +179,19 @@ fn same_figures(a: &NpInstance, b: &NpInstance) -> bool {
     )
 }
 
+/// The next event of another node's instance; never, outside fleet mode.
+async fn remote_event(
+    rx: &mut Option<broadcast::Receiver<Event>>,
+) -> Result<Event, broadcast::error::RecvError> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn pump(state: Arc<State>, mut events: Events, tx: mpsc::Sender<Bytes>) {
     let settings = state.event_settings;
+    let mut remote = state.fleet.as_ref().map(|f| f.subscribe());
     let result: Result<(), End> = async {
         send(
             &tx,
@@ -217,6 +231,21 @@ async fn pump(state: Arc<State>, mut events: Events, tx: mpsc::Sender<Bytes>) {
                         }
                     }
                     Some(e) => send(&tx, frame(&EventView::of(&state.supervisor, &e))).await?,
+                },
+                event = remote_event(&mut remote) => match event {
+                    Ok(e) if nodepass => {
+                        for f in np_frames(&state, &e, &mut last) {
+                            send(&tx, f).await?;
+                        }
+                    }
+                    Ok(e) => send(&tx, frame(&EventView::of(&state.supervisor, &e))).await?,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if !nodepass {
+                            send(&tx, frame(&EventView::own(EventType::Resync, None))).await?;
+                        }
+                        initial(&state, &tx).await?;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => remote = None,
                 },
             }
         }

@@ -9,17 +9,21 @@
 //! node's instance into the database ([`change_remote`], [`create_remote`]); they never wait
 //! for the owner.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nodepass_core::Supervisor;
-use nodepass_core::store::postgres::{FleetInstance, NodeInfo, Spec, is_down};
-use nodepass_core::store::{Desired, InstanceRecord, PostgresStore, Store, StoreError};
+use nodepass_core::store::postgres::{FleetDelta, FleetInstance, NodeInfo, Spec, is_down};
+use nodepass_core::store::{
+    Desired, InstanceRecord, PostgresStore, Store, StoreError, TrafficTotals,
+};
 use nodepass_core::supervisor::{
-    CreateInstance, InstanceInfo, InstanceStatus, SupervisorError, UpdateInstance,
+    CreateInstance, Event, EventKind, InstanceInfo, InstanceStatus, SupervisorError, UpdateInstance,
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::Serialize;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
@@ -35,6 +39,26 @@ pub const FLEET_INTERVAL_ENV: &str = "NODEPASS_FLEET_INTERVAL";
 /// The default fleet interval: 5 s.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 
+/// The refresh reads every instance at least this often (and at the first pass); the passes
+/// in between read only the rows written since the previous one. Well under
+/// [`nodepass_core::store::postgres::TOMBSTONE_RETENTION`], so that no deletion is missed.
+pub(crate) const FULL_REFRESH_EVERY: Duration = Duration::from_secs(600);
+
+/// Events of other nodes' instances buffered per subscriber before it lags (then it gets
+/// `resync`, as for the supervisor's events).
+const EVENT_CAPACITY: usize = 1024;
+
+/// The cached view of the other nodes' instances.
+#[derive(Default)]
+struct View {
+    /// By id.
+    remote: HashMap<String, FleetInstance>,
+    /// The watermark of the last refresh, for the next incremental one.
+    watermark: Option<i64>,
+    /// When the last full refresh was read.
+    full_at: Option<Instant>,
+}
+
 /// What a fleet master keeps about the fleet.
 pub(crate) struct Fleet {
     /// The shared store, scoped to this node.
@@ -46,7 +70,12 @@ pub(crate) struct Fleet {
     /// When this master started (unix ms).
     pub started_ms: i64,
     /// The other nodes' instances, as of the last pass. Never held across `.await`.
-    remote: Mutex<Vec<FleetInstance>>,
+    view: Mutex<View>,
+    /// Events of the other nodes' instances, as the refresh sees them change.
+    events: broadcast::Sender<Event>,
+    /// Changes taken but not applied because the database went away meanwhile (the
+    /// supervisor refused them, changing nothing): written back as pending at the next pass.
+    untaken: Mutex<Vec<(String, Spec)>>,
 }
 
 impl Fleet {
@@ -56,7 +85,9 @@ impl Fleet {
             interval,
             api: String::new(),
             started_ms,
-            remote: Mutex::new(Vec::new()),
+            view: Mutex::new(View::default()),
+            events: broadcast::channel(EVENT_CAPACITY).0,
+            untaken: Mutex::new(Vec::new()),
         }
     }
 
@@ -65,17 +96,39 @@ impl Fleet {
         self.store.node()
     }
 
+    fn view(&self) -> std::sync::MutexGuard<'_, View> {
+        lock(&self.view)
+    }
+
     fn remote(&self) -> Vec<FleetInstance> {
-        self.remote.lock().expect("fleet cache poisoned").clone()
+        self.view().remote.values().cloned().collect()
+    }
+
+    fn remote_one(&self, id: &str) -> Option<FleetInstance> {
+        self.view().remote.get(id).cloned()
+    }
+
+    /// Events of the other nodes' instances: `create`, `update` (status, error, settings),
+    /// `stats` (traffic only) and `delete`, as the fleet refresh sees them change.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    fn emit(&self, kind: EventKind, row: &FleetInstance) {
+        let _ = self.events.send(Event::new(kind, Some(remote_info(row))));
     }
 
     /// Put a row this master just wrote into the cache (so that it shows before the next pass);
-    /// a deleted one is kept until its owner deletes it.
+    /// a deleted one is kept until its owner deletes it. A new one is announced (`create`).
     fn remember(&self, row: FleetInstance) {
-        let mut remote = self.remote.lock().expect("fleet cache poisoned");
-        match remote.iter_mut().find(|r| r.record.id == row.record.id) {
-            Some(old) => *old = row,
-            None => remote.push(row),
+        let created = {
+            let mut view = self.view();
+            view.remote
+                .insert(row.record.id.clone(), row.clone())
+                .is_none()
+        };
+        if created {
+            self.emit(EventKind::Create, &row);
         }
     }
 
@@ -92,19 +145,91 @@ impl Fleet {
             .map(|i| (i.id, i.status.as_str().to_owned(), i.error))
             .collect();
         self.store.report_status(&statuses).await?;
-        let others: Vec<_> = self
-            .store
-            .fleet()
-            .await?
-            .into_iter()
-            .filter(|f| f.node != self.node())
-            .collect();
-        *self.remote.lock().expect("fleet cache poisoned") = others;
+        self.refresh().await
+    }
+
+    /// Refresh the view of the other nodes' instances: only the rows written since the last
+    /// refresh, or every row at the first pass and every [`FULL_REFRESH_EVERY`]; announce what
+    /// changed (nothing at the first pass: that is the starting point).
+    async fn refresh(&self) -> Result<(), StoreError> {
+        let since = {
+            let view = self.view();
+            view.watermark.filter(|_| {
+                view.full_at
+                    .is_some_and(|at| at.elapsed() < FULL_REFRESH_EVERY)
+            })
+        };
+        let delta = self.store.fleet_since(since).await?;
+        let events = self.apply(delta);
+        for (kind, row) in &events {
+            self.emit(*kind, row);
+        }
         Ok(())
+    }
+
+    /// Apply a refresh to the view; the events it makes, in order.
+    fn apply(&self, delta: FleetDelta) -> Vec<(EventKind, FleetInstance)> {
+        let me = self.node().to_owned();
+        let mut view = self.view();
+        let first = view.full_at.is_none();
+        let mut events = Vec::new();
+        if delta.full {
+            let mut fresh: HashMap<String, FleetInstance> = delta
+                .instances
+                .into_iter()
+                .filter(|f| f.node != me)
+                .map(|f| (f.record.id.clone(), f))
+                .collect();
+            let mut gone: Vec<FleetInstance> = view
+                .remote
+                .values()
+                .filter(|old| !fresh.contains_key(&old.record.id))
+                .cloned()
+                .collect();
+            gone.sort_by(|a, b| a.record.id.cmp(&b.record.id));
+            let mut rows: Vec<&FleetInstance> = fresh.values().collect();
+            rows.sort_by(|a, b| {
+                (a.record.created_at, &a.record.id).cmp(&(b.record.created_at, &b.record.id))
+            });
+            for row in rows {
+                if let Some(kind) = change_kind(view.remote.get(&row.record.id), row) {
+                    events.push((kind, row.clone()));
+                }
+            }
+            events.extend(gone.into_iter().map(|row| (EventKind::Delete, row)));
+            std::mem::swap(&mut view.remote, &mut fresh);
+            view.full_at = Some(Instant::now());
+        } else {
+            for (id, node) in &delta.deleted {
+                if *node != me
+                    && let Some(old) = view.remote.remove(id)
+                {
+                    events.push((EventKind::Delete, old));
+                }
+            }
+            for row in delta.instances.into_iter().filter(|f| f.node != me) {
+                if let Some(kind) = change_kind(view.remote.get(&row.record.id), &row) {
+                    events.push((kind, row.clone()));
+                }
+                view.remote.insert(row.record.id.clone(), row);
+            }
+        }
+        view.watermark = Some(delta.watermark);
+        if first {
+            events.clear();
+        }
+        events
     }
 
     /// Adopt this node's new instances and apply pending changes.
     async fn reconcile(&self, supervisor: &Supervisor) -> Result<(), StoreError> {
+        let untaken = std::mem::take(&mut *lock(&self.untaken));
+        for (n, (id, spec)) in untaken.iter().enumerate() {
+            if let Err(e) = self.store.change(id, spec.clone()).await {
+                lock(&self.untaken).extend(untaken[n..].iter().cloned());
+                return Err(e);
+            }
+        }
         for row in self.store.owned().await? {
             let id = row.record.id.clone();
             let deleting = row.pending.as_ref().is_some_and(|s| s.delete);
@@ -118,22 +243,51 @@ impl Fleet {
                     continue;
                 }
             }
-            if let Some(spec) = row.pending {
-                match apply(supervisor, &id, spec).await {
-                    Err(SupervisorError::Store(e @ StoreError::Unavailable { .. })) => {
-                        return Err(e);
-                    }
-                    Err(e) => {
-                        tracing::warn!(instance = %id, error = %e, "desired state not applied")
-                    }
-                    Ok(()) => {}
+            let Some(spec) = row.pending else { continue };
+            // Taken before it is applied: a change written meanwhile starts a fresh one (the
+            // next pass applies it) and a local change from now on is newer than this one. If
+            // one was merged in since the read, the next pass (woken by it) reads it again.
+            if !self.store.take_spec(&id, row.spec_version).await? {
+                continue;
+            }
+            match apply(supervisor, &id, spec.clone()).await {
+                Err(SupervisorError::Store(e @ StoreError::Unavailable { .. })) => {
+                    lock(&self.untaken).push((id, spec));
+                    return Err(e);
                 }
-                if !deleting {
-                    self.store.mark_applied(&id, row.spec_version).await?;
-                }
+                Err(e) => tracing::warn!(instance = %id, error = %e, "desired state not applied"),
+                Ok(()) => {}
             }
         }
         Ok(())
+    }
+}
+
+/// A lock of the fleet state. Each holder leaves the data whole at every point where it could
+/// panic (plain inserts and swaps), so a poisoned lock is recovered.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The event a refresh makes of `new` (`old` as cached before): `create` for a new one,
+/// `update` when its status, error or settings changed, `stats` when only its traffic did.
+fn change_kind(old: Option<&FleetInstance>, new: &FleetInstance) -> Option<EventKind> {
+    let Some(old) = old else {
+        return Some(EventKind::Create);
+    };
+    let settings = |r: &InstanceRecord| InstanceRecord {
+        traffic: TrafficTotals::ZERO,
+        ..r.clone()
+    };
+    if old.status != new.status
+        || old.error != new.error
+        || settings(&old.record) != settings(&new.record)
+    {
+        Some(EventKind::Update)
+    } else if old.record.traffic != new.record.traffic {
+        Some(EventKind::Stats)
+    } else {
+        None
     }
 }
 
@@ -222,14 +376,23 @@ pub(crate) fn get(state: &State, id: &str) -> Result<InstanceInfo, HttpError> {
         Err(SupervisorError::NotFound(_)) => state
             .fleet
             .as_ref()
-            .and_then(|f| {
-                f.remote()
-                    .iter()
-                    .find(|r| r.record.id == id)
-                    .map(remote_info)
-            })
+            .and_then(|f| f.remote_one(id))
+            .map(|r| remote_info(&r))
             .ok_or_else(|| SupervisorError::NotFound(id.to_owned()).into()),
         other => Ok(other?),
+    }
+}
+
+/// The stored traffic history of another node's instance (its owner writes it to the shared
+/// database); `None` if `id` is not another node's instance.
+pub(crate) async fn remote_history(
+    state: &State,
+    id: &str,
+    since_ms: i64,
+) -> Result<Option<Vec<nodepass_core::store::TrafficSample>>, HttpError> {
+    match &state.fleet {
+        Some(fleet) if is_remote(state, id) => Ok(Some(fleet.store.history(id, since_ms).await?)),
+        _ => Ok(None),
     }
 }
 
@@ -239,7 +402,7 @@ pub(crate) fn is_remote(state: &State, id: &str) -> bool {
         && state
             .fleet
             .as_ref()
-            .is_some_and(|f| f.remote().iter().any(|r| r.record.id == id))
+            .is_some_and(|f| f.view().remote.contains_key(id))
 }
 
 fn remote_info(f: &FleetInstance) -> InstanceInfo {

@@ -1,6 +1,8 @@
 //! `GET /v1/metrics`: per-instance traffic counters and gauges in the OpenMetrics text format
 //! (which Prometheus scrapes natively), encoded by `prometheus-client` from a fresh snapshot of
-//! the supervisor at every scrape.
+//! the supervisor at every scrape. In fleet mode every series of an instance also has a `node`
+//! label, and the other nodes' instances are listed too, with what the shared database knows
+//! of them (info, status and traffic; their live gauges stay on their own node's metrics).
 
 use std::sync::atomic::AtomicU64;
 
@@ -65,22 +67,35 @@ const STATUSES: [(Status, &str); 4] = [
     (Status::Error, "error"),
 ];
 
-fn id(i: &InstanceView) -> InstanceLabels {
-    InstanceLabels { id: i.id.clone() }
+/// The `node` label of an instance in fleet mode (empty outside: no label).
+type NodeLabel = Vec<(&'static str, String)>;
+
+/// A label set followed by the instance's `node` label, if any.
+type Labeled<L> = (L, NodeLabel);
+
+fn node(i: &InstanceView) -> NodeLabel {
+    i.node.iter().map(|n| ("node", n.clone())).collect()
 }
 
-/// The exposition text for `instances` and the master's uptime.
+fn id(i: &InstanceView) -> Labeled<InstanceLabels> {
+    (InstanceLabels { id: i.id.clone() }, node(i))
+}
+
+/// The exposition text for `instances` and the master's uptime. In fleet mode `local_node` is
+/// this master's node: the live gauges (sessions, pool, ping, uptime) are only given for its
+/// own instances.
 pub(crate) fn render(
     instances: &[InstanceView],
+    local_node: Option<&str>,
     uptime_seconds: u64,
 ) -> Result<String, std::fmt::Error> {
-    let info = Family::<InfoLabels, Gauge>::default();
-    let status = Family::<StatusLabels, Gauge>::default();
-    let traffic = Family::<TrafficLabels, Counter>::default();
-    let sessions = Family::<ProtocolLabels, Gauge>::default();
-    let pool = Family::<InstanceLabels, Gauge>::default();
-    let ping = Family::<InstanceLabels, Gauge<f64, AtomicU64>>::default();
-    let uptime = Family::<InstanceLabels, Gauge>::default();
+    let info = Family::<Labeled<InfoLabels>, Gauge>::default();
+    let status = Family::<Labeled<StatusLabels>, Gauge>::default();
+    let traffic = Family::<Labeled<TrafficLabels>, Counter>::default();
+    let sessions = Family::<Labeled<ProtocolLabels>, Gauge>::default();
+    let pool = Family::<Labeled<InstanceLabels>, Gauge>::default();
+    let ping = Family::<Labeled<InstanceLabels>, Gauge<f64, AtomicU64>>::default();
+    let uptime = Family::<Labeled<InstanceLabels>, Gauge>::default();
     let counts = Family::<CountLabels, Gauge>::default();
     let master_uptime = Gauge::<i64>::default();
 
@@ -90,22 +105,28 @@ pub(crate) fn render(
         });
     }
     for i in instances {
-        info.get_or_create(&InfoLabels {
-            id: i.id.clone(),
-            alias: i.alias.clone().unwrap_or_default(),
-            r#type: match i.kind {
-                Kind::Server => "server".into(),
-                Kind::Client => "client".into(),
+        info.get_or_create(&(
+            InfoLabels {
+                id: i.id.clone(),
+                alias: i.alias.clone().unwrap_or_default(),
+                r#type: match i.kind {
+                    Kind::Server => "server".into(),
+                    Kind::Client => "client".into(),
+                },
+                mode: i.mode.clone(),
             },
-            mode: i.mode.clone(),
-        })
+            node(i),
+        ))
         .set(1);
         for (s, name) in STATUSES {
             status
-                .get_or_create(&StatusLabels {
-                    id: i.id.clone(),
-                    status: name.into(),
-                })
+                .get_or_create(&(
+                    StatusLabels {
+                        id: i.id.clone(),
+                        status: name.into(),
+                    },
+                    node(i),
+                ))
                 .set(i64::from(i.status == s));
             if i.status == s {
                 counts
@@ -122,19 +143,29 @@ pub(crate) fn render(
             ("udp", "out", i.udp_out),
         ] {
             traffic
-                .get_or_create(&TrafficLabels {
-                    id: i.id.clone(),
-                    protocol: protocol.into(),
-                    direction: direction.into(),
-                })
+                .get_or_create(&(
+                    TrafficLabels {
+                        id: i.id.clone(),
+                        protocol: protocol.into(),
+                        direction: direction.into(),
+                    },
+                    node(i),
+                ))
                 .inc_by(value);
+        }
+        if i.node.is_some() && i.node.as_deref() != local_node {
+            // Another node's instance: its live figures are on its own node.
+            continue;
         }
         for (protocol, value) in [("tcp", i.tcp_connections), ("udp", i.udp_connections)] {
             sessions
-                .get_or_create(&ProtocolLabels {
-                    id: i.id.clone(),
-                    protocol: protocol.into(),
-                })
+                .get_or_create(&(
+                    ProtocolLabels {
+                        id: i.id.clone(),
+                        protocol: protocol.into(),
+                    },
+                    node(i),
+                ))
                 .set(saturating_i64(value));
         }
         pool.get_or_create(&id(i)).set(saturating_i64(i.pool_size));
@@ -204,14 +235,13 @@ fn saturating_i64(v: u64) -> i64 {
     security(("api_key" = []), ("bearer" = []))
 )]
 pub(crate) async fn metrics(ctx: Ctx) -> Reply {
-    let instances: Vec<InstanceView> = ctx
-        .state
-        .supervisor
-        .list()
+    let state = &ctx.state;
+    let instances: Vec<InstanceView> = crate::fleet::list(state)
         .iter()
         .map(InstanceView::from)
         .collect();
-    let text = render(&instances, ctx.state.started.elapsed().as_secs())
+    let local_node = state.fleet.as_ref().map(|f| f.node());
+    let text = render(&instances, local_node, state.started.elapsed().as_secs())
         .map_err(|_| HttpError::new(ErrorCode::Internal, "cannot encode the metrics"))?;
     Ok(response::bytes(StatusCode::OK, CONTENT_TYPE, text))
 }
@@ -265,6 +295,7 @@ mod tests {
                 instance("0000000a", Status::Running),
                 instance("0000000b", Status::Stopped),
             ],
+            None,
             7,
         )
         .unwrap();
@@ -288,5 +319,32 @@ mod tests {
                 "missing {line:?} in\n{text}"
             );
         }
+    }
+
+    #[test]
+    fn in_a_fleet_every_series_names_the_node_and_remote_instances_have_no_live_gauges() {
+        let mut own = instance("0000000a", Status::Running);
+        own.node = Some("A".into());
+        let mut other = instance("0000000b", Status::Running);
+        other.node = Some("B".into());
+        let text = render(&[own, other], Some("A"), 7).unwrap();
+        for line in [
+            r#"nodepass_instance_traffic_bytes_total{id="0000000b",protocol="tcp",direction="in",node="B"} 1000"#,
+            r#"nodepass_instance_status{id="0000000b",status="running",node="B"} 1"#,
+            r#"nodepass_instance_info{id="0000000b",alias="web \"1\"",type="server",mode="reverse",node="B"} 1"#,
+            r#"nodepass_instance_sessions{id="0000000a",protocol="tcp",node="A"} 2"#,
+            r#"nodepass_instances{status="running"} 2"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.contains("sessions") && l.contains(r#"node="B""#)),
+            "{text}"
+        );
     }
 }

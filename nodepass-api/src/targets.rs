@@ -188,7 +188,7 @@ mod tests {
         assert_eq!(targets[1]["up"], false);
         assert_eq!(targets[1]["probe_latency_ms"], serde_json::Value::Null);
         assert_eq!(targets[1]["failed_dials"], 1);
-        let text = crate::metrics::render(&[view], 1).unwrap();
+        let text = crate::metrics::render(&[view], None, 1).unwrap();
         for line in [
             r#"nodepass_target_up{id="0000000a",target="10.0.0.1:80"} 1"#,
             r#"nodepass_target_up{id="0000000a",target="10.0.0.2:80"} 0"#,

@@ -255,7 +255,10 @@ pub(crate) async fn traffic(ctx: Ctx) -> Reply {
     let id = ctx.param().to_string();
     let state = ctx.state.clone();
     let since = from.saturating_sub(interval_ms.saturating_mul(GAP_FACTOR));
-    let samples = state.supervisor.history(&id, since).await?;
+    let samples = match crate::fleet::remote_history(&state, &id, since).await? {
+        Some(samples) => samples,
+        None => state.supervisor.history(&id, since).await?,
+    };
     let samples: Vec<TrafficSample> = samples.into_iter().filter(|s| s.ts_ms <= to).collect();
     Ok(response::data(
         ctx.state.dialect,

@@ -2,7 +2,9 @@
 //! as nodes A, B and C sharing it. An instance created on A for node B runs on B; its traffic
 //! shows on A; C stops it; the database restarts while traffic flows and no counted byte is
 //! lost (B keeps counting and writes its totals once the database is back; a write request on
-//! B meanwhile gets 503); B is killed and A reports it down, its instance still on B.
+//! B meanwhile gets 503); B is killed and A reports it down, its instance still on B. A's event
+//! stream and metrics show B's instance (created, running, its traffic), and A serves its
+//! traffic history from the database.
 //!
 //! Needs PostgreSQL's server binaries (Debian's `postgresql`): fails under `CI=true` without
 //! them, skips with a message otherwise.
@@ -12,7 +14,7 @@ mod master_support;
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
-use master_support::{MasterProcess, TempDir, echo_server, echo_through, free_port, payload};
+use master_support::{MasterProcess, Sse, TempDir, echo_server, echo_through, free_port, payload};
 use nodepass_tests::postgres::PgServer;
 use serde_json::{Value, json};
 
@@ -108,6 +110,15 @@ async fn three_masters_share_one_database() {
         .await;
     }
 
+    // A's event stream, open before anything is created.
+    let events = a
+        .req(Method::GET, "/v1/events")
+        .header("x-api-key", KEY)
+        .open()
+        .await;
+    assert_eq!(events.status(), StatusCode::OK);
+    let mut sse = Sse::new(events);
+
     // Created on A, owned by B: B runs it (a single-end client forwarding to an echo server).
     let echo = echo_server().await;
     let port = free_port();
@@ -147,6 +158,47 @@ async fn three_masters_share_one_database() {
         (v >= first.len() as u64).then_some(v)
     })
     .await;
+
+    // A's event stream saw it created, then running on B, then its traffic (as B wrote it).
+    let deadline = Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    loop {
+        assert!(Instant::now() < deadline, "A's events: {seen:?}");
+        let (event, data) = sse.next_event().await.expect("the stream stays open");
+        if data["instance"]["id"] != id.as_str() {
+            continue;
+        }
+        assert_eq!(data["instance"]["node"], "B", "{data}");
+        let tcp_in = data["instance"]["tcp_in"].as_u64().unwrap_or(0);
+        seen.push((event.clone(), data["instance"]["status"].clone(), tcp_in));
+        if tcp_in >= first.len() as u64 && matches!(event.as_str(), "stats" | "update") {
+            break;
+        }
+    }
+    assert_eq!(seen[0].0, "create", "{seen:?}");
+    assert!(
+        seen.iter().any(|(e, s, _)| e == "update" && s == "running"),
+        "{seen:?}"
+    );
+    drop(sse);
+    // A's metrics list it with its node and the traffic B counted.
+    let metrics = a
+        .req(Method::GET, "/v1/metrics")
+        .header("x-api-key", KEY)
+        .send()
+        .await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    let line = format!(
+        r#"nodepass_instance_traffic_bytes_total{{id="{id}",protocol="tcp",direction="in",node="B"}} "#
+    );
+    let text = metrics.text();
+    let on_metrics: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .unwrap_or_else(|| panic!("no {line:?} in\n{text}"))
+        .parse()
+        .unwrap();
+    assert!(on_metrics >= counted, "{on_metrics} < {counted}");
 
     // The database restarts during traffic: B keeps forwarding and counting, refuses writes
     // with 503 meanwhile, and writes its totals once the database is back.
@@ -198,6 +250,35 @@ async fn three_masters_share_one_database() {
     assert!(
         echo_through(addr, b"gone?").await.is_none(),
         "the listener is closed"
+    );
+
+    // Reset from A: B zeroes its counters and stores an all-zero history sample, which A
+    // serves from the database (the instance is B's).
+    let (status, reset) = call(
+        &a,
+        Method::PUT,
+        &format!("/v1/instances/{id}"),
+        Some(json!({ "action": "reset" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{reset}");
+    until("A to see the reset", async || {
+        (instance(&a, &id).await["tcp_in"] == 0).then_some(())
+    })
+    .await;
+    let (status, history) = call(
+        &a,
+        Method::GET,
+        &format!("/v1/instances/{id}/traffic"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{history}");
+    let totals = history["data"]["total"]["tcprx"].as_array().unwrap();
+    assert_eq!(
+        totals.iter().rev().find(|v| !v.is_null()),
+        Some(&json!(0)),
+        "the reset sample B stored: {history}"
     );
 
     // B is killed: A reports it down and keeps its instance on B.

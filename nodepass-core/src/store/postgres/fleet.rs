@@ -73,6 +73,37 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// Drop what a local write of the owner supersedes: the fields of this pending change that
+    /// the owner has just changed itself from `stored` to `written` (the newer write wins); a
+    /// change of the running state also drops a pending restart. The `reset` and `delete`
+    /// actions are kept. Returns whether anything was dropped.
+    pub fn supersede(&mut self, stored: &InstanceRecord, written: &InstanceRecord) -> bool {
+        let before = self.clone();
+        if stored.url != written.url {
+            self.url = None;
+        }
+        if stored.alias != written.alias {
+            self.set_alias = false;
+            self.alias = None;
+        }
+        if stored.restart != written.restart {
+            self.restart = None;
+        }
+        if stored.meta != written.meta {
+            self.meta = None;
+        }
+        if stored.desired != written.desired {
+            self.desired = None;
+            self.restart_now = false;
+        }
+        *self != before
+    }
+
+    /// Whether this change changes nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == Spec::default()
+    }
+
     /// Merge a later change into this one: later fields win; actions accumulate.
     pub fn merge(&mut self, later: Spec) {
         if later.url.is_some() {
@@ -117,6 +148,25 @@ pub struct FleetInstance {
     pub spec_version: i64,
 }
 
+/// What [`PostgresStore::fleet_since`] read.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct FleetDelta {
+    /// Whether this is every instance (`since` was `None`) rather than the changed ones.
+    pub full: bool,
+    /// The instances written since (every instance when `full`), by `created_at` then `id`.
+    pub instances: Vec<FleetInstance>,
+    /// `(id, node)` of the instances deleted since (empty when `full`); an id may also be in
+    /// `instances` if it was created again.
+    pub deleted: Vec<(String, String)>,
+    /// Give this as `since` to the next call.
+    pub watermark: i64,
+}
+
+/// How long deletions are remembered for incremental readers (see
+/// [`PostgresStore::fleet_since`]): 1 hour.
+pub const TOMBSTONE_RETENTION: Duration = Duration::from_secs(3600);
+
 const FLEET_COLUMNS: &str = "node, status, error, version, spec, spec_version, applied_spec";
 
 impl PostgresStore {
@@ -144,6 +194,50 @@ impl PostgresStore {
             pending,
             spec_version,
         })
+    }
+
+    /// In the transaction of a local write of `written` by the owner: drop from the row's
+    /// pending change what this write supersedes ([`Spec::supersede`]). A change left with
+    /// something to do gets a new `spec_version` (a reconcile that read the old one will not
+    /// take it) and the owner is woken to apply it; an emptied one is cleared.
+    pub(super) async fn supersede_pending(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        written: &InstanceRecord,
+    ) -> std::result::Result<(), TxError> {
+        let select = format!(
+            "SELECT {RECORD_COLUMNS}, {FLEET_COLUMNS} FROM instances \
+             WHERE id = $1 AND node = $2 FOR UPDATE"
+        );
+        let Some(row) = tx.query_opt(&select, &[&written.id, &self.node]).await? else {
+            return Ok(());
+        };
+        let current = self.decode_fleet(&row)?;
+        let Some(mut spec) = current.pending else {
+            return Ok(());
+        };
+        if !spec.supersede(&current.record, written) {
+            return Ok(());
+        }
+        if spec.is_empty() {
+            tx.execute(
+                "UPDATE instances SET spec = NULL, applied_spec = spec_version WHERE id = $1",
+                &[&written.id],
+            )
+            .await?;
+            return Ok(());
+        }
+        let text = serde_json::to_string(&spec).map_err(|e| StoreError::Invalid {
+            reason: format!("spec: {e}"),
+        })?;
+        tx.execute(
+            "UPDATE instances SET spec = $2, spec_version = spec_version + 1 WHERE id = $1",
+            &[&written.id, &text],
+        )
+        .await?;
+        tx.execute("SELECT pg_notify($1, $2)", &[&WAKE_CHANNEL, &self.node])
+            .await?;
+        Ok(())
     }
 
     /// Register this node (or refresh it): its API URL, version and start time, and a
@@ -188,6 +282,65 @@ impl PostgresStore {
         );
         let rows = in_tx!(self, "fleet", |tx| { tx.query(&sql, &[]).await? })?;
         rows.iter().map(|r| self.decode_fleet(r)).collect()
+    }
+
+    /// What changed in the fleet since the read that returned `since` as its
+    /// [`FleetDelta::watermark`]; every instance when `since` is `None` (a full read, which also
+    /// drops tombstones older than [`TOMBSTONE_RETENTION`]). A caller that keeps its watermark
+    /// longer than that must read in full again (deletions would be missed).
+    ///
+    /// Rows are stamped with the id of the transaction that last wrote them (and deletions
+    /// leave a tombstone stamped the same way); the watermark is the oldest transaction still
+    /// running when this read took its snapshot, so a write that commits after the read is
+    /// stamped at or above it and is returned by the next read (some rows may come twice).
+    pub async fn fleet_since(&self, since: Option<i64>) -> Result<FleetDelta> {
+        let all = format!(
+            "SELECT {RECORD_COLUMNS}, {FLEET_COLUMNS} FROM instances ORDER BY created_at, id"
+        );
+        let changed = format!(
+            "SELECT {RECORD_COLUMNS}, {FLEET_COLUMNS} FROM instances WHERE changed_xid >= $1 \
+             ORDER BY created_at, id"
+        );
+        let retention = i64::try_from(TOMBSTONE_RETENTION.as_millis()).unwrap_or(i64::MAX);
+        let prune = format!("DELETE FROM instance_deletions WHERE deleted_ms < {DB_NOW_MS} - $1");
+        let (watermark, rows, deleted) = in_tx!(self, "fleet_since", |tx| {
+            // One snapshot for the watermark and the reads.
+            tx.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                .await?;
+            let watermark: i64 = tx
+                .query_one("SELECT txid_snapshot_xmin(txid_current_snapshot())", &[])
+                .await?
+                .get(0);
+            match since {
+                None => {
+                    tx.execute(&prune, &[&retention]).await?;
+                    (watermark, tx.query(&all, &[]).await?, Vec::new())
+                }
+                Some(since) => {
+                    let rows = tx.query(&changed, &[&since]).await?;
+                    let deleted: Vec<(String, String)> = tx
+                        .query(
+                            "SELECT DISTINCT id, node FROM instance_deletions \
+                             WHERE changed_xid >= $1",
+                            &[&since],
+                        )
+                        .await?
+                        .iter()
+                        .map(|r| (r.get(0), r.get(1)))
+                        .collect();
+                    (watermark, rows, deleted)
+                }
+            }
+        })?;
+        Ok(FleetDelta {
+            full: since.is_none(),
+            instances: rows
+                .iter()
+                .map(|r| self.decode_fleet(r))
+                .collect::<Result<_>>()?,
+            deleted,
+            watermark,
+        })
     }
 
     /// One instance of the fleet.
@@ -302,6 +455,22 @@ impl PostgresStore {
             )
             .await?;
         })
+    }
+
+    /// Take the pending change of version `spec_version` for applying: it is cleared and
+    /// recorded as applied, so that a change written from now on starts a fresh one (applied
+    /// at the next pass) and a local change of the owner no longer competes with it. `false`
+    /// (nothing taken) if another change was merged in since it was read: read it again.
+    pub async fn take_spec(&self, id: &str, spec_version: i64) -> Result<bool> {
+        let n = in_tx!(self, "take_spec", |tx| {
+            tx.execute(
+                "UPDATE instances SET spec = NULL, applied_spec = spec_version \
+                 WHERE id = $1 AND node = $3 AND spec_version = $2",
+                &[&id, &spec_version, &self.node],
+            )
+            .await?
+        })?;
+        Ok(n == 1)
     }
 
     /// Report the status of several of this node's instances (what other masters show).

@@ -27,7 +27,10 @@
 mod fleet;
 mod schema;
 
-pub use fleet::{FleetInstance, MISSED_HEARTBEATS, NodeInfo, Spec, WAKE_CHANNEL, is_down};
+pub use fleet::{
+    FleetDelta, FleetInstance, MISSED_HEARTBEATS, NodeInfo, Spec, TOMBSTONE_RETENTION,
+    WAKE_CHANNEL, is_down,
+};
 pub use schema::PG_SCHEMA_VERSION;
 
 use std::time::{Duration, Instant};
@@ -403,6 +406,8 @@ impl Store for PostgresStore {
         })?;
         let (r, t) = (record, record.traffic);
         let written = in_tx!(self, "put", |tx| {
+            // The owner's own change is newer than a pending change from another master.
+            self.supersede_pending(&tx, record).await?;
             tx.execute(
                 "INSERT INTO instances (id, node, alias, url, restart, meta, tcp_in, \
                  tcp_out, udp_in, udp_out, created_at, updated_at, desired) \
@@ -458,7 +463,8 @@ impl Store for PostgresStore {
             let stmt = tx
                 .prepare(
                     "UPDATE instances SET tcp_in = $2, tcp_out = $3, udp_in = $4, udp_out = $5 \
-                     WHERE id = $1 AND node = $6",
+                     WHERE id = $1 AND node = $6 \
+                     AND (tcp_in, tcp_out, udp_in, udp_out) IS DISTINCT FROM ($2, $3, $4, $5)",
                 )
                 .await?;
             for (id, t) in totals {

@@ -9,7 +9,7 @@ use super::{PostgresStore, TxError, in_tx};
 use crate::store::{Result, StoreError};
 
 /// The newest schema version this build writes and reads.
-pub const PG_SCHEMA_VERSION: i32 = 1;
+pub const PG_SCHEMA_VERSION: i32 = 2;
 
 /// The advisory lock key held while migrating (`NPST` in ASCII).
 const MIGRATION_LOCK: i64 = 0x4e50_5354;
@@ -59,6 +59,37 @@ const MIGRATIONS: &[&str] = &[
         started_ms BIGINT NOT NULL,
         seen_ms BIGINT NOT NULL
     );
+    ",
+    // 2: change tracking for the incremental fleet refresh. Every insert or update of an
+    // instance stamps the row with its transaction id (`changed_xid`), every delete leaves a
+    // tombstone stamped the same way; a reader that remembers the oldest transaction still
+    // running when it last read (its snapshot's `xmin`) reads only rows stamped since.
+    r"
+    ALTER TABLE instances ADD COLUMN changed_xid BIGINT NOT NULL DEFAULT 0;
+    CREATE INDEX instances_by_change ON instances (changed_xid);
+    CREATE TABLE instance_deletions (
+        id TEXT NOT NULL,
+        node TEXT NOT NULL,
+        changed_xid BIGINT NOT NULL,
+        deleted_ms BIGINT NOT NULL
+    );
+    CREATE INDEX instance_deletions_by_change ON instance_deletions (changed_xid);
+    CREATE FUNCTION nodepass_touch() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        NEW.changed_xid := txid_current();
+        RETURN NEW;
+    END $$;
+    CREATE TRIGGER instances_touch BEFORE INSERT OR UPDATE ON instances
+        FOR EACH ROW EXECUTE FUNCTION nodepass_touch();
+    CREATE FUNCTION nodepass_tombstone() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO instance_deletions (id, node, changed_xid, deleted_ms)
+            VALUES (OLD.id, OLD.node, txid_current(),
+                    (extract(epoch from clock_timestamp()) * 1000)::bigint);
+        RETURN OLD;
+    END $$;
+    CREATE TRIGGER instances_tombstone AFTER DELETE ON instances
+        FOR EACH ROW EXECUTE FUNCTION nodepass_tombstone();
     ",
 ];
 
