@@ -478,15 +478,19 @@ impl PostgresStore {
         if statuses.is_empty() {
             return Ok(());
         }
+        // One statement for every instance; unchanged ones are not written.
         let sql = format!(
-            "UPDATE instances SET status = $2, error = $3, status_ms = {DB_NOW_MS} \
-             WHERE id = $1 AND node = $4 AND (status IS DISTINCT FROM $2 OR error IS DISTINCT FROM $3)"
+            "UPDATE instances AS i SET status = u.status, error = u.error, status_ms = {DB_NOW_MS} \
+             FROM unnest($1::text[], $2::text[], $3::text[]) AS u (id, status, error) \
+             WHERE i.id = u.id AND i.node = $4 \
+             AND (i.status IS DISTINCT FROM u.status OR i.error IS DISTINCT FROM u.error)"
         );
+        let ids: Vec<&str> = statuses.iter().map(|(id, _, _)| id.as_str()).collect();
+        let states: Vec<&str> = statuses.iter().map(|(_, s, _)| s.as_str()).collect();
+        let errors: Vec<Option<&str>> = statuses.iter().map(|(_, _, e)| e.as_deref()).collect();
         in_tx!(self, "report_status", |tx| {
-            let stmt = tx.prepare(&sql).await?;
-            for (id, status, error) in statuses {
-                tx.execute(&stmt, &[id, status, error, &self.node]).await?;
-            }
+            tx.execute(&sql, &[&ids, &states, &errors, &self.node])
+                .await?;
         })
     }
 

@@ -459,28 +459,25 @@ impl Store for PostgresStore {
         if totals.is_empty() {
             return Ok(());
         }
+        // One statement for every instance (not one per instance); rows whose totals did not
+        // change are not written (nor seen as changed by the fleet refresh).
+        let ids: Vec<&str> = totals.iter().map(|(id, _)| id.as_str()).collect();
+        let column = |f: fn(&TrafficTotals) -> u64| -> Vec<i64> {
+            totals.iter().map(|(_, t)| to_i64(f(t))).collect()
+        };
+        let (tcp_in, tcp_out) = (column(|t| t.tcp_in), column(|t| t.tcp_out));
+        let (udp_in, udp_out) = (column(|t| t.udp_in), column(|t| t.udp_out));
         in_tx!(self, "set_traffic", |tx| {
-            let stmt = tx
-                .prepare(
-                    "UPDATE instances SET tcp_in = $2, tcp_out = $3, udp_in = $4, udp_out = $5 \
-                     WHERE id = $1 AND node = $6 \
-                     AND (tcp_in, tcp_out, udp_in, udp_out) IS DISTINCT FROM ($2, $3, $4, $5)",
-                )
-                .await?;
-            for (id, t) in totals {
-                tx.execute(
-                    &stmt,
-                    &[
-                        id,
-                        &to_i64(t.tcp_in),
-                        &to_i64(t.tcp_out),
-                        &to_i64(t.udp_in),
-                        &to_i64(t.udp_out),
-                        &self.node,
-                    ],
-                )
-                .await?;
-            }
+            tx.execute(
+                "UPDATE instances AS i SET tcp_in = u.tcp_in, tcp_out = u.tcp_out, \
+                 udp_in = u.udp_in, udp_out = u.udp_out \
+                 FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) \
+                 AS u (id, tcp_in, tcp_out, udp_in, udp_out) \
+                 WHERE i.id = u.id AND i.node = $6 AND (i.tcp_in, i.tcp_out, i.udp_in, i.udp_out) \
+                 IS DISTINCT FROM (u.tcp_in, u.tcp_out, u.udp_in, u.udp_out)",
+                &[&ids, &tcp_in, &tcp_out, &udp_in, &udp_out, &self.node],
+            )
+            .await?;
         })
     }
 

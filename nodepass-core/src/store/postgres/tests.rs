@@ -209,6 +209,21 @@ async fn postgres_store() {
         after.instances.is_empty() && after.deleted.is_empty(),
         "{after:?}"
     );
+    let statuses = [
+        (r3.id.clone(), "error".to_owned(), Some("boom".to_owned())),
+        (r.id.clone(), "stopped".to_owned(), None),
+    ];
+    a.report_status(&statuses).await.unwrap();
+    let reported = b.fleet_since(Some(after.watermark)).await.unwrap();
+    assert_eq!(
+        reported
+            .instances
+            .iter()
+            .map(|f| (f.record.id.as_str(), f.status.as_str(), f.error.as_deref()))
+            .collect::<Vec<_>>(),
+        [(r3.id.as_str(), "error", Some("boom"))],
+        "only the status that changed"
+    );
 
     // Nodes and heartbeats.
     a.heartbeat("http://127.0.0.1:1/api", "0.1.0", 5)
