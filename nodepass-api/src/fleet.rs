@@ -396,6 +396,24 @@ pub(crate) async fn remote_history(
     }
 }
 
+/// The other nodes' instances as stored (full URLs, for a backup): node, record, and whether
+/// it is running or starting as its node last reported. Empty outside fleet mode.
+pub(crate) fn remote_records(state: &State) -> Vec<(String, InstanceRecord, bool)> {
+    let Some(fleet) = &state.fleet else {
+        return Vec::new();
+    };
+    let mut rows = fleet.remote();
+    rows.sort_by(|a, b| {
+        (a.record.created_at, &a.record.id).cmp(&(b.record.created_at, &b.record.id))
+    });
+    rows.into_iter()
+        .map(|f| {
+            let running = matches!(f.status.as_str(), "running" | "starting");
+            (f.node, f.record, running)
+        })
+        .collect()
+}
+
 /// Whether `id` is an instance of another node (as of the last pass).
 pub(crate) fn is_remote(state: &State, id: &str) -> bool {
     state.supervisor.get(id).is_err()
@@ -459,6 +477,7 @@ pub(crate) async fn create_remote(
     record.alias = req.alias;
     record.restart = req.restart;
     record.meta = req.meta;
+    record.traffic = req.traffic;
     record.desired = if req.restart || req.start {
         Desired::Running
     } else {

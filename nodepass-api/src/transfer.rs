@@ -112,6 +112,10 @@ pub struct BackupInstance {
     /// Traffic totals.
     #[serde(default)]
     pub traffic: BackupTraffic,
+    /// Fleet mode: the node that runs it. An import on a fleet master recreates it on that
+    /// node (skipped if the fleet has no such node); elsewhere it is imported locally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 fn yes() -> bool {
@@ -195,7 +199,33 @@ pub struct ImportReport {
     security(("api_key" = []), ("bearer" = []))
 )]
 pub(crate) async fn export(ctx: Ctx) -> Reply {
-    let backup = backup(&ctx.state.supervisor).await?;
+    let mut backup = backup(&ctx.state.supervisor).await?;
+    // Fleet mode: the other nodes' instances too, as the database has them.
+    for (node, record, running) in crate::fleet::remote_records(&ctx.state) {
+        let t = record.traffic;
+        backup.instances.push(BackupInstance {
+            id: record.id,
+            url: record.url,
+            alias: record.alias.unwrap_or_default(),
+            restart: record.restart,
+            running,
+            meta: BackupMeta {
+                peer: BackupPeer {
+                    sid: record.meta.peer.sid,
+                    kind: record.meta.peer.kind,
+                    alias: record.meta.peer.alias,
+                },
+                tags: record.meta.tags,
+            },
+            traffic: BackupTraffic {
+                tcp_in: t.tcp_in,
+                tcp_out: t.tcp_out,
+                udp_in: t.udp_in,
+                udp_out: t.udp_out,
+            },
+            node: Some(node),
+        });
+    }
     Ok(response::data(ctx.state.dialect, StatusCode::OK, &backup))
 }
 
@@ -232,6 +262,7 @@ pub async fn backup(supervisor: &Supervisor) -> Result<Backup, HttpError> {
                 udp_in: info.traffic.udp_in,
                 udp_out: info.traffic.udp_out,
             },
+            node: info.node.clone(),
         });
     }
     Ok(Backup {
@@ -287,7 +318,7 @@ pub(crate) async fn import(ctx: Ctx) -> Reply {
             ));
         }
     };
-    let report = create_all(&state.supervisor, instances).await;
+    let report = create_all(&state.supervisor, Some(&state), instances).await;
     let status = StatusCode::OK;
     Ok(match state.dialect {
         ApiDialect::Envelope => response::ok(status, &report),
@@ -303,7 +334,7 @@ pub async fn import_from_go(
     key: &str,
 ) -> Result<ImportReport, HttpError> {
     let instances = read_go_master(from, key).await?;
-    Ok(create_all(supervisor, instances).await)
+    Ok(create_all(supervisor, None, instances).await)
 }
 
 /// Ask our master at `to` (API base, e.g. `http://127.0.0.1:9090/api`, key `to_key`) to import
@@ -426,12 +457,18 @@ impl GoInstance {
                 udp_in: self.udprx,
                 udp_out: self.udptx,
             },
+            node: None,
         }
     }
 }
 
-/// Create each instance; a failure skips that one only.
-async fn create_all(supervisor: &Supervisor, instances: Vec<BackupInstance>) -> ImportReport {
+/// Create each instance; a failure skips that one only. On a fleet master (`state`), an
+/// instance with another node's `node` is created for that node.
+async fn create_all(
+    supervisor: &Supervisor,
+    state: Option<&crate::state::State>,
+    instances: Vec<BackupInstance>,
+) -> ImportReport {
     let mut report = ImportReport::default();
     for (n, i) in instances.into_iter().enumerate() {
         let source = if i.id.is_empty() {
@@ -471,7 +508,16 @@ async fn create_all(supervisor: &Supervisor, instances: Vec<BackupInstance>) -> 
                 udp_out: i.traffic.udp_out,
             },
         };
-        match supervisor.create(req).await {
+        let remote = state.and_then(|state| {
+            let fleet = state.fleet.as_ref()?;
+            let node = i.node.as_deref().filter(|n| *n != fleet.node())?;
+            Some((state, node))
+        });
+        let created = match remote {
+            Some((state, node)) => crate::fleet::create_remote(state, node, req).await,
+            None => supervisor.create(req).await.map_err(HttpError::from),
+        };
+        match created {
             Ok(info) => report.imported.push(Imported {
                 source,
                 id: info.id,
@@ -479,7 +525,7 @@ async fn create_all(supervisor: &Supervisor, instances: Vec<BackupInstance>) -> 
             }),
             Err(e) => report.skipped.push(Skipped {
                 source,
-                reason: HttpError::from(e).message,
+                reason: e.message,
             }),
         }
     }

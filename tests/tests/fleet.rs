@@ -4,7 +4,7 @@
 //! lost (B keeps counting and writes its totals once the database is back; a write request on
 //! B meanwhile gets 503); B is killed and A reports it down, its instance still on B. A's event
 //! stream and metrics show B's instance (created, running, its traffic), and A serves its
-//! traffic history from the database.
+//! traffic history from the database; A's backup has it and an import on C recreates it on B.
 //!
 //! Needs PostgreSQL's server binaries (Debian's `postgresql`): fails under `CI=true` without
 //! them, skips with a message otherwise.
@@ -251,6 +251,47 @@ async fn three_masters_share_one_database() {
         echo_through(addr, b"gone?").await.is_none(),
         "the listener is closed"
     );
+
+    // The fleet's backup on A has B's instance (full URL, node B); imported on C, the copy is
+    // created for B, which adopts and runs it.
+    let (status, backup) = call(&a, Method::GET, "/v1/export", None).await;
+    assert_eq!(status, StatusCode::OK, "{backup}");
+    let entry = backup["data"]["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("{backup}"))
+        .clone();
+    assert_eq!(entry["node"], "B", "{entry}");
+    // The full URL as stored (A added its own `log=`, as every master does).
+    assert!(entry["url"].as_str().unwrap().starts_with(&url), "{entry}");
+    assert_eq!(entry["running"], false, "{entry}");
+    // On another port: B refuses a second instance listening where the first one does.
+    let mut entry = entry;
+    entry["url"] = json!(entry["url"].as_str().unwrap().replace(
+        &format!("127.0.0.1:{port}/"),
+        &format!("127.0.0.1:{}/", free_port())
+    ));
+    let (status, report) = call(
+        &c,
+        Method::POST,
+        "/v1/import",
+        Some(json!({ "instances": [entry] })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let copy = report["data"]["imported"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{report}"))
+        .to_owned();
+    assert_eq!(instance(&c, &copy).await["node"], "B");
+    until("B to adopt the imported copy", async || {
+        let v = try_instance(&b, &copy).await?;
+        // Its restart policy (kept by the backup) starts it.
+        (v["node"] == "B" && v["status"] == "running").then_some(())
+    })
+    .await;
 
     // Reset from A: B zeroes its counters and stores an all-zero history sample, which A
     // serves from the database (the instance is B's).
