@@ -4,8 +4,10 @@
 //! One task per master ([`spawn`]) runs a *pass* every [`Fleet::interval`] and whenever the
 //! database notifies this node: heartbeat, reconcile (adopt the instances other masters created
 //! for this node, apply their pending changes through the supervisor), report the status of
-//! the local instances, and refresh the cached view of the other nodes' instances and of the
-//! node list. The handlers read that cache (`list`, `get`) and write changes for another
+//! the local instances, and refresh the cached view of the other nodes' instances (only the rows
+//! written since the previous pass; all of them every [`FULL_REFRESH_EVERY`]). What the refresh
+//! sees change becomes events ([`Fleet::subscribe`]) that every event stream forwards. The
+//! handlers read that cache (`list`, `get`, metrics, export) and write changes for another
 //! node's instance into the database ([`change_remote`], [`create_remote`]); they never wait
 //! for the owner.
 
@@ -160,7 +162,7 @@ impl Fleet {
             })
         };
         let delta = self.store.fleet_since(since).await?;
-        let events = self.apply(delta);
+        let events = self.absorb(delta);
         for (kind, row) in &events {
             self.emit(*kind, row);
         }
@@ -168,7 +170,7 @@ impl Fleet {
     }
 
     /// Apply a refresh to the view; the events it makes, in order.
-    fn apply(&self, delta: FleetDelta) -> Vec<(EventKind, FleetInstance)> {
+    fn absorb(&self, delta: FleetDelta) -> Vec<(EventKind, FleetInstance)> {
         let me = self.node().to_owned();
         let mut view = self.view();
         let first = view.full_at.is_none();

@@ -10,7 +10,10 @@
 //! `instances` has the SQLite columns plus `node`, a row `version` (bumped by every write),
 //! the status the owner last reported (`status`, `error`, `status_ms`) and a pending desired
 //! state written by other masters (`spec` as JSON, `spec_version`, `applied_spec`); `history`,
-//! `settings (node, name, value)` and `nodes (name, api, version, started_ms, seen_ms)`.
+//! `settings (node, name, value)` and `nodes (name, api, version, started_ms, seen_ms)`. Since
+//! version 2 a trigger stamps every written instance row with its transaction id
+//! (`changed_xid`) and deletions leave tombstones in `instance_deletions`, for the incremental
+//! fleet refresh ([`PostgresStore::fleet_since`]).
 //! Counters are `u64` stored bit for bit in `BIGINT`, as in SQLite.
 //!
 //! # Connection and failure
