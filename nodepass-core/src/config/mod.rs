@@ -20,8 +20,13 @@
 //! assert_eq!(Config::parse(&config.to_url_with_secret()), Ok(config));
 //! ```
 //!
+//! Without a URL string, the builders ([`ServerConfig::builder`], [`ClientConfig::builder`],
+//! [`MasterConfig::builder`]) give the same values through the same checks.
+//!
 //! # Layout
 //! - `types`: the typed configuration ([`Config`], [`ServerConfig`], [`TunnelParams`], ...).
+//! - `builder`: [`ServerBuilder`], [`ClientBuilder`], [`MasterBuilder`]: typed construction,
+//!   validated by the URL parser's own checks.
 //! - `parse`: `FromStr` (URL structure and cross-parameter checks).
 //! - `params`: the parameter table, which role accepts what, and each value's spelling.
 //! - `address`: `HOST:PORT` parsing and printing.
@@ -30,6 +35,7 @@
 //! - `secret`: the masked [`TunnelKey`] and the port-derived key.
 
 mod address;
+mod builder;
 mod display;
 pub mod duration;
 mod params;
@@ -40,8 +46,11 @@ mod types;
 #[cfg(test)]
 mod balance_tests;
 #[cfg(test)]
+mod builder_tests;
+#[cfg(test)]
 mod tests;
 
+pub use builder::{ClientBuilder, MasterBuilder, ServerBuilder};
 pub use params::PARAMS;
 pub use parse::MAX_URL_LEN;
 pub use secret::{MASK, TunnelKey, WEAK_KEY_MIN_DISTINCT, WEAK_KEY_MIN_LEN};

@@ -86,6 +86,18 @@ impl TryFrom<Config> for TunnelConfig {
     }
 }
 
+impl From<ServerConfig> for TunnelConfig {
+    fn from(c: ServerConfig) -> Self {
+        TunnelConfig::Server(c)
+    }
+}
+
+impl From<ClientConfig> for TunnelConfig {
+    fn from(c: ClientConfig) -> Self {
+        TunnelConfig::Client(c)
+    }
+}
+
 impl FromStr for TunnelConfig {
     type Err = Error;
 
@@ -312,15 +324,20 @@ impl std::fmt::Debug for Tunnel {
 }
 
 impl Tunnel {
-    /// [`Tunnel::bind_with`] the default [`TunnelOptions`]. Cancel safe.
-    pub async fn bind(config: TunnelConfig) -> Result<Tunnel> {
-        Self::bind_with(config, TunnelOptions::default()).await
+    /// [`Tunnel::bind_with`] the default [`TunnelOptions`]; `config` is a [`TunnelConfig`], a
+    /// [`ServerConfig`] or a [`ClientConfig`] (from a URL or a builder). Cancel safe.
+    pub async fn bind(config: impl Into<TunnelConfig>) -> Result<Tunnel> {
+        Self::bind_with(config.into(), TunnelOptions::default()).await
     }
 
     /// Bind the listeners this configuration needs now and decide the mode (`mode=0` tries to
     /// bind and falls back as NodePass does), with the given timings and sizes. Errors: invalid
     /// options, bind failures, unsupported features, unreadable TLS files. Cancel safe.
-    pub async fn bind_with(config: TunnelConfig, options: TunnelOptions) -> Result<Tunnel> {
+    pub async fn bind_with(
+        config: impl Into<TunnelConfig>,
+        options: TunnelOptions,
+    ) -> Result<Tunnel> {
+        let config = config.into();
         options.validate()?;
         let shared = Shared::new();
         let params = config.params().clone();
