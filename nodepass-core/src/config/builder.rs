@@ -12,30 +12,8 @@
 //! - bad input is the same [`ConfigError`] a URL would get, naming the URL parameter
 //!   (`wsping`, `max`, `target`, ...).
 //!
-//! # Defaults
-//! A setting not made keeps the value of a URL without that parameter: no explicit key (it is
-//! derived from the tunnel port), `log` info, `dns` 5m, `dial` auto, no `read` timeout, no
-//! `rate` limit, `slot` 65536, `proxy` off, nothing blocked, TCP and UDP on, round-robin
-//! balancing without probes, `tls` off, `max` 1024 (server), `min` 64 (client), `mode` 0
-//! (auto), `type` 0 (TCP), `wspath` `/`, `wsping` 20s; a master listens with the prefix `/api`,
-//! the `nodepass` dialect and the SQLite state file at its default place. The constants are in
-//! [`config`](super) (`DEFAULT_POOL_MAX`, ...).
-//!
-//! ```
-//! use std::net::SocketAddr;
-//! use nodepass_core::config::{Config, ServerConfig, ServerMode};
-//!
-//! let tunnel: SocketAddr = "127.0.0.1:10101".parse().unwrap();
-//! let users: SocketAddr = "127.0.0.1:8080".parse().unwrap();
-//! let built = ServerConfig::builder(tunnel, users)
-//!     .key("example-key")
-//!     .mode(ServerMode::Reverse)
-//!     .max(512)
-//!     .build()?;
-//! let parsed = Config::parse("server://example-key@127.0.0.1:10101/127.0.0.1:8080?mode=1&max=512")?;
-//! assert_eq!(Config::Server(built), parsed);
-//! # Ok::<(), nodepass_core::config::ConfigError>(())
-//! ```
+//! The defaults (a setting not made keeps the value of a URL without that parameter) and an
+//! example are in the public docs of [`config`](super), section "Typed construction".
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -238,8 +216,9 @@ macro_rules! tunnel_setters {
     };
 }
 
-/// Builds a [`ServerConfig`]; see the [module docs](self). Start with
-/// [`ServerConfig::builder`].
+/// Builds a [`ServerConfig`] without a URL string; start with [`ServerConfig::builder`]. Each setter
+/// is one URL parameter, a setting not made keeps the URL's default, and `build()` runs the URL
+/// parser's checks; see [typed construction](super#typed-construction).
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until `build()`"]
 pub struct ServerBuilder {
@@ -291,8 +270,9 @@ impl ServerBuilder {
     }
 }
 
-/// Builds a [`ClientConfig`]; see the [module docs](self). Start with
-/// [`ClientConfig::builder`].
+/// Builds a [`ClientConfig`] without a URL string; start with [`ClientConfig::builder`]. Each setter
+/// is one URL parameter, a setting not made keeps the URL's default, and `build()` runs the URL
+/// parser's checks; see [typed construction](super#typed-construction).
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until `build()`"]
 pub struct ClientBuilder {
@@ -360,8 +340,9 @@ impl ClientBuilder {
     }
 }
 
-/// Builds a [`MasterConfig`]; see the [module docs](self). Start with
-/// [`MasterConfig::builder`].
+/// Builds a [`MasterConfig`] without a URL string; start with [`MasterConfig::builder`]. Each setter
+/// is one URL parameter, a setting not made keeps the URL's default, and `build()` runs the URL
+/// parser's checks; see [typed construction](super#typed-construction).
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until `build()`"]
 pub struct MasterBuilder {

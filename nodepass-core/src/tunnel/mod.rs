@@ -325,14 +325,18 @@ impl std::fmt::Debug for Tunnel {
 
 impl Tunnel {
     /// [`Tunnel::bind_with`] the default [`TunnelOptions`]; `config` is a [`TunnelConfig`], a
-    /// [`ServerConfig`] or a [`ClientConfig`] (from a URL or a builder). Cancel safe.
+    /// [`ServerConfig`] or a [`ClientConfig`] (from a URL or a builder).
+    ///
+    /// Cancel safety: safe; a dropped future closes whatever it had bound.
     pub async fn bind(config: impl Into<TunnelConfig>) -> Result<Tunnel> {
         Self::bind_with(config.into(), TunnelOptions::default()).await
     }
 
     /// Bind the listeners this configuration needs now and decide the mode (`mode=0` tries to
     /// bind and falls back as NodePass does), with the given timings and sizes. Errors: invalid
-    /// options, bind failures, unsupported features, unreadable TLS files. Cancel safe.
+    /// options, bind failures, unsupported features, unreadable TLS files.
+    ///
+    /// Cancel safety: safe; a dropped future closes whatever it had bound.
     pub async fn bind_with(
         config: impl Into<TunnelConfig>,
         options: TunnelOptions,
@@ -384,7 +388,11 @@ impl Tunnel {
 
     /// Run until `shutdown` is cancelled (then drain within
     /// [`TunnelOptions::shutdown_grace`]) or a fatal
-    /// error. Not cancel safe: cancel through `shutdown` instead of dropping the future.
+    /// error.
+    ///
+    /// Cancel safety: not cancel safe. A dropped future leaves the tunnel's tasks running
+    /// until `shutdown` is cancelled, skips the grace period and never sets the final state;
+    /// cancel `shutdown` and await the future instead.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let ctx = Ctx::new(
             self.shared.clone(),
@@ -498,7 +506,9 @@ impl TunnelHandle {
 
     /// Wait until the state satisfies `pred` and return it. Gives up with a [`WaitError`]
     /// (which works with `?`) when `timeout` passes or the tunnel ends (`Stopped`, `Failed`)
-    /// in a state `pred` does not accept. Cancel safe.
+    /// in a state `pred` does not accept.
+    ///
+    /// Cancel safety: safe; it only watches the state.
     pub async fn wait_for(
         &self,
         timeout: Duration,
@@ -524,7 +534,8 @@ impl TunnelHandle {
     }
 
     /// Wait until the tunnel is [`TunnelState::Ready`]; see [`wait_for`](Self::wait_for).
-    /// Cancel safe.
+    ///
+    /// Cancel safety: safe; it only watches the state.
     ///
     /// ```no_run
     /// use std::time::Duration;
@@ -558,7 +569,8 @@ impl TunnelHandle {
     }
 
     /// Wait for the tunnel to end and return how it ended. A second call returns `Ok(())`.
-    /// Cancel safe.
+    ///
+    /// Cancel safety: safe; the tunnel keeps running and a later call still gets its result.
     pub async fn wait(&self) -> Result<()> {
         let mut guard = self.task.lock().await;
         let Some(task) = guard.as_mut() else {
