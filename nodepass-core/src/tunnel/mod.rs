@@ -538,12 +538,17 @@ impl TunnelHandle {
     /// Cancel safety: safe; it only watches the state.
     ///
     /// ```no_run
+    /// use std::net::SocketAddr;
     /// use std::time::Duration;
-    /// use nodepass_core::{ErrorKind, Tunnel, TunnelConfig, TunnelOptions, tunnel::TunnelState};
+    /// use nodepass_core::config::ClientConfig;
+    /// use nodepass_core::{ErrorKind, Tunnel, TunnelOptions, tunnel::TunnelState};
     /// use tokio_util::sync::CancellationToken;
     ///
     /// async fn demo(stop: CancellationToken) -> Result<(), Box<dyn std::error::Error>> {
-    /// let config: TunnelConfig = "client://key@127.0.0.1:10101/127.0.0.1:8080".parse()?;
+    /// let server = SocketAddr::from(([127, 0, 0, 1], 10101));
+    /// let target = SocketAddr::from(([127, 0, 0, 1], 8080));
+    /// // The same as parsing "client://key@127.0.0.1:10101/127.0.0.1:8080".
+    /// let config = ClientConfig::builder(server, target).key("key").build()?;
     /// let mut options = TunnelOptions::default();
     /// options.handshake_timeout = Duration::from_secs(3);
     /// let client = Tunnel::bind_with(config, options).await?.spawn(stop);
