@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// Every wait is bounded by this.
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -42,33 +42,8 @@ pub fn nodepass_exe() -> PathBuf {
     path
 }
 
-/// A fresh directory under the system temp dir, removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "nodepass-{name}-{}-{:?}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+/// A fresh directory, removed on drop: the workspace's one helper for it.
+pub use nodepass_testkit::temp_dir;
 
 /// A running `nodepass master://...` process.
 pub struct MasterProcess {
@@ -330,22 +305,10 @@ impl Sse {
     }
 }
 
-/// A TCP echo server on 127.0.0.1:0; runs until the runtime ends.
+/// A TCP echo server on 127.0.0.1:0 ([`nodepass_testkit::server::echo`]); runs until the
+/// runtime ends.
 pub async fn echo_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    addr
+    nodepass_testkit::server::echo().await.detach()
 }
 
 /// A port that was free a moment ago on 127.0.0.1. Racy by nature: used only where an instance
