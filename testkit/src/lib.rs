@@ -7,6 +7,8 @@
 //!   a handler and stops when dropped, and the [`echo`](server::echo) server.
 //! - [`wait`]: the bounded [`eventually`](wait::eventually) for conditions no event announces.
 //! - [`temp_dir`]: a named temporary directory (the `tempfile` crate), removed on drop.
+//! - `http` (feature `http`): a one-connection-per-request HTTP/1.1 client (hyper) and a
+//!   server-sent events reader, for the tests of a master.
 //!
 //! Servers and helpers with `nodepass` types (tunnels, masters, certificates, processes) stay
 //! in `nodepass-tests` (`tests/src`), which re-exports these.
@@ -16,6 +18,8 @@
 //! in count and time; every task a helper spawns ends when the helper's value is dropped (or
 //! the test's runtime ends).
 
+#[cfg(feature = "http")]
+pub mod http;
 pub mod server;
 pub mod wait;
 
