@@ -70,3 +70,10 @@ pub async fn round_trip(addr: SocketAddr, payload: &[u8]) -> io::Result<Vec<u8>>
 pub fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
 }
+
+/// Log to stderr at `info`, or at the level `RUST_LOG` asks for.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}

@@ -220,9 +220,8 @@ fn now_ms() -> i64 {
 
 #[tokio::test]
 async fn traffic_rates_are_right_across_a_master_restart_and_a_reset() {
-    let dir = std::env::temp_dir().join(format!("np-traffic-{}-{}", std::process::id(), now_ms()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let db = dir.join("state.db");
+    let dir = nodepass_testkit::temp_dir("traffic");
+    let db = dir.path().join("state.db");
     const MIN: i64 = 60_000;
     // Whole minutes, so that buckets and samples line up.
     let base = (now_ms() / MIN - 40) * MIN;
@@ -344,5 +343,4 @@ async fn traffic_rates_are_right_across_a_master_restart_and_a_reset() {
         StatusCode::NOT_FOUND
     );
     api.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }

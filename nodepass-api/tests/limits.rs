@@ -269,9 +269,8 @@ async fn tls_with_a_self_signed_certificate() {
 
 #[tokio::test]
 async fn tls_certificate_files_are_reloaded_when_they_change() {
-    let dir = std::env::temp_dir().join(format!("nodepass-api-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (crt, key) = (dir.join("api.crt"), dir.join("api.key"));
+    let dir = nodepass_testkit::temp_dir("api-tls");
+    let (crt, key) = (dir.path().join("api.crt"), dir.path().join("api.key"));
     let write = |name: &str| {
         let ck = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
         std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
@@ -303,5 +302,4 @@ async fn tls_certificate_files_are_reloaded_when_they_change() {
     }
     stop.cancel();
     tokio::time::timeout(DEADLINE, task).await.unwrap().unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -40,16 +40,14 @@ fn systemd_unit_verifies_and_is_hardened() {
     }
     // verify checks that ExecStart exists: point it at the executable under test, and give the
     // template an instance name.
-    let dir = std::env::temp_dir().join(format!("nodepass-unit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("nodepass@demo.service");
+    let dir = nodepass_testkit::temp_dir("unit");
+    let path = dir.path().join("nodepass@demo.service");
     std::fs::write(&path, unit.replace("/usr/local/bin/nodepass", NODEPASS)).unwrap();
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&path)
         .output()
         .unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
     assert!(
         out.status.success() && out.stderr.is_empty(),
         "systemd-analyze verify: {}{}",

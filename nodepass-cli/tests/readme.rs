@@ -9,7 +9,7 @@
 mod support;
 
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -52,11 +52,8 @@ fn have(tool: &str) -> bool {
     found
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("nodepass-readme-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn temp_dir(name: &str) -> nodepass_testkit::TempDir {
+    nodepass_testkit::temp_dir(&format!("readme-{name}"))
 }
 
 fn free_port() -> u16 {
@@ -85,7 +82,7 @@ fn quick_start_fetches_a_page_through_nodepass() {
     let child = Command::new("bash")
         .arg("-c")
         .arg(&script)
-        .current_dir(&dir)
+        .current_dir(dir.path())
         .process_group(0)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -98,7 +95,6 @@ fn quick_start_fetches_a_page_through_nodepass() {
         .args(["-KILL", "--", &format!("-{pgid}")])
         .stderr(Stdio::null())
         .status();
-    std::fs::remove_dir_all(&dir).unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -149,24 +145,24 @@ fn private_ca_steps_make_certificates_that_work_and_errors_say_what_to_add() {
         return;
     }
     let dir = temp_dir("tls");
-    run_sh(&block("tls-private-ca:"), &dir);
+    run_sh(&block("tls-private-ca:"), dir.path());
     let text = readme();
     assert!(text.contains("tls=2&crt=server.crt&key=server.key") && text.contains("ca=ca.crt"));
 
-    let (mut server, port) = start_server(&dir, "server.crt", "server.key");
-    client(&dir, port, "&ca=ca.crt").wait_for(&["connected to the server"], SECS);
-    client(&dir, port, "").wait_for(&["UnknownIssuer", "add ca=PATH"], SECS);
+    let (mut server, port) = start_server(dir.path(), "server.crt", "server.key");
+    client(dir.path(), port, "&ca=ca.crt").wait_for(&["connected to the server"], SECS);
+    client(dir.path(), port, "").wait_for(&["UnknownIssuer", "add ca=PATH"], SECS);
     server.wait_for(&["UnknownCA", "give the client ca=PATH"], SECS);
-    client(&dir, port, "&ca=ca.crt&sni=wrong.example").wait_for(&["add sni=NAME"], SECS);
+    client(dir.path(), port, "&ca=ca.crt&sni=wrong.example").wait_for(&["add sni=NAME"], SECS);
     drop(server);
 
     // What a newcomer tries first: one self-signed certificate, used as its own CA.
     run_sh(
         "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
          -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 -keyout self.key -out self.crt",
-        &dir,
+        dir.path(),
     );
-    let (_server, port) = start_server(&dir, "self.crt", "self.key");
-    client(&dir, port, "&ca=self.crt").wait_for(&["CaUsedAsEndEntity", "sign a separate"], SECS);
-    std::fs::remove_dir_all(&dir).unwrap();
+    let (_server, port) = start_server(dir.path(), "self.crt", "self.key");
+    client(dir.path(), port, "&ca=self.crt")
+        .wait_for(&["CaUsedAsEndEntity", "sign a separate"], SECS);
 }

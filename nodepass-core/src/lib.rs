@@ -67,6 +67,9 @@
 //! # }
 //! ```
 
+// What is `pub` is the API: an item public only by accident of a private module is flagged.
+#![warn(unreachable_pub)]
+
 pub mod config;
 pub mod error;
 mod limit;
@@ -74,13 +77,16 @@ mod pool;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod protocol;
+// Its items are `pub` for the `fuzzing` feature, unreachable without it.
 #[cfg(not(feature = "fuzzing"))]
+#[allow(unreachable_pub)]
 mod protocol;
 mod relay;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod sniff;
 #[cfg(not(feature = "fuzzing"))]
+#[allow(unreachable_pub)]
 mod sniff;
 mod stats;
 #[cfg(feature = "supervisor")]

@@ -40,15 +40,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 /// Bytes per second in one Mbit/s.
-pub const BYTES_PER_SEC_PER_MBPS: u64 = 125_000;
+pub(crate) const BYTES_PER_SEC_PER_MBPS: u64 = 125_000;
 /// Smallest burst a [`RateLimiter`] allows, whatever its rate.
-pub const MIN_BURST_BYTES: u64 = 64 * 1024;
+pub(crate) const MIN_BURST_BYTES: u64 = 64 * 1024;
 
 /// The `slot` limit: how many TCP and UDP sessions may run at once.
 ///
 /// Cheap to clone; clones share the same count.
 #[derive(Debug, Clone)]
-pub struct Slots {
+pub(crate) struct Slots {
     inner: Arc<SlotsInner>,
 }
 
@@ -64,14 +64,14 @@ struct SlotsInner {
 /// One occupied slot; the slot is freed when this is dropped.
 #[derive(Debug)]
 #[must_use = "the slot is freed as soon as the permit is dropped"]
-pub struct SlotPermit {
+pub(crate) struct SlotPermit {
     slots: Arc<SlotsInner>,
     _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Slots {
     /// A new limit of `limit` concurrent sessions; `None` means unlimited.
-    pub fn new(limit: Option<NonZeroU32>) -> Self {
+    pub(crate) fn new(limit: Option<NonZeroU32>) -> Self {
         let limit = limit.map(NonZeroU32::get);
         Slots {
             inner: Arc::new(SlotsInner {
@@ -85,7 +85,7 @@ impl Slots {
 
     /// Take a slot if one is free. Never waits: `None` means the limit is reached and the caller
     /// should close the new connection at once.
-    pub fn try_acquire(&self) -> Option<SlotPermit> {
+    pub(crate) fn try_acquire(&self) -> Option<SlotPermit> {
         let permit = match &self.inner.semaphore {
             Some(semaphore) => Some(Arc::clone(semaphore).try_acquire_owned().ok()?),
             None => None,
@@ -99,13 +99,13 @@ impl Slots {
 
     /// The number of slots currently held.
     #[cfg(test)]
-    pub fn in_use(&self) -> usize {
+    pub(crate) fn in_use(&self) -> usize {
         self.inner.in_use.load(Ordering::Relaxed)
     }
 
     /// The limit, or `None` when unlimited.
     #[cfg(test)]
-    pub fn limit(&self) -> Option<u32> {
+    pub(crate) fn limit(&self) -> Option<u32> {
         self.inner.limit
     }
 }
@@ -126,7 +126,7 @@ impl Drop for SlotPermit {
 ///
 /// Cheap to clone; clones share the same bucket.
 #[derive(Debug, Clone)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     inner: Arc<RateInner>,
 }
 
@@ -146,7 +146,7 @@ struct RateInner {
 
 impl RateLimiter {
     /// A bucket limited to `mbps` Mbit/s (1 Mbit/s = 125 000 bytes/s), starting full.
-    pub fn new(mbps: NonZeroU32) -> Self {
+    pub(crate) fn new(mbps: NonZeroU32) -> Self {
         let bytes_per_sec = u64::from(mbps.get()) * BYTES_PER_SEC_PER_MBPS;
         let burst_bytes = (bytes_per_sec / 10).max(MIN_BURST_BYTES);
         let inner = RateInner {
@@ -161,7 +161,7 @@ impl RateLimiter {
 
     /// The rate in bytes per second.
     #[cfg(test)]
-    pub fn bytes_per_sec(&self) -> u64 {
+    pub(crate) fn bytes_per_sec(&self) -> u64 {
         self.inner.bytes_per_sec
     }
 
@@ -170,7 +170,7 @@ impl RateLimiter {
     ///
     /// Never blocks (beyond a brief uncontended lock) and never refuses: the bytes are charged
     /// even when the bucket is empty. Zero bytes are free.
-    pub fn reserve(&self, n: usize) -> Duration {
+    pub(crate) fn reserve(&self, n: usize) -> Duration {
         if n == 0 {
             return Duration::ZERO;
         }
@@ -190,7 +190,7 @@ impl RateLimiter {
     ///
     /// Cancel safe in the sense that dropping the future leaves the limiter consistent; the
     /// bytes stay charged (they were already moved).
-    pub async fn consume(&self, n: usize) {
+    pub(crate) async fn consume(&self, n: usize) {
         let wait = self.reserve(n);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;

@@ -24,7 +24,7 @@ use crate::transport::TunnelStream;
 
 /// A pool of idle tunnel connections. Cheap to clone (`Arc` inside).
 #[derive(Debug, Clone)]
-pub struct Pool {
+pub(crate) struct Pool {
     inner: Arc<Inner>,
 }
 
@@ -49,7 +49,7 @@ struct Inner {
 impl Pool {
     /// An empty pool that aims for `min` connections and may grow to `max`. `max` wins when
     /// the two disagree (the server's limit is binding on the client).
-    pub fn new(min: usize, max: usize, stats: Arc<Stats>) -> Self {
+    pub(crate) fn new(min: usize, max: usize, stats: Arc<Stats>) -> Self {
         let max = max.max(1);
         let min = min.clamp(1, max);
         let pool = Pool {
@@ -72,7 +72,7 @@ impl Pool {
     }
 
     /// Idle connections: queued plus parked.
-    pub fn idle(&self) -> usize {
+    pub(crate) fn idle(&self) -> usize {
         self.queued() + self.inner.parked.load(Relaxed)
     }
 
@@ -81,24 +81,24 @@ impl Pool {
     }
 
     /// The number of idle connections the filler currently aims for.
-    pub fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.inner.capacity.load(Relaxed)
     }
 
     /// The lower bound of the capacity.
     #[cfg(test)]
-    pub fn min(&self) -> usize {
+    pub(crate) fn min(&self) -> usize {
         self.inner.min
     }
 
     /// The upper bound of the capacity.
-    pub fn max(&self) -> usize {
+    pub(crate) fn max(&self) -> usize {
         self.inner.max.load(Relaxed)
     }
 
     /// Set the upper bound (the server announces it in the handshake).
     #[cfg(test)]
-    pub fn set_max(&self, max: usize) {
+    pub(crate) fn set_max(&self, max: usize) {
         let max = max.max(1);
         self.inner.max.store(max, Relaxed);
         let cap = self.capacity().min(max).max(self.inner.min.min(max));
@@ -107,19 +107,19 @@ impl Pool {
     }
 
     /// How many connections the filler should add now to reach the capacity.
-    pub fn deficit(&self) -> usize {
+    pub(crate) fn deficit(&self) -> usize {
         self.capacity().saturating_sub(self.idle())
     }
 
     /// Add an idle connection and wake one waiting taker.
-    pub fn put(&self, conn: TunnelStream) {
+    pub(crate) fn put(&self, conn: TunnelStream) {
         crate::sync::lock(&self.inner.queue).push_back(conn);
         self.inner.available.notify_one();
         self.publish();
     }
 
     /// Take an idle connection now, skipping (and dropping) ones the peer has closed.
-    pub fn try_take(&self) -> Option<TunnelStream> {
+    pub(crate) fn try_take(&self) -> Option<TunnelStream> {
         loop {
             let conn = crate::sync::lock(&self.inner.queue).pop_front();
             match conn {
@@ -143,7 +143,7 @@ impl Pool {
     }
 
     /// Take an idle connection, waiting up to `wait` for one. Cancel safe.
-    pub async fn take(&self, wait: Duration) -> Option<TunnelStream> {
+    pub(crate) async fn take(&self, wait: Duration) -> Option<TunnelStream> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let notified = self.inner.available.notified();
@@ -160,7 +160,7 @@ impl Pool {
 
     /// Count a connection whose waiting task is parked on it (it is idle but not queued here).
     /// Dropping the guard ends the count and asks the filler for a replacement.
-    pub fn park(&self) -> Parked {
+    pub(crate) fn park(&self) -> Parked {
         self.inner.parked.fetch_add(1, Relaxed);
         self.publish();
         Parked {
@@ -171,7 +171,7 @@ impl Pool {
 
     /// Drop queued connections the peer has closed (the side that keeps the queue calls it
     /// now and then, so connections the other side gave up do not linger).
-    pub fn sweep(&self) {
+    pub(crate) fn sweep(&self) {
         let dead: VecDeque<_> = {
             let mut q = crate::sync::lock(&self.inner.queue);
             let (live, dead): (VecDeque<_>, VecDeque<_>) =
@@ -190,7 +190,7 @@ impl Pool {
     }
 
     /// Drop every queued connection (the session they belong to ended).
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         let drained: Vec<_> = crate::sync::lock(&self.inner.queue).drain(..).collect();
         drop(drained);
         self.publish();
@@ -198,19 +198,19 @@ impl Pool {
 
     /// Resolves when a connection was taken or lost, so the filler can replace it.
     /// Cancel safe.
-    pub async fn demand(&self) {
+    pub(crate) async fn demand(&self) {
         self.inner.demand.notified().await
     }
 
     /// Note a connection attempt that failed, so the filler tries again.
-    pub fn nudge(&self) {
+    pub(crate) fn nudge(&self) {
         self.inner.demand.notify_one();
     }
 
     /// Periodic capacity adjustment (the filler calls it every minute or so): halve the capacity
     /// towards `min` when the pool was not used, or never ran below half of it, since the last
     /// call; then close the idle connections beyond the capacity.
-    pub fn adapt(&self) {
+    pub(crate) fn adapt(&self) {
         let low = self.inner.low_water.swap(usize::MAX, Relaxed);
         let cap = self.capacity();
         if low > cap / 2 && cap > self.inner.min {
@@ -270,14 +270,14 @@ impl Pool {
 
 /// Counts one parked connection as idle until dropped (see [`Pool::park`]).
 #[derive(Debug)]
-pub struct Parked {
+pub(crate) struct Parked {
     pool: Pool,
     retired: bool,
 }
 
 impl Parked {
     /// Resolves when the pool shrank and this connection should be closed. Cancel safe.
-    pub async fn retired(&mut self) {
+    pub(crate) async fn retired(&mut self) {
         let inner = &self.pool.inner;
         loop {
             let notified = inner.retired.notified();

@@ -189,7 +189,7 @@ fn match_tls(b: &[u8]) -> Match {
 /// error (left for the relay to meet). It makes at most a fixed number of peeks and pauses
 /// between them, so it never spins.
 ///
-/// Cancel safe: it never consumes bytes from the stream.
+/// Cancel safety: safe; it never consumes bytes from the stream.
 pub async fn check(stream: &TcpStream, block: &BlockSet, wait: Duration) -> Option<Protocol> {
     if block.is_empty() {
         return None;

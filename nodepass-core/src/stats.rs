@@ -10,7 +10,7 @@ use serde::Serialize;
 
 /// The live counters of one tunnel. Shared by every connection task of that tunnel.
 #[derive(Debug, Default)]
-pub struct Stats {
+pub(crate) struct Stats {
     pub(crate) tcp_rx: AtomicU64,
     pub(crate) tcp_tx: AtomicU64,
     pub(crate) udp_rx: AtomicU64,
@@ -59,7 +59,7 @@ pub struct StatsSnapshot {
 
 impl Stats {
     /// Copy the counters.
-    pub fn snapshot(&self) -> StatsSnapshot {
+    pub(crate) fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
             tcp_rx: self.tcp_rx.load(Relaxed),
             tcp_tx: self.tcp_tx.load(Relaxed),
@@ -78,7 +78,7 @@ impl Stats {
     }
 
     /// Zero the traffic counters (bytes and totals); gauges are left alone.
-    pub fn reset_traffic(&self) {
+    pub(crate) fn reset_traffic(&self) {
         for c in [
             &self.tcp_rx,
             &self.tcp_tx,

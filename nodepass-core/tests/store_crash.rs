@@ -12,7 +12,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -253,20 +253,10 @@ fn integrity_check(db: &Path) -> String {
         .unwrap()
 }
 
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[tokio::test]
 async fn store_keeps_every_committed_write_after_sigkill() {
-    let dir = TempDir(std::env::temp_dir().join(format!("nodepass-crash-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let db = dir.0.join("state.db");
+    let dir = nodepass_testkit::temp_dir("crash");
+    let db = dir.path().join("state.db");
     let model = MemoryStore::new();
     let mut max_n = 0;
 

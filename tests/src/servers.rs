@@ -1,108 +1,23 @@
 //! Loopback servers for tunnels to reach: each binds `127.0.0.1:0`, serves every connection in
 //! its own task, counts what it accepted, and stops (with all its connections) when dropped.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::IO_TIMEOUT;
+
+// The generic server and the echo server live in the leaf crate every crate can use.
+pub use nodepass_testkit::server::{Server, echo};
 
 /// The most bytes a collecting server keeps from one connection.
 pub const MAX_COLLECT_BYTES: usize = 64 << 20;
 /// The longest HTTP request head the tiny HTTP server reads.
 const MAX_HTTP_HEAD: usize = 16 << 10;
-/// Buffer of the echo copy.
-const ECHO_BUFFER: usize = 64 << 10;
-
-/// A running server. Dropping it stops accepting and ends its connections.
-#[derive(Debug)]
-pub struct Server {
-    addr: SocketAddr,
-    accepted: Arc<AtomicUsize>,
-    task: JoinHandle<()>,
-}
-
-impl Server {
-    /// Bind `127.0.0.1:0` and serve each connection with `handler`.
-    /// Cancel safe.
-    pub async fn spawn<F, Fut>(handler: F) -> Server
-    where
-        F: Fn(TcpStream, SocketAddr) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a server");
-        Self::serve(listener, handler)
-    }
-
-    /// Serve each connection of an already bound `listener` with `handler`.
-    pub fn serve<F, Fut>(listener: TcpListener, handler: F) -> Server
-    where
-        F: Fn(TcpStream, SocketAddr) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        let addr = listener.local_addr().expect("server address");
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
-        let task = tokio::spawn(async move {
-            // Dropping the set (when this task is aborted) aborts every connection task.
-            let mut conns = JoinSet::new();
-            loop {
-                tokio::select! {
-                    r = listener.accept() => match r {
-                        Ok((s, peer)) => {
-                            count.fetch_add(1, Relaxed);
-                            conns.spawn(handler(s, peer));
-                        }
-                        Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-                    },
-                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                }
-            }
-        });
-        Server {
-            addr,
-            accepted,
-            task,
-        }
-    }
-
-    /// The address it listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Connections accepted so far.
-    pub fn accepted(&self) -> usize {
-        self.accepted.load(Relaxed)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Echoes every byte back; after the peer's EOF, shuts down its write half.
-/// Cancel safe.
-pub async fn echo() -> Server {
-    Server::spawn(|s, _| async move {
-        let (r, mut w) = s.into_split();
-        let mut r = BufReader::with_capacity(ECHO_BUFFER, r);
-        let _ = tokio::io::copy_buf(&mut r, &mut w).await;
-        let _ = w.shutdown().await;
-    })
-    .await
-}
 
 /// Reads the whole request (to EOF), then writes `answer(request)` and closes: a half-close
 /// protocol in which the answer only comes after the client finished sending.

@@ -1,6 +1,5 @@
 //! Starting tunnels in-process and talking through them, with every wait bounded.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -12,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::IO_TIMEOUT;
 
-/// How often [`eventually`] checks its condition.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
+// The bounded wait lives in the leaf crate every crate can use.
+pub use nodepass_testkit::wait::{POLL_INTERVAL, eventually};
 /// The most bytes [`read_until_closed`] accepts before giving up on a peer that keeps
 /// sending.
 pub const MAX_READ_UNTIL_CLOSED: usize = 1 << 20;
@@ -83,28 +82,6 @@ pub async fn shutdown(handles: &[&TunnelHandle]) {
             Err(_) => panic!("tunnel did not stop within {STOP_TIMEOUT:?}"),
         }
     }
-}
-
-/// Check `f` every [`POLL_INTERVAL`] until it returns `Some`, for at most `within`; panics
-/// naming `what` otherwise. For conditions that no event announces (counters, files, logs).
-/// Cancel safe.
-pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    let max_polls = within.as_millis() / POLL_INTERVAL.as_millis() + 1;
-    for _ in 0..max_polls {
-        if let Some(v) = f().await {
-            return v;
-        }
-        if start.elapsed() >= within {
-            break;
-        }
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
-    panic!("{what}: not true within {within:?}");
 }
 
 /// Connect to `addr`, send `payload`, shut down writing, and read the answer to EOF.

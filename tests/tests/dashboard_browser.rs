@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use master_support::{MasterProcess, TempDir, free_port};
+use master_support::{MasterProcess, free_port, temp_dir};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -59,7 +59,7 @@ async fn the_dashboard_works_in_a_browser() {
         eprintln!("skipped: {what} is missing");
         return;
     }
-    let dir = TempDir::new("dashboard");
+    let dir = temp_dir("dashboard");
     // A generated key (printed once on stderr), so that the page can rotate it.
     let master = MasterProcess::start(&dir.path().join("state.db"), &[]);
     let key = generated_key(&master);

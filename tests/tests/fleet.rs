@@ -14,7 +14,7 @@ mod master_support;
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
-use master_support::{MasterProcess, Sse, TempDir, echo_server, echo_through, free_port, payload};
+use master_support::{MasterProcess, Sse, echo_server, echo_through, free_port, payload, temp_dir};
 use nodepass_tests::postgres::PgServer;
 use serde_json::{Value, json};
 
@@ -96,7 +96,7 @@ async fn three_masters_share_one_database() {
         return;
     };
     pg.create_db("fleet");
-    let dir = TempDir::new("fleet");
+    let dir = temp_dir("fleet");
     let password_file = dir.path().join("db-password");
     std::fs::write(&password_file, format!("{}\n", PgServer::PASSWORD)).unwrap();
 

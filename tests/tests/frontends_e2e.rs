@@ -19,7 +19,7 @@ mod peer_support;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use master_support::{MasterProcess, TempDir, nodepass_exe};
+use master_support::{MasterProcess, nodepass_exe, temp_dir};
 use peer_support::{GoMaster, need_browser_kit, need_shared, repo_root, run_node};
 
 /// One browser at a time (2 cores shared by everything else).
@@ -67,7 +67,7 @@ fn nodepanel_drives_our_master() {
     if need_browser_kit().is_none() || need_shared("fixtures/nodepanel/site").is_none() {
         return;
     }
-    let dir = TempDir::new("nodepanel");
+    let dir = temp_dir("nodepanel");
     let master = MasterProcess::start_with(
         &dir.path().join("state.db"),
         "",

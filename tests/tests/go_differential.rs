@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 use master_support::{
-    DEADLINE, MasterProcess, Res, Sse, TempDir, echo_server, echo_through, free_port, payload,
-    request,
+    DEADLINE, MasterProcess, Res, Sse, echo_server, echo_through, free_port, payload, request,
+    temp_dir,
 };
 use peer_support::GoMaster;
 use serde_json::{Value, json};
@@ -350,7 +350,7 @@ async fn our_master_answers_like_the_go_master() {
     let Some(go) = GoMaster::start("info") else {
         return;
     };
-    let dir = TempDir::new("differential");
+    let dir = temp_dir("differential");
     let master = MasterProcess::start_with(
         &dir.path().join("state.db"),
         "",
@@ -833,7 +833,7 @@ async fn key_rotation_and_documents_answer_like_the_go_master() {
     let Some(go) = GoMaster::start("info") else {
         return;
     };
-    let dir = TempDir::new("differential-key");
+    let dir = temp_dir("differential-key");
     // A key set by NODEPASS_API_KEY cannot be rotated (a deliberate difference: the next start
     // would bring the old key back). The Go master's key is a stored one: so is ours once a
     // master started with the variable has stored its digest and the next starts without it.

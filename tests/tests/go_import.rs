@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 use master_support::{
-    DEADLINE, MasterProcess, Res, TempDir, echo_server, echo_through, free_port, payload,
+    DEADLINE, MasterProcess, Res, echo_server, echo_through, free_port, payload, temp_dir,
 };
 use peer_support::GoMaster;
 use serde_json::{Value, json};
@@ -173,7 +173,7 @@ async fn import_from_a_go_master_moves_every_instance_and_they_carry_traffic() {
     let go_view = stop_on_go(&go_send, &go_ids).await;
 
     // --- Ours imports them. ------------------------------------------------------------------
-    let dir = TempDir::new("go-import");
+    let dir = temp_dir("go-import");
     let master = MasterProcess::start_with(
         &dir.path().join("state.db"),
         "",
@@ -347,7 +347,7 @@ async fn the_import_command_moves_a_go_masters_instances_without_showing_keys() 
     }
     let go_view = stop_on_go(&go_send, &go_ids).await;
 
-    let dir = TempDir::new("go-import-cli");
+    let dir = temp_dir("go-import-cli");
     let master = MasterProcess::start_with(
         &dir.path().join("state.db"),
         "",

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
-use master_support::{MasterProcess, TempDir};
+use master_support::{MasterProcess, temp_dir};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -74,7 +74,7 @@ async fn the_docs_page_renders_every_endpoint_offline() {
         eprintln!("skipped: {why}");
         return;
     }
-    let dir = TempDir::new("master-docs");
+    let dir = temp_dir("master-docs");
     let master = MasterProcess::start(
         &dir.path().join("state.db"),
         &[("NODEPASS_API_KEY", "docs-test-key")],

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 use master_support::{
-    DEADLINE, MasterProcess, Sse, TempDir, echo_server, echo_through, free_port, payload,
+    DEADLINE, MasterProcess, Sse, echo_server, echo_through, free_port, payload, temp_dir,
 };
 use serde_json::{Value, json};
 
@@ -96,7 +96,7 @@ fn counter(v: &Value, name: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tunnel_managed_over_the_api_survives_a_master_restart() {
-    let dir = TempDir::new("master-e2e");
+    let dir = temp_dir("master-e2e");
     let state = dir.path().join("state.db");
     let env = [("NODEPASS_API_KEY", KEY)];
     let master = MasterProcess::start(&state, &env);
@@ -262,7 +262,7 @@ async fn a_tunnel_managed_over_the_api_survives_a_master_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_protected_endpoint_of_the_executable_wants_the_key() {
-    let dir = TempDir::new("master-e2e-auth");
+    let dir = temp_dir("master-e2e-auth");
     let master = MasterProcess::start(&dir.path().join("state.db"), &[("NODEPASS_API_KEY", KEY)]);
     let id = create(
         &master,
@@ -316,7 +316,7 @@ async fn every_protected_endpoint_of_the_executable_wants_the_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_generated_key_is_printed_once_and_kept() {
-    let dir = TempDir::new("master-e2e-key");
+    let dir = temp_dir("master-e2e-key");
     let state = dir.path().join("state.db");
     let master = MasterProcess::start(&state, &[]);
     let log = master.log();

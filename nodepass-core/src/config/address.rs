@@ -5,7 +5,7 @@
 //! refused because its colons cannot be told apart from the port separator.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use super::ConfigError;
 use super::types::{Endpoint, Host};
@@ -95,6 +95,42 @@ fn validate_name(s: &str) -> Result<(), &'static str> {
 }
 
 impl Endpoint {
+    /// `host:port` for the builders ([`ServerConfig::builder`](super::ServerConfig::builder)
+    /// and the others): `host` is an IPv4 or IPv6 literal (brackets optional) or a DNS name,
+    /// checked as in a URL; an error names the field `host`. For an IP address a
+    /// [`SocketAddr`] converts without a check (`Endpoint::from(addr)`).
+    ///
+    /// ```
+    /// use nodepass_core::config::{Endpoint, Host};
+    /// assert_eq!(Endpoint::new("Example.com", 80)?.host, Host::Name("example.com".into()));
+    /// assert_eq!(Endpoint::new("::1", 22)?, Endpoint::new("[::1]", 22)?);
+    /// assert!(Endpoint::new("ex ample", 80).is_err());
+    /// # Ok::<(), nodepass_core::config::ConfigError>(())
+    /// ```
+    pub fn new(host: &str, port: u16) -> Result<Endpoint, ConfigError> {
+        let host = match host.parse::<IpAddr>() {
+            Ok(ip) => Host::Ip(ip),
+            // Empty means "all addresses" in a URL; a builder says so with `Endpoint::any`.
+            Err(_) if host.is_empty() => {
+                return Err(ConfigError::Invalid {
+                    field: "host".to_owned(),
+                    value: String::new(),
+                    reason: "empty host; use Endpoint::any(port) for all addresses".to_owned(),
+                });
+            }
+            Err(_) => Host::parse(host, "host")?,
+        };
+        Ok(Endpoint { host, port })
+    }
+
+    /// The empty host with `port`: listen on all addresses (`server://:10101/...`).
+    pub fn any(port: u16) -> Endpoint {
+        Endpoint {
+            host: Host::Any,
+            port,
+        }
+    }
+
     /// Parse `HOST:PORT`; `what` is `tunnel`, `listen` or `target` and picks the error fields:
     /// `host`/`port` for the tunnel and listen address, `target` for targets.
     pub(crate) fn parse(s: &str, what: &str) -> Result<Endpoint, ConfigError> {
@@ -146,6 +182,16 @@ impl Endpoint {
             Err(e) => return Err(e),
         };
         Ok(Endpoint { host, port })
+    }
+}
+
+impl From<SocketAddr> for Endpoint {
+    /// The address's IP and port (an IPv6 scope id is dropped, as a URL cannot carry one).
+    fn from(addr: SocketAddr) -> Endpoint {
+        Endpoint {
+            host: Host::Ip(addr.ip()),
+            port: addr.port(),
+        }
     }
 }
 

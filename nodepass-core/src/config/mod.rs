@@ -20,8 +20,47 @@
 //! assert_eq!(Config::parse(&config.to_url_with_secret()), Ok(config));
 //! ```
 //!
+//! # Typed construction
+//! Without a URL string: [`ServerConfig::builder`], [`ClientConfig::builder`] and
+//! [`MasterConfig::builder`] start from the addresses a configuration cannot do without; each
+//! setter stands for one URL parameter (named in its documentation) and `build()` checks
+//! everything. The URL stays the canonical form: a builder records each setting in the URL's
+//! spelling and `build()` runs the URL parser's own checks, so a builder and the equivalent URL
+//! give equal values, and bad input is the [`ConfigError`] the URL would get, naming the URL
+//! parameter (`wsping`, `max`, `target`, ...). Addresses are [`Endpoint`]s:
+//! `Endpoint::from(SocketAddr)`, [`Endpoint::new`] for a host name, [`Endpoint::any`] for all
+//! addresses.
+//!
+//! Defaults: a setting not made keeps the value of a URL without that parameter: no explicit
+//! key (it is derived from the tunnel port), `log` info, `dns` 5m, `dial` auto, no `read`
+//! timeout, no `rate` limit, `slot` 65536, `proxy` off, nothing blocked, TCP and UDP on,
+//! round-robin balancing without probes, `tls` off, `max` 1024 (server), `min` 64 (client),
+//! `mode` 0 (auto), `type` 0 (TCP), `wspath` `/`, `wsping` 20s; a master gets the prefix `/api`,
+//! the `nodepass` dialect and the SQLite state file at its default place.
+//!
+//! ```
+//! use std::net::SocketAddr;
+//! use nodepass_core::config::{Config, ServerConfig, ServerMode};
+//!
+//! let tunnel: SocketAddr = "127.0.0.1:10101".parse().unwrap();
+//! let users: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+//! let built = ServerConfig::builder(tunnel, users)
+//!     .key("example-key")
+//!     .mode(ServerMode::Reverse)
+//!     .max(512)
+//!     .build()?;
+//! let url = "server://example-key@127.0.0.1:10101/127.0.0.1:8080?mode=1&max=512";
+//! assert_eq!(Config::Server(built), Config::parse(url)?);
+//!
+//! let bad = ServerConfig::builder(tunnel, users).max(0).build().unwrap_err();
+//! assert!(bad.to_string().starts_with("invalid max \"0\""));
+//! # Ok::<(), nodepass_core::config::ConfigError>(())
+//! ```
+//!
 //! # Layout
 //! - `types`: the typed configuration ([`Config`], [`ServerConfig`], [`TunnelParams`], ...).
+//! - `builder`: [`ServerBuilder`], [`ClientBuilder`], [`MasterBuilder`]: typed construction,
+//!   validated by the URL parser's own checks.
 //! - `parse`: `FromStr` (URL structure and cross-parameter checks).
 //! - `params`: the parameter table, which role accepts what, and each value's spelling.
 //! - `address`: `HOST:PORT` parsing and printing.
@@ -30,6 +69,7 @@
 //! - `secret`: the masked [`TunnelKey`] and the port-derived key.
 
 mod address;
+mod builder;
 mod display;
 pub mod duration;
 mod params;
@@ -40,8 +80,11 @@ mod types;
 #[cfg(test)]
 mod balance_tests;
 #[cfg(test)]
+mod builder_tests;
+#[cfg(test)]
 mod tests;
 
+pub use builder::{ClientBuilder, MasterBuilder, ServerBuilder};
 pub use params::PARAMS;
 pub use parse::MAX_URL_LEN;
 pub use secret::{MASK, TunnelKey, WEAK_KEY_MIN_DISTINCT, WEAK_KEY_MIN_LEN};

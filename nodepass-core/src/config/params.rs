@@ -67,6 +67,8 @@ fn allowed_for(role: Role) -> String {
 }
 
 /// The parameters of one URL, checked against the role; values are taken out one by one.
+/// The builders fill one with [`Query::set`] in the URL's spelling.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Query {
     values: HashMap<&'static str, String>,
 }
@@ -109,6 +111,13 @@ impl Query {
         Ok(Query { values })
     }
 
+    /// Set `name` (one of [`PARAMS`]) to `value`, replacing an earlier value: how the builders
+    /// record a setting, spelled as in a URL.
+    pub(crate) fn set(&mut self, name: &'static str, value: String) {
+        debug_assert!(PARAMS.iter().any(|(n, _)| *n == name), "unknown {name}");
+        self.values.insert(name, value);
+    }
+
     /// Take the raw value of `name`, if given.
     pub(crate) fn take(&mut self, name: &str) -> Option<String> {
         self.values.remove(name)
@@ -116,7 +125,7 @@ impl Query {
 
     /// Called once every parameter of the role has been taken: one accepted by [`PARAMS`] but
     /// never read would otherwise be silently ignored.
-    pub(crate) fn finish(self) {
+    pub(crate) fn finish(&self) {
         debug_assert!(
             self.values.is_empty(),
             "unread parameters: {:?}",

@@ -136,13 +136,16 @@ impl<'a> RawUrl<'a> {
         let key = percent_decode_str(user)
             .decode_utf8()
             .map_err(|_| key_error(MASK, "not valid UTF-8 after percent-decoding"))?;
-        if key.chars().any(char::is_control) {
-            return Err(key_error(
-                MASK,
-                "control characters are not allowed in a key",
-            ));
-        }
-        Ok(Some(TunnelKey::new(key)))
+        tunnel_key(key.into_owned()).map(Some)
+    }
+
+    /// The checked address part of a server or client URL: key, tunnel address, targets.
+    fn tunnel_parts(&self) -> Result<TunnelParts, ConfigError> {
+        Ok(TunnelParts {
+            key: self.key()?,
+            tunnel: Endpoint::parse(self.address, "tunnel")?,
+            targets: self.targets()?,
+        })
     }
 
     /// The target list of a server or client URL.
@@ -161,36 +164,35 @@ impl<'a> RawUrl<'a> {
             .map(|t| Endpoint::parse(t, "target"))
             .collect()
     }
+}
 
-    /// The API prefix of a master URL.
-    fn prefix(&self) -> Result<String, ConfigError> {
-        let raw = self.path.unwrap_or("");
-        let trimmed = raw.strip_suffix('/').unwrap_or(raw);
-        if trimmed.is_empty() {
-            return Ok(DEFAULT_MASTER_PREFIX.to_owned());
-        }
-        let value = format!("/{raw}");
-        if raw.contains(':') || raw.contains(',') {
+/// The API prefix of a master URL from its path (`raw`: after the first `/`, without it).
+pub(crate) fn prefix(raw: &str) -> Result<String, ConfigError> {
+    let trimmed = raw.strip_suffix('/').unwrap_or(raw);
+    if trimmed.is_empty() {
+        return Ok(DEFAULT_MASTER_PREFIX.to_owned());
+    }
+    let value = format!("/{raw}");
+    if raw.contains(':') || raw.contains(',') {
+        return Err(invalid(
+            "prefix",
+            &value,
+            "a master URL takes an API path prefix such as /api, not targets",
+        ));
+    }
+    for segment in trimmed.split('/') {
+        let ok_chars = segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b));
+        if segment.is_empty() || segment == "." || segment == ".." || !ok_chars {
             return Err(invalid(
                 "prefix",
                 &value,
-                "a master URL takes an API path prefix such as /api, not targets",
+                "expected /SEGMENT[/SEGMENT...] of letters, digits, '.', '_', '~' and '-'",
             ));
         }
-        for segment in trimmed.split('/') {
-            let ok_chars = segment
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b));
-            if segment.is_empty() || segment == "." || segment == ".." || !ok_chars {
-                return Err(invalid(
-                    "prefix",
-                    &value,
-                    "expected /SEGMENT[/SEGMENT...] of letters, digits, '.', '_', '~' and '-'",
-                ));
-            }
-        }
-        Ok(format!("/{trimmed}"))
     }
+    Ok(format!("/{trimmed}"))
 }
 
 impl FromStr for Config {
@@ -199,14 +201,22 @@ impl FromStr for Config {
     /// Parse and validate a NodePass URL; see the [module docs](super) for the grammar.
     fn from_str(s: &str) -> Result<Config, ConfigError> {
         let url = RawUrl::split(s)?;
-        let mut q = Query::parse(url.role, url.query)?;
-        let config = match url.role {
-            Role::Server => Config::Server(server(&url, &mut q)?),
-            Role::Client => Config::Client(client(&url, &mut q)?),
-            Role::Master => Config::Master(master(&url, &mut q)?),
-        };
-        q.finish();
-        Ok(config)
+        let q = Query::parse(url.role, url.query)?;
+        Ok(match url.role {
+            Role::Server => Config::Server(server(url.tunnel_parts()?, q)?),
+            Role::Client => Config::Client(client(url.tunnel_parts()?, q)?),
+            Role::Master => {
+                if url.user.is_some() {
+                    return Err(invalid(
+                        "tunnel key",
+                        MASK,
+                        "a master URL takes no key (KEY@)",
+                    ));
+                }
+                let listen = Endpoint::parse(url.address, "listen")?;
+                Config::Master(master(listen, prefix(url.path.unwrap_or(""))?, q)?)
+            }
+        })
     }
 }
 
@@ -217,11 +227,45 @@ impl Config {
     }
 }
 
+/// An explicit tunnel key, checked (the URL's user part after percent-decoding, or a builder's
+/// key).
+pub(crate) fn tunnel_key(key: String) -> Result<TunnelKey, ConfigError> {
+    if key.is_empty() {
+        return Err(invalid(
+            "tunnel key",
+            "",
+            "empty key; give none (no KEY@) to derive the key from the port",
+        ));
+    }
+    if key.chars().any(char::is_control) {
+        return Err(invalid(
+            "tunnel key",
+            MASK,
+            "control characters are not allowed in a key",
+        ));
+    }
+    Ok(TunnelKey::new(key))
+}
+
+/// The address part of a server or client configuration, each piece already checked: what the
+/// URL parser and the builders ([`super::builder`]) both hand to [`server`] and [`client`].
+#[derive(Debug, Clone)]
+pub(crate) struct TunnelParts {
+    /// The explicit key; `None` derives it from the tunnel port.
+    pub(crate) key: Option<TunnelKey>,
+    /// The tunnel address.
+    pub(crate) tunnel: Endpoint,
+    /// The targets (at least one).
+    pub(crate) targets: Vec<Endpoint>,
+}
+
 /// The parameters shared by server and client.
-fn tunnel_params(url: &RawUrl<'_>, q: &mut Query) -> Result<TunnelParams, ConfigError> {
-    let explicit = url.key()?;
-    let tunnel = Endpoint::parse(url.address, "tunnel")?;
-    let targets = url.targets()?;
+fn tunnel_params(parts: TunnelParts, q: &mut Query) -> Result<TunnelParams, ConfigError> {
+    let TunnelParts {
+        key: explicit,
+        tunnel,
+        targets,
+    } = parts;
     let key_derived = explicit.is_none();
     let key = explicit.unwrap_or_else(|| TunnelKey::derive(tunnel.port));
     let tcp = !q.get("notcp", false, params::flag)?;
@@ -253,8 +297,11 @@ fn tunnel_params(url: &RawUrl<'_>, q: &mut Query) -> Result<TunnelParams, Config
     })
 }
 
-fn server(url: &RawUrl<'_>, q: &mut Query) -> Result<ServerConfig, ConfigError> {
-    let params = tunnel_params(url, q)?;
+/// A server configuration from its checked address part and its parameters; every parameter of
+/// `q` is used.
+pub(crate) fn server(parts: TunnelParts, mut q: Query) -> Result<ServerConfig, ConfigError> {
+    let q = &mut q;
+    let params = tunnel_params(parts, q)?;
     let tls = params::tls(q)?;
     let pool_type = q.get("type", PoolType::default(), PoolType::parse_code)?;
     if matches!(pool_type, PoolType::Quic | PoolType::Http2) && tls == TlsMode::Off {
@@ -277,24 +324,29 @@ fn server(url: &RawUrl<'_>, q: &mut Query) -> Result<ServerConfig, ConfigError> 
     if dials {
         no_port_zero(&params)?;
     }
-    Ok(ServerConfig {
+    let config = ServerConfig {
         params,
         tls,
         max: q.get("max", default_max, params::pool_size)?,
         mode,
         pool_type,
         ws: params::websocket(q, false)?,
-    })
+    };
+    q.finish();
+    Ok(config)
 }
 
-fn client(url: &RawUrl<'_>, q: &mut Query) -> Result<ClientConfig, ConfigError> {
-    let params = tunnel_params(url, q)?;
+/// A client configuration from its checked address part and its parameters; every parameter of
+/// `q` is used.
+pub(crate) fn client(parts: TunnelParts, mut q: Query) -> Result<ClientConfig, ConfigError> {
+    let q = &mut q;
+    let params = tunnel_params(parts, q)?;
     let default_min = NonZeroU32::new(DEFAULT_POOL_MIN).expect("non-zero");
     let mode = q.get("mode", ClientMode::default(), ClientMode::parse_code)?;
     if mode == ClientMode::SingleEnd {
         no_port_zero(&params)?;
     }
-    Ok(ClientConfig {
+    let config = ClientConfig {
         params,
         sni: q.take("sni").map(|v| params::sni("sni", &v)).transpose()?,
         ca: q.take("ca").map(|v| params::path("ca", &v)).transpose()?,
@@ -302,7 +354,9 @@ fn client(url: &RawUrl<'_>, q: &mut Query) -> Result<ClientConfig, ConfigError> 
         mode,
         pool_type: q.get("type", PoolType::default(), client_pool_type)?,
         ws: params::websocket(q, true)?,
-    })
+    };
+    q.finish();
+    Ok(config)
 }
 
 /// A client's `type`: 0 (learn it from the server) or 2 (WebSocket from the start).
@@ -330,17 +384,17 @@ fn no_port_zero(params: &TunnelParams) -> Result<(), ConfigError> {
     }
 }
 
-fn master(url: &RawUrl<'_>, q: &mut Query) -> Result<MasterConfig, ConfigError> {
-    if url.user.is_some() {
-        return Err(invalid(
-            "tunnel key",
-            MASK,
-            "a master URL takes no key (KEY@)",
-        ));
-    }
+/// A master configuration from its listen address, its checked API prefix and its parameters;
+/// every parameter of `q` is used.
+pub(crate) fn master(
+    listen: Endpoint,
+    prefix: String,
+    mut q: Query,
+) -> Result<MasterConfig, ConfigError> {
+    let q = &mut q;
     let config = MasterConfig {
-        listen: Endpoint::parse(url.address, "listen")?,
-        prefix: url.prefix()?,
+        listen,
+        prefix,
         log: q.get("log", LogLevel::default(), LogLevel::parse_code)?,
         tls: params::tls(q)?,
         state: q
@@ -361,6 +415,7 @@ fn master(url: &RawUrl<'_>, q: &mut Query) -> Result<MasterConfig, ConfigError> 
             .map(|v| params::path("store_password_file", &v))
             .transpose()?,
     };
+    q.finish();
     if config.store.is_some() {
         if config.state.is_some() {
             return Err(invalid(

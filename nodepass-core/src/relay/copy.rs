@@ -151,7 +151,7 @@ impl Direction {
 /// Copy `a` to `b` and `b` to `a` until both reach EOF; returns the bytes (a→b, b→a). An error
 /// in either direction ends both. Cancel safe only in the sense that dropping it drops the
 /// data in flight (as with tokio's `copy_bidirectional`).
-pub async fn copy_bidirectional<A, B>(a: &mut A, b: &mut B) -> io::Result<(u64, u64)>
+pub(super) async fn copy_bidirectional<A, B>(a: &mut A, b: &mut B) -> io::Result<(u64, u64)>
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,

@@ -17,7 +17,7 @@ use crate::stats::Stats;
 
 /// When a session last moved a byte, shared by both directions.
 #[derive(Debug, Clone)]
-pub struct Activity {
+pub(crate) struct Activity {
     base: Instant,
     last_ms: Arc<AtomicU64>,
 }
@@ -30,7 +30,7 @@ impl Default for Activity {
 
 impl Activity {
     /// Start counting now.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Activity {
             base: Instant::now(),
             last_ms: Arc::new(AtomicU64::new(0)),
@@ -38,13 +38,13 @@ impl Activity {
     }
 
     /// Record activity now.
-    pub fn touch(&self) {
+    pub(crate) fn touch(&self) {
         self.last_ms
             .store(self.base.elapsed().as_millis() as u64, Relaxed);
     }
 
     /// Resolves once nothing moved for `timeout` (never, for `None`). Cancel safe.
-    pub async fn idle_for(&self, timeout: Option<Duration>) {
+    pub(crate) async fn idle_for(&self, timeout: Option<Duration>) {
         let Some(timeout) = timeout else {
             return std::future::pending().await;
         };
@@ -61,7 +61,7 @@ impl Activity {
 
 /// A local TCP socket whose reads and writes are counted, recorded as activity and rate limited.
 #[derive(Debug)]
-pub struct Metered<S> {
+pub(crate) struct Metered<S> {
     inner: S,
     stats: Arc<Stats>,
     rate: Option<RateLimiter>,
@@ -73,7 +73,12 @@ pub struct Metered<S> {
 
 impl<S> Metered<S> {
     /// Meter a TCP stream.
-    pub fn tcp(inner: S, stats: Arc<Stats>, rate: Option<RateLimiter>, activity: Activity) -> Self {
+    pub(crate) fn tcp(
+        inner: S,
+        stats: Arc<Stats>,
+        rate: Option<RateLimiter>,
+        activity: Activity,
+    ) -> Self {
         Metered {
             inner,
             stats,
@@ -86,7 +91,7 @@ impl<S> Metered<S> {
     }
 
     /// Also count reads and writes into `tap`.
-    pub fn with_tap(mut self, tap: Option<Arc<dyn super::Tap>>) -> Self {
+    pub(crate) fn with_tap(mut self, tap: Option<Arc<dyn super::Tap>>) -> Self {
         self.tap = tap;
         self
     }
@@ -165,14 +170,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
 
 /// A stream that first yields `prefix`, then reads from `inner`; writes go to `inner`.
 #[derive(Debug)]
-pub struct Prefixed<S> {
+pub(crate) struct Prefixed<S> {
     prefix: BytesMut,
     inner: S,
 }
 
 impl<S> Prefixed<S> {
     /// Wrap `inner`, replaying `prefix` first.
-    pub fn new(prefix: BytesMut, inner: S) -> Self {
+    pub(crate) fn new(prefix: BytesMut, inner: S) -> Self {
         Prefixed { prefix, inner }
     }
 }

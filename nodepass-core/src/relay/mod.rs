@@ -10,9 +10,9 @@
 mod copy;
 mod metered;
 #[cfg(target_os = "linux")]
-pub mod splice;
+pub(crate) mod splice;
 
-pub use metered::{Activity, Metered, Prefixed};
+pub(crate) use metered::{Activity, Metered, Prefixed};
 
 use std::io;
 use std::sync::Arc;
@@ -29,11 +29,11 @@ use crate::transport::TunnelStream;
 
 /// Relay buffer size per direction (measured: 16 KiB buffers cut TLS bulk throughput by a
 /// third against 64 KiB, see docs/benchmarks.md). Borrowed only while data moves.
-pub const RELAY_BUFFER: usize = 64 * 1024;
+pub(crate) const RELAY_BUFFER: usize = 64 * 1024;
 
 /// What every relay of one tunnel shares.
 #[derive(Debug, Clone)]
-pub struct RelayCtx {
+pub(crate) struct RelayCtx {
     /// The tunnel's counters.
     pub stats: Arc<Stats>,
     /// The tunnel's rate limit, if any.
@@ -50,7 +50,7 @@ pub struct RelayCtx {
 
 /// Extra accounting of one session's local socket, besides the tunnel's [`Stats`] (used for
 /// per-target statistics). Called on the relay's hot path: keep it to a few atomic operations.
-pub trait Tap: Send + Sync + std::fmt::Debug {
+pub(crate) trait Tap: Send + Sync + std::fmt::Debug {
     /// `n` bytes were read from the local socket.
     fn read(&self, n: u64);
     /// `n` bytes were written to the local socket.
@@ -64,7 +64,7 @@ pub trait Tap: Send + Sync + std::fmt::Debug {
 /// A relay that ends on a reset or abort by either peer, or is cut by the tunnel's hard stop,
 /// closes *both* sockets with a reset (`SO_LINGER` 0): the reset travels on across the
 /// tunnel to the far user or target, which so never mistakes a cut stream for a complete one.
-pub async fn relay_stream(
+pub(crate) async fn relay_stream(
     local: TcpStream,
     remote: TunnelStream,
     prefix: BytesMut,
@@ -113,7 +113,7 @@ async fn relay_stream_inner(
 
 /// Why a relay ended early.
 #[derive(Debug, thiserror::Error)]
-pub enum RelayEnd {
+pub(crate) enum RelayEnd {
     /// The session was idle longer than the `read` timeout.
     #[error("idle timeout")]
     Idle,
@@ -128,7 +128,7 @@ pub enum RelayEnd {
 /// Relay a TCP session between `local` (user or target socket) and `tunnel`, sending `prefix`
 /// (bytes already read off the tunnel after the `Open`) to `local` first. Returns the bytes
 /// carried (local→tunnel, tunnel→local) when both directions ended normally.
-pub async fn relay_tcp<L, T>(
+pub(crate) async fn relay_tcp<L, T>(
     local: L,
     tunnel: T,
     prefix: BytesMut,
@@ -151,7 +151,7 @@ where
 }
 
 /// True for errors that are ordinary peer behaviour (logged at debug, not as failures).
-pub fn is_peer_disconnect(e: &io::Error) -> bool {
+pub(crate) fn is_peer_disconnect(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionReset

@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use super::{Activity, RelayCtx, RelayEnd};
 
 /// Pipe capacity requested per direction (the kernel may grant less; that is fine).
-pub const PIPE_SIZE: usize = 1 << 20;
+pub(crate) const PIPE_SIZE: usize = 1 << 20;
 /// Largest single `splice` call.
 const SPLICE_CHUNK: usize = 1 << 20;
 /// Empty pipes kept per thread for reuse.
@@ -142,7 +142,7 @@ async fn one_way(
 /// Relay `local` (user or target socket) and `remote` (plain tunnel connection or target) with
 /// `splice`, after writing `prefix` to `local`. Returns bytes carried (local→remote,
 /// remote→local). Counts `local` reads as `tcp_rx` and `local` writes as `tcp_tx`.
-pub async fn relay(
+pub(crate) async fn relay(
     mut local: TcpStream,
     remote: TcpStream,
     prefix: BytesMut,

@@ -201,8 +201,9 @@ fn init(conn: &mut Connection, path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tests::{TempDir, record};
+    use crate::store::tests::record;
     use crate::store::{SqliteStore, Store};
+    use nodepass_testkit::temp_dir;
 
     fn mode_of(path: &Path) -> u32 {
         fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -210,7 +211,7 @@ mod tests {
 
     #[tokio::test]
     async fn files_are_private() {
-        let dir = TempDir::new("mode");
+        let dir = temp_dir("mode");
         let path = dir.path().join("state.db");
         let store = SqliteStore::open(&path).unwrap();
         store.put(&record(1)).await.unwrap();
@@ -228,7 +229,7 @@ mod tests {
 
     #[test]
     fn a_missing_directory_is_an_io_error_naming_the_path() {
-        let dir = TempDir::new("missing");
+        let dir = temp_dir("missing");
         let path = dir.path().join("no-such-dir").join("state.db");
         let err = SqliteStore::open(&path).unwrap_err();
         assert!(
@@ -246,7 +247,7 @@ mod tests {
 
     #[test]
     fn a_file_that_is_not_a_database_is_refused_and_kept() {
-        let dir = TempDir::new("garbage");
+        let dir = temp_dir("garbage");
         let long: Vec<u8> = (0..8192u32).map(|i| (i * 7 % 251) as u8).collect();
         for (name, content) in [("short", b"hello".to_vec()), ("long", long)] {
             let path = dir.path().join(name);
@@ -260,7 +261,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_newer_schema_is_refused_and_kept() {
-        let dir = TempDir::new("newer");
+        let dir = temp_dir("newer");
         let path = dir.path().join("state.db");
         SqliteStore::open(&path)
             .unwrap()
@@ -290,7 +291,7 @@ mod tests {
 
     #[test]
     fn a_foreign_database_is_refused() {
-        let dir = TempDir::new("foreign");
+        let dir = temp_dir("foreign");
         let path = dir.path().join("other.db");
         Connection::open(&path)
             .unwrap()
@@ -302,7 +303,7 @@ mod tests {
 
     #[tokio::test]
     async fn damaged_pages_are_reported_as_corrupt() {
-        let dir = TempDir::new("damaged");
+        let dir = temp_dir("damaged");
         let path = dir.path().join("state.db");
         {
             let store = SqliteStore::open(&path).unwrap();
@@ -340,7 +341,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_second_open_is_refused_while_the_first_is_alive() {
-        let dir = TempDir::new("locked");
+        let dir = temp_dir("locked");
         let path = dir.path().join("state.db");
         let first = SqliteStore::open(&path).unwrap();
         let err = SqliteStore::open(&path).unwrap_err();

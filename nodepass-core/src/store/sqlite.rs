@@ -471,17 +471,18 @@ impl std::fmt::Debug for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tests::{TempDir, exercise_store, record};
+    use crate::store::tests::{exercise_store, record};
+    use nodepass_testkit::temp_dir;
 
     #[tokio::test]
     async fn sqlite_store_passes_the_shared_behaviour() {
-        let dir = TempDir::new("shared");
+        let dir = temp_dir("shared");
         exercise_store(&SqliteStore::open(dir.path().join("state.db")).unwrap()).await;
     }
 
     #[tokio::test]
     async fn reopen_keeps_everything() {
-        let dir = TempDir::new("reopen");
+        let dir = temp_dir("reopen");
         let path = dir.path().join("state.db");
         let records: Vec<_> = (1..=20).map(record).collect();
         {
@@ -515,7 +516,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_write_keeps_the_previous_state() {
-        let dir = TempDir::new("atomic");
+        let dir = temp_dir("atomic");
         let store = SqliteStore::open(dir.path().join("state.db")).unwrap();
         let (a, b) = (record(1), record(2));
         store.put(&a).await.unwrap();
@@ -566,7 +567,7 @@ mod tests {
     #[tokio::test]
     #[ignore = "timing report"]
     async fn put_latency() {
-        let dir = TempDir::new("latency");
+        let dir = temp_dir("latency");
         let store = SqliteStore::open(dir.path().join("state.db")).unwrap();
         let n = 500u32;
         let started = std::time::Instant::now();

@@ -78,7 +78,9 @@ impl Events {
     }
 
     /// The next event; `None` once the supervisor has shut down (after its `Shutdown` event)
-    /// or is gone. Cancel safe.
+    /// or is gone.
+    ///
+    /// Cancel safety: safe; an event is taken only when the future completes.
     pub async fn recv(&mut self) -> Option<Event> {
         match self.rx.recv().await {
             Ok(event) => Some(event),

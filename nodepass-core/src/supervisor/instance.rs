@@ -261,8 +261,10 @@ impl Instance {
     /// [`start_wait`](super::SupervisorOptions::start_wait) with `starting`. Refuses (`Conflict`)
     /// an instance already running or starting, or one whose listen address another running
     /// instance uses. A pending automatic restart is replaced by this start. Records that the
-    /// operator wants it running. Cancel safe: once the start is recorded, dropping the future
-    /// only skips the wait.
+    /// operator wants it running.
+    ///
+    /// Cancel safety: safe; the start runs as a task of the supervisor, so a dropped future
+    /// only loses the answer.
     pub async fn start(&self) -> Result<InstanceInfo> {
         self.detached(|i| async move { i.launch(false).await })
             .await
@@ -270,6 +272,9 @@ impl Instance {
 
     /// Stop (if it runs) and start again, with the same answer as [`start`](Self::start). A
     /// stopped instance is simply started.
+    ///
+    /// Cancel safety: safe; the restart runs as a task of the supervisor, so a dropped future
+    /// only loses the answer.
     pub async fn restart(&self) -> Result<InstanceInfo> {
         self.detached(|i| async move { i.launch(true).await }).await
     }
@@ -347,8 +352,10 @@ impl Instance {
 
     /// Stop a running, starting or failed instance (cancelling a pending automatic restart);
     /// answers once its tunnel has stopped (at most the grace period). Refuses (`Conflict`) an
-    /// instance already stopped. Records that the operator wants it stopped. Cancel safe: a
-    /// dropped future leaves the stop to finish in the background.
+    /// instance already stopped. Records that the operator wants it stopped.
+    ///
+    /// Cancel safety: safe; the stop runs as a task of the supervisor, so a dropped future
+    /// leaves it to finish in the background.
     pub async fn stop(&self) -> Result<InstanceInfo> {
         self.detached(|i| async move { i.stop_now().await }).await
     }
@@ -377,7 +384,10 @@ impl Instance {
         Ok(self.m.info())
     }
 
-    /// Zero the cumulative traffic, in the store and in the running tunnel. Cancel safe.
+    /// Zero the cumulative traffic, in the store and in the running tunnel.
+    ///
+    /// Cancel safety: safe; the reset runs as a task of the supervisor, so a dropped future
+    /// leaves it to finish in the background.
     pub async fn reset(&self) -> Result<InstanceInfo> {
         self.detached(|i| async move { i.reset_now().await }).await
     }
@@ -414,8 +424,10 @@ impl Instance {
     /// Replace the URL (validated first; `Invalid` with field `url`). An instance that is
     /// running, starting or waiting to restart is restarted with the new configuration, with
     /// the same answer as [`start`](Self::start); others keep their status (an `error` from the
-    /// old URL becomes `stopped`). Cancel safe: a dropped future leaves the change (and the
-    /// restart) to finish in the background.
+    /// old URL becomes `stopped`).
+    ///
+    /// Cancel safety: safe; a dropped future leaves the change (and the restart) to finish in
+    /// the background, as a task of the supervisor.
     pub async fn replace_url(&self, url: &str) -> Result<InstanceInfo> {
         // A URL sent back with the masked key (an edit in a frontend) keeps the stored key.
         let url = validate::unmask_url(url, &self.m.lock().record.url);
@@ -454,7 +466,10 @@ impl Instance {
     }
 
     /// Change alias, restart policy and metadata (validated completely first). A new policy
-    /// applies from the next failure on. Cancel safe.
+    /// applies from the next failure on.
+    ///
+    /// Cancel safety: safe; the update runs as a task of the supervisor, so a dropped future
+    /// leaves it to finish in the background.
     pub async fn update(&self, update: UpdateInstance) -> Result<InstanceInfo> {
         self.detached(|i| async move { i.update_now(update).await })
             .await

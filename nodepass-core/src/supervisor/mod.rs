@@ -206,7 +206,10 @@ impl Supervisor {
     /// Load every instance from `store` and start those with `restart: true` or left running by
     /// the operator (see the [module docs](self)); an instance that cannot start is in `error`.
     /// `shutdown` stops everything (within the grace period) when cancelled. Returns without
-    /// waiting for the started instances to run. Errors: the store cannot be read. Cancel safe.
+    /// waiting for the started instances to run. Errors: the store cannot be read.
+    ///
+    /// Cancel safety: safe; dropped while the store is read, it has started nothing (past that
+    /// it does not wait).
     pub async fn open(
         store: Arc<dyn Store>,
         options: SupervisorOptions,
@@ -266,7 +269,10 @@ impl Supervisor {
     /// Validate and create an instance (stopped until started, unless `restart` or `start` is
     /// set, then started at once, with the same answer as [`start`](Self::start) unless
     /// `no_wait`; a start failure leaves it created, in `error`). Refuses (`Conflict`) a listen address another running instance
-    /// uses. Cancel safe: once created, dropping the future only skips the wait.
+    /// uses.
+    ///
+    /// Cancel safety: safe; the creation runs as a task of the supervisor, so a dropped future
+    /// only loses the answer (the instance is still created, and started if asked).
     pub async fn create(&self, req: CreateInstance) -> Result<InstanceInfo> {
         // As a task of the tracker, so that a dropped future never separates the store write
         // from the memory change after it (see `Instance::detached`).
@@ -333,6 +339,9 @@ impl Supervisor {
     /// Take over an instance whose record another master wrote to the store for this node
     /// (fleet mode): add it with its id as stored, without writing, and start it if it has
     /// `restart: true` or is desired running. Refused (`Conflict`) if the id is already here.
+    ///
+    /// Cancel safety: safe; dropped while it waits for the supervisor's write lock, it has done
+    /// nothing, and after that it does not wait.
     pub async fn adopt(&self, record: InstanceRecord) -> Result<InstanceInfo> {
         let core = &self.core;
         core.check_open()?;
@@ -378,38 +387,52 @@ impl Supervisor {
     }
 
     /// Start a stopped or failed instance; see [`Instance::start`].
+    ///
+    /// Cancel safety: safe, as [`Instance::start`].
     pub async fn start(&self, id: &str) -> Result<InstanceInfo> {
         self.instance(id)?.start().await
     }
 
     /// Stop a running, starting or failed-and-retrying instance; see [`Instance::stop`].
+    ///
+    /// Cancel safety: safe, as [`Instance::stop`].
     pub async fn stop(&self, id: &str) -> Result<InstanceInfo> {
         self.instance(id)?.stop().await
     }
 
     /// Stop then start; see [`Instance::restart`].
+    ///
+    /// Cancel safety: safe, as [`Instance::restart`].
     pub async fn restart(&self, id: &str) -> Result<InstanceInfo> {
         self.instance(id)?.restart().await
     }
 
     /// Zero the instance's traffic counters, durably; see [`Instance::reset`].
+    ///
+    /// Cancel safety: safe, as [`Instance::reset`].
     pub async fn reset(&self, id: &str) -> Result<InstanceInfo> {
         self.instance(id)?.reset().await
     }
 
     /// Replace the URL (validated first) and restart if it was running; see
     /// [`Instance::replace_url`].
+    ///
+    /// Cancel safety: safe, as [`Instance::replace_url`].
     pub async fn replace_url(&self, id: &str, url: &str) -> Result<InstanceInfo> {
         self.instance(id)?.replace_url(url).await
     }
 
     /// Update alias, policy and metadata; see [`Instance::update`].
+    ///
+    /// Cancel safety: safe, as [`Instance::update`].
     pub async fn update(&self, id: &str, update: UpdateInstance) -> Result<InstanceInfo> {
         self.instance(id)?.update(update).await
     }
 
-    /// Delete from the store, then stop (within the grace period). Cancel safe: a dropped future
-    /// leaves the deletion to finish in the background.
+    /// Delete from the store, then stop (within the grace period).
+    ///
+    /// Cancel safety: safe; the deletion runs as a task of the supervisor, so a dropped future
+    /// leaves it to finish in the background.
     pub async fn delete(&self, id: &str) -> Result<()> {
         self.instance(id)?.delete().await
     }
@@ -421,7 +444,8 @@ impl Supervisor {
 
     /// The stored traffic samples of an instance taken at or after `since_ms` (unix
     /// milliseconds), oldest first.
-    /// Cancel safe (a read).
+    ///
+    /// Cancel safety: safe (a read).
     pub async fn history(&self, id: &str, since_ms: i64) -> Result<Vec<TrafficSample>> {
         self.core.get(id)?;
         Ok(self.core.store.history(id, since_ms).await?)
@@ -434,7 +458,12 @@ impl Supervisor {
 
     /// Stop every instance within the grace period, flush traffic totals, broadcast `shutdown`
     /// and close the event channel. Later operations fail with `ShuttingDown`. Idempotent;
-    /// concurrent calls all return once it is done. Cancel safe.
+    /// concurrent calls all return once it is done.
+    ///
+    /// Cancel safety: partly. The instances stop anyway (their token is cancelled at the first
+    /// poll), but the final traffic flush, the `shutdown` event and the closing of the event
+    /// channel happen only when a call runs to its end: call it again, or let the cancellation
+    /// of the token given to [`open`](Self::open) finish it in the background.
     pub async fn shutdown(&self) {
         self.core.shutdown().await;
     }

@@ -87,6 +87,8 @@ async fn bind_first<T>(ep: &Endpoint, bind: fn(SocketAddr) -> io::Result<T>) -> 
 }
 
 /// Bind a TCP listener on `ep` (SO_REUSEADDR, dual-stack for an empty host).
+///
+/// Cancel safety: safe; a dropped future leaves nothing bound.
 pub async fn bind_tcp(ep: &Endpoint) -> Result<TcpListener> {
     bind_first(ep, bind_tcp_addr).await
 }
@@ -106,6 +108,8 @@ fn bind_tcp_addr(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// Bind a UDP socket on `ep` (dual-stack for an empty host).
+///
+/// Cancel safety: safe; a dropped future leaves nothing bound.
 pub async fn bind_udp(ep: &Endpoint) -> Result<UdpSocket> {
     bind_first(ep, bind_udp_addr).await
 }
@@ -168,6 +172,8 @@ impl Resolver {
     }
 
     /// The socket addresses of `ep`; an empty host means loopback.
+    ///
+    /// Cancel safety: safe; an abandoned lookup is not cached.
     pub async fn resolve(&self, ep: &Endpoint) -> Result<Vec<SocketAddr>> {
         let name = match &ep.host {
             Host::Any => return Ok(vec![SocketAddr::from(([127, 0, 0, 1], ep.port))]),
@@ -219,7 +225,9 @@ impl Dialer {
         }
     }
 
-    /// Connect to one address. Cancel safe.
+    /// Connect to one address.
+    ///
+    /// Cancel safety: safe; a dropped future closes the socket.
     pub async fn connect(&self, addr: SocketAddr) -> io::Result<TcpStream> {
         let sock = if addr.is_ipv4() {
             TcpSocket::new_v4()?
@@ -261,6 +269,8 @@ impl Dialer {
     }
 
     /// Bind a UDP socket for talking to `peer` from the configured source address.
+    ///
+    /// Cancel safety: safe; a dropped future leaves nothing bound.
     pub async fn udp_socket(&self, peer: SocketAddr) -> io::Result<UdpSocket> {
         let unspecified: IpAddr = if peer.is_ipv4() {
             Ipv4Addr::UNSPECIFIED.into()

@@ -296,7 +296,9 @@ impl ClientTls {
         })
     }
 
-    /// Run the TLS handshake over `tcp`. Cancel safe (drops the connection).
+    /// Run the TLS handshake over `tcp`.
+    ///
+    /// Cancel safety: safe; a dropped future drops the connection.
     pub async fn connect(
         &self,
         tcp: tokio::net::TcpStream,

@@ -354,7 +354,9 @@ fn client_request(authority: &str, opts: &WebSocketOptions) -> io::Result<Reques
 
 /// Client side: upgrade an established TCP or TLS stream to a WebSocket (`authority` is the
 /// tunnel address as `host:port`, used when `wshost` is not set). The caller bounds it with a
-/// timeout. Cancel safe (dropping it drops the connection).
+/// timeout.
+///
+/// Cancel safety: safe; a dropped future drops the connection.
 pub async fn connect(
     stream: TunnelStream,
     authority: &str,
@@ -380,6 +382,8 @@ pub async fn connect(
 
 /// Server side: answer the client's upgrade request on an accepted TCP or TLS stream. A
 /// request for another path than `wspath` gets 404. The caller bounds it with a timeout.
+///
+/// Cancel safety: safe; a dropped future drops the connection.
 pub async fn accept(stream: TunnelStream, opts: &WebSocketOptions) -> io::Result<TunnelStream> {
     let binding = stream.channel_binding()?;
     let tls = stream.is_tls();

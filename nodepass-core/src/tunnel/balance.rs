@@ -27,17 +27,17 @@ use tokio::time::Instant;
 use crate::config::{Balance, Endpoint, LoadBalance};
 
 /// First back-off after a failed dial or probe.
-pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
+pub(super) const BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// Longest back-off (reached after repeated failures).
-pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Smallest score gain (in absolute time) that makes the latency strategy switch.
 /// (Scheduling noise on a busy host moves single samples by a few milliseconds.)
-pub const HYSTERESIS_MIN: Duration = Duration::from_millis(5);
+pub(super) const HYSTERESIS_MIN: Duration = Duration::from_millis(5);
 /// Smallest score gain (as a fraction of the current target's score) that makes it switch.
-pub const HYSTERESIS_FRACTION: f64 = 0.25;
+pub(super) const HYSTERESIS_FRACTION: f64 = 0.25;
 /// After the latency strategy moved its preference, it keeps it at least this long (unless the
 /// target goes down), so noisy samples cannot make it go back and forth.
-pub const MIN_HOLD: Duration = Duration::from_secs(10);
+pub(super) const MIN_HOLD: Duration = Duration::from_secs(10);
 /// Weight of a new sample in the smoothed latencies.
 const EWMA_WEIGHT: f64 = 0.3;
 

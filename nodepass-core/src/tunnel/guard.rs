@@ -31,7 +31,7 @@ pub const MAX_PENDING_PER_SOURCE: usize = 32;
 /// Refusals within a failure window (60 s) before a source is slowed down.
 pub const BACKOFF_AFTER: u32 = 8;
 /// Refusals older than this are forgotten.
-pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+pub(super) const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// Longest back-off of one source.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Interval of the aggregated refusal log.
@@ -43,7 +43,7 @@ pub const LOG_LINES_PER_INTERVAL: u32 = 20;
 /// Sources named in the summary of one interval.
 pub const LOG_SUMMARY_SOURCES: usize = 16;
 /// Sources tracked at once; beyond, new sources are only subject to the global limit.
-pub const MAX_TRACKED_SOURCES: usize = 4096;
+pub(super) const MAX_TRACKED_SOURCES: usize = 4096;
 
 /// Why a new connection was closed before its handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -86,6 +86,18 @@ impl TryFrom<Config> for TunnelConfig {
     }
 }
 
+impl From<ServerConfig> for TunnelConfig {
+    fn from(c: ServerConfig) -> Self {
+        TunnelConfig::Server(c)
+    }
+}
+
+impl From<ClientConfig> for TunnelConfig {
+    fn from(c: ClientConfig) -> Self {
+        TunnelConfig::Client(c)
+    }
+}
+
 impl FromStr for TunnelConfig {
     type Err = Error;
 
@@ -312,15 +324,24 @@ impl std::fmt::Debug for Tunnel {
 }
 
 impl Tunnel {
-    /// [`Tunnel::bind_with`] the default [`TunnelOptions`]. Cancel safe.
-    pub async fn bind(config: TunnelConfig) -> Result<Tunnel> {
-        Self::bind_with(config, TunnelOptions::default()).await
+    /// [`Tunnel::bind_with`] the default [`TunnelOptions`]; `config` is a [`TunnelConfig`], a
+    /// [`ServerConfig`] or a [`ClientConfig`] (from a URL or a builder).
+    ///
+    /// Cancel safety: safe; a dropped future closes whatever it had bound.
+    pub async fn bind(config: impl Into<TunnelConfig>) -> Result<Tunnel> {
+        Self::bind_with(config.into(), TunnelOptions::default()).await
     }
 
     /// Bind the listeners this configuration needs now and decide the mode (`mode=0` tries to
     /// bind and falls back as NodePass does), with the given timings and sizes. Errors: invalid
-    /// options, bind failures, unsupported features, unreadable TLS files. Cancel safe.
-    pub async fn bind_with(config: TunnelConfig, options: TunnelOptions) -> Result<Tunnel> {
+    /// options, bind failures, unsupported features, unreadable TLS files.
+    ///
+    /// Cancel safety: safe; a dropped future closes whatever it had bound.
+    pub async fn bind_with(
+        config: impl Into<TunnelConfig>,
+        options: TunnelOptions,
+    ) -> Result<Tunnel> {
+        let config = config.into();
         options.validate()?;
         let shared = Shared::new();
         let params = config.params().clone();
@@ -367,7 +388,11 @@ impl Tunnel {
 
     /// Run until `shutdown` is cancelled (then drain within
     /// [`TunnelOptions::shutdown_grace`]) or a fatal
-    /// error. Not cancel safe: cancel through `shutdown` instead of dropping the future.
+    /// error.
+    ///
+    /// Cancel safety: not cancel safe. A dropped future leaves the tunnel's tasks running
+    /// until `shutdown` is cancelled, skips the grace period and never sets the final state;
+    /// cancel `shutdown` and await the future instead.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let ctx = Ctx::new(
             self.shared.clone(),
@@ -481,7 +506,9 @@ impl TunnelHandle {
 
     /// Wait until the state satisfies `pred` and return it. Gives up with a [`WaitError`]
     /// (which works with `?`) when `timeout` passes or the tunnel ends (`Stopped`, `Failed`)
-    /// in a state `pred` does not accept. Cancel safe.
+    /// in a state `pred` does not accept.
+    ///
+    /// Cancel safety: safe; it only watches the state.
     pub async fn wait_for(
         &self,
         timeout: Duration,
@@ -507,15 +534,21 @@ impl TunnelHandle {
     }
 
     /// Wait until the tunnel is [`TunnelState::Ready`]; see [`wait_for`](Self::wait_for).
-    /// Cancel safe.
+    ///
+    /// Cancel safety: safe; it only watches the state.
     ///
     /// ```no_run
+    /// use std::net::SocketAddr;
     /// use std::time::Duration;
-    /// use nodepass_core::{ErrorKind, Tunnel, TunnelConfig, TunnelOptions, tunnel::TunnelState};
+    /// use nodepass_core::config::ClientConfig;
+    /// use nodepass_core::{ErrorKind, Tunnel, TunnelOptions, tunnel::TunnelState};
     /// use tokio_util::sync::CancellationToken;
     ///
     /// async fn demo(stop: CancellationToken) -> Result<(), Box<dyn std::error::Error>> {
-    /// let config: TunnelConfig = "client://key@127.0.0.1:10101/127.0.0.1:8080".parse()?;
+    /// let server = SocketAddr::from(([127, 0, 0, 1], 10101));
+    /// let target = SocketAddr::from(([127, 0, 0, 1], 8080));
+    /// // The same as parsing "client://key@127.0.0.1:10101/127.0.0.1:8080".
+    /// let config = ClientConfig::builder(server, target).key("key").build()?;
     /// let mut options = TunnelOptions::default();
     /// options.handshake_timeout = Duration::from_secs(3);
     /// let client = Tunnel::bind_with(config, options).await?.spawn(stop);
@@ -541,7 +574,8 @@ impl TunnelHandle {
     }
 
     /// Wait for the tunnel to end and return how it ended. A second call returns `Ok(())`.
-    /// Cancel safe.
+    ///
+    /// Cancel safety: safe; the tunnel keeps running and a later call still gets its result.
     pub async fn wait(&self) -> Result<()> {
         let mut guard = self.task.lock().await;
         let Some(task) = guard.as_mut() else {

@@ -2,22 +2,12 @@
 
 use super::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
-/// An echo server on 127.0.0.1:0; returns its address.
+/// An echo server on 127.0.0.1:0 ([`nodepass_testkit::server::echo`]) that serves until the
+/// test's runtime ends; returns its address.
 async fn echo_server() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
-        }
-    });
-    addr
+    nodepass_testkit::server::echo().await.detach()
 }
 
 async fn start(url: &str, stop: &CancellationToken) -> TunnelHandle {

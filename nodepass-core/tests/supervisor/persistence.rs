@@ -7,6 +7,7 @@ use std::sync::{Arc, Weak};
 use nodepass_core::Supervisor;
 use nodepass_core::store::{SqliteStore, Store, TrafficTotals};
 use nodepass_core::supervisor::{CreateInstance, InstanceInfo, InstanceStatus, UpdateInstance};
+use nodepass_testkit::temp_dir;
 use tokio_util::sync::CancellationToken;
 
 use super::support::*;
@@ -45,7 +46,7 @@ fn identity(i: &InstanceInfo) -> impl PartialEq + std::fmt::Debug + use<> {
 
 #[tokio::test]
 async fn instances_survive_a_reopen_and_start_as_the_operator_left_them() {
-    let dir = TempDir::new("roundtrip");
+    let dir = temp_dir("roundtrip");
     let path = dir.path().join("state.db");
     let (sup, store) = open_file(&path).await;
 
@@ -111,7 +112,7 @@ async fn instances_survive_a_reopen_and_start_as_the_operator_left_them() {
 
 #[tokio::test]
 async fn traffic_totals_survive_instance_restarts_and_reopening() {
-    let dir = TempDir::new("traffic");
+    let dir = temp_dir("traffic");
     let path = dir.path().join("state.db");
     let (sup, store) = open_file(&path).await;
     let stop_echo = CancellationToken::new();

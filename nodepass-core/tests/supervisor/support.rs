@@ -1,11 +1,11 @@
-//! Fixtures of the supervisor tests: an echo server, a temp dir, a store that fails on demand,
+//! Fixtures of the supervisor tests: an echo server, a store that fails on demand,
 //! fast options, and bounded waits for statuses and events.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use nodepass_core::Supervisor;
@@ -16,7 +16,7 @@ use nodepass_core::supervisor::{
     Event, EventKind, Events, Instance, InstanceStatus, LogCapture, SupervisorOptions,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 /// Upper bound of every wait in these tests.
@@ -113,22 +113,14 @@ pub fn is_update(e: &Event, id: &str, status: InstanceStatus) -> bool {
             .is_some_and(|i| i.id == id && i.status == status)
 }
 
-/// A TCP echo server on 127.0.0.1:0 that lives until `stop` is cancelled.
+/// A TCP echo server on 127.0.0.1:0 ([`nodepass_testkit::server::echo`]) that lives until
+/// `stop` is cancelled.
 pub async fn echo_server(stop: CancellationToken) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
+    let server = nodepass_testkit::server::echo().await;
+    let addr = server.addr();
     tokio::spawn(async move {
-        loop {
-            let (mut s, _) = tokio::select! {
-                r = l.accept() => match r { Ok(c) => c, Err(_) => continue },
-                _ = stop.cancelled() => return,
-            };
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
-        }
+        stop.cancelled().await;
+        drop(server);
     });
     addr
 }
@@ -146,15 +138,10 @@ pub async fn roundtrip(addr: SocketAddr, payload: &[u8]) -> Vec<u8> {
     .await
 }
 
-/// Poll `cond` every 10 ms until it holds (at most [`DEADLINE`]): for figures that are
-/// updated just after the bytes they count were delivered.
+/// Poll `cond` until it holds, at most [`DEADLINE`] ([`nodepass_testkit::eventually`]): for
+/// figures that are updated just after the bytes they count were delivered.
 pub async fn eventually(what: &str, cond: impl Fn() -> bool) {
-    within(what, async {
-        while !cond() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
+    nodepass_testkit::eventually(DEADLINE, what, || std::future::ready(cond().then_some(()))).await
 }
 
 /// [`eventually`] for a condition that has to await (a store read).
@@ -162,39 +149,11 @@ pub async fn eventually_async<F: std::future::Future<Output = bool>>(
     what: &str,
     mut cond: impl FnMut() -> F,
 ) {
-    within(what, async {
-        while !cond().await {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    nodepass_testkit::eventually(DEADLINE, what, || {
+        let check = cond();
+        async move { check.await.then_some(()) }
     })
     .await
-}
-
-/// A fresh directory under the system temp dir, removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(name: &str) -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "nodepass-supervisor-{name}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A [`MemoryStore`] whose every operation fails while `fail` is set.

@@ -1,6 +1,6 @@
 //! Support for the master end-to-end tests: the `nodepass` executable started as a master on
-//! 127.0.0.1:0 (its URL read back from its log), a small HTTP/1.1 client, SSE parsing, an echo
-//! server.
+//! 127.0.0.1:0 (its URL read back from its log), the HTTP/1.1 client and SSE reader of
+//! `nodepass-testkit`, an echo server.
 
 #![allow(dead_code)]
 
@@ -11,14 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use serde_json::Value;
+use http::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// Every wait is bounded by this.
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -42,33 +37,13 @@ pub fn nodepass_exe() -> PathBuf {
     path
 }
 
-/// A fresh directory under the system temp dir, removed on drop.
-pub struct TempDir(PathBuf);
+// The HTTP client and the SSE reader are the workspace's one (shared with nodepass-api's
+// tests); `request` works on any HTTP server (e.g. the Go master).
+#[allow(unused_imports)]
+pub use nodepass_testkit::http::{Req, Res, Sse, request};
 
-impl TempDir {
-    pub fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "nodepass-{name}-{}-{:?}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+/// A fresh directory, removed on drop: the workspace's one helper for it.
+pub use nodepass_testkit::temp_dir;
 
 /// A running `nodepass master://...` process.
 pub struct MasterProcess {
@@ -191,161 +166,10 @@ impl Drop for MasterProcess {
     }
 }
 
-/// A request for the absolute `path` on any HTTP server at `addr` (e.g. the Go master).
-pub fn request(addr: SocketAddr, method: Method, path: &str) -> Req {
-    Req {
-        addr,
-        method,
-        path: path.to_string(),
-        headers: vec![("host".into(), addr.to_string())],
-        body: Bytes::new(),
-    }
-}
-
-/// One HTTP/1.1 request.
-pub struct Req {
-    addr: SocketAddr,
-    method: Method,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Bytes,
-}
-
-impl Req {
-    pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.into(), value.into()));
-        self
-    }
-
-    pub fn json(mut self, body: &str) -> Self {
-        self.headers
-            .push(("content-type".into(), "application/json".into()));
-        self.body = Bytes::from(body.to_string());
-        self
-    }
-
-    /// Send; the response head (body left to the caller).
-    pub async fn open(self) -> hyper::Response<Incoming> {
-        let mut b = Request::builder().method(self.method).uri(self.path);
-        for (n, v) in &self.headers {
-            b = b.header(n, v);
-        }
-        let req = b.body(Full::new(self.body)).unwrap();
-        let addr = self.addr;
-        tokio::time::timeout(DEADLINE, async move {
-            let stream = TcpStream::connect(addr).await.unwrap();
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            sender.send_request(req).await.unwrap()
-        })
-        .await
-        .expect("a response within the deadline")
-    }
-
-    /// Send; the whole response.
-    pub async fn send(self) -> Res {
-        let res = self.open().await;
-        let status = res.status();
-        let headers = res.headers().clone();
-        let body = tokio::time::timeout(DEADLINE, res.into_body().collect())
-            .await
-            .expect("a body within the deadline")
-            .unwrap()
-            .to_bytes();
-        Res {
-            status,
-            headers,
-            body,
-        }
-    }
-}
-
-/// A whole response.
-#[derive(Debug)]
-pub struct Res {
-    pub status: StatusCode,
-    pub headers: http::HeaderMap,
-    pub body: Bytes,
-}
-
-impl Res {
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.text()))
-    }
-
-    /// `data` of a success envelope with `status`.
-    pub fn data(&self, status: StatusCode) -> Value {
-        assert_eq!(self.status, status, "{}", self.text());
-        let v = self.json();
-        assert_eq!(v["success"], true, "{v}");
-        v["data"].clone()
-    }
-}
-
-/// Server-sent events from a response body.
-pub struct Sse {
-    body: Incoming,
-    buf: String,
-}
-
-impl Sse {
-    pub fn new(res: hyper::Response<Incoming>) -> Sse {
-        Sse {
-            body: res.into_body(),
-            buf: String::new(),
-        }
-    }
-
-    /// The next `(event, data)`, skipping comments and `retry:`; `None` at the end.
-    pub async fn next_event(&mut self) -> Option<(String, Value)> {
-        loop {
-            while let Some(end) = self.buf.find("\n\n") {
-                let block: String = self.buf.drain(..end + 2).collect();
-                let mut event = None;
-                let mut data = String::new();
-                for line in block.lines() {
-                    if let Some(e) = line.strip_prefix("event: ") {
-                        event = Some(e.to_string());
-                    } else if let Some(d) = line.strip_prefix("data: ") {
-                        data.push_str(d);
-                    }
-                }
-                if let Some(event) = event {
-                    return Some((event, serde_json::from_str(&data).unwrap()));
-                }
-            }
-            let frame = tokio::time::timeout(DEADLINE, self.body.frame())
-                .await
-                .expect("an event within the deadline")?;
-            if let Ok(data) = frame.unwrap().into_data() {
-                self.buf.push_str(std::str::from_utf8(&data).unwrap());
-            }
-        }
-    }
-}
-
-/// A TCP echo server on 127.0.0.1:0; runs until the runtime ends.
+/// A TCP echo server on 127.0.0.1:0 ([`nodepass_testkit::server::echo`]); runs until the
+/// runtime ends.
 pub async fn echo_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    addr
+    nodepass_testkit::server::echo().await.detach()
 }
 
 /// A port that was free a moment ago on 127.0.0.1. Racy by nature: used only where an instance

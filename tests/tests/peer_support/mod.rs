@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use http::Method;
 
-use crate::master_support::{DEADLINE, Req, TempDir, free_port, request};
+use crate::master_support::{DEADLINE, Req, free_port, request, temp_dir};
+use nodepass_testkit::TempDir;
 
 /// The repository's root (the parent of the `tests` crate).
 pub fn repo_root() -> PathBuf {
@@ -100,7 +101,7 @@ impl GoMaster {
     /// `None` when the peer is missing outside CI.
     pub fn start(log_level: &str) -> Option<GoMaster> {
         let peer = need_shared("peers/nodepass-go")?;
-        let dir = TempDir::new("go-master");
+        let dir = temp_dir("go-master");
         let exe = dir.path().join("nodepass-go");
         std::fs::copy(&peer, &exe).expect("copy nodepass-go");
         // The Go master cannot bind port 0 and report it; pick a free port (retry on a race).

@@ -242,6 +242,9 @@ impl PostgresStore {
 
     /// Register this node (or refresh it): its API URL, version and start time, and a
     /// heartbeat now.
+    ///
+    /// Cancel safety: as for a [`Store`](crate::store::Store) call, a dropped future does not
+    /// undo a statement already sent; treat the outcome as unknown.
     pub async fn heartbeat(&self, api: &str, version: &str, started_ms: i64) -> Result<()> {
         let sql = format!(
             "INSERT INTO nodes (name, api, version, started_ms, seen_ms) \
@@ -256,6 +259,8 @@ impl PostgresStore {
     }
 
     /// Every registered node, by name.
+    ///
+    /// Cancel safety: safe (a read).
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>> {
         let sql = format!(
             "SELECT name, api, version, started_ms, seen_ms, {DB_NOW_MS} - seen_ms \
@@ -276,6 +281,8 @@ impl PostgresStore {
     }
 
     /// Every instance of the fleet, ordered by `created_at` then `id`.
+    ///
+    /// Cancel safety: safe (a read).
     pub async fn fleet(&self) -> Result<Vec<FleetInstance>> {
         let sql = format!(
             "SELECT {RECORD_COLUMNS}, {FLEET_COLUMNS} FROM instances ORDER BY created_at, id"
@@ -344,6 +351,8 @@ impl PostgresStore {
     }
 
     /// One instance of the fleet.
+    ///
+    /// Cancel safety: safe (a read).
     pub async fn fleet_instance(&self, id: &str) -> Result<Option<FleetInstance>> {
         let sql = format!("SELECT {RECORD_COLUMNS}, {FLEET_COLUMNS} FROM instances WHERE id = $1");
         let row = in_tx!(self, "fleet_instance", |tx| {
@@ -354,6 +363,9 @@ impl PostgresStore {
 
     /// Create `record` owned by `node` (another node), and wake that node. Fails with
     /// [`StoreError::Invalid`] if the id is taken.
+    ///
+    /// Cancel safety: as for a [`Store`](crate::store::Store) call, a dropped future does not
+    /// undo a statement already sent; treat the outcome as unknown.
     pub async fn create_for(&self, node: &str, record: &InstanceRecord) -> Result<()> {
         record.validate()?;
         let meta = serde_json::to_string(&record.meta).map_err(|e| StoreError::Invalid {
@@ -399,6 +411,9 @@ impl PostgresStore {
     /// Merge `change` into the pending desired state of instance `id` (owned by another node),
     /// bump its versions and wake its owner, in one transaction. `None` if there is no such
     /// instance.
+    ///
+    /// Cancel safety: as for a [`Store`](crate::store::Store) call, a dropped future does not
+    /// undo a statement already sent; treat the outcome as unknown.
     pub async fn change(&self, id: &str, change: Spec) -> Result<Option<FleetInstance>> {
         let select = format!(
             "SELECT {RECORD_COLUMNS}, {FLEET_COLUMNS} FROM instances WHERE id = $1 FOR UPDATE"
@@ -436,6 +451,8 @@ impl PostgresStore {
     }
 
     /// This node's instances as the database has them (for the reconciler).
+    ///
+    /// Cancel safety: safe (a read).
     pub async fn owned(&self) -> Result<Vec<FleetInstance>> {
         let sql = format!(
             "SELECT {RECORD_COLUMNS}, {FLEET_COLUMNS} FROM instances WHERE node = $1 \
@@ -446,6 +463,9 @@ impl PostgresStore {
     }
 
     /// Record that this node applied the change with version `spec_version`.
+    ///
+    /// Cancel safety: as for a [`Store`](crate::store::Store) call, a dropped future does not
+    /// undo a statement already sent; treat the outcome as unknown.
     pub async fn mark_applied(&self, id: &str, spec_version: i64) -> Result<()> {
         in_tx!(self, "mark_applied", |tx| {
             tx.execute(
@@ -474,6 +494,9 @@ impl PostgresStore {
     }
 
     /// Report the status of several of this node's instances (what other masters show).
+    ///
+    /// Cancel safety: as for a [`Store`](crate::store::Store) call, a dropped future does not
+    /// undo a statement already sent; treat the outcome as unknown.
     pub async fn report_status(&self, statuses: &[(String, String, Option<String>)]) -> Result<()> {
         if statuses.is_empty() {
             return Ok(());

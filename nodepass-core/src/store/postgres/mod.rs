@@ -182,6 +182,10 @@ impl PostgresStore {
     /// Connect, create or migrate the schema, and return the store for `config.node`.
     /// Errors: the server cannot be reached ([`StoreError::Unavailable`]), refuses the login or
     /// the schema is newer than this build.
+    ///
+    /// Cancel safety: a dropped future closes its connection; a schema statement already sent
+    /// completes or fails on the server as if awaited (as for every [`Store`] call), and the
+    /// next `open` checks the schema again.
     pub async fn open(config: &PostgresConfig) -> Result<Self> {
         if config.node.is_empty() {
             return Err(StoreError::Invalid {

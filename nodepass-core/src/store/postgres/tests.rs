@@ -2,7 +2,9 @@
 //! by the harness the end-to-end tests use; skipped with a message when PostgreSQL is not
 //! installed, a failure under `CI=true`).
 
+// Shared with the nodepass-tests crate, where its items are its public API.
 #[path = "../../../../tests/src/postgres.rs"]
+#[allow(unreachable_pub)]
 mod harness;
 
 use std::sync::Arc;
