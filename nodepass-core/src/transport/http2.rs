@@ -188,10 +188,7 @@ impl H2Stream {
         // Nobody reads an idle stream, so polling it here with a no-op waker takes no wakeup
         // from anyone. Whatever is ready (data, the end, a reset) means it must not be used.
         let mut cx = Context::from_waker(Waker::noop());
-        match side.poll_fill(&mut cx) {
-            Poll::Pending => true,
-            Poll::Ready(_) => false,
-        }
+        side.poll_fill(&mut cx).is_pending()
     }
 }
 
@@ -462,15 +459,11 @@ impl H2Server {
                     continue;
                 }
             };
-            let stream = H2Stream::new(
-                send,
-                RecvState::Open(req.into_body()),
-                self.carrier.clone(),
-            );
+            let stream =
+                H2Stream::new(send, RecvState::Open(req.into_body()), self.carrier.clone());
             return Some(Ok(TunnelStream::H2(Box::new(stream))));
         }
     }
-
 }
 
 impl Drop for H2Server {
@@ -568,7 +561,10 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(back, b"answer");
-        assert!(a.write_all(b"late").await.is_err(), "no writes after shutdown");
+        assert!(
+            a.write_all(b"late").await.is_err(),
+            "no writes after shutdown"
+        );
     }
 
     #[tokio::test]

@@ -190,7 +190,7 @@ pub(crate) enum Carried {
     /// One tunnel connection, ready for [`accept_stream`].
     One(TunnelStream),
     /// An HTTP/2 carrier: each stream it yields is one tunnel connection.
-    H2(H2Server),
+    H2(Box<H2Server>),
 }
 
 /// Refuse a client that does not speak the server's transport (or tls) yet: read its `Hello`
@@ -295,7 +295,7 @@ pub(crate) async fn accept_transport(
             let carrier = H2Server::handshake(stream, max_streams)
                 .await
                 .map_err(HandshakeError::Http2)?;
-            Ok(Carried::H2(carrier))
+            Ok(Carried::H2(Box::new(carrier)))
         }
     }
 }

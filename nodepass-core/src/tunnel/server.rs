@@ -273,7 +273,9 @@ impl Server {
                 return;
             }
             Ok(Ok(Ok(a))) => a,
-            Ok(Ok(Err(carrier))) => return self.serve_carrier(carrier, peer, guard, pool, ctx).await,
+            Ok(Ok(Err(carrier))) => {
+                return self.serve_carrier(carrier, peer, guard, pool, ctx).await;
+            }
         };
         self.serve_accepted(accepted, peer, pool, ctx).await
     }
@@ -290,7 +292,7 @@ impl Server {
     /// stream authenticated within the pre-authentication timeout is closed.
     async fn serve_carrier(
         self: Arc<Self>,
-        mut carrier: H2Server,
+        mut carrier: Box<H2Server>,
         peer: SocketAddr,
         guard: Guard,
         pool: Pool,
