@@ -40,9 +40,9 @@ struct Args {
     #[arg(long, value_enum, default_value = "both")]
     tls: Tls,
     /// nodepass pool transports (`type`) to measure at each TLS mode, comma separated:
-    /// 0 (TCP), 2 (WebSocket).
+    /// 0 (TCP), 2 (WebSocket), 3 (HTTP/2: TLS modes only, skipped at tls=0).
     #[arg(long = "type", value_name = "TYPES", default_value = "0", value_delimiter = ',',
-          value_parser = ["0", "2"])]
+          value_parser = ["0", "2", "3"])]
     pool_types: Vec<String>,
     /// The nodepass executable (default: the one beside this program, built if needed).
     #[arg(long, value_name = "PATH")]

@@ -207,6 +207,8 @@ impl Plan {
             s.extend(
                 self.pool_types
                     .iter()
+                    // HTTP/2 (type=3) runs inside TLS only.
+                    .filter(|&&pool_type| !(pool_type == 3 && tls == 0))
                     .map(|&pool_type| Subject::Nodepass { tls, pool_type }),
             );
         }

@@ -108,6 +108,7 @@ impl Subject {
         match self {
             Subject::Direct => "direct",
             Subject::Nodepass { pool_type: 2, .. } => "nodepass type=2",
+            Subject::Nodepass { pool_type: 3, .. } => "nodepass type=3",
             Subject::Nodepass { .. } => "nodepass",
             Subject::Peer { spec, .. } => &spec.name,
         }

@@ -97,13 +97,13 @@ pub const PARAMS: &[ParamDoc] = &[
     row(
         &["type"],
         SERVER,
-        "pool transport: `0` TCP, `2` WebSocket (README section: WebSocket transport); `1` QUIC and `3` HTTP/2 are not implemented yet (refused at start)",
+        "pool transport: `0` TCP, `2` WebSocket (README section: WebSocket transport), `3` HTTP/2 (needs `tls` 1 or 2; README section: HTTP/2 transport); `1` QUIC is not implemented yet (refused at start)",
         "`0`",
     ),
     row(
         &["type"],
         CLIENT,
-        "`0` learn the transport from the server, `2` WebSocket from the first connection (for a server behind an HTTP proxy or CDN)",
+        "`0` learn the transport from the server (HTTP/2 included), `2` WebSocket from the first connection (for a server behind an HTTP proxy or CDN)",
         "`0`",
     ),
     row(

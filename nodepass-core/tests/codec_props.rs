@@ -35,8 +35,9 @@ fn refuse_code() -> impl Strategy<Value = RefuseCode> {
         Just(RefuseCode::StaleSession),
         Just(RefuseCode::Unavailable),
         Just(RefuseCode::WebSocketRequired),
+        Just(RefuseCode::Http2Required),
         any::<u8>()
-            .prop_filter("a known code", |c| !(1..=6).contains(c))
+            .prop_filter("a known code", |c| !(1..=7).contains(c))
             .prop_map(RefuseCode::Other),
     ]
 }

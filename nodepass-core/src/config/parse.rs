@@ -313,7 +313,11 @@ pub(crate) fn server(parts: TunnelParts, mut q: Query) -> Result<ServerConfig, C
         return Err(invalid(
             "type",
             pool_type.code(),
-            format!("type={} ({name}) needs tls=1 or tls=2", pool_type.code()),
+            format!(
+                "type={} ({name}) runs inside TLS, but tls=0: add tls=1 (self-signed \
+                 certificate) or tls=2 (with crt= and key=), or use type=0 or type=2",
+                pool_type.code()
+            ),
         ));
     }
     let default_max = NonZeroU32::new(DEFAULT_POOL_MAX).expect("non-zero");
@@ -366,8 +370,8 @@ fn client_pool_type(field: &str, value: &str) -> Result<PoolType, ConfigError> {
         _ => Err(invalid(
             field,
             value,
-            "a client takes type=0 (learn the transport from the server) or type=2 \
-             (WebSocket from the first connection, for a server behind an HTTP proxy)",
+            "a client takes type=0 (learn the transport from the server, HTTP/2 included) or \
+             type=2 (WebSocket from the first connection, for a server behind an HTTP proxy)",
         )),
     }
 }

@@ -55,6 +55,9 @@ pub enum RefuseCode {
     /// The server's pool transport is WebSocket (`type=2`): connect with a WebSocket; `arg`
     /// of `Refuse` carries the server's `tls` mode.
     WebSocketRequired,
+    /// The server's pool transport is HTTP/2 (`type=3`): connect with TLS and ALPN `h2`;
+    /// `arg` of `Refuse` carries the server's `tls` mode.
+    Http2Required,
     /// A code from a newer version.
     Other(u8),
 }
@@ -68,6 +71,7 @@ impl RefuseCode {
             RefuseCode::StaleSession => 4,
             RefuseCode::Unavailable => 5,
             RefuseCode::WebSocketRequired => 6,
+            RefuseCode::Http2Required => 7,
             RefuseCode::Other(c) => c,
         }
     }
@@ -80,6 +84,7 @@ impl RefuseCode {
             4 => RefuseCode::StaleSession,
             5 => RefuseCode::Unavailable,
             6 => RefuseCode::WebSocketRequired,
+            7 => RefuseCode::Http2Required,
             other => RefuseCode::Other(other),
         }
     }

@@ -74,7 +74,8 @@ pub(crate) async fn relay_stream(
     // so the last close can still be turned into a reset once the outcome is known.
     let handles = [
         socket2::SockRef::from(&local).try_clone().ok(),
-        remote.socket().try_clone().ok(),
+        // An HTTP/2 stream shares its socket: dropped unfinished, it is reset on its own.
+        remote.exclusive_socket().and_then(|s| s.try_clone().ok()),
     ];
     let res = relay_stream_inner(local, remote, prefix, ctx).await;
     // Only a reset or abort is passed on: a broken pipe (the peer stopped reading) must not

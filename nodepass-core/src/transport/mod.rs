@@ -1,12 +1,14 @@
-//! Tunnel transports: one stream type over plain TCP, TLS 1.3 or a WebSocket, plus socket
-//! helpers.
+//! Tunnel transports: one stream type over plain TCP, TLS 1.3, a WebSocket or an HTTP/2
+//! stream, plus socket helpers.
 //!
 //! [`TunnelStream`] is what the handshake, the pool and the relay work with, whatever carries it.
 //! [`tls`] builds the server and client TLS configurations (self-signed, certificate files with
 //! live reload, verification modes). [`ws`] carries a tunnel connection in a WebSocket
-//! (`type=2`) over either of them. QUIC and HTTP/2 (`type=1`, `type=3`) are not implemented yet
-//! and would slot in here as further variants.
+//! (`type=2`) over either of them; [`http2`] carries many in one TLS connection, one HTTP/2
+//! stream each (`type=3`). QUIC (`type=1`) is not implemented yet and would slot in here as a
+//! further variant.
 
+pub mod http2;
 pub mod net;
 pub mod tls;
 mod tls_hint;
@@ -34,23 +36,39 @@ pub enum TunnelStream {
     ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     /// A WebSocket (`type=2`) over one of the above, either side.
     Ws(Box<ws::WsStream>),
+    /// An HTTP/2 stream (`type=3`) in a TLS connection shared with other streams, either side.
+    H2(Box<http2::H2Stream>),
 }
 
 impl TunnelStream {
-    /// The TCP socket underneath (for socket options).
+    /// The TCP socket underneath (for socket options; shared with other streams for
+    /// [`TunnelStream::H2`]).
     pub fn socket(&self) -> socket2::SockRef<'_> {
         match self {
             TunnelStream::Plain(s) => socket2::SockRef::from(s),
             TunnelStream::ClientTls(s) => socket2::SockRef::from(s.get_ref().0),
             TunnelStream::ServerTls(s) => socket2::SockRef::from(s.get_ref().0),
             TunnelStream::Ws(s) => s.socket(),
+            TunnelStream::H2(s) => s.socket(),
+        }
+    }
+
+    /// The TCP socket underneath when this stream alone uses it (`None` for an HTTP/2 stream,
+    /// whose socket carries other streams).
+    pub fn exclusive_socket(&self) -> Option<socket2::SockRef<'_>> {
+        match self {
+            TunnelStream::H2(_) => None,
+            _ => Some(self.socket()),
         }
     }
 
     /// Make the coming close a reset (`SO_LINGER` 0) rather than an orderly FIN, so the peer
-    /// learns that the stream was cut, not completed. Best effort.
+    /// learns that the stream was cut, not completed. Best effort. An HTTP/2 stream needs
+    /// nothing: dropped before both directions ended, it is reset (`RST_STREAM`).
     pub fn abort_on_close(&self) {
-        let _ = self.socket().set_linger(Some(std::time::Duration::ZERO));
+        if let Some(s) = self.exclusive_socket() {
+            let _ = s.set_linger(Some(std::time::Duration::ZERO));
+        }
     }
 
     /// True when the stream runs inside TLS.
@@ -58,17 +76,19 @@ impl TunnelStream {
         match self {
             TunnelStream::Plain(_) => false,
             TunnelStream::Ws(s) => s.is_tls(),
-            _ => true,
+            TunnelStream::ClientTls(_) | TunnelStream::ServerTls(_) | TunnelStream::H2(_) => true,
         }
     }
 
     /// The channel binding for the handshake proofs: the TLS exporter value of this TLS
-    /// session (under the WebSocket for `type=2`), or zeros on plain TCP.
+    /// session (under the WebSocket for `type=2`, of the carrier for `type=3`), or zeros on
+    /// plain TCP.
     pub fn channel_binding(&self) -> io::Result<[u8; BINDING_LEN]> {
         let out = [0u8; BINDING_LEN];
         let res = match self {
             TunnelStream::Plain(_) => return Ok(out),
             TunnelStream::Ws(s) => return Ok(s.channel_binding()),
+            TunnelStream::H2(s) => return Ok(s.channel_binding()),
             TunnelStream::ClientTls(s) => {
                 s.get_ref()
                     .1
@@ -86,8 +106,10 @@ impl TunnelStream {
     /// True when the idle connection looks usable: the peer has neither closed it nor sent
     /// anything unexpected. Never blocks (a non-blocking `MSG_PEEK` on the socket).
     pub fn is_idle_healthy(&self) -> bool {
-        if let TunnelStream::Ws(s) = self {
-            return s.is_idle_healthy();
+        match self {
+            TunnelStream::Ws(s) => return s.is_idle_healthy(),
+            TunnelStream::H2(s) => return s.is_idle_healthy(),
+            _ => {}
         }
         let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1];
         match self.socket().peek(&mut buf) {
@@ -110,6 +132,7 @@ impl AsyncRead for TunnelStream {
             TunnelStream::ClientTls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             TunnelStream::ServerTls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             TunnelStream::Ws(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            TunnelStream::H2(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -125,6 +148,7 @@ impl AsyncWrite for TunnelStream {
             TunnelStream::ClientTls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             TunnelStream::ServerTls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             TunnelStream::Ws(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            TunnelStream::H2(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -134,6 +158,7 @@ impl AsyncWrite for TunnelStream {
             TunnelStream::ClientTls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             TunnelStream::ServerTls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             TunnelStream::Ws(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            TunnelStream::H2(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -143,6 +168,7 @@ impl AsyncWrite for TunnelStream {
             TunnelStream::ClientTls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             TunnelStream::ServerTls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             TunnelStream::Ws(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            TunnelStream::H2(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 
@@ -156,6 +182,7 @@ impl AsyncWrite for TunnelStream {
             TunnelStream::ClientTls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
             TunnelStream::ServerTls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
             TunnelStream::Ws(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            TunnelStream::H2(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -165,6 +192,7 @@ impl AsyncWrite for TunnelStream {
             TunnelStream::ClientTls(s) => s.is_write_vectored(),
             TunnelStream::ServerTls(s) => s.is_write_vectored(),
             TunnelStream::Ws(s) => s.is_write_vectored(),
+            TunnelStream::H2(s) => s.is_write_vectored(),
         }
     }
 }

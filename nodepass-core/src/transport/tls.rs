@@ -305,6 +305,19 @@ impl ClientTls {
     ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
         self.connector.connect(self.name.clone(), tcp).await
     }
+
+    /// Run the TLS handshake over `tcp`, offering the ALPN protocol `alpn` (the caller checks
+    /// what was agreed). Cancel safe (drops the connection).
+    pub async fn connect_alpn(
+        &self,
+        tcp: tokio::net::TcpStream,
+        alpn: &[u8],
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        self.connector
+            .with_alpn(vec![alpn.to_vec()])
+            .connect(self.name.clone(), tcp)
+            .await
+    }
 }
 
 /// Accepts any server certificate but still verifies the handshake signature made with it.

@@ -25,6 +25,7 @@ use crate::pool::Pool;
 use crate::protocol::auth::ProofKey;
 use crate::protocol::{Flow, Message, SessionId};
 use crate::transport::TunnelStream;
+use crate::transport::http2::{ALPN_H2, H2Client};
 use crate::transport::net::tune_tunnel_stream;
 use crate::transport::tls::{ClientTls, ClientVerify};
 use crate::transport::ws;
@@ -75,6 +76,11 @@ struct Inner {
     tls: Mutex<Option<ClientTls>>,
     /// Tunnel connections are WebSockets (`type=2` here, or learned from the server).
     ws: AtomicBool,
+    /// Tunnel connections are HTTP/2 streams (learned from the server's `type=3`).
+    h2: AtomicBool,
+    /// The HTTP/2 carrier of the current session: every control connection opens a new one,
+    /// pool connections open streams on it (a new one if it ended).
+    carrier: tokio::sync::Mutex<Option<H2Client>>,
     /// The forward-flow user sockets, kept across sessions; never held across `.await`.
     users: Mutex<Option<Arc<UserSockets>>>,
 }
@@ -97,6 +103,8 @@ impl Client {
             inner: Arc::new(Inner {
                 cfg,
                 ws: AtomicBool::new(ws),
+                h2: AtomicBool::new(false),
+                carrier: tokio::sync::Mutex::new(None),
                 tls: Mutex::new(None),
                 users: Mutex::new(None),
             }),
@@ -177,12 +185,8 @@ impl Inner {
             .map_err(|e| HandshakeError::Tls(std::io::Error::other(e.to_string())))
     }
 
-    /// Dial the server and run TLS if `tls` is set.
-    async fn dial(
-        &self,
-        ctx: &Ctx,
-        tls: Option<&ClientTls>,
-    ) -> std::result::Result<TunnelStream, HandshakeError> {
+    /// Connect a TCP socket to the server (each resolved address in turn).
+    async fn dial_tcp(&self, ctx: &Ctx) -> std::result::Result<TcpStream, HandshakeError> {
         let addrs = ctx
             .targets
             .resolver
@@ -194,19 +198,7 @@ impl Inner {
             match tokio::time::timeout(ctx.opts.connect_timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(tcp)) => {
                     tune_tunnel_stream(&tcp);
-                    let stream = match tls {
-                        None => TunnelStream::Plain(tcp),
-                        Some(t) => TunnelStream::ClientTls(Box::new(
-                            t.connect(tcp).await.map_err(HandshakeError::Tls)?,
-                        )),
-                    };
-                    if !self.ws.load(Relaxed) {
-                        return Ok(stream);
-                    }
-                    let authority = self.cfg.params.tunnel.to_string();
-                    return ws::connect(stream, &authority, &self.cfg.ws)
-                        .await
-                        .map_err(HandshakeError::WebSocket);
+                    return Ok(tcp);
                 }
                 Ok(Err(e)) => last = Some(e),
                 Err(_) => {
@@ -222,13 +214,79 @@ impl Inner {
         })))
     }
 
+    /// Open one tunnel connection: a TCP connection (with TLS if `tls` is set, and a
+    /// WebSocket when the transport is WebSocket), or a stream on the HTTP/2 carrier (a new
+    /// carrier for a `control` connection).
+    async fn dial(
+        &self,
+        ctx: &Ctx,
+        tls: Option<&ClientTls>,
+        control: bool,
+    ) -> std::result::Result<TunnelStream, HandshakeError> {
+        if self.h2.load(Relaxed) {
+            return self.dial_h2(ctx, tls, control).await;
+        }
+        let tcp = self.dial_tcp(ctx).await?;
+        let stream = match tls {
+            None => TunnelStream::Plain(tcp),
+            Some(t) => TunnelStream::ClientTls(Box::new(
+                t.connect(tcp).await.map_err(HandshakeError::Tls)?,
+            )),
+        };
+        if !self.ws.load(Relaxed) {
+            return Ok(stream);
+        }
+        let authority = self.cfg.params.tunnel.to_string();
+        ws::connect(stream, &authority, &self.cfg.ws)
+            .await
+            .map_err(HandshakeError::WebSocket)
+    }
+
+    /// A stream on the HTTP/2 carrier (`type=3`), dialing a new carrier when `fresh` or when
+    /// the current one ended.
+    async fn dial_h2(
+        &self,
+        ctx: &Ctx,
+        tls: Option<&ClientTls>,
+        fresh: bool,
+    ) -> std::result::Result<TunnelStream, HandshakeError> {
+        let Some(tls) = tls else {
+            return Err(HandshakeError::Http2(std::io::Error::other(
+                "http2 runs inside tls, but the server announced tls=0",
+            )));
+        };
+        let mut slot = self.carrier.lock().await;
+        let current = slot.as_ref().filter(|c| !fresh && c.is_open()).cloned();
+        let carrier = match current {
+            Some(c) => c,
+            None => {
+                *slot = None;
+                let tcp = self.dial_tcp(ctx).await?;
+                let stream = TunnelStream::ClientTls(Box::new(
+                    tls.connect_alpn(tcp, ALPN_H2)
+                        .await
+                        .map_err(HandshakeError::Tls)?,
+                ));
+                let authority = self.cfg.params.tunnel.to_string();
+                let c = H2Client::handshake(stream, &authority, &ctx.tracker, ctx.stop.clone())
+                    .await
+                    .map_err(HandshakeError::Http2)?;
+                tracing::debug!("http2 connection to the server established");
+                *slot = Some(c.clone());
+                c
+            }
+        };
+        drop(slot);
+        carrier.open().await.map_err(HandshakeError::Http2)
+    }
+
     async fn attempt_control(
         &self,
         ctx: &Ctx,
         tls: Option<&ClientTls>,
     ) -> std::result::Result<Established, HandshakeError> {
         let fut = async {
-            let stream = self.dial(ctx, tls).await?;
+            let stream = self.dial(ctx, tls, true).await?;
             handshake::connect(
                 stream,
                 [0; 16],
@@ -262,8 +320,8 @@ impl Inner {
     async fn connect_control(&self, ctx: &Ctx) -> std::result::Result<Established, HandshakeError> {
         let cached = crate::sync::lock(&self.tls).clone();
         let mut tls = cached.clone();
-        // At most: a plain hello refused (websocket and tls learned at once), then a plain
-        // websocket refused (tls learned), then the real attempt.
+        // At most: a plain hello refused (websocket or http2, and tls, learned at once), then
+        // a plain websocket or a tls connection without ALPN h2 refused, then the real attempt.
         let mut tries = 3;
         loop {
             tries -= 1;
@@ -281,16 +339,34 @@ impl Inner {
                         "the server's transport is websocket, reconnecting with websocket"
                     );
                     self.ws.store(true, Relaxed);
+                    self.h2.store(false, Relaxed);
                     if mode > 0 {
                         let t = self.tls_for_mode(mode)?;
                         *crate::sync::lock(&self.tls) = Some(t.clone());
                         tls = Some(t);
                     }
                 }
+                Err(HandshakeError::Http2Required(mode)) if tries > 0 => {
+                    tracing::debug!(
+                        tls = mode,
+                        "the server's transport is http2, reconnecting with http2 over tls"
+                    );
+                    if mode == 0 {
+                        return Err(HandshakeError::Http2(std::io::Error::other(
+                            "the server asks for http2 without tls, which type=3 never does",
+                        )));
+                    }
+                    self.h2.store(true, Relaxed);
+                    self.ws.store(false, Relaxed);
+                    let t = self.tls_for_mode(mode)?;
+                    *crate::sync::lock(&self.tls) = Some(t.clone());
+                    tls = Some(t);
+                }
                 Err(
                     e @ (HandshakeError::Tls(_)
                     | HandshakeError::Closed
-                    | HandshakeError::WebSocket(_)),
+                    | HandshakeError::WebSocket(_)
+                    | HandshakeError::Http2(_)),
                 ) => {
                     // The server may have dropped tls or websocket: try without next time
                     // (websocket stays when this client's own `type=2` asks for it).
@@ -300,6 +376,7 @@ impl Inner {
                     if self.cfg.pool_type != PoolType::WebSocket {
                         self.ws.store(false, Relaxed);
                     }
+                    self.h2.store(false, Relaxed);
                     return Err(e);
                 }
                 other => return other,
@@ -454,7 +531,10 @@ impl Filler {
 
     async fn add_one(&self) -> bool {
         let fut = async {
-            let stream = self.client.dial(&self.ctx, self.tls.as_ref()).await?;
+            let stream = self
+                .client
+                .dial(&self.ctx, self.tls.as_ref(), false)
+                .await?;
             handshake::connect(stream, self.session, ClientKey::Session(&self.session_key)).await
         };
         let conn = tokio::select! {

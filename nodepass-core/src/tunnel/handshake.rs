@@ -11,7 +11,10 @@
 //!                                       <- Welcome{...} (control) | PoolReady (pool)
 //! ```
 //! A plain `Hello` to a TLS server gets `Refuse{TlsRequired, tls mode}` and the client retries
-//! inside TLS. Control connections run SPAKE2 with the tunnel key (`pake_*`); pool connections
+//! inside TLS; the same way a server whose transport is WebSocket or HTTP/2 tells the client
+//! (`WebSocketRequired`, `Http2Required`). [`accept_transport`] sets up the transport of a
+//! new TCP connection (one tunnel connection, or an HTTP/2 carrier of many), [`accept_stream`]
+//! runs the handshake on each tunnel connection, whatever carries it. Control connections run SPAKE2 with the tunnel key (`pake_*`); pool connections
 //! prove the session secret it yielded. Every proof is bound to both nonces and the TLS session
 //! (see [`crate::protocol::auth`]). The caller bounds the whole exchange with a timeout.
 
@@ -28,6 +31,7 @@ use crate::protocol::{
     SessionId,
 };
 use crate::transport::TunnelStream;
+use crate::transport::http2::{self, H2Server};
 use crate::transport::tls::ServerTls;
 use crate::transport::ws;
 
@@ -57,6 +61,10 @@ pub(crate) enum HandshakeError {
     WebSocketRequired(u8),
     #[error("websocket: {0}")]
     WebSocket(io::Error),
+    #[error("the server's pool transport is http2 (type=3; tls mode {0})")]
+    Http2Required(u8),
+    #[error("http2: {0}")]
+    Http2(io::Error),
     #[error("invalid key-exchange message from the peer")]
     BadPake,
     #[error("a tls client connected but this server has tls=0")]
@@ -109,6 +117,7 @@ impl HandshakeError {
             | HandshakeError::Timeout
             | HandshakeError::Io(_)
             | HandshakeError::WebSocket(_)
+            | HandshakeError::Http2(_)
             | HandshakeError::Refused {
                 code: RefuseCode::Unavailable,
                 ..
@@ -120,9 +129,10 @@ impl HandshakeError {
                 code: RefuseCode::TlsRequired,
                 ..
             } => ErrorKind::Tls,
-            // The transport is negotiated: the client retries over WebSocket.
+            // The transport is negotiated: the client retries over WebSocket or HTTP/2.
             HandshakeError::Version { .. }
             | HandshakeError::WebSocketRequired(_)
+            | HandshakeError::Http2Required(_)
             | HandshakeError::BadPake
             | HandshakeError::StaleSession
             | HandshakeError::Protocol(_)
@@ -163,16 +173,49 @@ pub(crate) enum Accepted {
     },
 }
 
-/// Server side of the handshake on a freshly accepted TCP connection; `ws` is set when the
-/// server's pool transport is WebSocket (`type=2`): then every tunnel connection is one.
-pub(crate) async fn accept(
+/// The pool transport a server speaks on its tunnel port (`type`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ServerTransport<'a> {
+    /// `type=0`: every TCP (or TLS) connection is one tunnel connection.
+    Tcp,
+    /// `type=2`: every TCP (or TLS) connection is one WebSocket, one tunnel connection.
+    Ws(&'a WebSocketOptions),
+    /// `type=3`: a TLS connection with ALPN `h2` carries many tunnel connections, one stream
+    /// each, at most `max_streams` at once.
+    H2 { max_streams: u32 },
+}
+
+/// What a new TCP connection turned out to carry.
+pub(crate) enum Carried {
+    /// One tunnel connection, ready for [`accept_stream`].
+    One(TunnelStream),
+    /// An HTTP/2 carrier: each stream it yields is one tunnel connection.
+    H2(Box<H2Server>),
+}
+
+/// Refuse a client that does not speak the server's transport (or tls) yet: read its `Hello`
+/// and answer `code` with the tls mode, so it learns both at once.
+async fn refuse_hello(
+    stream: TunnelStream,
+    code: RefuseCode,
+    tls_code: u8,
+    message: &str,
+    err: HandshakeError,
+) -> Result<Carried, HandshakeError> {
+    let mut wire = Wire::new(stream);
+    let _hello = wire.recv().await?;
+    refuse(&mut wire, code, tls_code, message).await;
+    Err(err)
+}
+
+/// Server side, first step on a freshly accepted TCP connection: TLS, and the WebSocket or
+/// HTTP/2 layer of the server's transport. The caller bounds it with a timeout.
+pub(crate) async fn accept_transport(
     tcp: TcpStream,
     tls: Option<&ServerTls>,
     tls_code: u8,
-    ws: Option<&WebSocketOptions>,
-    key: &str,
-    session_key: impl Fn(&SessionId) -> Option<ProofKey>,
-) -> Result<Accepted, HandshakeError> {
+    transport: ServerTransport<'_>,
+) -> Result<Carried, HandshakeError> {
     let mut first = [0u8; 1];
     if tcp.peek(&mut first).await? == 0 {
         return Err(HandshakeError::Closed);
@@ -185,55 +228,85 @@ pub(crate) async fn accept(
                 .map_err(HandshakeError::Tls)?,
         )),
         (TLS_RECORD_HANDSHAKE, None) => return Err(HandshakeError::UnexpectedTls),
-        (HELLO_TYPE, _) if ws.is_some() => {
+        (HELLO_TYPE, _) if matches!(transport, ServerTransport::Ws(_)) => {
             // A client that does not know yet: tell it the transport and the tls mode at once.
-            let mut wire = Wire::new(TunnelStream::Plain(tcp));
-            let _hello = wire.recv().await?;
-            refuse(
-                &mut wire,
+            return refuse_hello(
+                TunnelStream::Plain(tcp),
                 RefuseCode::WebSocketRequired,
                 tls_code,
                 "this server's pool transport is websocket (type=2)",
+                HandshakeError::WebSocketRequired(tls_code),
             )
             .await;
-            return Err(HandshakeError::WebSocketRequired(tls_code));
+        }
+        (HELLO_TYPE, _) if matches!(transport, ServerTransport::H2 { .. }) => {
+            return refuse_hello(
+                TunnelStream::Plain(tcp),
+                RefuseCode::Http2Required,
+                tls_code,
+                "this server's pool transport is http2 (type=3)",
+                HandshakeError::Http2Required(tls_code),
+            )
+            .await;
         }
         (HELLO_TYPE, Some(_)) => {
-            let mut wire = Wire::new(TunnelStream::Plain(tcp));
-            let _hello = wire.recv().await?;
-            refuse(
-                &mut wire,
+            return refuse_hello(
+                TunnelStream::Plain(tcp),
                 RefuseCode::TlsRequired,
                 tls_code,
                 "this server requires tls",
+                HandshakeError::TlsRequired(tls_code),
             )
             .await;
-            return Err(HandshakeError::TlsRequired(tls_code));
         }
         (_, _) => TunnelStream::Plain(tcp),
     };
-    let stream = match ws {
-        Some(opts) => {
+    match transport {
+        ServerTransport::Tcp => Ok(Carried::One(stream)),
+        ServerTransport::Ws(opts) => {
             let stream = ws::accept(stream, opts)
                 .await
                 .map_err(HandshakeError::WebSocket)?;
             if tls.is_some() && !stream.is_tls() {
                 // A websocket client that does not know yet that this server wants tls.
-                let mut wire = Wire::new(stream);
-                let _hello = wire.recv().await?;
-                refuse(
-                    &mut wire,
+                return refuse_hello(
+                    stream,
                     RefuseCode::TlsRequired,
                     tls_code,
                     "this server requires tls",
+                    HandshakeError::TlsRequired(tls_code),
                 )
                 .await;
-                return Err(HandshakeError::TlsRequired(tls_code));
             }
-            stream
+            Ok(Carried::One(stream))
         }
-        None => stream,
-    };
+        ServerTransport::H2 { max_streams } => {
+            if !http2::is_h2(&stream) {
+                // A tls client that does not know yet (no ALPN h2): tell it inside its tls.
+                return refuse_hello(
+                    stream,
+                    RefuseCode::Http2Required,
+                    tls_code,
+                    "this server's pool transport is http2 (type=3)",
+                    HandshakeError::Http2Required(tls_code),
+                )
+                .await;
+            }
+            let carrier = H2Server::handshake(stream, max_streams)
+                .await
+                .map_err(HandshakeError::Http2)?;
+            Ok(Carried::H2(Box::new(carrier)))
+        }
+    }
+}
+
+/// Server side of the handshake on one tunnel connection (after [`accept_transport`]). The
+/// caller bounds it with a timeout.
+pub(crate) async fn accept_stream(
+    stream: TunnelStream,
+    key: &str,
+    session_key: impl Fn(&SessionId) -> Option<ProofKey>,
+) -> Result<Accepted, HandshakeError> {
     let mut wire = Wire::new(stream);
     let (kind, client_nonce, session, client_pake) = match wire.recv().await? {
         Message::Hello {
@@ -436,6 +509,7 @@ fn refused(code: RefuseCode, arg: u8, message: String) -> HandshakeError {
     match code {
         RefuseCode::TlsRequired => HandshakeError::TlsRequired(arg),
         RefuseCode::WebSocketRequired => HandshakeError::WebSocketRequired(arg),
+        RefuseCode::Http2Required => HandshakeError::Http2Required(arg),
         RefuseCode::BadKey => HandshakeError::WrongKey,
         RefuseCode::Version => HandshakeError::Version { peer: arg },
         RefuseCode::StaleSession => HandshakeError::StaleSession,

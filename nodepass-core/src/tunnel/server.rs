@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::guard::{Guard, Permit};
-use super::handshake::{self, Accepted, HandshakeError};
+use super::handshake::{self, Accepted, Carried, HandshakeError, ServerTransport};
 use super::users::{Upstream, UserSockets, serve_pool_conn};
 use super::{Ctx, Mode, Shared, TunnelState, control};
 use crate::config::{Host, PoolType, ServerConfig, ServerMode, TlsMode};
@@ -19,6 +19,8 @@ use crate::error::{ConfigErrorExt, Error, Result};
 use crate::pool::Pool;
 use crate::protocol::auth::ProofKey;
 use crate::protocol::{Flow, Message, SessionId};
+use crate::transport::TunnelStream;
+use crate::transport::http2::{self, H2Server};
 use crate::transport::net::{bind_tcp, tune_tunnel_stream};
 use crate::transport::tls::ServerTls;
 
@@ -40,10 +42,10 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) async fn bind(cfg: ServerConfig, shared: &Shared) -> Result<Self> {
-        if matches!(cfg.pool_type, PoolType::Quic | PoolType::Http2) {
+        if cfg.pool_type == PoolType::Quic {
             return Err(Error::Unsupported(format!(
-                "type={} pool transport is not implemented yet; use type=0 (tcp) or type=2 \
-                 (websocket)",
+                "type={} pool transport is not implemented yet; use type=0 (tcp), type=2 \
+                 (websocket) or type=3 (http2)",
                 pool_type_code(cfg.pool_type)
             )));
         }
@@ -59,6 +61,20 @@ impl Server {
                 Some(ServerTls::self_signed(&names)?)
             }
             TlsMode::Files { cert, key } => Some(ServerTls::from_files(cert, key)?),
+        };
+        let tls = match (tls, cfg.pool_type) {
+            // HTTP/2 is chosen by ALPN in the TLS handshake.
+            (Some(t), PoolType::Http2) => Some(t.with_alpn(&[http2::ALPN_H2])?),
+            (Some(t), _) => Some(t),
+            // Refused when the URL is parsed; kept as a guard for typed configs.
+            (None, PoolType::Http2) => {
+                return Err(Error::invalid(
+                    "type",
+                    "3",
+                    "type=3 (HTTP/2) runs inside TLS: add tls=1 (self-signed) or tls=2 (crt and key)",
+                ));
+            }
+            (None, _) => None,
         };
         let tunnel = bind_tcp(&cfg.params.tunnel).await?;
         let single_target = cfg.params.targets.len() == 1;
@@ -136,7 +152,11 @@ impl Server {
             %flow,
             reason = %why,
             tls = this.cfg.tls.code(),
-            transport = if this.cfg.pool_type == PoolType::WebSocket { "websocket" } else { "tcp" },
+            transport = match this.cfg.pool_type {
+                PoolType::WebSocket => "websocket",
+                PoolType::Http2 => "http2",
+                _ => "tcp",
+            },
             "server listening: clients connect to the tunnel address, users to the users address"
         );
         ctx.shared.set_state(TunnelState::Ready);
@@ -206,6 +226,19 @@ impl Server {
         cur.as_ref().filter(|s| &s.id == id).cloned()
     }
 
+    fn transport(&self) -> ServerTransport<'_> {
+        match self.cfg.pool_type {
+            PoolType::WebSocket => ServerTransport::Ws(&self.cfg.ws),
+            PoolType::Http2 => {
+                // Idle pool streams, sessions in use, and some in handshake or closing.
+                let slots = self.cfg.params.slot.map_or(65536, |s| s.get());
+                let max_streams = self.cfg.max.get().saturating_add(slots).saturating_add(64);
+                ServerTransport::H2 { max_streams }
+            }
+            _ => ServerTransport::Tcp,
+        }
+    }
+
     async fn handle_tunnel_conn(
         self: Arc<Self>,
         tcp: TcpStream,
@@ -215,17 +248,19 @@ impl Server {
         ctx: Ctx,
     ) {
         tune_tunnel_stream(&tcp);
-        let accepted = tokio::time::timeout(
-            ctx.opts.preauth_timeout,
-            handshake::accept(
+        let accepted = tokio::time::timeout(ctx.opts.preauth_timeout, async {
+            let carried = handshake::accept_transport(
                 tcp,
                 self.tls.as_ref(),
                 self.cfg.tls.code(),
-                (self.cfg.pool_type == PoolType::WebSocket).then_some(&self.cfg.ws),
-                self.cfg.params.key.expose(),
-                |id| self.session_key(id),
-            ),
-        )
+                self.transport(),
+            )
+            .await?;
+            match carried {
+                Carried::One(stream) => self.accept_stream(stream).await.map(Ok),
+                Carried::H2(carrier) => Ok(Err(carrier)),
+            }
+        })
         .await;
         drop(permit);
         let accepted = match accepted {
@@ -237,8 +272,83 @@ impl Server {
                 log_refusal(&guard, peer, &e);
                 return;
             }
-            Ok(Ok(a)) => a,
+            Ok(Ok(Ok(a))) => a,
+            Ok(Ok(Err(carrier))) => {
+                return self.serve_carrier(carrier, peer, guard, pool, ctx).await;
+            }
         };
+        self.serve_accepted(accepted, peer, pool, ctx).await
+    }
+
+    async fn accept_stream(&self, stream: TunnelStream) -> Result<Accepted, HandshakeError> {
+        handshake::accept_stream(stream, self.cfg.params.key.expose(), |id| {
+            self.session_key(id)
+        })
+        .await
+    }
+
+    /// An HTTP/2 carrier (`type=3`): every stream the client opens is one tunnel connection,
+    /// admitted and authenticated like a TCP connection of its own. A carrier on which no
+    /// stream authenticated within the pre-authentication timeout is closed.
+    async fn serve_carrier(
+        self: Arc<Self>,
+        mut carrier: Box<H2Server>,
+        peer: SocketAddr,
+        guard: Guard,
+        pool: Pool,
+        ctx: Ctx,
+    ) {
+        let authed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let deadline = tokio::time::sleep(ctx.opts.preauth_timeout);
+        tokio::pin!(deadline);
+        loop {
+            let stream = tokio::select! {
+                _ = ctx.stop.cancelled() => break,
+                _ = &mut deadline, if !authed.load(std::sync::atomic::Ordering::Relaxed) => {
+                    guard.refused(peer.ip(), "no authenticated http2 stream in time", true);
+                    break;
+                }
+                s = carrier.accept() => match s {
+                    None => break,
+                    Some(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "http2 carrier ended");
+                        break;
+                    }
+                    Some(Ok(s)) => s,
+                },
+            };
+            let Ok(permit) = guard.admit(peer.ip()) else {
+                // Dropping the stream resets it.
+                continue;
+            };
+            let (this, ctx2, pool, guard, authed) = (
+                self.clone(),
+                ctx.clone(),
+                pool.clone(),
+                guard.clone(),
+                authed.clone(),
+            );
+            ctx.tracker.spawn(
+                async move {
+                    let accepted =
+                        tokio::time::timeout(ctx2.opts.preauth_timeout, this.accept_stream(stream))
+                            .await;
+                    drop(permit);
+                    match accepted {
+                        Err(_) => guard.refused(peer.ip(), "tunnel handshake timed out", true),
+                        Ok(Err(e)) => log_refusal(&guard, peer, &e),
+                        Ok(Ok(a)) => {
+                            authed.store(true, std::sync::atomic::Ordering::Relaxed);
+                            this.serve_accepted(a, peer, pool, ctx2).await
+                        }
+                    }
+                }
+                .in_current_span(),
+            );
+        }
+    }
+
+    async fn serve_accepted(&self, accepted: Accepted, peer: SocketAddr, pool: Pool, ctx: Ctx) {
         match accepted {
             Accepted::Control { wire, session_key } => {
                 self.run_session(wire, session_key, peer, pool, ctx).await
@@ -331,6 +441,7 @@ fn log_refusal(guard: &Guard, peer: SocketAddr, e: &HandshakeError) {
         HandshakeError::Closed
         | HandshakeError::TlsRequired(_)
         | HandshakeError::WebSocketRequired(_)
+        | HandshakeError::Http2Required(_)
         | HandshakeError::StaleSession => {
             tracing::debug!(%peer, reason = %e, "tunnel connection closed during handshake")
         }
