@@ -75,9 +75,6 @@ pub(crate) struct Fleet {
     view: Mutex<View>,
     /// Events of the other nodes' instances, as the refresh sees them change.
     events: broadcast::Sender<Event>,
-    /// Changes taken but not applied because the database went away meanwhile (the
-    /// supervisor refused them, changing nothing): written back as pending at the next pass.
-    untaken: Mutex<Vec<(String, Spec)>>,
 }
 
 impl Fleet {
@@ -89,7 +86,6 @@ impl Fleet {
             started_ms,
             view: Mutex::new(View::default()),
             events: broadcast::channel(EVENT_CAPACITY).0,
-            untaken: Mutex::new(Vec::new()),
         }
     }
 
@@ -225,13 +221,6 @@ impl Fleet {
 
     /// Adopt this node's new instances and apply pending changes.
     async fn reconcile(&self, supervisor: &Supervisor) -> Result<(), StoreError> {
-        let untaken = std::mem::take(&mut *lock(&self.untaken));
-        for (n, (id, spec)) in untaken.iter().enumerate() {
-            if let Err(e) = self.store.change(id, spec.clone()).await {
-                lock(&self.untaken).extend(untaken[n..].iter().cloned());
-                return Err(e);
-            }
-        }
         for row in self.store.owned().await? {
             let id = row.record.id.clone();
             let deleting = row.pending.as_ref().is_some_and(|s| s.delete);
@@ -249,17 +238,20 @@ impl Fleet {
             // Taken before it is applied: a change written meanwhile starts a fresh one (the
             // next pass applies it) and a local change from now on is newer than this one. If
             // one was merged in since the read, the next pass (woken by it) reads it again.
-            if !self.store.take_spec(&id, row.spec_version).await? {
-                continue;
-            }
-            match apply(supervisor, &id, spec.clone()).await {
-                Err(SupervisorError::Store(e @ StoreError::Unavailable { .. })) => {
-                    lock(&self.untaken).push((id, spec));
-                    return Err(e);
-                }
+            // `row.pending` itself is not applied here: the taken changes are, below.
+            let _ = spec;
+            self.store.take_spec(&id, row.spec_version).await?;
+        }
+        // Every taken change, including one an earlier run of this node took and did not
+        // finish (it stopped, or lost the database, while applying): applied at least once.
+        for (id, spec) in self.store.taken_specs().await? {
+            match apply(supervisor, &id, spec).await {
+                // Left taken: applied again at the next pass, once the database is back.
+                Err(SupervisorError::Store(e @ StoreError::Unavailable { .. })) => return Err(e),
                 Err(e) => tracing::warn!(instance = %id, error = %e, "desired state not applied"),
                 Ok(()) => {}
             }
+            self.store.finish_spec(&id).await?;
         }
         Ok(())
     }

@@ -477,20 +477,67 @@ impl PostgresStore {
         })
     }
 
-    /// Take the pending change of version `spec_version` for applying: it is cleared and
-    /// recorded as applied, so that a change written from now on starts a fresh one (applied
-    /// at the next pass) and a local change of the owner no longer competes with it. `false`
-    /// (nothing taken) if another change was merged in since it was read: read it again.
+    /// Take the pending change of version `spec_version` for applying: it moves to the row's
+    /// taken change and is recorded as applied, so that a change written from now on starts a
+    /// fresh one (applied at the next pass) and a local change of the owner no longer competes
+    /// with it. `false` (nothing taken) if another change was merged in since it was read: read
+    /// it again. Once applied, [`PostgresStore::finish_spec`] clears the taken change; until
+    /// then [`PostgresStore::taken_specs`] lists it (an owner that died in between applies it
+    /// again when it is back: at least once, never lost).
+    ///
+    /// Cancel safety: as for a [`Store`](crate::store::Store) call, a dropped future does not
+    /// undo a statement already sent; treat the outcome as unknown.
     pub async fn take_spec(&self, id: &str, spec_version: i64) -> Result<bool> {
         let n = in_tx!(self, "take_spec", |tx| {
             tx.execute(
-                "UPDATE instances SET spec = NULL, applied_spec = spec_version \
+                "UPDATE instances SET taken_spec = spec, spec = NULL, \
+                 applied_spec = spec_version \
                  WHERE id = $1 AND node = $3 AND spec_version = $2",
                 &[&id, &spec_version, &self.node],
             )
             .await?
         })?;
         Ok(n == 1)
+    }
+
+    /// The changes this node took ([`PostgresStore::take_spec`]) and has not finished: left
+    /// by a master that stopped, or lost the database, while applying them.
+    ///
+    /// Cancel safety: safe (a read).
+    pub async fn taken_specs(&self) -> Result<Vec<(String, Spec)>> {
+        let rows = in_tx!(self, "taken_specs", |tx| {
+            tx.query(
+                "SELECT id, taken_spec FROM instances \
+                 WHERE node = $1 AND taken_spec IS NOT NULL ORDER BY created_at, id",
+                &[&self.node],
+            )
+            .await?
+        })?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.get(0);
+                let text: String = row.get(1);
+                let spec = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                    path: self.label.clone().into(),
+                    reason: format!("instance {id}: bad taken spec: {e}"),
+                })?;
+                Ok((id, spec))
+            })
+            .collect()
+    }
+
+    /// The taken change of instance `id` is applied: forget it.
+    ///
+    /// Cancel safety: as for a [`Store`](crate::store::Store) call, a dropped future does not
+    /// undo a statement already sent; treat the outcome as unknown.
+    pub async fn finish_spec(&self, id: &str) -> Result<()> {
+        in_tx!(self, "finish_spec", |tx| {
+            tx.execute(
+                "UPDATE instances SET taken_spec = NULL WHERE id = $1 AND node = $2",
+                &[&id, &self.node],
+            )
+            .await?;
+        })
     }
 
     /// Report the status of several of this node's instances (what other masters show).

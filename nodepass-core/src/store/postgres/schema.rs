@@ -9,7 +9,7 @@ use super::{PostgresStore, TxError, in_tx};
 use crate::store::{Result, StoreError};
 
 /// The newest schema version this build writes and reads.
-pub const PG_SCHEMA_VERSION: i32 = 2;
+pub const PG_SCHEMA_VERSION: i32 = 3;
 
 /// The advisory lock key held while migrating (`NPST` in ASCII).
 const MIGRATION_LOCK: i64 = 0x4e50_5354;
@@ -90,6 +90,11 @@ const MIGRATIONS: &[&str] = &[
     END $$;
     CREATE TRIGGER instances_tombstone AFTER DELETE ON instances
         FOR EACH ROW EXECUTE FUNCTION nodepass_tombstone();
+    ",
+    // 3: a change the owner took for applying stays in `taken_spec` until it is applied, so
+    // that an owner that dies (or loses the database) in between applies it when it is back.
+    r"
+    ALTER TABLE instances ADD COLUMN taken_spec TEXT;
     ",
 ];
 

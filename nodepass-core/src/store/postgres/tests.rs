@@ -165,6 +165,18 @@ async fn postgres_store() {
         a.fleet_instance(&r3.id).await.unwrap().unwrap().pending,
         None
     );
+    // A taken change stays listed until it is finished: an owner that stops in between (here:
+    // a fresh store of node A, as after a restart) finds it and applies it again.
+    let a_again = PostgresStore::open(&config(&server, "fleet", "a"))
+        .await
+        .unwrap();
+    let taken = a_again.taken_specs().await.unwrap();
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    assert_eq!(taken[0].0, r3.id);
+    assert_eq!(taken[0].1.alias.as_deref(), Some("later"));
+    assert!(b.taken_specs().await.unwrap().is_empty(), "B took nothing");
+    a_again.finish_spec(&r3.id).await.unwrap();
+    assert!(a.taken_specs().await.unwrap().is_empty());
     // A local stop supersedes a pending remote restart; the emptied change is cleared.
     let restart = Spec {
         desired: Some(Desired::Running),
