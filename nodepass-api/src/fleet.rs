@@ -33,6 +33,7 @@ use crate::error::HttpError;
 use crate::response;
 use crate::router::{Ctx, Reply};
 use crate::state::State;
+use crate::sync::lock;
 
 /// The environment variable that sets the fleet interval (heartbeat, periodic reconcile and
 /// traffic flush), e.g. `500ms`; default [`DEFAULT_INTERVAL`].
@@ -255,12 +256,6 @@ impl Fleet {
         }
         Ok(())
     }
-}
-
-/// A lock of the fleet state. Each holder leaves the data whole at every point where it could
-/// panic (plain inserts and swaps), so a poisoned lock is recovered.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The event a refresh makes of `new` (`old` as cached before): `create` for a new one,

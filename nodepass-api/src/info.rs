@@ -127,10 +127,7 @@ impl CpuMeter {
 
     pub(crate) fn read(&self) -> CpuInfo {
         let now = CpuSample::now();
-        let mut last = self
-            .last
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut last = crate::sync::lock(&self.last);
         let (prev, prev_info) = *last;
         let seconds = now.at.duration_since(prev.at).as_secs_f64();
         let mut info = CpuInfo {
@@ -282,7 +279,7 @@ pub(crate) async fn set_alias(state: &State, alias: String) -> Result<(), HttpEr
         .store()
         .set_setting(crate::master::ALIAS_SETTING, &alias)
         .await?;
-    *state.alias.lock().expect("alias lock poisoned") = alias;
+    *crate::sync::lock(&state.alias) = alias;
     Ok(())
 }
 
@@ -302,7 +299,7 @@ fn current(state: &State) -> Response<Body> {
         return response::bare(StatusCode::OK, &np_info(state, cpu, counts));
     }
     let info = MasterInfo {
-        alias: state.alias.lock().expect("alias lock poisoned").clone(),
+        alias: crate::sync::lock(&state.alias).clone(),
         version: env!("CARGO_PKG_VERSION"),
         uptime: state.started.elapsed().as_secs(),
         started_at: rfc3339(state.started_unix_ms),

@@ -81,7 +81,7 @@ pub(crate) fn np_info(state: &State, cpu: CpuInfo, counts: InstanceCounts) -> Np
     };
     NpInfo {
         mid: state.facts.mid.clone(),
-        alias: state.alias.lock().expect("alias lock poisoned").clone(),
+        alias: crate::sync::lock(&state.alias).clone(),
         os: std::env::consts::OS,
         arch: go_arch(std::env::consts::ARCH),
         noc: cpu.cores,

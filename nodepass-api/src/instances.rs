@@ -262,7 +262,7 @@ pub(crate) fn reply(state: &State, status: StatusCode, info: &InstanceInfo) -> R
 
 /// The API key's pseudo-instance: `url` masked, or the new key right after a rotation.
 pub(crate) fn key_view(state: &State, new_key: Option<&str>) -> NpInstance {
-    let alias = state.alias.lock().expect("alias lock poisoned").clone();
+    let alias = crate::sync::lock(&state.alias).clone();
     NpInstance::key(&alias, new_key.unwrap_or(KEY_ID))
 }
 

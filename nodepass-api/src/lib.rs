@@ -76,6 +76,7 @@ mod router;
 mod session;
 mod source_limit;
 mod state;
+mod sync;
 mod targets;
 mod tcping;
 mod traffic;

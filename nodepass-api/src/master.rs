@@ -240,14 +240,9 @@ impl Master {
         if let Some(url) = &config.store {
             return Self::bind_fleet(config, url, options).await;
         }
-        let path = match &config.state {
-            Some(path) => path.clone(),
-            None => {
-                let path = default_state_path();
-                create_private_dir(&path)?;
-                path
-            }
-        };
+        // A missing state directory is created (owner only), for `state=` as for the default.
+        let path = config.state.clone().unwrap_or_else(default_state_path);
+        create_private_dir(&path)?;
         let open_path = path.clone();
         let store = tokio::task::spawn_blocking(move || SqliteStore::open(open_path))
             .await
@@ -638,6 +633,25 @@ mod tests {
             )
             .contains("k3y")
         );
+    }
+
+    #[tokio::test]
+    async fn a_missing_state_directory_is_created_for_the_owner_only() {
+        let dir = nodepass_testkit::temp_dir("state-dir");
+        let file = dir.path().join("a").join("b").join("state.db");
+        let listen = nodepass_core::config::Endpoint::new("127.0.0.1", 0).unwrap();
+        let config = MasterConfig::builder(listen).state(&file).build().unwrap();
+        let options = MasterOptions::from_values(Some("state-dir-test-key"), None).unwrap();
+        let master = Master::bind(&config, options).await.unwrap();
+        assert!(file.is_file(), "{} not created", file.display());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let parent = file.parent().unwrap();
+            let mode = std::fs::metadata(parent).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", parent.display());
+        }
+        drop(master);
     }
 
     #[test]

@@ -69,7 +69,7 @@ impl Sessions {
         let token = random_hex()?;
         let csrf = random_hex()?;
         let now = Instant::now();
-        let mut map = self.map.lock().expect("session lock poisoned");
+        let mut map = crate::sync::lock(&self.map);
         map.retain(|_, s| s.expires > now);
         if map.len() >= MAX_SESSIONS
             && let Some(oldest) = map
@@ -92,7 +92,7 @@ impl Sessions {
 
     /// The CSRF token of a live session opened with the current key `current`.
     fn csrf_of(&self, token: &str, current: &Digest) -> Option<String> {
-        let mut map = self.map.lock().expect("session lock poisoned");
+        let mut map = crate::sync::lock(&self.map);
         let live = map
             .get(token)
             .is_some_and(|s| s.expires > Instant::now() && auth::equal_digests(&s.key, current));
@@ -104,10 +104,7 @@ impl Sessions {
     }
 
     fn close(&self, token: &str) {
-        self.map
-            .lock()
-            .expect("session lock poisoned")
-            .remove(token);
+        crate::sync::lock(&self.map).remove(token);
     }
 
     /// `Set-Cookie` for `token` (or one that deletes the cookie).

@@ -35,7 +35,7 @@ impl SourceLimits {
     /// [`MAX_CONNECTIONS_PER_SOURCE`] already.
     pub(crate) fn try_acquire(&self, ip: IpAddr) -> Option<SourcePermit> {
         let source = nodepass_core::tunnel::source_of(ip);
-        let mut open = self.open.lock().expect("source limit lock poisoned");
+        let mut open = crate::sync::lock(&self.open);
         let n = open.entry(source).or_default();
         if *n >= MAX_CONNECTIONS_PER_SOURCE {
             return None;
@@ -50,7 +50,7 @@ impl SourceLimits {
 
 impl Drop for SourcePermit {
     fn drop(&mut self) {
-        let mut open = self.limits.open.lock().expect("source limit lock poisoned");
+        let mut open = crate::sync::lock(&self.limits.open);
         if let Some(n) = open.get_mut(&self.source) {
             *n -= 1;
             if *n == 0 {
