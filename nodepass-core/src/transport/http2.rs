@@ -41,15 +41,15 @@ use super::TunnelStream;
 use crate::protocol::auth::BINDING_LEN;
 
 /// The ALPN protocol id of HTTP/2.
-pub const ALPN_H2: &[u8] = b"h2";
+pub(crate) const ALPN_H2: &[u8] = b"h2";
 /// The path of every stream's request.
-pub const REQUEST_PATH: &str = "/nodepass";
+pub(crate) const REQUEST_PATH: &str = "/nodepass";
 /// Receive window of each stream: the most a peer may send ahead of our reader. Large enough
 /// for a fast stream on a long link, small enough that stalled streams hold little memory.
-pub const STREAM_WINDOW: u32 = 2 << 20;
+pub(crate) const STREAM_WINDOW: u32 = 2 << 20;
 /// Receive window of a whole carrier: the HTTP/2 maximum, so the connection window never
 /// throttles a stream while other streams' readers are slow (each stream keeps its own).
-pub const CONNECTION_WINDOW: u32 = (1 << 31) - 1;
+pub(crate) const CONNECTION_WINDOW: u32 = (1 << 31) - 1;
 /// Largest DATA frame we accept (and so the peer sends).
 const MAX_FRAME: u32 = 64 << 10;
 /// Largest single write handed to h2 (it buffers up to its own per-stream limit).
@@ -313,7 +313,7 @@ fn carrier_of(stream: &TunnelStream) -> io::Result<(Carrier, bool)> {
 
 /// The client's end of a carrier: opens streams on it.
 #[derive(Clone)]
-pub struct H2Client {
+pub(crate) struct H2Client {
     send: h2::client::SendRequest<Bytes>,
     carrier: Arc<Carrier>,
     uri: http::Uri,
@@ -330,7 +330,7 @@ impl H2Client {
     /// (`authority` is the tunnel address as `host:port`). The connection task runs on
     /// `tracker` until the carrier ends or `stop` is cancelled. The caller bounds it with a
     /// timeout. Cancel safe (dropping it drops the connection).
-    pub async fn handshake(
+    pub(crate) async fn handshake(
         stream: TunnelStream,
         authority: &str,
         tracker: &TaskTracker,
@@ -372,12 +372,12 @@ impl H2Client {
     }
 
     /// False once the carrier has ended.
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         !self.carrier.closed.load(Relaxed)
     }
 
     /// Open a stream: the request goes out at once, the answer is read with the first bytes.
-    pub async fn open(&self) -> io::Result<TunnelStream> {
+    pub(crate) async fn open(&self) -> io::Result<TunnelStream> {
         let mut send = self.send.clone().ready().await.map_err(to_io)?;
         let req = http::Request::builder()
             .method(http::Method::POST)
@@ -394,7 +394,7 @@ impl H2Client {
 }
 
 /// The server's end of a carrier: yields the streams the client opens.
-pub struct H2Server {
+pub(crate) struct H2Server {
     conn: h2::server::Connection<TunnelStream, Bytes>,
     carrier: Arc<Carrier>,
 }
@@ -406,14 +406,14 @@ impl fmt::Debug for H2Server {
 }
 
 /// Whether an accepted server TLS stream negotiated ALPN `h2`.
-pub fn is_h2(stream: &TunnelStream) -> bool {
+pub(crate) fn is_h2(stream: &TunnelStream) -> bool {
     matches!(stream, TunnelStream::ServerTls(s) if s.get_ref().1.alpn_protocol() == Some(ALPN_H2))
 }
 
 impl H2Server {
     /// Start HTTP/2 on an accepted TLS stream that negotiated ALPN `h2`; at most
     /// `max_streams` streams open at once. The caller bounds it with a timeout.
-    pub async fn handshake(stream: TunnelStream, max_streams: u32) -> io::Result<H2Server> {
+    pub(crate) async fn handshake(stream: TunnelStream, max_streams: u32) -> io::Result<H2Server> {
         let (carrier, _) = carrier_of(&stream)?;
         let conn = h2::server::Builder::new()
             .initial_window_size(STREAM_WINDOW)
@@ -433,7 +433,7 @@ impl H2Server {
 
     /// The next stream the client opened (answered `200`), or `None` when the carrier ended.
     /// Drives the whole connection: keep calling it. Cancel safe.
-    pub async fn accept(&mut self) -> Option<io::Result<TunnelStream>> {
+    pub(crate) async fn accept(&mut self) -> Option<io::Result<TunnelStream>> {
         loop {
             let (req, mut respond) = match self.conn.accept().await {
                 None => {

@@ -3,16 +3,16 @@
 //!
 //! [`TunnelStream`] is what the handshake, the pool and the relay work with, whatever carries it.
 //! [`tls`] builds the server and client TLS configurations (self-signed, certificate files with
-//! live reload, verification modes). [`ws`] carries a tunnel connection in a WebSocket
-//! (`type=2`) over either of them; [`http2`] carries many in one TLS connection, one HTTP/2
+//! live reload, verification modes). `ws` carries a tunnel connection in a WebSocket
+//! (`type=2`) over either of them; `http2` carries many in one TLS connection, one HTTP/2
 //! stream each (`type=3`). QUIC (`type=1`) is not implemented yet and would slot in here as a
 //! further variant.
 
-pub mod http2;
+pub(crate) mod http2;
 pub mod net;
 pub mod tls;
 mod tls_hint;
-pub mod ws;
+pub(crate) mod ws;
 
 pub(crate) use tls_hint::Explained;
 

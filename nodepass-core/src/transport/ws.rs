@@ -43,7 +43,7 @@ use super::TunnelStream;
 
 /// Largest WebSocket message (and frame) accepted from the peer. Our writes are at most the
 /// relay's buffer (well under this).
-pub const MAX_WS_MESSAGE: usize = 1 << 20;
+pub(crate) const MAX_WS_MESSAGE: usize = 1 << 20;
 /// Messages queued per direction between a [`WsStream`] and its tasks.
 const QUEUE: usize = 16;
 /// How long a normal close waits for the close frame to be written.
@@ -357,7 +357,7 @@ fn client_request(authority: &str, opts: &WebSocketOptions) -> io::Result<Reques
 /// timeout.
 ///
 /// Cancel safety: safe; a dropped future drops the connection.
-pub async fn connect(
+pub(crate) async fn connect(
     stream: TunnelStream,
     authority: &str,
     opts: &WebSocketOptions,
@@ -384,7 +384,10 @@ pub async fn connect(
 /// request for another path than `wspath` gets 404. The caller bounds it with a timeout.
 ///
 /// Cancel safety: safe; a dropped future drops the connection.
-pub async fn accept(stream: TunnelStream, opts: &WebSocketOptions) -> io::Result<TunnelStream> {
+pub(crate) async fn accept(
+    stream: TunnelStream,
+    opts: &WebSocketOptions,
+) -> io::Result<TunnelStream> {
     let binding = stream.channel_binding()?;
     let tls = stream.is_tls();
     let socket = stream.socket().try_clone()?;
