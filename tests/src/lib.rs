@@ -13,6 +13,7 @@
 //! - [`logs`]: capture the `tracing` output of the current thread.
 //! - [`process`]: run the executables as children (killed on drop) and find `curl`.
 //! - [`postgres`]: a throw-away PostgreSQL server (fleet mode tests).
+//! - [`transports`]: the scenarios every pool transport passes (WebSocket, HTTP/2).
 //!
 //! # Rules every helper keeps
 //! Loopback only; listeners bind `127.0.0.1:0` and report their address (the only exception is
@@ -40,6 +41,7 @@ pub mod payload;
 pub mod postgres;
 pub mod process;
 pub mod servers;
+pub mod transports;
 pub mod tunnel;
 
 use std::time::Duration;
