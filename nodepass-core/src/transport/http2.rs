@@ -226,14 +226,8 @@ impl AsyncWrite for H2Stream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.shut {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "write after shutdown",
-            )));
-        }
-        if buf.is_empty() {
-            return Poll::Ready(Ok(0));
+        if let Some(done) = super::write_without_sending(this.shut, buf) {
+            return Poll::Ready(done);
         }
         let want = buf.len().min(MAX_WRITE);
         this.send.reserve_capacity(want);

@@ -196,3 +196,19 @@ impl AsyncWrite for TunnelStream {
         }
     }
 }
+
+/// What a message-based stream's (WebSocket, HTTP/2) `poll_write` answers without sending
+/// anything: an error once the stream was shut down, 0 for an empty buffer; `None` when the
+/// write must go through.
+fn write_without_sending(shut: bool, buf: &[u8]) -> Option<io::Result<usize>> {
+    if shut {
+        Some(Err(io::Error::new(
+            io::ErrorKind::BrokenPipe,
+            "write after shutdown",
+        )))
+    } else if buf.is_empty() {
+        Some(Ok(0))
+    } else {
+        None
+    }
+}
