@@ -33,19 +33,34 @@ async fn roundtrip(addr: SocketAddr, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-#[tokio::test]
-async fn reverse_flow_plain() {
-    let stop = CancellationToken::new();
+/// A reverse-flow server (`server_params` after `mode=1`) and a ready client with a pool of
+/// `min`, carrying users to a fresh echo server: `(server, client, users' address)`.
+async fn reverse_echo_pair(
+    server_params: &str,
+    min: u32,
+    stop: &CancellationToken,
+) -> (TunnelHandle, TunnelHandle, SocketAddr) {
     let echo = echo_server().await;
-    let server = start("server://secret@127.0.0.1:0/127.0.0.1:0?mode=1", &stop).await;
+    let server = start(
+        &format!("server://secret@127.0.0.1:0/127.0.0.1:0?mode=1{server_params}"),
+        stop,
+    )
+    .await;
     let tunnel = server.local_addrs().tunnel.unwrap();
     let users = server.local_addrs().users.unwrap();
     let client = start(
-        &format!("client://secret@{tunnel}/{echo}?mode=2&min=4"),
-        &stop,
+        &format!("client://secret@{tunnel}/{echo}?mode=2&min={min}"),
+        stop,
     )
     .await;
     ready(&client).await;
+    (server, client, users)
+}
+
+#[tokio::test]
+async fn reverse_flow_plain() {
+    let stop = CancellationToken::new();
+    let (server, client, users) = reverse_echo_pair("", 4, &stop).await;
     assert_eq!(client.mode(), Mode::Reverse);
     assert_eq!(roundtrip(users, b"hello reverse").await, b"hello reverse");
     let s = server.stats();
@@ -61,20 +76,7 @@ async fn reverse_flow_plain() {
 #[tokio::test]
 async fn reverse_flow_tls_first_bytes_with_open() {
     let stop = CancellationToken::new();
-    let echo = echo_server().await;
-    let server = start(
-        "server://secret@127.0.0.1:0/127.0.0.1:0?mode=1&tls=1",
-        &stop,
-    )
-    .await;
-    let tunnel = server.local_addrs().tunnel.unwrap();
-    let users = server.local_addrs().users.unwrap();
-    let client = start(
-        &format!("client://secret@{tunnel}/{echo}?mode=2&min=2"),
-        &stop,
-    )
-    .await;
-    ready(&client).await;
+    let (server, client, users) = reverse_echo_pair("&tls=1", 2, &stop).await;
     let payload: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let mut total = 0;
     for size in [1, 5000, payload.len()] {
@@ -208,20 +210,7 @@ async fn a_server_that_is_down_is_unreachable_not_a_refused_key() {
 #[tokio::test]
 async fn websocket_smoke() {
     let stop = CancellationToken::new();
-    let echo = echo_server().await;
-    let server = start(
-        "server://secret@127.0.0.1:0/127.0.0.1:0?mode=1&type=2&tls=1",
-        &stop,
-    )
-    .await;
-    let tunnel = server.local_addrs().tunnel.unwrap();
-    let users = server.local_addrs().users.unwrap();
-    let client = start(
-        &format!("client://secret@{tunnel}/{echo}?mode=2&min=4"),
-        &stop,
-    )
-    .await;
-    ready(&client).await;
+    let (server, client, users) = reverse_echo_pair("&type=2&tls=1", 4, &stop).await;
     let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7) as u8).collect();
     assert_eq!(roundtrip(users, &big).await, big);
     stop.cancel();
