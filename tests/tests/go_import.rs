@@ -98,13 +98,8 @@ async fn import_from_a_go_master_moves_every_instance_and_they_carry_traffic() {
     let Some(go) = GoMaster::start("info") else {
         return;
     };
-    let go_send = async |method: Method, path: String, json: Option<Value>| {
-        let mut req = go.req(method, &path).header("x-api-key", &go.key);
-        if let Some(json) = json {
-            req = req.json(&json.to_string());
-        }
-        req.send().await
-    };
+    let go_send =
+        async |method: Method, path: String, json: Option<Value>| go.send(method, path, json).await;
     let echo = echo_server().await;
     let (tunnel, users) = (free_port(), free_port());
 
@@ -126,21 +121,23 @@ async fn import_from_a_go_master_moves_every_instance_and_they_carry_traffic() {
             json!({"env": "prod", "role": "client"}),
         ),
     ] {
-        let res = go_send(
-            Method::POST,
-            "/v1/instances".into(),
-            Some(json!({ "url": url, "alias": alias })),
-        )
-        .await;
+        let res = go
+            .send(
+                Method::POST,
+                "/v1/instances".into(),
+                Some(json!({ "url": url, "alias": alias })),
+            )
+            .await;
         assert_eq!(res.status, StatusCode::CREATED, "Go create: {}", res.text());
         let id = res.json()["id"].as_str().unwrap().to_string();
         let meta = json!({"peer": {"sid": "sid-1", "type": "1", "alias": "peer-a"}, "tags": tags});
-        let res = go_send(
-            Method::PATCH,
-            format!("/v1/instances/{id}"),
-            Some(json!({ "restart": restart, "meta": meta })),
-        )
-        .await;
+        let res = go
+            .send(
+                Method::PATCH,
+                format!("/v1/instances/{id}"),
+                Some(json!({ "restart": restart, "meta": meta })),
+            )
+            .await;
         assert_eq!(res.status, StatusCode::OK, "Go patch: {}", res.text());
         go_ids.push(id);
     }
@@ -156,7 +153,7 @@ async fn import_from_a_go_master_moves_every_instance_and_they_carry_traffic() {
     // until it shows some, so that the import has totals to carry over.
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
-        let list = body(&go_send(Method::GET, "/v1/instances".into(), None).await);
+        let list = body(&go.send(Method::GET, "/v1/instances".into(), None).await);
         let counted = list
             .as_array()
             .is_some_and(|all| all.iter().any(|i| i["tcprx"].as_u64().unwrap_or(0) > 0));
@@ -299,13 +296,8 @@ async fn the_import_command_moves_a_go_masters_instances_without_showing_keys() 
     let Some(go) = GoMaster::start("info") else {
         return;
     };
-    let go_send = async |method: Method, path: String, json: Option<Value>| {
-        let mut req = go.req(method, &path).header("x-api-key", &go.key);
-        if let Some(json) = json {
-            req = req.json(&json.to_string());
-        }
-        req.send().await
-    };
+    let go_send =
+        async |method: Method, path: String, json: Option<Value>| go.send(method, path, json).await;
     let (tunnel, users, target) = (free_port(), free_port(), free_port());
     let mut go_ids = Vec::new();
     for (url, alias, restart) in [
@@ -320,22 +312,24 @@ async fn the_import_command_moves_a_go_masters_instances_without_showing_keys() 
             false,
         ),
     ] {
-        let res = go_send(
-            Method::POST,
-            "/v1/instances".into(),
-            Some(json!({ "url": url, "alias": alias })),
-        )
-        .await;
+        let res = go
+            .send(
+                Method::POST,
+                "/v1/instances".into(),
+                Some(json!({ "url": url, "alias": alias })),
+            )
+            .await;
         assert_eq!(res.status, StatusCode::CREATED, "Go create: {}", res.text());
         let id = res.json()["id"].as_str().unwrap().to_string();
         let meta = json!({"peer": {"sid": "sid-9", "type": "0", "alias": "peer-b"},
                           "tags": {"moved": "by-cli", "alias": alias}});
-        let res = go_send(
-            Method::PATCH,
-            format!("/v1/instances/{id}"),
-            Some(json!({ "restart": restart, "meta": meta })),
-        )
-        .await;
+        let res = go
+            .send(
+                Method::PATCH,
+                format!("/v1/instances/{id}"),
+                Some(json!({ "restart": restart, "meta": meta })),
+            )
+            .await;
         assert_eq!(res.status, StatusCode::OK, "Go patch: {}", res.text());
         // The Go master may still be starting the new instance; a stop that arrives then is
         // overtaken by the start (seen under load). Stop it (below) once it has started.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use http::Method;
 
-use crate::master_support::{DEADLINE, Req, free_port, request, temp_dir};
+use crate::master_support::{DEADLINE, Req, Res, free_port, request, temp_dir};
 use nodepass_testkit::TempDir;
 
 /// The repository's root (the parent of the `tests` crate).
@@ -163,6 +163,15 @@ impl GoMaster {
     /// A request for `path` below `/api`.
     pub fn req(&self, method: Method, path: &str) -> Req {
         request(self.addr, method, &format!("/api{path}"))
+    }
+
+    /// Send `method path` below `/api` with its API key, `json` as the body if given.
+    pub async fn send(&self, method: Method, path: String, json: Option<serde_json::Value>) -> Res {
+        let mut req = self.req(method, &path).header("x-api-key", &self.key);
+        if let Some(json) = json {
+            req = req.json(&json.to_string());
+        }
+        req.send().await
     }
 }
 
