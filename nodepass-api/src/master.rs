@@ -654,6 +654,24 @@ mod tests {
         drop(master);
     }
 
+    #[tokio::test]
+    async fn a_state_directory_that_cannot_be_made_is_a_clear_error() {
+        let dir = nodepass_testkit::temp_dir("state-dir-error");
+        let blocker = dir.path().join("a-file");
+        std::fs::write(&blocker, b"not a directory").unwrap();
+        let file = blocker.join("state.db");
+        let listen = nodepass_core::config::Endpoint::new("127.0.0.1", 0).unwrap();
+        let config = MasterConfig::builder(listen).state(&file).build().unwrap();
+        let options = MasterOptions::from_values(Some("state-dir-test-key"), None).unwrap();
+        let Err(err) = Master::bind(&config, options).await else {
+            panic!("a state directory under a file cannot be made");
+        };
+        let text = err.to_string();
+        assert!(text.contains("create the state directory"), "{text}");
+        assert!(text.contains("a-file"), "names the directory: {text}");
+        assert!(!text.contains("state-dir-test-key"), "{text}");
+    }
+
     #[test]
     fn the_default_state_path_follows_xdg() {
         let p = default_state_path();
