@@ -106,6 +106,14 @@ impl Pool {
         self.publish();
     }
 
+    /// True when the pool runs short: no idle connection, or fewer than a quarter of the
+    /// capacity. Refills then run at normal priority; otherwise on the low-priority
+    /// maintenance thread (`tunnel::background`), so they give way to user connections.
+    pub(crate) fn is_short(&self) -> bool {
+        let idle = self.idle();
+        idle == 0 || idle * 4 < self.capacity()
+    }
+
     /// How many connections the filler should add now to reach the capacity.
     pub(crate) fn deficit(&self) -> usize {
         self.capacity().saturating_sub(self.idle())
@@ -453,6 +461,23 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!(p.idle(), 1);
+    }
+
+    #[tokio::test]
+    async fn short_below_a_quarter_of_the_capacity() {
+        let p = pool(8, 8);
+        assert!(p.is_short(), "empty");
+        let mut peers = Vec::new();
+        for _ in 0..2 {
+            let (c, peer) = pair().await;
+            peers.push(peer);
+            p.put(c);
+        }
+        assert!(!p.is_short(), "2 of 8 is a quarter");
+        assert!(p.try_take().is_some());
+        assert!(p.is_short(), "1 of 8");
+        let _parked = p.park();
+        assert!(!p.is_short(), "parked connections count as idle");
     }
 
     #[test]

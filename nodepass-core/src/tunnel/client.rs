@@ -15,6 +15,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::background;
 use super::handshake::{self, ClientKey, HandshakeError};
 use super::users::{Upstream, UserSockets, serve_pool_conn};
 use super::wire::Wire;
@@ -530,16 +531,33 @@ impl Filler {
     }
 
     async fn add_one(&self) -> bool {
-        let fut = async {
-            let stream = self
-                .client
-                .dial(&self.ctx, self.tls.as_ref(), false)
-                .await?;
-            handshake::connect(stream, self.session, ClientKey::Session(&self.session_key)).await
+        let (client, ctx, tls, session, key) = (
+            self.client.clone(),
+            self.ctx.clone(),
+            self.tls.clone(),
+            self.session,
+            self.session_key.clone(),
+        );
+        let fut = async move {
+            let stream = client.dial(&ctx, tls.as_ref(), false).await?;
+            handshake::connect(stream, session, ClientKey::Session(&key)).await
         };
+        let fut = tokio::time::timeout(self.ctx.opts.handshake_timeout, fut).in_current_span();
+        // The dial and both handshakes run at low priority unless the pool runs short (issue
+        // 17): on a busy host they then give way to the sessions they replenish.
+        let urgent = self.pool.is_short();
         let conn = tokio::select! {
             _ = self.token.cancelled() => return true,
-            r = tokio::time::timeout(self.ctx.opts.handshake_timeout, fut) => r,
+            r = async {
+                if urgent { Ok(fut.await) } else { background::offload(fut).await }
+            } => r,
+        };
+        let conn = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(error = %e, "pool connection not made");
+                return false;
+            }
         };
         match conn {
             Ok(Ok(c)) => {

@@ -13,8 +13,10 @@
 //! forwarding); the user-facing accept loop and the target-dialing side are shared (`users`,
 //! `targets`, with target selection and health in `balance`), UDP sessions are in `udp`.
 //! `handshake` runs both sides of the authenticated handshake; `guard` limits, backs off and
-//! logs unauthenticated connections on the server.
+//! logs unauthenticated connections on the server. `background` runs pool refills (dials and
+//! handshakes) on a low-priority thread while the pool is not short.
 
+mod background;
 mod balance;
 mod control;
 mod guard;

@@ -10,6 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::background;
 use super::guard::{Guard, Permit};
 use super::handshake::{self, Accepted, Carried, HandshakeError, ServerTransport};
 use super::users::{Upstream, UserSockets, serve_pool_conn};
@@ -248,21 +249,36 @@ impl Server {
         ctx: Ctx,
     ) {
         tune_tunnel_stream(&tcp);
-        let accepted = tokio::time::timeout(ctx.opts.preauth_timeout, async {
+        let this = self.clone();
+        let handshake = tokio::time::timeout(ctx.opts.preauth_timeout, async move {
             let carried = handshake::accept_transport(
                 tcp,
-                self.tls.as_ref(),
-                self.cfg.tls.code(),
-                self.transport(),
+                this.tls.as_ref(),
+                this.cfg.tls.code(),
+                this.transport(),
             )
             .await?;
             match carried {
-                Carried::One(stream) => self.accept_stream(stream).await.map(Ok),
+                Carried::One(stream) => this.accept_stream(stream).await.map(Ok),
                 Carried::H2(carrier) => Ok(Err(carrier)),
             }
         })
-        .await;
+        .in_current_span();
+        // TLS and the keyed handshake at low priority unless the pool runs short (issue 17):
+        // refills and strangers' attempts give way to user connections on a busy host.
+        let accepted = if pool.is_short() {
+            Ok(handshake.await)
+        } else {
+            background::offload(handshake).await
+        };
         drop(permit);
+        let accepted = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "tunnel connection dropped");
+                return;
+            }
+        };
         let accepted = match accepted {
             Err(_) => {
                 guard.refused(peer.ip(), "tunnel handshake timed out", true);
