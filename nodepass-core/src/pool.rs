@@ -40,6 +40,9 @@ struct Inner {
     capacity: AtomicUsize,
     /// Lowest idle count seen since the last [`Pool::adapt`], for shrinking.
     low_water: AtomicUsize,
+    /// Highest idle count seen since the last [`Pool::adapt`] (or ever, on the server, whose
+    /// capacity only grows when a taker misses): what [`Pool::is_short`] measures against.
+    peak: AtomicUsize,
     /// Parked connections asked to close (claimed by [`Parked::retired`]).
     retire: AtomicUsize,
     retired: Notify,
@@ -62,6 +65,7 @@ impl Pool {
                 max: AtomicUsize::new(max),
                 capacity: AtomicUsize::new(min),
                 low_water: AtomicUsize::new(usize::MAX),
+                peak: AtomicUsize::new(0),
                 retire: AtomicUsize::new(0),
                 retired: Notify::new(),
                 stats,
@@ -107,11 +111,13 @@ impl Pool {
     }
 
     /// True when the pool runs short: no idle connection, or fewer than a quarter of the
-    /// capacity. Refills then run at normal priority; otherwise on the low-priority
-    /// maintenance thread (`tunnel::background`), so they give way to user connections.
+    /// capacity (or of the most it held lately, for the server). Refills then run at normal
+    /// priority; otherwise on the low-priority maintenance thread (`tunnel::background`), so
+    /// they give way to user connections.
     pub(crate) fn is_short(&self) -> bool {
         let idle = self.idle();
-        idle == 0 || idle * 4 < self.capacity()
+        let full = self.capacity().max(self.inner.peak.load(Relaxed));
+        idle == 0 || idle * 4 < full
     }
 
     /// How many connections the filler should add now to reach the capacity.
@@ -220,6 +226,7 @@ impl Pool {
     /// call; then close the idle connections beyond the capacity.
     pub(crate) fn adapt(&self) {
         let low = self.inner.low_water.swap(usize::MAX, Relaxed);
+        self.inner.peak.store(self.idle(), Relaxed);
         let cap = self.capacity();
         if low > cap / 2 && cap > self.inner.min {
             self.inner
@@ -271,7 +278,9 @@ impl Pool {
 
     fn publish(&self) {
         let s = &self.inner.stats;
-        s.pool_idle.store(self.idle() as u64, Relaxed);
+        let idle = self.idle();
+        self.inner.peak.fetch_max(idle, Relaxed);
+        s.pool_idle.store(idle as u64, Relaxed);
         s.pool_capacity.store(self.capacity() as u64, Relaxed);
     }
 }
@@ -478,6 +487,22 @@ mod tests {
         assert!(p.is_short(), "1 of 8");
         let _parked = p.park();
         assert!(!p.is_short(), "parked connections count as idle");
+        // The server's pool keeps capacity 1 unless a taker misses: measured against the most
+        // it held.
+        let server = pool(1, 64);
+        for _ in 0..8 {
+            let (c, peer) = pair().await;
+            peers.push(peer);
+            server.put(c);
+        }
+        for _ in 0..6 {
+            assert!(!server.is_short());
+            assert!(server.try_take().is_some());
+        }
+        assert_eq!(server.idle(), 2);
+        assert!(!server.is_short(), "2 of a peak of 8");
+        assert!(server.try_take().is_some());
+        assert!(server.is_short(), "1 of a peak of 8");
     }
 
     #[test]

@@ -494,7 +494,11 @@ mod tests {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             let (tcp, _) = l.accept().await.unwrap();
-            let tls = server.acceptor().accept(tcp).await.unwrap();
+            let tls = server
+                .acceptor()
+                .accept(crate::transport::BufferedTcp::new(tcp))
+                .await
+                .unwrap();
             let stream = TunnelStream::ServerTls(Box::new(tls));
             assert!(is_h2(&stream));
             let mut conn = H2Server::handshake(stream, 100).await.unwrap();

@@ -5,15 +5,18 @@
 //! [`tls`] builds the server and client TLS configurations (self-signed, certificate files with
 //! live reload, verification modes). `ws` carries a tunnel connection in a WebSocket
 //! (`type=2`) over either of them; `http2` carries many in one TLS connection, one HTTP/2
-//! stream each (`type=3`). QUIC (`type=1`) is not implemented yet and would slot in here as a
+//! stream each (`type=3`). Under TLS the TCP stream is a [`BufferedTcp`] (larger socket reads
+//! than rustls asks for). QUIC (`type=1`) is not implemented yet and would slot in here as a
 //! further variant.
 
+mod buffered;
 pub(crate) mod http2;
 pub mod net;
 pub mod tls;
 mod tls_hint;
 pub(crate) mod ws;
 
+pub use buffered::BufferedTcp;
 pub(crate) use tls_hint::Explained;
 
 use std::io;
@@ -31,9 +34,9 @@ pub enum TunnelStream {
     /// Plain TCP (`tls=0`).
     Plain(TcpStream),
     /// TLS, client side.
-    ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    ClientTls(Box<tokio_rustls::client::TlsStream<BufferedTcp>>),
     /// TLS, server side.
-    ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    ServerTls(Box<tokio_rustls::server::TlsStream<BufferedTcp>>),
     /// A WebSocket (`type=2`) over one of the above, either side.
     Ws(Box<ws::WsStream>),
     /// An HTTP/2 stream (`type=3`) in a TLS connection shared with other streams, either side.
@@ -46,8 +49,8 @@ impl TunnelStream {
     pub fn socket(&self) -> socket2::SockRef<'_> {
         match self {
             TunnelStream::Plain(s) => socket2::SockRef::from(s),
-            TunnelStream::ClientTls(s) => socket2::SockRef::from(s.get_ref().0),
-            TunnelStream::ServerTls(s) => socket2::SockRef::from(s.get_ref().0),
+            TunnelStream::ClientTls(s) => socket2::SockRef::from(s.get_ref().0.get_ref()),
+            TunnelStream::ServerTls(s) => socket2::SockRef::from(s.get_ref().0.get_ref()),
             TunnelStream::Ws(s) => s.socket(),
             TunnelStream::H2(s) => s.socket(),
         }
@@ -103,12 +106,33 @@ impl TunnelStream {
         res.map_err(io::Error::other)
     }
 
+    /// Register the socket with the current runtime: for a TCP or TLS stream made on another
+    /// runtime (the pool maintenance thread's, `tunnel::background`). Other transports are
+    /// never made there and are returned as they are.
+    pub(crate) fn rebind(self) -> io::Result<Self> {
+        Ok(match self {
+            TunnelStream::Plain(s) => TunnelStream::Plain(TcpStream::from_std(s.into_std()?)?),
+            TunnelStream::ClientTls(mut s) => {
+                s.get_mut().0.rebind()?;
+                TunnelStream::ClientTls(s)
+            }
+            TunnelStream::ServerTls(mut s) => {
+                s.get_mut().0.rebind()?;
+                TunnelStream::ServerTls(s)
+            }
+            other => other,
+        })
+    }
+
     /// True when the idle connection looks usable: the peer has neither closed it nor sent
     /// anything unexpected. Never blocks (a non-blocking `MSG_PEEK` on the socket).
     pub fn is_idle_healthy(&self) -> bool {
         match self {
             TunnelStream::Ws(s) => return s.is_idle_healthy(),
             TunnelStream::H2(s) => return s.is_idle_healthy(),
+            // Bytes already read below TLS count as data on the idle connection too.
+            TunnelStream::ClientTls(s) if s.get_ref().0.buffered() > 0 => return false,
+            TunnelStream::ServerTls(s) if s.get_ref().0.buffered() > 0 => return false,
             _ => {}
         }
         let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1];

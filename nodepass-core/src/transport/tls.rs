@@ -23,6 +23,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::BufferedTcp;
 use crate::error::{Error, Result};
 
 /// How often certificate files are checked for changes.
@@ -296,14 +297,16 @@ impl ClientTls {
         })
     }
 
-    /// Run the TLS handshake over `tcp`.
+    /// Run the TLS handshake over `tcp` (read through a [`BufferedTcp`]).
     ///
     /// Cancel safety: safe; a dropped future drops the connection.
     pub async fn connect(
         &self,
         tcp: tokio::net::TcpStream,
-    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
-        self.connector.connect(self.name.clone(), tcp).await
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<BufferedTcp>> {
+        self.connector
+            .connect(self.name.clone(), BufferedTcp::new(tcp))
+            .await
     }
 
     /// Run the TLS handshake over `tcp`, offering the ALPN protocol `alpn` (the caller checks
@@ -312,10 +315,10 @@ impl ClientTls {
         &self,
         tcp: tokio::net::TcpStream,
         alpn: &[u8],
-    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<BufferedTcp>> {
         self.connector
             .with_alpn(vec![alpn.to_vec()])
-            .connect(self.name.clone(), tcp)
+            .connect(self.name.clone(), BufferedTcp::new(tcp))
             .await
     }
 }

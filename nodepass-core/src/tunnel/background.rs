@@ -3,12 +3,13 @@
 //! [`MAINTENANCE_NICE`]), so on a busy host they give way to the user connections they prepare
 //! for instead of competing with them for the cores.
 //!
-//! [`offload`] runs a future there, but the future keeps belonging to the caller's runtime:
-//! every poll enters the caller's runtime handle, so its sockets and timers are registered with
-//! that runtime's drivers and whatever it spawns runs on that runtime. The connection it yields
-//! is used there as it is, without being moved between reactors. The thread only lends the CPU
-//! time of the polls, which is where the handshakes' computation happens (key exchange,
-//! signatures, the key schedule, the proofs).
+//! [`offload`] runs a future there, on the thread's own runtime (its own I/O and timer
+//! drivers: nothing it does takes a lock the caller's runtime needs, so a preempted
+//! low-priority thread cannot hold up the workers that serve users). The sockets it yields are
+//! registered with that runtime; the caller moves them to its own with
+//! [`TunnelStream::rebind`](crate::transport::TunnelStream::rebind) before using them. So only
+//! plain TCP and TLS-over-TCP connections are made there (the WebSocket and HTTP/2 transports
+//! keep state on the caller's runtime).
 //!
 //! Only under a multi-thread runtime (the `nodepass` executables): a current-thread runtime
 //! (most tests) would see no work of its own while a handshake runs on the other thread, and
@@ -21,9 +22,7 @@
 //! refill at normal priority then (see [`crate::pool::Pool::is_short`]).
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::OnceLock;
-use std::task::{Context, Poll};
 
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio_util::task::AbortOnDropHandle;
@@ -50,8 +49,10 @@ fn executor() -> Option<&'static Handle> {
 }
 
 fn start() -> Option<Handle> {
-    // No I/O or time driver: the futures it polls use their own runtime's drivers.
-    let rt = match tokio::runtime::Builder::new_current_thread().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::warn!(error = %e, "cannot build the pool maintenance runtime; refills run at normal priority");
@@ -84,91 +85,100 @@ fn lower_priority() {
     }
 }
 
-/// Run `fut` on the maintenance thread at low priority, inside the caller's runtime (see the
-/// module doc); inline when the caller's runtime is not multi-threaded. Cancel safe: dropping
-/// the returned future drops `fut` too (on the maintenance thread).
-pub(crate) async fn offload<F>(fut: F) -> Result<F::Output, OffloadError>
+/// Where an offloaded future ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ran {
+    /// On the caller's runtime: its sockets are ready to use.
+    Inline,
+    /// On the maintenance thread: rebind its sockets before use.
+    Elsewhere,
+}
+
+/// Run `fut` on the maintenance thread at low priority (see the module doc); inline when the
+/// caller's runtime is not multi-threaded or the thread is not available. Says where it ran.
+/// Cancel safe: dropping the returned future drops `fut` too (on the maintenance thread).
+pub(crate) async fn offload<F>(fut: F) -> Result<(F::Output, Ran), OffloadError>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let here = match Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => h,
-        _ => return Ok(fut.await),
+    // Only where sockets can be moved between runtimes (`TunnelStream::rebind`).
+    let multi = cfg!(unix)
+        && Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
+    let exec = if multi { executor() } else { None };
+    let Some(exec) = exec else {
+        return Ok((fut.await, Ran::Inline));
     };
-    let Some(exec) = executor() else {
-        return Ok(fut.await);
-    };
-    let task = AbortOnDropHandle::new(exec.spawn(Entered {
-        handle: here,
-        fut: Box::pin(fut),
-    }));
+    let task = AbortOnDropHandle::new(exec.spawn(fut));
     match task.await {
-        Ok(out) => Ok(out),
+        Ok(out) => Ok((out, Ran::Elsewhere)),
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(_) => Err(OffloadError::Stopped),
-    }
-}
-
-/// Polls `fut` with `handle`'s runtime as the current one.
-struct Entered<F> {
-    handle: Handle,
-    fut: Pin<Box<F>>,
-}
-
-impl<F: Future> Future for Entered<F> {
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let this = &mut *self;
-        let _current = this.handle.enter();
-        this.fut.as_mut().poll(cx)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::{BufferedTcp, TunnelStream};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// The future runs on the low-priority thread, but what it creates and spawns belongs to
-    /// the caller's runtime.
+    /// Connections made on the low-priority thread work on the caller's runtime once rebound,
+    /// plain and under the TLS read buffer.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn runs_on_the_maintenance_thread_inside_the_callers_runtime() {
-        let caller = Handle::current().id();
+    async fn connections_made_on_the_maintenance_thread_work_here_once_rebound() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        let out = offload(async move {
+        let (made, ran) = offload(async move {
             let name = std::thread::current().name().map(str::to_owned);
             let nice = nice_of_this_thread();
-            // A socket and a timer of the caller's runtime, and a task spawned onto it.
-            let (conn, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), l.accept());
+            let a = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let b = tokio::net::TcpStream::connect(addr).await.unwrap();
+            // A timer of that runtime.
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-            let spawned_on = tokio::spawn(async { Handle::current().id() })
-                .await
-                .unwrap();
-            (name, nice, conn.unwrap(), accepted.unwrap().0, spawned_on)
+            (name, nice, a, b)
         })
         .await
         .unwrap();
-        let (name, nice, conn, mut accepted, spawned_on) = out;
+        assert_eq!(ran, Ran::Elsewhere);
+        let (name, nice, a, b) = made;
         assert_eq!(name.as_deref(), Some(THREAD_NAME));
         #[cfg(target_os = "linux")]
         assert_eq!(nice, Some(MAINTENANCE_NICE));
-        assert_eq!(spawned_on, caller);
-        // The connection made there works here.
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut conn = conn;
-        conn.write_all(b"x").await.unwrap();
-        let mut b = [0u8; 1];
-        accepted.read_exact(&mut b).await.unwrap();
-        assert_eq!(&b, b"x");
+        let a_addr = a.local_addr().unwrap();
+        let mut plain = TunnelStream::Plain(a).rebind().unwrap();
+        let mut buffered = BufferedTcp::new(b);
+        buffered.rebind().unwrap();
+        let (p1, p1_addr) = l.accept().await.unwrap();
+        let (p2, _) = l.accept().await.unwrap();
+        let (mut plain_peer, mut buffered_peer) = if p1_addr == a_addr {
+            (p1, p2)
+        } else {
+            (p2, p1)
+        };
+        // Both carry bytes both ways on this runtime (the maintenance runtime's drivers no
+        // longer see them).
+        let mut got = [0u8; 4];
+        plain_peer.write_all(b"ping").await.unwrap();
+        plain.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ping");
+        plain.write_all(b"pong").await.unwrap();
+        plain_peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"pong");
+        buffered_peer.write_all(b"ping").await.unwrap();
+        buffered.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ping");
+        buffered.write_all(b"pong").await.unwrap();
+        buffered_peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"pong");
     }
 
     #[tokio::test]
     async fn runs_inline_under_a_current_thread_runtime() {
-        let name = offload(async { std::thread::current().name().map(str::to_owned) })
+        let (name, ran) = offload(async { std::thread::current().name().map(str::to_owned) })
             .await
             .unwrap();
+        assert_eq!(ran, Ran::Inline);
         assert_ne!(name.as_deref(), Some(THREAD_NAME));
     }
 

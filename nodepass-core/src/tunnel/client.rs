@@ -420,6 +420,7 @@ impl Inner {
             ctx: ctx.clone(),
             token: token.clone(),
             in_flight: Arc::new(AtomicUsize::new(0)),
+            urgent_in_flight: Arc::new(AtomicUsize::new(0)),
         };
         ctx.tracker.spawn(filler.run().in_current_span());
         ctx.shared.set_state(TunnelState::Ready);
@@ -489,6 +490,8 @@ struct Filler {
     ctx: Ctx,
     token: CancellationToken,
     in_flight: Arc<AtomicUsize>,
+    /// Of those, the dials at normal priority (made while the pool was short).
+    urgent_in_flight: Arc<AtomicUsize>,
 }
 
 impl Filler {
@@ -501,20 +504,33 @@ impl Filler {
             let demand = this.pool.demand();
             tokio::pin!(demand);
             loop {
-                let in_flight = this.in_flight.load(Relaxed);
+                // A short pool dials at normal priority, and those dials do not wait for
+                // low-priority ones in flight (a busy host may starve them for a while).
+                let urgent = this.is_urgent();
+                let in_flight = if urgent {
+                    this.urgent_in_flight.load(Relaxed)
+                } else {
+                    this.in_flight.load(Relaxed)
+                };
                 if in_flight >= this.ctx.opts.max_pool_dials || this.pool.deficit() <= in_flight {
                     break;
                 }
                 this.in_flight.fetch_add(1, Relaxed);
+                if urgent {
+                    this.urgent_in_flight.fetch_add(1, Relaxed);
+                }
                 let t = this.clone();
                 this.ctx.tracker.spawn(
                     async move {
-                        let ok = t.add_one().await;
+                        let ok = t.add_one(urgent).await;
                         if !ok {
                             tokio::select! {
                                 _ = t.token.cancelled() => {}
                                 _ = tokio::time::sleep(t.ctx.opts.pool_dial_retry) => {}
                             }
+                        }
+                        if urgent {
+                            t.urgent_in_flight.fetch_sub(1, Relaxed);
                         }
                         t.in_flight.fetch_sub(1, Relaxed);
                         t.pool.nudge();
@@ -530,7 +546,14 @@ impl Filler {
         }
     }
 
-    async fn add_one(&self) -> bool {
+    /// Refill at normal priority: the pool is short, low-priority refills are off, or the
+    /// transport cannot move connections between runtimes (WebSocket, HTTP/2).
+    fn is_urgent(&self) -> bool {
+        let movable = !self.client.ws.load(Relaxed) && !self.client.h2.load(Relaxed);
+        !self.ctx.opts.low_priority_refill || !movable || self.pool.is_short()
+    }
+
+    async fn add_one(&self, urgent: bool) -> bool {
         let (client, ctx, tls, session, key) = (
             self.client.clone(),
             self.ctx.clone(),
@@ -543,16 +566,19 @@ impl Filler {
             handshake::connect(stream, session, ClientKey::Session(&key)).await
         };
         let fut = tokio::time::timeout(self.ctx.opts.handshake_timeout, fut).in_current_span();
-        // The dial and both handshakes run at low priority unless the pool runs short (issue
-        // 17): on a busy host they then give way to the sessions they replenish.
-        let urgent = self.pool.is_short();
+        // The dial and both handshakes run at low priority unless urgent (issue 17): on a busy
+        // host they then give way to the sessions they replenish.
         let conn = tokio::select! {
             _ = self.token.cancelled() => return true,
             r = async {
-                if urgent { Ok(fut.await) } else { background::offload(fut).await }
+                if urgent {
+                    Ok((fut.await, background::Ran::Inline))
+                } else {
+                    background::offload(fut).await
+                }
             } => r,
         };
-        let conn = match conn {
+        let (conn, ran) = match conn {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(error = %e, "pool connection not made");
@@ -560,7 +586,16 @@ impl Filler {
             }
         };
         match conn {
-            Ok(Ok(c)) => {
+            Ok(Ok(mut c)) => {
+                if ran == background::Ran::Elsewhere {
+                    c.wire.stream = match c.wire.stream.rebind() {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "pool connection lost moving it here");
+                            return false;
+                        }
+                    };
+                }
                 if let TunnelStream::ClientTls(tls) = &c.wire.stream {
                     // Pool refills resume the TLS session of an earlier connection (rustls's
                     // in-memory ticket cache, shared by every connection of this client), so

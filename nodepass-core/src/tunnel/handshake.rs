@@ -30,10 +30,10 @@ use crate::protocol::{
     ConnKind, HELLO_TYPE, Message, NONCE_LEN, PROTOCOL_VERSION, ProtocolError, RefuseCode,
     SessionId,
 };
-use crate::transport::TunnelStream;
 use crate::transport::http2::{self, H2Server};
 use crate::transport::tls::ServerTls;
 use crate::transport::ws;
+use crate::transport::{BufferedTcp, TunnelStream};
 
 /// First byte of a TLS handshake record.
 const TLS_RECORD_HANDSHAKE: u8 = 0x16;
@@ -185,6 +185,25 @@ pub(crate) enum ServerTransport<'a> {
     H2 { max_streams: u32 },
 }
 
+impl Accepted {
+    /// Move the connection's socket to the current runtime (see `TunnelStream::rebind`).
+    pub(crate) fn rebind(self) -> io::Result<Self> {
+        Ok(match self {
+            Accepted::Control {
+                mut wire,
+                session_key,
+            } => {
+                wire.stream = wire.stream.rebind()?;
+                Accepted::Control { wire, session_key }
+            }
+            Accepted::Pool { mut wire, session } => {
+                wire.stream = wire.stream.rebind()?;
+                Accepted::Pool { wire, session }
+            }
+        })
+    }
+}
+
 /// What a new TCP connection turned out to carry.
 pub(crate) enum Carried {
     /// One tunnel connection, ready for [`accept_stream`].
@@ -223,7 +242,7 @@ pub(crate) async fn accept_transport(
     let stream = match (first[0], tls) {
         (TLS_RECORD_HANDSHAKE, Some(tls)) => TunnelStream::ServerTls(Box::new(
             tls.acceptor()
-                .accept(tcp)
+                .accept(BufferedTcp::new(tcp))
                 .await
                 .map_err(HandshakeError::Tls)?,
         )),

@@ -71,6 +71,12 @@ pub struct TunnelOptions {
     pub udp_max_datagram: usize,
     /// Relay plain TCP without a rate limit with `splice(2)` on Linux (default true).
     pub zero_copy: bool,
+    /// Run the TCP and TLS pool's refills (dials, TLS and keyed handshakes, both sides) on one
+    /// process-wide thread at nice 19 while the pool is not short (default true; only under a
+    /// multi-thread runtime on Unix). Measured on a loaded 2-core machine (docs/benchmarks.md,
+    /// issue 17): new-connection p50 about 40% lower at tls=1 and 10-20% lower at tls=0, but p99
+    /// 1.5 to 4 times higher at tls=1; `false` gives back the earlier behaviour.
+    pub low_priority_refill: bool,
 }
 
 impl Default for TunnelOptions {
@@ -94,6 +100,7 @@ impl Default for TunnelOptions {
             udp_idle: Duration::from_secs(30),
             udp_max_datagram: MAX_DATAGRAM_LEN,
             zero_copy: true,
+            low_priority_refill: true,
         }
     }
 }

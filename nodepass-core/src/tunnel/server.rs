@@ -265,19 +265,31 @@ impl Server {
         })
         .in_current_span();
         // TLS and the keyed handshake at low priority unless the pool runs short (issue 17):
-        // refills and strangers' attempts give way to user connections on a busy host.
-        let accepted = if pool.is_short() {
-            Ok(handshake.await)
+        // refills and strangers' attempts give way to user connections on a busy host. Only
+        // TCP and TLS connections can move between runtimes.
+        let movable = matches!(self.transport(), ServerTransport::Tcp);
+        let accepted = if !ctx.opts.low_priority_refill || pool.is_short() || !movable {
+            Ok((handshake.await, background::Ran::Inline))
         } else {
             background::offload(handshake).await
         };
         drop(permit);
-        let accepted = match accepted {
+        let (accepted, ran) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "tunnel connection dropped");
                 return;
             }
+        };
+        let accepted = match accepted {
+            Ok(Ok(Ok(a))) if ran == background::Ran::Elsewhere => match a.rebind() {
+                Ok(a) => Ok(Ok(Ok(a))),
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "tunnel connection lost moving it here");
+                    return;
+                }
+            },
+            other => other,
         };
         let accepted = match accepted {
             Err(_) => {

@@ -99,6 +99,30 @@ async fn reverse_flow_tls_first_bytes_with_open() {
     client.wait().await.unwrap();
 }
 
+/// Issue 17: under a multi-thread runtime, pool refills of both ends run on the low-priority
+/// maintenance thread's runtime and are moved to this one (`TunnelStream::rebind`) before
+/// use. Many sessions in a row on a pool of 2, so most of them ride on such connections:
+/// every echo is byte-exact, in both TLS modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_ride_on_connections_refilled_at_low_priority() {
+    for tls in ["&tls=0", "&tls=1"] {
+        let stop = CancellationToken::new();
+        let (server, client, users) = reverse_echo_pair(tls, 2, &stop).await;
+        let payload: Vec<u8> = (0..40_000u32).map(|i| (i * 13 % 251) as u8).collect();
+        for i in 0..24 {
+            let size = [1, 700, payload.len()][i % 3];
+            assert_eq!(
+                roundtrip(users, &payload[..size]).await,
+                &payload[..size],
+                "{tls} #{i}"
+            );
+        }
+        stop.cancel();
+        server.wait().await.unwrap();
+        client.wait().await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn forward_flow_tls() {
     let stop = CancellationToken::new();
