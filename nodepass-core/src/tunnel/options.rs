@@ -74,8 +74,8 @@ pub struct TunnelOptions {
     /// Run the TCP and TLS pool's refills (dials, TLS and keyed handshakes, both sides) on one
     /// process-wide thread at nice 19 while the pool is not short (default true; only under a
     /// multi-thread runtime on Unix). Measured on a loaded 2-core machine (docs/benchmarks.md,
-    /// issue 17): new-connection p50 about 40% lower at tls=1 and 10-20% lower at tls=0, but p99
-    /// 1.5 to 4 times higher at tls=1; `false` gives back the earlier behaviour.
+    /// issue 17): new-connection p50 30-65% lower at tls=1 and 10-70% lower at tls=0, p99 lower
+    /// at tls=0 but not at tls=1; `false` gives back the earlier behaviour.
     pub low_priority_refill: bool,
 }
 
