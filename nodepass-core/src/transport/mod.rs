@@ -8,6 +8,7 @@
 //! stream each (`type=3`). QUIC (`type=1`) is not implemented yet and would slot in here as a
 //! further variant.
 
+mod gather;
 pub(crate) mod http2;
 pub mod net;
 pub mod tls;

@@ -23,6 +23,7 @@ use crate::transport::TunnelStream;
 use crate::transport::http2::{self, H2Server};
 use crate::transport::net::{bind_tcp, tune_tunnel_stream};
 use crate::transport::tls::ServerTls;
+use crate::transport::ws;
 
 struct Session {
     id: SessionId,
@@ -226,9 +227,15 @@ impl Server {
         cur.as_ref().filter(|s| &s.id == id).cloned()
     }
 
-    fn transport(&self) -> ServerTransport<'_> {
+    fn transport<'a>(&'a self, ctx: &'a Ctx) -> ServerTransport<'a> {
         match self.cfg.pool_type {
-            PoolType::WebSocket => ServerTransport::Ws(&self.cfg.ws),
+            PoolType::WebSocket => ServerTransport::Ws(
+                &self.cfg.ws,
+                ws::Tasks {
+                    tracker: &ctx.tracker,
+                    stop: &ctx.stop,
+                },
+            ),
             PoolType::Http2 => {
                 // Idle pool streams, sessions in use, and some in handshake or closing.
                 let slots = self.cfg.params.slot.map_or(65536, |s| s.get());
@@ -253,7 +260,7 @@ impl Server {
                 tcp,
                 self.tls.as_ref(),
                 self.cfg.tls.code(),
-                self.transport(),
+                self.transport(&ctx),
             )
             .await?;
             match carried {
