@@ -15,6 +15,8 @@
 //! - [`stats`]: percentiles, throughput, jitter.
 //! - [`runner`]: runs a plan and builds the [`report::Report`].
 //! - [`report`], [`targets`], [`table`]: the results, the issue's targets, the text table.
+//! - [`transport_targets`]: issue 15's targets for the pool transports (against the TCP pool
+//!   and against the Go NodePass with the same `type`).
 //! - [`wan`]: the emulated WAN testbed (`--wan`, and the `nodepass-wan` check).
 //!
 //! # Shutdown
@@ -54,5 +56,6 @@ pub mod subject;
 pub mod table;
 pub mod target;
 pub mod targets;
+pub mod transport_targets;
 pub mod wan;
 pub mod workloads;

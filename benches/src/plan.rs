@@ -173,6 +173,11 @@ impl Budget {
     }
 }
 
+/// Whether pool transport `pool_type` runs inside TLS only (QUIC and HTTP/2).
+pub fn needs_tls(pool_type: u8) -> bool {
+    matches!(pool_type, 1 | 3)
+}
+
 /// Everything one run needs.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -180,7 +185,8 @@ pub struct Plan {
     pub workloads: Vec<Workload>,
     /// nodepass `tls` modes to run.
     pub tls: Vec<u8>,
-    /// nodepass pool transports (`type`) to run at each TLS mode: 0 (TCP), 2 (WebSocket).
+    /// Pool transports (`type`) to run at each TLS mode, for nodepass and for every peer whose
+    /// templates use `{type}`: 0 (TCP), 2 (WebSocket), 3 (HTTP/2), any the peer takes.
     pub pool_types: Vec<u8>,
     /// Sizes and durations.
     pub budget: Budget,
@@ -199,28 +205,36 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The report's columns: direct, nodepass per TLS mode, then each peer (per TLS mode when
-    /// its templates use `{tls}`).
+    /// The report's columns: direct, nodepass per TLS mode and pool transport, then each peer
+    /// (per TLS mode when its templates use `{tls}`, and per pool transport of the run when
+    /// they use `{type}`). QUIC and HTTP/2 (`type=1`, `type=3`) run inside TLS only.
     pub fn subjects(&self) -> Vec<Subject> {
         let mut s = vec![Subject::Direct];
+        let types_at = |tls: u8| {
+            self.pool_types
+                .iter()
+                .copied()
+                .filter(move |&t| tls != 0 || !needs_tls(t))
+        };
         for &tls in &self.tls {
-            s.extend(
-                self.pool_types
-                    .iter()
-                    // HTTP/2 (type=3) runs inside TLS only.
-                    .filter(|&&pool_type| !(pool_type == 3 && tls == 0))
-                    .map(|&pool_type| Subject::Nodepass { tls, pool_type }),
-            );
+            s.extend(types_at(tls).map(|pool_type| Subject::Nodepass { tls, pool_type }));
         }
         for p in &self.peers {
             let spec = std::sync::Arc::new(p.clone());
-            if p.uses_tls() {
-                s.extend(self.tls.iter().map(|&tls| Subject::Peer {
-                    spec: spec.clone(),
-                    tls: Some(tls),
-                }));
-            } else {
-                s.push(Subject::Peer { spec, tls: None });
+            let peer = |tls: Option<u8>, pool_type: Option<u8>| Subject::Peer {
+                spec: spec.clone(),
+                tls,
+                pool_type,
+            };
+            match (p.uses_tls(), p.uses_type()) {
+                (true, true) => {
+                    for &tls in &self.tls {
+                        s.extend(types_at(tls).map(|t| peer(Some(tls), Some(t))));
+                    }
+                }
+                (true, false) => s.extend(self.tls.iter().map(|&tls| peer(Some(tls), None))),
+                (false, true) => s.extend(types_at(0).map(|t| peer(None, Some(t)))),
+                (false, false) => s.push(peer(None, None)),
             }
         }
         s

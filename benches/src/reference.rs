@@ -1,10 +1,13 @@
-//! The reference peers of issue 17 as built-in subjects (`--reference-peers DIR`): the Go
-//! NodePass v1.14 (`DIR/nodepass-go`, at every `--tls` mode) and rathole 0.5 (`DIR/rathole`,
-//! plain TCP only), both in reverse flow like nodepass, with a pool of 64 for Go.
+//! The reference peers of issues 15 and 17 as built-in subjects (`--reference-peers DIR`): the
+//! Go NodePass v1.14 (`DIR/nodepass-go`, at every `--tls` mode and with every `--type` of the
+//! run, so each of our pool transports meets Go's of the same type) and rathole 0.5
+//! (`DIR/rathole`, plain TCP only), both in reverse flow like nodepass, with a pool of 64 for
+//! Go.
 //!
-//! They run only the latency workloads ([`REFERENCE_WORKLOADS`]): Go closes a connection on
-//! the user's half-close (so `bulk` cannot read the sink's count back) and merges UDP
-//! datagrams, and rathole carries UDP only as a separately configured service. Other
+//! Go runs the TCP workloads ([`GO_WORKLOADS`]): it closes a connection on the user's
+//! half-close, so its bulk transfers are counted where they arrive (the target's sink ledger),
+//! and it merges UDP datagrams, so `udp` is left out. rathole runs the latency workloads only
+//! ([`REFERENCE_WORKLOADS`]; it carries UDP only as a separately configured service). Other
 //! workloads can still be compared with hand-written `--peer` templates.
 
 use std::path::{Path, PathBuf};
@@ -17,8 +20,16 @@ use crate::subject::PeerSpec;
 /// Where the reference peers live, relative to the project's root.
 pub const DEFAULT_DIR: &str = "../shared/peers";
 
-/// The workloads the reference peers run.
+/// The workloads rathole runs.
 pub const REFERENCE_WORKLOADS: &[Workload] = &[Workload::Connect, Workload::Rtt];
+
+/// The workloads the Go NodePass runs.
+pub const GO_WORKLOADS: &[Workload] = &[
+    Workload::Bulk,
+    Workload::Parallel,
+    Workload::Connect,
+    Workload::Rtt,
+];
 
 /// The Go NodePass and rathole from `dir`; an error names a missing executable.
 pub fn peers(dir: &Path) -> anyhow::Result<Vec<PeerSpec>> {
@@ -46,6 +57,7 @@ fn quoted(p: &Path) -> String {
 /// The Go NodePass writes `gob/` beside its executable, so each run starts a copy in its
 /// scratch directory. Its key ends up in its process arguments (it reads no environment): a
 /// random key of this run only. `log=warn` keeps its per-connection logging off the path.
+/// The pool transport is the server's `type=` (the client learns it), as in ours.
 fn go_peer(exe: &Path) -> PeerSpec {
     let run = |url: &str| format!("{{workdir}}/nodepass-go \"{url}\"");
     PeerSpec {
@@ -53,7 +65,10 @@ fn go_peer(exe: &Path) -> PeerSpec {
         procs: vec![
             (
                 "server".into(),
-                run("server://$BENCH_KEY@{tunnel_addr}/{user_addr}?mode=1&tls={tls}&log=warn"),
+                run(
+                    "server://$BENCH_KEY@{tunnel_addr}/{user_addr}?mode=1&tls={tls}&type={type}\
+                     &log=warn",
+                ),
             ),
             (
                 "client".into(),
@@ -62,7 +77,7 @@ fn go_peer(exe: &Path) -> PeerSpec {
         ],
         files: Vec::new(),
         copies: vec![exe.to_path_buf()],
-        workloads: Some(REFERENCE_WORKLOADS.to_vec()),
+        workloads: Some(GO_WORKLOADS.to_vec()),
     }
 }
 
@@ -117,6 +132,9 @@ mod tests {
         let p = peers(&dir).unwrap();
         assert_eq!(p[0].name, "go");
         assert!(p[0].uses_tls() && !p[1].uses_tls());
+        assert!(p[0].uses_type() && !p[1].uses_type());
+        assert!(p[0].runs(Workload::Bulk) && !p[0].runs(Workload::Udp));
+        assert!(!p[1].runs(Workload::Bulk));
         assert_eq!(p[1].files.len(), 2);
         std::fs::remove_dir_all(&dir).unwrap();
     }

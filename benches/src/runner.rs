@@ -17,7 +17,7 @@ use crate::subject::{Ctx, Subject};
 use crate::target::Target;
 use crate::wan::Testbed;
 use crate::wan::testbed::ADDR_B;
-use crate::{targets, workloads};
+use crate::{targets, transport_targets, workloads};
 
 /// Descriptor limit the harness asks for (its children inherit it); the hard limit caps it.
 const WANTED_NOFILE: u64 = 65_536;
@@ -118,9 +118,13 @@ fn run_here(plan: &Plan, wan: Option<Arc<Testbed>>) -> anyhow::Result<Report> {
         machine,
         nodepass: plan.nodepass.display().to_string(),
         budget: plan.budget.clone(),
-        targets: match plan.wan {
-            None => targets::evaluate(&reports, &plan.tls),
-            Some(_) => targets::evaluate_wan(&reports, &plan.tls),
+        targets: {
+            let mut t = match plan.wan {
+                None => targets::evaluate(&reports, &plan.tls),
+                Some(_) => targets::evaluate_wan(&reports, &plan.tls),
+            };
+            t.extend(transport_targets::evaluate(&reports, plan.wan.is_some()));
+            t
         },
         workloads: reports,
         wan,
@@ -145,7 +149,7 @@ fn measure(
     };
     Run {
         subject: subject.label(),
-        implementation: subject.implementation().to_owned(),
+        implementation: subject.implementation(),
         tls: subject.tls(),
         notes: metrics.notes().to_vec(),
         metrics,

@@ -25,6 +25,7 @@ pub const PLACEHOLDERS: &[&str] = &[
     "target_addr",
     "key",
     "tls",
+    "type",
     "workdir",
 ];
 
@@ -82,7 +83,7 @@ pub enum Subject {
     Nodepass {
         /// The server's `tls` mode.
         tls: u8,
-        /// The server's pool transport (`type`): 0 TCP, 2 WebSocket.
+        /// The server's pool transport (`type`): 0 TCP, 2 WebSocket, 3 HTTP/2.
         pool_type: u8,
     },
     /// Another implementation from `--peer`.
@@ -91,6 +92,8 @@ pub enum Subject {
         spec: Arc<PeerSpec>,
         /// The TLS mode given to `{tls}`, when its templates use it.
         tls: Option<u8>,
+        /// The pool transport given to `{type}`, when its templates use it.
+        pool_type: Option<u8>,
     },
 }
 
@@ -103,14 +106,28 @@ impl Subject {
         }
     }
 
-    /// `direct`, `nodepass` or the peer's name.
-    pub fn implementation(&self) -> &str {
+    /// `direct`, `nodepass` or the peer's name, followed by ` type=N` for a pool transport
+    /// other than TCP (`nodepass type=2`, `go type=3`).
+    pub fn implementation(&self) -> String {
+        let (name, pool_type) = match self {
+            Subject::Direct => return "direct".into(),
+            Subject::Nodepass { pool_type, .. } => ("nodepass", Some(*pool_type)),
+            Subject::Peer {
+                spec, pool_type, ..
+            } => (spec.name.as_str(), *pool_type),
+        };
+        match pool_type {
+            Some(t) if t != 0 => format!("{name} type={t}"),
+            _ => name.to_owned(),
+        }
+    }
+
+    /// The pool transport (`type`), if the subject has one.
+    pub fn pool_type(&self) -> Option<u8> {
         match self {
-            Subject::Direct => "direct",
-            Subject::Nodepass { pool_type: 2, .. } => "nodepass type=2",
-            Subject::Nodepass { pool_type: 3, .. } => "nodepass type=3",
-            Subject::Nodepass { .. } => "nodepass",
-            Subject::Peer { spec, .. } => &spec.name,
+            Subject::Direct => None,
+            Subject::Nodepass { pool_type, .. } => Some(*pool_type),
+            Subject::Peer { pool_type, .. } => *pool_type,
         }
     }
 
@@ -136,7 +153,11 @@ impl Subject {
                 procs: Vec::new(),
             }),
             Subject::Nodepass { tls, pool_type } => start_nodepass(ctx, *tls, *pool_type),
-            Subject::Peer { spec, tls } => start_peer(ctx, spec, *tls),
+            Subject::Peer {
+                spec,
+                tls,
+                pool_type,
+            } => start_peer(ctx, spec, *tls, *pool_type),
         }
     }
 }
@@ -176,12 +197,18 @@ fn start_nodepass(ctx: &Ctx, tls: u8, pool_type: u8) -> anyhow::Result<Endpoint>
     Ok(Endpoint { addr, procs })
 }
 
-fn start_peer(ctx: &Ctx, spec: &PeerSpec, tls: Option<u8>) -> anyhow::Result<Endpoint> {
+fn start_peer(
+    ctx: &Ctx,
+    spec: &PeerSpec,
+    tls: Option<u8>,
+    pool_type: Option<u8>,
+) -> anyhow::Result<Endpoint> {
     let tunnel = process::free_tcp_port()?;
     let user = process::free_port_pair()?;
     let work = ctx.work_dir.join(format!("peer-{}", spec.name));
     std::fs::create_dir_all(&work).with_context(|| format!("create {}", work.display()))?;
     let tls_text = tls.map(|t| t.to_string()).unwrap_or_default();
+    let type_text = pool_type.map(|t| t.to_string()).unwrap_or_default();
     let values = [
         ("host", "127.0.0.1".to_owned()),
         ("tunnel_port", tunnel.to_string()),
@@ -192,6 +219,7 @@ fn start_peer(ctx: &Ctx, spec: &PeerSpec, tls: Option<u8>) -> anyhow::Result<End
         ("target_addr", ctx.target.to_string()),
         ("key", ctx.key.clone()),
         ("tls", tls_text.clone()),
+        ("type", type_text.clone()),
         ("workdir", work.display().to_string()),
     ];
     for (name, template) in &spec.files {
@@ -215,8 +243,9 @@ fn start_peer(ctx: &Ctx, spec: &PeerSpec, tls: Option<u8>) -> anyhow::Result<End
             .arg(format!("exec {line}"))
             .env("BENCH_KEY", &ctx.key)
             .env("BENCH_TLS", &tls_text)
+            .env("BENCH_TYPE", &type_text)
             .env("BENCH_WORKDIR", &work);
-        let log = work.join(format!("{role}-tls{tls_text}.log"));
+        let log = work.join(format!("{role}-tls{tls_text}-type{type_text}.log"));
         procs.push(ctx.spawn(role, cmd, &log)?);
         if role == "server" && spec.procs.len() > 1 {
             // Give the server the chance to listen before its client dials; a server that
@@ -262,6 +291,15 @@ impl PeerSpec {
             .iter()
             .chain(&self.files)
             .any(|(_, t)| t.contains("{tls}"))
+    }
+
+    /// Whether the templates use `{type}` (then the peer runs once per pool transport of the
+    /// run that it takes, at each TLS mode).
+    pub fn uses_type(&self) -> bool {
+        self.procs
+            .iter()
+            .chain(&self.files)
+            .any(|(_, t)| t.contains("{type}"))
     }
 
     /// Whether the peer runs `w`.

@@ -56,8 +56,8 @@ pub fn render(report: &Report) -> String {
 
     if !report.targets.is_empty() {
         out.push_str(match report.wan {
-            None => "\nTargets (issues 7 and 17), nodepass:\n",
-            Some(_) => "\nTargets (issue 17, WAN), nodepass:\n",
+            None => "\nTargets (issues 7, 15 and 17), nodepass:\n",
+            Some(_) => "\nTargets (issues 15 and 17, WAN), nodepass:\n",
         });
         for t in &report.targets {
             let _ = writeln!(

@@ -3,16 +3,19 @@
 //!
 //! TCP: a connection whose first byte is [`SINK`] is a sink: everything after that byte is
 //! counted and discarded, and at end of stream the count is written back as a `u64` (big-endian)
-//! before the connection is closed. Any other first byte makes it an echo connection (that byte
-//! included). UDP: every datagram is checked as a [`crate::probe`] and tallied for the
+//! before the connection is closed. Every sink connection's bytes (as they arrive) and its end
+//! (EOF or error) are also entered in the target's [`SinkLedger`], so a transfer through a
+//! tunnel that closes the connection on the sender's half-close, or never passes the end on
+//! (the Go NodePass does either, depending on its pool type), is still counted where it
+//! arrived. Any other first byte makes it an echo connection (that byte included). UDP: every datagram is checked as a [`crate::probe`] and tallied for the
 //! current run.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener as StdListener, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -32,6 +35,7 @@ const UDP_RECV_BUFFER: usize = 4 * 1024 * 1024;
 /// The running target; stops when dropped.
 pub struct Target {
     addr: SocketAddr,
+    sinks: Arc<Sinks>,
     tally: Arc<Mutex<UdpTally>>,
     stop: Arc<AtomicBool>,
     udp_thread: Option<JoinHandle<()>>,
@@ -61,7 +65,8 @@ impl Target {
             let _guard = runtime.enter();
             TcpListener::from_std(tcp)?
         };
-        runtime.spawn(accept_loop(listener));
+        let sinks = Arc::new(Sinks::default());
+        runtime.spawn(accept_loop(listener, sinks.clone()));
 
         socket2::SockRef::from(&udp).set_recv_buffer_size(UDP_RECV_BUFFER)?;
         udp.set_read_timeout(Some(Duration::from_millis(50)))?;
@@ -80,6 +85,7 @@ impl Target {
             .map_err(|_| io::Error::other("the UDP sink thread did not start"))?;
         Ok(Target {
             addr,
+            sinks,
             tally,
             stop,
             udp_thread: Some(udp_thread),
@@ -91,6 +97,36 @@ impl Target {
     /// The TCP and UDP address (same port).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// What the sink connections received so far.
+    pub fn sinks(&self) -> SinkLedger {
+        *self.sinks.lock()
+    }
+
+    /// Wait until at least `ended` sink connections have ended in all, or no sink byte has
+    /// arrived for `quiet` (a tunnel that never passes the end of stream on), at most
+    /// `timeout`; returns the ledger then (check its count: it is short after a quiet spell
+    /// or a timeout).
+    pub fn wait_sinks(&self, ended: u64, quiet: Duration, timeout: Duration) -> SinkLedger {
+        let deadline = Instant::now() + timeout;
+        let mut ledger = self.sinks.lock();
+        // Bounded: every pass either returns or waits for at most what is left of the
+        // deadline.
+        loop {
+            let now = Instant::now();
+            let still = ledger.last_byte.map_or(now, |t| t + quiet);
+            if ledger.ended >= ended || now >= deadline || now >= still {
+                return *ledger;
+            }
+            let wake = deadline.min(still.max(now + Duration::from_millis(1)));
+            ledger = self
+                .sinks
+                .changed
+                .wait_timeout(ledger, wake - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
 
     /// Start counting UDP probes of `run` from zero; probes of other runs are ignored.
@@ -134,6 +170,41 @@ impl Drop for Target {
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
         }
+    }
+}
+
+/// What the sink connections received, all together since the target started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SinkLedger {
+    /// Sink connections that ended (EOF or error).
+    pub ended: u64,
+    /// Bytes received by all sink connections, open or ended (after the [`SINK`] byte).
+    pub bytes: u64,
+    /// When the last of those bytes arrived.
+    pub last_byte: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct Sinks {
+    ledger: Mutex<SinkLedger>,
+    changed: Condvar,
+}
+
+impl Sinks {
+    fn lock(&self) -> MutexGuard<'_, SinkLedger> {
+        // Held for a few field updates or a condvar wait, never across I/O.
+        self.ledger.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn received(&self, bytes: u64) {
+        let mut l = self.lock();
+        l.bytes += bytes;
+        l.last_byte = Some(Instant::now());
+    }
+
+    fn ended(&self) {
+        self.lock().ended += 1;
+        self.changed.notify_all();
     }
 }
 
@@ -207,11 +278,11 @@ fn bind_pair(ip: IpAddr) -> io::Result<(StdListener, UdpSocket)> {
     Err(last.unwrap_or_else(|| io::Error::other("no free port pair")))
 }
 
-async fn accept_loop(listener: TcpListener) {
+async fn accept_loop(listener: TcpListener, sinks: Arc<Sinks>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(serve(stream));
+                tokio::spawn(serve(stream, sinks.clone()));
             }
             // Out of descriptors or similar: back off briefly and go on.
             Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
@@ -219,7 +290,7 @@ async fn accept_loop(listener: TcpListener) {
     }
 }
 
-async fn serve(mut s: TcpStream) {
+async fn serve(mut s: TcpStream, sinks: Arc<Sinks>) {
     let _ = s.set_nodelay(true);
     let mut buf = vec![0u8; ECHO_BUFFER];
     let n = match s.read(&mut buf).await {
@@ -228,13 +299,21 @@ async fn serve(mut s: TcpStream) {
     };
     if buf[0] == SINK {
         let mut total = (n - 1) as u64;
+        sinks.received(total);
         let mut buf = vec![0u8; SINK_BUFFER];
-        loop {
+        let clean = loop {
             match s.read(&mut buf).await {
-                Ok(0) => break,
-                Ok(n) => total += n as u64,
-                Err(_) => return,
+                Ok(0) => break true,
+                Ok(n) => {
+                    total += n as u64;
+                    sinks.received(n as u64);
+                }
+                Err(_) => break false,
             }
+        };
+        sinks.ended();
+        if !clean {
+            return;
         }
         let _ = s.write_all(&total.to_be_bytes()).await;
         let _ = s.shutdown().await;
@@ -290,6 +369,28 @@ mod tests {
         let mut count = [0u8; 8];
         sink.read_exact(&mut count).unwrap();
         assert_eq!(u64::from_be_bytes(count), 300_000);
+        let l = target.wait_sinks(1, Duration::from_secs(10), Duration::from_secs(10));
+        assert_eq!((l.ended, l.bytes), (1, 300_000));
+        assert!(l.last_byte.is_some());
+    }
+
+    /// A sink connection cut without waiting for the count is still entered in the ledger.
+    #[test]
+    fn a_sink_closed_early_is_counted_in_the_ledger() {
+        let target = Target::start().unwrap();
+        let mut sink = std::net::TcpStream::connect(target.addr()).unwrap();
+        sink.write_all(&[SINK]).unwrap();
+        sink.write_all(&[2u8; 1000]).unwrap();
+        drop(sink);
+        let l = target.wait_sinks(1, Duration::from_secs(10), Duration::from_secs(10));
+        assert_eq!((l.ended, l.bytes), (1, 1000));
+        // One that stays open is counted as its bytes arrive; the wait ends after the quiet
+        // spell.
+        let mut open = std::net::TcpStream::connect(target.addr()).unwrap();
+        open.write_all(&[SINK]).unwrap();
+        open.write_all(&[3u8; 500]).unwrap();
+        let l = target.wait_sinks(2, Duration::from_millis(300), Duration::from_secs(10));
+        assert_eq!((l.ended, l.bytes), (1, 1500));
     }
 
     #[test]

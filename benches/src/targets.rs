@@ -32,7 +32,7 @@ pub struct TargetCheck {
 }
 
 impl TargetCheck {
-    fn new(
+    pub(crate) fn new(
         workload: &'static str,
         tls: u8,
         what: &str,
@@ -119,9 +119,12 @@ pub fn evaluate(workloads: &[WorkloadReport], tls_modes: &[u8]) -> Vec<TargetChe
                     add("p50 added over direct", added, "<=", limit, "µs");
                     let spread = n("p99_us").zip(n("p50_us")).map(|(p99, p50)| p99 / p50);
                     add("p99 / own p50", spread, "<=", 2.0, "x");
+                    // Peers of the TCP pool only: other pool transports (ours and peers'
+                    // `type=N`) are compared type for type (crate::transport_targets).
                     let peers = w.runs.iter().filter(|r| {
                         r.error.is_none()
                             && !matches!(r.implementation.as_str(), "direct" | "nodepass")
+                            && !r.implementation.contains(" type=")
                             && r.tls.unwrap_or(0) == tls
                     });
                     for peer in peers {

@@ -36,8 +36,8 @@ pub fn run(
     link_rtt: Option<Duration>,
 ) -> anyhow::Result<Metrics> {
     match workload {
-        Workload::Bulk => tcp::bulk(endpoint.addr, 1, budget.bulk),
-        Workload::Parallel => tcp::bulk(endpoint.addr, budget.streams, budget.bulk),
+        Workload::Bulk => tcp::bulk(endpoint.addr, target, 1, budget.bulk),
+        Workload::Parallel => tcp::bulk(endpoint.addr, target, budget.streams, budget.bulk),
         Workload::Connect => {
             // New connections are measured with a warm pool (issue 17): wait until every
             // process's descriptor count has been still for a while (its pool is full).
@@ -67,6 +67,6 @@ pub fn run(
         Workload::Rtt => latency::round_trip(endpoint.addr, budget.round_trips),
         Workload::Udp => udp::run(endpoint.addr, target, budget),
         Workload::Memory => memory::run(endpoint, budget.connections),
-        Workload::Cpu => tcp::cpu(endpoint, budget.cpu),
+        Workload::Cpu => tcp::cpu(endpoint, target, budget.cpu),
     }
 }

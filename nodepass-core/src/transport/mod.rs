@@ -10,6 +10,7 @@
 //! further variant.
 
 mod buffered;
+mod gather;
 pub(crate) mod http2;
 pub mod net;
 pub mod tls;

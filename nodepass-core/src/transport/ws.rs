@@ -4,12 +4,15 @@
 //! [`WsStream`] turns a WebSocket back into a byte stream for the layers above (handshake,
 //! pool, relay), which so do not know which transport carries them:
 //!
-//! - every write becomes one binary message; an **empty** binary message marks the end of the
-//!   stream in that direction (our half-close: `shutdown` sends it, the reader returns EOF);
+//! - writes are gathered into binary messages of up to [`SEND_CHUNK`] bytes, sent when full,
+//!   on `flush` and on `shutdown` (the relay flushes whenever its source has nothing more to
+//!   read); an **empty** binary message marks the end of the stream in that direction (our
+//!   half-close: `shutdown` sends it, the reader returns EOF);
 //! - two small tasks own the socket: a writer (our data, plus a ping every `wsping`, so an idle
 //!   pooled connection keeps a proxy's read timeout from firing) and a reader (the peer's
 //!   data; tungstenite answers pings by itself). Each direction has its own bounded queue, so a
-//!   stalled reader never blocks the writer;
+//!   stalled reader never blocks the writer. They run on the tunnel's task tracker ([`Tasks`])
+//!   and end with its stop token, so a stopped tunnel waits for them;
 //! - a connection from which nothing (not even a pong) arrived for three ping intervals is dead;
 //! - dropping a stream that ended normally (both directions half-closed) sends a WebSocket
 //!   close; dropping it otherwise just closes the socket, and the peer reads that abrupt end as
@@ -35,17 +38,25 @@ use tokio_tungstenite::tungstenite::http::{self, HeaderValue, StatusCode, header
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::{CancellationToken, PollSender};
+use tokio_util::task::TaskTracker;
 
 use crate::config::WebSocketOptions;
 use crate::protocol::auth::BINDING_LEN;
 
 use super::TunnelStream;
+use super::gather::{self, Gather};
 
 /// Largest WebSocket message (and frame) accepted from the peer. Our writes are at most the
 /// relay's buffer (well under this).
 pub(crate) const MAX_WS_MESSAGE: usize = 1 << 20;
-/// Messages queued per direction between a [`WsStream`] and its tasks.
-const QUEUE: usize = 16;
+/// Writes are gathered into messages of up to this many bytes: with the relay's 64 KiB writes,
+/// four times fewer messages, queue hand-overs and frames than one message per write (the
+/// profile of issue 15). Well under [`MAX_WS_MESSAGE`].
+const SEND_CHUNK: usize = gather::AREA;
+/// Messages queued per direction between a [`WsStream`] and its tasks. With the message the
+/// writer task is copying into the WebSocket, fewer than [`gather::RING`] chunks are in
+/// flight, as [`Gather`] needs to reuse their memory.
+const QUEUE: usize = 2;
 /// How long a normal close waits for the close frame to be written.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// A peer silent for this many ping intervals is dead.
@@ -57,6 +68,16 @@ fn ws_config() -> WebSocketConfig {
         .max_frame_size(Some(MAX_WS_MESSAGE))
 }
 
+/// Where a WebSocket's reader and writer tasks run: the tunnel's tracker; the tunnel's stop
+/// token ends them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tasks<'a> {
+    /// The tunnel's task tracker.
+    pub(crate) tracker: &'a TaskTracker,
+    /// The tunnel's stop token.
+    pub(crate) stop: &'a CancellationToken,
+}
+
 /// A tunnel connection carried by one WebSocket (see the module doc).
 #[derive(Debug)]
 pub struct WsStream {
@@ -66,6 +87,8 @@ pub struct WsStream {
     /// The peer's end-of-stream marker arrived.
     eof: bool,
     outgoing: PollSender<Bytes>,
+    /// Written bytes not yet queued as a message (see [`SEND_CHUNK`]).
+    out: Gather,
     /// Our end-of-stream marker was queued.
     shut: bool,
     shared: Arc<Shared>,
@@ -85,26 +108,33 @@ struct Shared {
 
 impl WsStream {
     /// Run the WebSocket protocol over `inner` (already upgraded), starting the reader and
-    /// writer tasks. Must be called inside a tokio runtime.
+    /// writer tasks on `tasks`. Must be called inside a tokio runtime.
     fn spawn(
         ws: WebSocketStream<TunnelStream>,
         socket: socket2::Socket,
         binding: [u8; BINDING_LEN],
         tls: bool,
         ping: Duration,
+        tasks: Tasks<'_>,
     ) -> Self {
         let (sink, stream) = ws.split();
         let (in_tx, incoming) = mpsc::channel(QUEUE);
         let (out_tx, out_rx) = mpsc::channel(QUEUE);
         let shared = Arc::new(Shared::default());
-        let done = CancellationToken::new();
-        tokio::spawn(write_loop(sink, out_rx, ping, shared.clone(), done.clone()));
-        tokio::spawn(read_loop(stream, in_tx, ping, shared.clone(), done));
+        // Cancelled by either task when the WebSocket ends, or by the tunnel's stop.
+        let done = tasks.stop.child_token();
+        tasks
+            .tracker
+            .spawn(write_loop(sink, out_rx, ping, shared.clone(), done.clone()));
+        tasks
+            .tracker
+            .spawn(read_loop(stream, in_tx, ping, shared.clone(), done));
         WsStream {
             incoming,
             pending: Bytes::new(),
             eof: false,
             outgoing: PollSender::new(out_tx),
+            out: Gather::default(),
             shut: false,
             shared,
             socket,
@@ -126,6 +156,17 @@ impl WsStream {
     /// True when the connection under the WebSocket is TLS.
     pub fn is_tls(&self) -> bool {
         self.tls
+    }
+
+    /// Queue the held bytes as one message (nothing when none are held).
+    fn poll_send_held(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.out.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        ready!(self.outgoing.poll_reserve(cx)).map_err(|_| closed())?;
+        let msg = self.out.take();
+        self.outgoing.send_item(msg).map_err(|_| closed())?;
+        Poll::Ready(Ok(()))
     }
 
     /// True while the WebSocket is open and nothing unexpected arrived on the idle connection.
@@ -169,17 +210,23 @@ impl AsyncWrite for WsStream {
         if let Some(done) = super::write_without_sending(this.shut, buf) {
             return Poll::Ready(done);
         }
-        let n = buf.len().min(MAX_WS_MESSAGE);
-        ready!(this.outgoing.poll_reserve(cx)).map_err(|_| closed())?;
-        this.outgoing
-            .send_item(Bytes::copy_from_slice(&buf[..n]))
-            .map_err(|_| closed())?;
-        Poll::Ready(Ok(n))
+        // Bounded: after queueing what is held, the next push has room.
+        loop {
+            if this.out.len() >= SEND_CHUNK {
+                ready!(this.poll_send_held(cx))?;
+            }
+            let n = this.out.push(buf, SEND_CHUNK);
+            if n > 0 {
+                return Poll::Ready(Ok(n));
+            }
+            // The area is full short of a chunk (after earlier flushes): queue it.
+            ready!(this.poll_send_held(cx))?;
+        }
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // The writer task flushes whenever its queue runs empty.
-        Poll::Ready(Ok(()))
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Queue what is held; the writer task flushes whenever its queue runs empty.
+        self.get_mut().poll_send_held(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -187,6 +234,7 @@ impl AsyncWrite for WsStream {
         if this.shut {
             return Poll::Ready(Ok(()));
         }
+        ready!(this.poll_send_held(cx))?;
         ready!(this.outgoing.poll_reserve(cx)).map_err(|_| closed())?;
         this.outgoing
             .send_item(Bytes::new())
@@ -355,6 +403,7 @@ pub(crate) async fn connect(
     stream: TunnelStream,
     authority: &str,
     opts: &WebSocketOptions,
+    tasks: Tasks<'_>,
 ) -> io::Result<TunnelStream> {
     let binding = stream.channel_binding()?;
     let tls = stream.is_tls();
@@ -370,7 +419,7 @@ pub(crate) async fn connect(
             other => to_io(other),
         })?;
     Ok(TunnelStream::Ws(Box::new(WsStream::spawn(
-        ws, socket, binding, tls, opts.ping,
+        ws, socket, binding, tls, opts.ping, tasks,
     ))))
 }
 
@@ -381,6 +430,7 @@ pub(crate) async fn connect(
 pub(crate) async fn accept(
     stream: TunnelStream,
     opts: &WebSocketOptions,
+    tasks: Tasks<'_>,
 ) -> io::Result<TunnelStream> {
     let binding = stream.channel_binding()?;
     let tls = stream.is_tls();
@@ -400,7 +450,7 @@ pub(crate) async fn accept(
         .await
         .map_err(to_io)?;
     Ok(TunnelStream::Ws(Box::new(WsStream::spawn(
-        ws, socket, binding, tls, opts.ping,
+        ws, socket, binding, tls, opts.ping, tasks,
     ))))
 }
 
@@ -417,17 +467,29 @@ mod tests {
         }
     }
 
-    /// A client and a server WebSocket over loopback TCP; the client asks for `path`.
-    async fn pair(path: &str) -> (io::Result<TunnelStream>, io::Result<TunnelStream>) {
+    /// A client and a server WebSocket over loopback TCP; the client asks for `path`. Their
+    /// tasks run on `tracker` until `stop`.
+    async fn pair_on(
+        path: &str,
+        tracker: &TaskTracker,
+        stop: &CancellationToken,
+    ) -> (io::Result<TunnelStream>, io::Result<TunnelStream>) {
+        let tasks = Tasks { tracker, stop };
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let server = async {
             let (tcp, _) = l.accept().await.unwrap();
-            accept(TunnelStream::Plain(tcp), &opts("/tunnel")).await
+            accept(TunnelStream::Plain(tcp), &opts("/tunnel"), tasks).await
         };
         let client = async {
             let tcp = TcpStream::connect(addr).await.unwrap();
-            connect(TunnelStream::Plain(tcp), &addr.to_string(), &opts(path)).await
+            connect(
+                TunnelStream::Plain(tcp),
+                &addr.to_string(),
+                &opts(path),
+                tasks,
+            )
+            .await
         };
         let (c, s) = tokio::time::timeout(Duration::from_secs(10), async {
             tokio::join!(client, server)
@@ -435,6 +497,29 @@ mod tests {
         .await
         .expect("handshake within 10 s");
         (c, s)
+    }
+
+    async fn pair(path: &str) -> (io::Result<TunnelStream>, io::Result<TunnelStream>) {
+        pair_on(path, &TaskTracker::new(), &CancellationToken::new()).await
+    }
+
+    /// The reader and writer tasks are the tunnel's: its stop ends them (the tracker drains)
+    /// and the streams read an abrupt end.
+    #[tokio::test]
+    async fn the_tunnels_stop_ends_the_tasks() {
+        let (tracker, stop) = (TaskTracker::new(), CancellationToken::new());
+        let (c, s) = pair_on("/tunnel", &tracker, &stop).await;
+        let (mut c, _s) = (c.unwrap(), s.unwrap());
+        assert_eq!(tracker.len(), 4, "two tasks per side");
+        stop.cancel();
+        tracker.close();
+        tokio::time::timeout(Duration::from_secs(10), tracker.wait())
+            .await
+            .expect("the tasks end with the stop");
+        let mut buf = [0u8; 1];
+        let err = c.read(&mut buf).await.expect_err("no clean end");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionReset, "{err}");
+        assert!(!c.is_idle_healthy());
     }
 
     #[tokio::test]
@@ -472,6 +557,7 @@ mod tests {
         let (c, s) = pair("/tunnel").await;
         let (mut c, mut s) = (c.unwrap(), s.unwrap());
         c.write_all(b"partial").await.unwrap();
+        c.flush().await.unwrap();
         // Give the writer task the message before the stream goes (bounded wait).
         let mut buf = [0u8; 7];
         s.read_exact(&mut buf).await.unwrap();

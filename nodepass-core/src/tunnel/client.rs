@@ -238,7 +238,11 @@ impl Inner {
             return Ok(stream);
         }
         let authority = self.cfg.params.tunnel.to_string();
-        ws::connect(stream, &authority, &self.cfg.ws)
+        let tasks = ws::Tasks {
+            tracker: &ctx.tracker,
+            stop: &ctx.stop,
+        };
+        ws::connect(stream, &authority, &self.cfg.ws, tasks)
             .await
             .map_err(HandshakeError::WebSocket)
     }

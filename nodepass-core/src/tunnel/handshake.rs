@@ -178,8 +178,9 @@ pub(crate) enum Accepted {
 pub(crate) enum ServerTransport<'a> {
     /// `type=0`: every TCP (or TLS) connection is one tunnel connection.
     Tcp,
-    /// `type=2`: every TCP (or TLS) connection is one WebSocket, one tunnel connection.
-    Ws(&'a WebSocketOptions),
+    /// `type=2`: every TCP (or TLS) connection is one WebSocket, one tunnel connection; its
+    /// tasks run on the tunnel's tracker.
+    Ws(&'a WebSocketOptions, ws::Tasks<'a>),
     /// `type=3`: a TLS connection with ALPN `h2` carries many tunnel connections, one stream
     /// each, at most `max_streams` at once.
     H2 { max_streams: u32 },
@@ -247,7 +248,7 @@ pub(crate) async fn accept_transport(
                 .map_err(HandshakeError::Tls)?,
         )),
         (TLS_RECORD_HANDSHAKE, None) => return Err(HandshakeError::UnexpectedTls),
-        (HELLO_TYPE, _) if matches!(transport, ServerTransport::Ws(_)) => {
+        (HELLO_TYPE, _) if matches!(transport, ServerTransport::Ws(..)) => {
             // A client that does not know yet: tell it the transport and the tls mode at once.
             return refuse_hello(
                 TunnelStream::Plain(tcp),
@@ -282,8 +283,8 @@ pub(crate) async fn accept_transport(
     };
     match transport {
         ServerTransport::Tcp => Ok(Carried::One(stream)),
-        ServerTransport::Ws(opts) => {
-            let stream = ws::accept(stream, opts)
+        ServerTransport::Ws(opts, tasks) => {
+            let stream = ws::accept(stream, opts, tasks)
                 .await
                 .map_err(HandshakeError::WebSocket)?;
             if tls.is_some() && !stream.is_tls() {

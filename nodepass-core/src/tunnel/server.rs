@@ -24,6 +24,7 @@ use crate::transport::TunnelStream;
 use crate::transport::http2::{self, H2Server};
 use crate::transport::net::{bind_tcp, tune_tunnel_stream};
 use crate::transport::tls::ServerTls;
+use crate::transport::ws;
 
 struct Session {
     id: SessionId,
@@ -227,9 +228,15 @@ impl Server {
         cur.as_ref().filter(|s| &s.id == id).cloned()
     }
 
-    fn transport(&self) -> ServerTransport<'_> {
+    fn transport<'a>(&'a self, ctx: &'a Ctx) -> ServerTransport<'a> {
         match self.cfg.pool_type {
-            PoolType::WebSocket => ServerTransport::Ws(&self.cfg.ws),
+            PoolType::WebSocket => ServerTransport::Ws(
+                &self.cfg.ws,
+                ws::Tasks {
+                    tracker: &ctx.tracker,
+                    stop: &ctx.stop,
+                },
+            ),
             PoolType::Http2 => {
                 // Idle pool streams, sessions in use, and some in handshake or closing.
                 let slots = self.cfg.params.slot.map_or(65536, |s| s.get());
@@ -250,12 +257,13 @@ impl Server {
     ) {
         tune_tunnel_stream(&tcp);
         let this = self.clone();
+        let hctx = ctx.clone();
         let handshake = tokio::time::timeout(ctx.opts.preauth_timeout, async move {
             let carried = handshake::accept_transport(
                 tcp,
                 this.tls.as_ref(),
                 this.cfg.tls.code(),
-                this.transport(),
+                this.transport(&hctx),
             )
             .await?;
             match carried {
@@ -267,7 +275,7 @@ impl Server {
         // TLS and the keyed handshake at low priority unless the pool runs short (issue 17):
         // refills and strangers' attempts give way to user connections on a busy host. Only
         // TCP and TLS connections can move between runtimes.
-        let movable = matches!(self.transport(), ServerTransport::Tcp);
+        let movable = matches!(self.transport(&ctx), ServerTransport::Tcp);
         let accepted = if !ctx.opts.low_priority_refill || pool.is_short() || !movable {
             Ok((handshake.await, background::Ran::Inline))
         } else {

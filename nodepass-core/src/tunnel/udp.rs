@@ -209,6 +209,8 @@ impl UserSession {
                         }
                     }
                     wr.write_all(&out).await?;
+                    // Message transports (WebSocket, HTTP/2) gather writes until a flush.
+                    wr.flush().await?;
                     out.clear();
                 }
                 r = rd.read_buf(&mut inbuf) => {
@@ -345,6 +347,8 @@ pub(crate) async fn serve_open(wire: Wire<TunnelStream>, ctx: &Ctx) -> io::Resul
                     }
                 }
                 wr.write_all(&out).await?;
+                // Message transports (WebSocket, HTTP/2) gather writes until a flush.
+                wr.flush().await?;
                 out.clear();
             }
         }
