@@ -508,3 +508,136 @@ impl QuicClient {
         ))))
     }
 }
+
+#[cfg(all(test, feature = "self-signed"))]
+mod tests {
+    use super::*;
+    use crate::transport::tls::ClientVerify;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const T: Duration = Duration::from_secs(10);
+
+    /// A loopback server endpoint whose streams come out of the returned channel, and a
+    /// client carrier connected to it.
+    async fn carrier() -> (
+        QuicClient,
+        tokio::sync::mpsc::UnboundedReceiver<TunnelStream>,
+        Arc<QuicListener>,
+    ) {
+        let tls = ServerTls::self_signed(&["nodepass".into()]).unwrap();
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let server = Arc::new(QuicListener::new(udp, &tls, 100).unwrap());
+        let addr = server.endpoint.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let s = server.clone();
+        tokio::spawn(async move {
+            let incoming = s.accept().await.unwrap();
+            let mut conn = s.handshake(incoming).await.unwrap();
+            while let Some(Ok(stream)) = conn.accept().await {
+                if tx.send(stream).is_err() {
+                    break;
+                }
+            }
+        });
+        let client_tls = ClientTls::new(&ClientVerify::SelfSigned, "nodepass").unwrap();
+        let ep = ClientEndpoint::bind(addr).unwrap();
+        let c = ep
+            .connect(
+                addr,
+                &client_tls,
+                &TaskTracker::new(),
+                CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        (c, rx, server)
+    }
+
+    async fn next(rx: &mut tokio::sync::mpsc::UnboundedReceiver<TunnelStream>) -> TunnelStream {
+        tokio::time::timeout(T, rx.recv()).await.unwrap().unwrap()
+    }
+
+    #[tokio::test]
+    async fn half_close_each_way_and_the_binding_is_the_connections() {
+        let (c, mut rx, _s) = carrier().await;
+        let mut a = c.open().await.unwrap();
+        // The server learns of a stream with its first bytes.
+        a.write_all(b"x").await.unwrap();
+        let mut b = next(&mut rx).await;
+        assert!(a.is_tls() && b.is_tls() && a.exclusive_socket().is_none());
+        assert_eq!(a.channel_binding().unwrap(), b.channel_binding().unwrap());
+        assert_ne!(a.channel_binding().unwrap(), [0u8; BINDING_LEN]);
+        let big: Vec<u8> = (0..(5 << 20) as u32).map(|i| (i % 251) as u8).collect();
+        let expect = big.clone();
+        let writer = tokio::spawn(async move {
+            a.write_all(&big).await.unwrap();
+            a.shutdown().await.unwrap();
+            a
+        });
+        let mut got = Vec::new();
+        tokio::time::timeout(T, b.read_to_end(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got[0], b'x');
+        assert!(got[1..] == expect[..], "bytes differ ({} read)", got.len());
+        b.write_all(b"answer").await.unwrap();
+        b.shutdown().await.unwrap();
+        let mut a = writer.await.unwrap();
+        let mut back = Vec::new();
+        tokio::time::timeout(T, a.read_to_end(&mut back))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, b"answer");
+        assert!(
+            a.write_all(b"late").await.is_err(),
+            "no writes after shutdown"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dropped_stream_is_a_reset_and_an_idle_one_notices() {
+        let (c, mut rx, _s) = carrier().await;
+        let mut a = c.open().await.unwrap();
+        a.write_all(b"partial").await.unwrap();
+        let mut b = next(&mut rx).await;
+        let mut buf = [0u8; 7];
+        b.read_exact(&mut buf).await.unwrap();
+        assert!(b.is_idle_healthy());
+        drop(a);
+        let mut rest = Vec::new();
+        let err = tokio::time::timeout(T, b.read_to_end(&mut rest))
+            .await
+            .expect("the reset is noticed")
+            .expect_err("a reset stream is an error, not an EOF");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionReset, "{err}");
+        // A stream the server drops reads as a reset on the client, which then sees it unusable.
+        let mut a2 = c.open().await.unwrap();
+        a2.write_all(b"y").await.unwrap();
+        let b2 = next(&mut rx).await;
+        drop(b2);
+        let mut one = [0u8; 1];
+        let r = tokio::time::timeout(T, a2.read(&mut one)).await.unwrap();
+        assert_eq!(r.expect_err("reset").kind(), io::ErrorKind::ConnectionReset);
+        assert!(!a2.is_idle_healthy());
+    }
+
+    #[tokio::test]
+    async fn a_closed_connection_reads_as_a_reset_on_every_stream() {
+        let (c, mut rx, server) = carrier().await;
+        let mut a = c.open().await.unwrap();
+        a.write_all(b"z").await.unwrap();
+        let _b = next(&mut rx).await;
+        assert!(a.is_idle_healthy() && c.is_open());
+        server.close(Duration::from_secs(1)).await;
+        let mut one = [0u8; 1];
+        let r = tokio::time::timeout(T, a.read(&mut one)).await.unwrap();
+        assert_eq!(r.expect_err("reset").kind(), io::ErrorKind::ConnectionReset);
+        assert!(!c.is_open() && !a.is_idle_healthy());
+        assert!(
+            c.open().await.is_err(),
+            "no new stream on a closed connection"
+        );
+    }
+}
