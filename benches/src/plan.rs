@@ -180,7 +180,8 @@ pub struct Plan {
     pub workloads: Vec<Workload>,
     /// nodepass `tls` modes to run.
     pub tls: Vec<u8>,
-    /// nodepass pool transports (`type`) to run at each TLS mode: 0 (TCP), 2 (WebSocket).
+    /// nodepass pool transports (`type`) to run at each TLS mode: 0 (TCP), 1 (QUIC), 2
+    /// (WebSocket), 3 (HTTP/2).
     pub pool_types: Vec<u8>,
     /// Sizes and durations.
     pub budget: Budget,
@@ -207,8 +208,8 @@ impl Plan {
             s.extend(
                 self.pool_types
                     .iter()
-                    // HTTP/2 (type=3) runs inside TLS only.
-                    .filter(|&&pool_type| !(pool_type == 3 && tls == 0))
+                    // QUIC (type=1) and HTTP/2 (type=3) run inside TLS only.
+                    .filter(|&&pool_type| !(matches!(pool_type, 1 | 3) && tls == 0))
                     .map(|&pool_type| Subject::Nodepass { tls, pool_type }),
             );
         }

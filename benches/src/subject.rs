@@ -82,7 +82,7 @@ pub enum Subject {
     Nodepass {
         /// The server's `tls` mode.
         tls: u8,
-        /// The server's pool transport (`type`): 0 TCP, 2 WebSocket.
+        /// The server's pool transport (`type`): 0 TCP, 1 QUIC, 2 WebSocket, 3 HTTP/2.
         pool_type: u8,
     },
     /// Another implementation from `--peer`.
@@ -107,6 +107,7 @@ impl Subject {
     pub fn implementation(&self) -> &str {
         match self {
             Subject::Direct => "direct",
+            Subject::Nodepass { pool_type: 1, .. } => "nodepass type=1",
             Subject::Nodepass { pool_type: 2, .. } => "nodepass type=2",
             Subject::Nodepass { pool_type: 3, .. } => "nodepass type=3",
             Subject::Nodepass { .. } => "nodepass",
@@ -142,7 +143,12 @@ impl Subject {
 }
 
 fn start_nodepass(ctx: &Ctx, tls: u8, pool_type: u8) -> anyhow::Result<Endpoint> {
-    let tunnel = process::free_tcp_port()?;
+    // QUIC (type=1) listens on the tunnel port number over UDP too.
+    let tunnel = if pool_type == 1 {
+        process::free_port_pair()?
+    } else {
+        process::free_tcp_port()?
+    };
     let user = process::free_port_pair()?;
     let (key, target, host) = (&ctx.key, ctx.target, ctx.tunnel_host());
     let urls = [
