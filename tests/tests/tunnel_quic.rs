@@ -1,7 +1,8 @@
 //! The QUIC pool transport (`type=1`): TCP and UDP in both data flows, byte-exact with
 //! half-close, datagram-exact; the control connection and the whole pool ride on one QUIC
 //! connection from one client UDP socket; a wrong key refused; `tls=0` refused with a message
-//! that says what to add; a restarted server recovered; the slot limit honoured. Loopback only.
+//! that says what to add; a restarted server recovered; the slot limit honoured; a QUIC
+//! connection that never authenticates is closed. Loopback only.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -12,7 +13,10 @@ use nodepass_tests::payload::random_bytes;
 use nodepass_tests::process::Process;
 use nodepass_tests::servers;
 use nodepass_tests::transports::{self, Flow, Pair, answer, half_close_exchange};
-use nodepass_tests::tunnel::{eventually, roundtrip, shutdown, start, try_start, wait_ready};
+use nodepass_core::TunnelOptions;
+use nodepass_tests::tunnel::{
+    eventually, roundtrip, shutdown, start, start_with, try_start, wait_ready,
+};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 /// `nodepass_cli::main` as the `nodepass` binary runs it (see `tests/src/bin`).
@@ -214,4 +218,40 @@ async fn a_restarted_server_is_found_again() {
 #[tokio::test]
 async fn the_slot_limit_is_honoured() {
     transports::slot_limit_honoured("&type=1&tls=1", "").await;
+}
+
+/// A QUIC connection on which no stream authenticates within the pre-authentication timeout
+/// is closed by the server (application code 2), even though it is otherwise alive.
+#[tokio::test]
+async fn a_connection_without_an_authenticated_stream_is_closed() {
+    let mut opts = TunnelOptions::default();
+    opts.preauth_timeout = std::time::Duration::from_millis(500);
+    let server = start_with(
+        "server://k-0123456789@127.0.0.1:0/127.0.0.1:0?mode=1&type=1&tls=1",
+        opts,
+    )
+    .await;
+    let addr = server.local_addrs().tunnel.unwrap();
+    let mut tls = (*nodepass_tests::certs::any_cert_client_config()).clone();
+    tls.alpn_protocols = vec![b"nodepass-quic".to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls)).unwrap();
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let conn = tokio::time::timeout(IO_TIMEOUT, ep.connect(addr, "nodepass").unwrap())
+        .await
+        .expect("handshake in time")
+        .expect("the quic handshake itself succeeds");
+    // A stream that starts but never completes its hello does not count either.
+    let (mut send, _recv) = conn.open_bi().await.unwrap();
+    send.write_all(&[1]).await.unwrap();
+    let why = tokio::time::timeout(IO_TIMEOUT, conn.closed())
+        .await
+        .expect("the server closes the connection");
+    match why {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            assert_eq!(c.error_code, quinn::VarInt::from_u32(2), "{c:?}")
+        }
+        other => panic!("closed for another reason: {other}"),
+    }
+    shutdown(&[&server]).await;
 }
