@@ -8,12 +8,12 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use nodepass_core::TunnelOptions;
 use nodepass_tests::IO_TIMEOUT;
 use nodepass_tests::payload::random_bytes;
 use nodepass_tests::process::Process;
 use nodepass_tests::servers;
 use nodepass_tests::transports::{self, Flow, Pair, answer, half_close_exchange};
-use nodepass_core::TunnelOptions;
 use nodepass_tests::tunnel::{
     eventually, roundtrip, shutdown, start, start_with, try_start, wait_ready,
 };
