@@ -40,9 +40,10 @@ struct Args {
     #[arg(long, value_enum, default_value = "both")]
     tls: Tls,
     /// nodepass pool transports (`type`) to measure at each TLS mode, comma separated:
-    /// 0 (TCP), 2 (WebSocket), 3 (HTTP/2: TLS modes only, skipped at tls=0).
+    /// 0 (TCP), 1 (QUIC), 2 (WebSocket), 3 (HTTP/2); QUIC and HTTP/2 run inside TLS only and
+    /// are skipped at tls=0.
     #[arg(long = "type", value_name = "TYPES", default_value = "0", value_delimiter = ',',
-          value_parser = ["0", "2", "3"])]
+          value_parser = ["0", "1", "2", "3"])]
     pool_types: Vec<String>,
     /// The nodepass executable (default: the one beside this program, built if needed).
     #[arg(long, value_name = "PATH")]

@@ -186,7 +186,7 @@ pub struct Plan {
     /// nodepass `tls` modes to run.
     pub tls: Vec<u8>,
     /// Pool transports (`type`) to run at each TLS mode, for nodepass and for every peer whose
-    /// templates use `{type}`: 0 (TCP), 2 (WebSocket), 3 (HTTP/2), any the peer takes.
+    /// templates use `{type}`: 0 (TCP), 1 (QUIC), 2 (WebSocket), 3 (HTTP/2), any the peer takes.
     pub pool_types: Vec<u8>,
     /// Sizes and durations.
     pub budget: Budget,

@@ -83,7 +83,7 @@ pub enum Subject {
     Nodepass {
         /// The server's `tls` mode.
         tls: u8,
-        /// The server's pool transport (`type`): 0 TCP, 2 WebSocket, 3 HTTP/2.
+        /// The server's pool transport (`type`): 0 TCP, 1 QUIC, 2 WebSocket, 3 HTTP/2.
         pool_type: u8,
     },
     /// Another implementation from `--peer`.
@@ -163,7 +163,12 @@ impl Subject {
 }
 
 fn start_nodepass(ctx: &Ctx, tls: u8, pool_type: u8) -> anyhow::Result<Endpoint> {
-    let tunnel = process::free_tcp_port()?;
+    // QUIC (type=1) listens on the tunnel port number over UDP too.
+    let tunnel = if pool_type == 1 {
+        process::free_port_pair()?
+    } else {
+        process::free_tcp_port()?
+    };
     let user = process::free_port_pair()?;
     let (key, target, host) = (&ctx.key, ctx.target, ctx.tunnel_host());
     let urls = [

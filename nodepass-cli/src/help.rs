@@ -97,7 +97,7 @@ pub const PARAMS: &[ParamDoc] = &[
     row(
         &["type"],
         SERVER,
-        "pool transport: `0` TCP, `2` WebSocket (README section: WebSocket transport), `3` HTTP/2 (needs `tls` 1 or 2; README section: HTTP/2 transport); `1` QUIC is not implemented yet (refused at start)",
+        "pool transport: `0` TCP, `1` QUIC over UDP on the tunnel port number (needs `tls` 1 or 2; README section: QUIC transport), `2` WebSocket (README section: WebSocket transport), `3` HTTP/2 (needs `tls` 1 or 2; README section: HTTP/2 transport)",
         "`0`",
     ),
     row(

@@ -36,8 +36,9 @@ fn refuse_code() -> impl Strategy<Value = RefuseCode> {
         Just(RefuseCode::Unavailable),
         Just(RefuseCode::WebSocketRequired),
         Just(RefuseCode::Http2Required),
+        Just(RefuseCode::QuicRequired),
         any::<u8>()
-            .prop_filter("a known code", |c| !(1..=7).contains(c))
+            .prop_filter("a known code", |c| !(1..=8).contains(c))
             .prop_map(RefuseCode::Other),
     ]
 }

@@ -58,6 +58,9 @@ pub enum RefuseCode {
     /// The server's pool transport is HTTP/2 (`type=3`): connect with TLS and ALPN `h2`;
     /// `arg` of `Refuse` carries the server's `tls` mode.
     Http2Required,
+    /// The server's pool transport is QUIC (`type=1`): connect over QUIC on the tunnel port
+    /// number (UDP); `arg` of `Refuse` carries the server's `tls` mode.
+    QuicRequired,
     /// A code from a newer version.
     Other(u8),
 }
@@ -72,6 +75,7 @@ impl RefuseCode {
             RefuseCode::Unavailable => 5,
             RefuseCode::WebSocketRequired => 6,
             RefuseCode::Http2Required => 7,
+            RefuseCode::QuicRequired => 8,
             RefuseCode::Other(c) => c,
         }
     }
@@ -85,6 +89,7 @@ impl RefuseCode {
             5 => RefuseCode::Unavailable,
             6 => RefuseCode::WebSocketRequired,
             7 => RefuseCode::Http2Required,
+            8 => RefuseCode::QuicRequired,
             other => RefuseCode::Other(other),
         }
     }

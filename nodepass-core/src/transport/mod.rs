@@ -1,18 +1,19 @@
-//! Tunnel transports: one stream type over plain TCP, TLS 1.3, a WebSocket or an HTTP/2
-//! stream, plus socket helpers.
+//! Tunnel transports: one stream type over plain TCP, TLS 1.3, a WebSocket, an HTTP/2 stream
+//! or a QUIC stream, plus socket helpers.
 //!
 //! [`TunnelStream`] is what the handshake, the pool and the relay work with, whatever carries it.
 //! [`tls`] builds the server and client TLS configurations (self-signed, certificate files with
 //! live reload, verification modes). `ws` carries a tunnel connection in a WebSocket
 //! (`type=2`) over either of them; `http2` carries many in one TLS connection, one HTTP/2
-//! stream each (`type=3`). Under TLS the TCP stream is a [`BufferedTcp`] (larger socket reads
-//! than rustls asks for). QUIC (`type=1`) is not implemented yet and would slot in here as a
-//! further variant.
+//! stream each (`type=3`); `quic` carries many in one QUIC connection over UDP, one
+//! bidirectional stream each (`type=1`). Under TLS the TCP stream is a [`BufferedTcp`] (larger
+//! socket reads than rustls asks for).
 
 mod buffered;
 mod gather;
 pub(crate) mod http2;
 pub mod net;
+pub(crate) mod quic;
 pub mod tls;
 mod tls_hint;
 pub(crate) mod ws;
@@ -42,11 +43,13 @@ pub enum TunnelStream {
     Ws(Box<ws::WsStream>),
     /// An HTTP/2 stream (`type=3`) in a TLS connection shared with other streams, either side.
     H2(Box<http2::H2Stream>),
+    /// A QUIC stream (`type=1`) in a QUIC connection shared with other streams, either side.
+    Quic(Box<quic::QuicStream>),
 }
 
 impl TunnelStream {
-    /// The TCP socket underneath (for socket options; shared with other streams for
-    /// [`TunnelStream::H2`]).
+    /// The socket underneath (for socket options; shared with other streams for
+    /// [`TunnelStream::H2`]; the endpoint's UDP socket for [`TunnelStream::Quic`]).
     pub fn socket(&self) -> socket2::SockRef<'_> {
         match self {
             TunnelStream::Plain(s) => socket2::SockRef::from(s),
@@ -54,21 +57,23 @@ impl TunnelStream {
             TunnelStream::ServerTls(s) => socket2::SockRef::from(s.get_ref().0.get_ref()),
             TunnelStream::Ws(s) => s.socket(),
             TunnelStream::H2(s) => s.socket(),
+            TunnelStream::Quic(s) => s.socket(),
         }
     }
 
-    /// The TCP socket underneath when this stream alone uses it (`None` for an HTTP/2 stream,
-    /// whose socket carries other streams).
+    /// The TCP socket underneath when this stream alone uses it (`None` for an HTTP/2 or QUIC
+    /// stream, whose socket carries other streams).
     pub fn exclusive_socket(&self) -> Option<socket2::SockRef<'_>> {
         match self {
-            TunnelStream::H2(_) => None,
+            TunnelStream::H2(_) | TunnelStream::Quic(_) => None,
             _ => Some(self.socket()),
         }
     }
 
     /// Make the coming close a reset (`SO_LINGER` 0) rather than an orderly FIN, so the peer
-    /// learns that the stream was cut, not completed. Best effort. An HTTP/2 stream needs
-    /// nothing: dropped before both directions ended, it is reset (`RST_STREAM`).
+    /// learns that the stream was cut, not completed. Best effort. An HTTP/2 or QUIC stream
+    /// needs nothing: dropped before both directions ended, it is reset (`RST_STREAM`,
+    /// `RESET_STREAM`).
     pub fn abort_on_close(&self) {
         if let Some(s) = self.exclusive_socket() {
             let _ = s.set_linger(Some(std::time::Duration::ZERO));
@@ -80,19 +85,23 @@ impl TunnelStream {
         match self {
             TunnelStream::Plain(_) => false,
             TunnelStream::Ws(s) => s.is_tls(),
-            TunnelStream::ClientTls(_) | TunnelStream::ServerTls(_) | TunnelStream::H2(_) => true,
+            TunnelStream::ClientTls(_)
+            | TunnelStream::ServerTls(_)
+            | TunnelStream::H2(_)
+            | TunnelStream::Quic(_) => true,
         }
     }
 
     /// The channel binding for the handshake proofs: the TLS exporter value of this TLS
-    /// session (under the WebSocket for `type=2`, of the carrier for `type=3`), or zeros on
-    /// plain TCP.
+    /// session (under the WebSocket for `type=2`, of the carrier for `type=1` and `type=3`), or
+    /// zeros on plain TCP.
     pub fn channel_binding(&self) -> io::Result<[u8; BINDING_LEN]> {
         let out = [0u8; BINDING_LEN];
         let res = match self {
             TunnelStream::Plain(_) => return Ok(out),
             TunnelStream::Ws(s) => return Ok(s.channel_binding()),
             TunnelStream::H2(s) => return Ok(s.channel_binding()),
+            TunnelStream::Quic(s) => return Ok(s.channel_binding()),
             TunnelStream::ClientTls(s) => {
                 s.get_ref()
                     .1
@@ -134,6 +143,7 @@ impl TunnelStream {
             // Bytes already read below TLS count as data on the idle connection too.
             TunnelStream::ClientTls(s) if s.get_ref().0.buffered() > 0 => return false,
             TunnelStream::ServerTls(s) if s.get_ref().0.buffered() > 0 => return false,
+            TunnelStream::Quic(s) => return s.is_idle_healthy(),
             _ => {}
         }
         let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1];
@@ -158,6 +168,7 @@ impl AsyncRead for TunnelStream {
             TunnelStream::ServerTls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             TunnelStream::Ws(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             TunnelStream::H2(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            TunnelStream::Quic(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -174,6 +185,7 @@ impl AsyncWrite for TunnelStream {
             TunnelStream::ServerTls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             TunnelStream::Ws(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             TunnelStream::H2(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            TunnelStream::Quic(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -184,6 +196,7 @@ impl AsyncWrite for TunnelStream {
             TunnelStream::ServerTls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             TunnelStream::Ws(s) => Pin::new(s.as_mut()).poll_flush(cx),
             TunnelStream::H2(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            TunnelStream::Quic(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -194,6 +207,7 @@ impl AsyncWrite for TunnelStream {
             TunnelStream::ServerTls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             TunnelStream::Ws(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             TunnelStream::H2(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            TunnelStream::Quic(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 
@@ -208,6 +222,7 @@ impl AsyncWrite for TunnelStream {
             TunnelStream::ServerTls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
             TunnelStream::Ws(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
             TunnelStream::H2(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            TunnelStream::Quic(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -218,6 +233,7 @@ impl AsyncWrite for TunnelStream {
             TunnelStream::ServerTls(s) => s.is_write_vectored(),
             TunnelStream::Ws(s) => s.is_write_vectored(),
             TunnelStream::H2(s) => s.is_write_vectored(),
+            TunnelStream::Quic(s) => s.is_write_vectored(),
         }
     }
 }

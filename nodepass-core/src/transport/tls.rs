@@ -321,6 +321,12 @@ impl ClientTls {
             .connect(self.name.clone(), BufferedTcp::new(tcp))
             .await
     }
+
+    /// The rustls configuration and the server name, for a transport that runs TLS itself
+    /// (QUIC, `type=1`).
+    pub(crate) fn parts(&self) -> (Arc<rustls::ClientConfig>, ServerName<'static>) {
+        (self.connector.config().clone(), self.name.clone())
+    }
 }
 
 /// Accepts any server certificate but still verifies the handshake signature made with it.

@@ -28,6 +28,7 @@ use crate::protocol::{Flow, Message, SessionId};
 use crate::transport::TunnelStream;
 use crate::transport::http2::{ALPN_H2, H2Client};
 use crate::transport::net::tune_tunnel_stream;
+use crate::transport::quic::{ClientEndpoint, QuicClient};
 use crate::transport::tls::{ClientTls, ClientVerify};
 use crate::transport::ws;
 
@@ -82,8 +83,20 @@ struct Inner {
     /// The HTTP/2 carrier of the current session: every control connection opens a new one,
     /// pool connections open streams on it (a new one if it ended).
     carrier: tokio::sync::Mutex<Option<H2Client>>,
+    /// Tunnel connections are QUIC streams (learned from the server's `type=1`).
+    quic: AtomicBool,
+    /// The QUIC endpoint (one UDP socket, kept across sessions) and the carrier of the
+    /// current session, as for HTTP/2.
+    quic_carrier: tokio::sync::Mutex<QuicSlot>,
     /// The forward-flow user sockets, kept across sessions; never held across `.await`.
     users: Mutex<Option<Arc<UserSockets>>>,
+}
+
+/// The client's QUIC endpoint and current carrier (`type=1`).
+#[derive(Default)]
+struct QuicSlot {
+    endpoint: Option<ClientEndpoint>,
+    carrier: Option<QuicClient>,
 }
 
 /// An established control session.
@@ -106,6 +119,8 @@ impl Client {
                 ws: AtomicBool::new(ws),
                 h2: AtomicBool::new(false),
                 carrier: tokio::sync::Mutex::new(None),
+                quic: AtomicBool::new(false),
+                quic_carrier: tokio::sync::Mutex::new(QuicSlot::default()),
                 tls: Mutex::new(None),
                 users: Mutex::new(None),
             }),
@@ -227,6 +242,9 @@ impl Inner {
         if self.h2.load(Relaxed) {
             return self.dial_h2(ctx, tls, control).await;
         }
+        if self.quic.load(Relaxed) {
+            return self.dial_quic(ctx, tls, control).await;
+        }
         let tcp = self.dial_tcp(ctx).await?;
         let stream = match tls {
             None => TunnelStream::Plain(tcp),
@@ -283,6 +301,76 @@ impl Inner {
         };
         drop(slot);
         carrier.open().await.map_err(HandshakeError::Http2)
+    }
+
+    /// A stream on the QUIC carrier (`type=1`), dialing a new carrier when `fresh` or when the
+    /// current one ended; the endpoint (one UDP socket) is kept across carriers.
+    async fn dial_quic(
+        &self,
+        ctx: &Ctx,
+        tls: Option<&ClientTls>,
+        fresh: bool,
+    ) -> std::result::Result<TunnelStream, HandshakeError> {
+        let Some(tls) = tls else {
+            return Err(HandshakeError::Quic(std::io::Error::other(
+                "quic runs inside tls, but the server announced tls=0",
+            )));
+        };
+        let mut slot = self.quic_carrier.lock().await;
+        let current = slot
+            .carrier
+            .as_ref()
+            .filter(|c| !fresh && c.is_open())
+            .cloned();
+        let carrier = match current {
+            Some(c) => c,
+            None => {
+                slot.carrier = None;
+                let addrs = ctx
+                    .targets
+                    .resolver
+                    .resolve(&self.cfg.params.tunnel)
+                    .await
+                    .map_err(|e| HandshakeError::Io(std::io::Error::other(e.to_string())))?;
+                let mut last = None;
+                for addr in addrs {
+                    if !slot.endpoint.as_ref().is_some_and(|e| e.fits(addr)) {
+                        slot.endpoint =
+                            Some(ClientEndpoint::bind(addr).map_err(HandshakeError::Quic)?);
+                    }
+                    let Some(endpoint) = slot.endpoint.as_ref() else {
+                        continue;
+                    };
+                    let attempt = endpoint.connect(addr, tls, &ctx.tracker, ctx.stop.clone());
+                    match tokio::time::timeout(ctx.opts.connect_timeout, attempt).await {
+                        Ok(Ok(c)) => {
+                            last = None;
+                            slot.carrier = Some(c);
+                            break;
+                        }
+                        Ok(Err(e)) => last = Some(e),
+                        Err(_) => {
+                            last = Some(std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                "quic connect timed out",
+                            ))
+                        }
+                    }
+                }
+                if let Some(e) = last {
+                    return Err(HandshakeError::Quic(e));
+                }
+                let Some(c) = slot.carrier.clone() else {
+                    return Err(HandshakeError::Quic(std::io::Error::other(
+                        "server name resolved to no address",
+                    )));
+                };
+                tracing::debug!("quic connection to the server established");
+                c
+            }
+        };
+        drop(slot);
+        carrier.open().await.map_err(HandshakeError::Quic)
     }
 
     async fn attempt_control(
@@ -345,6 +433,7 @@ impl Inner {
                     );
                     self.ws.store(true, Relaxed);
                     self.h2.store(false, Relaxed);
+                    self.quic.store(false, Relaxed);
                     if mode > 0 {
                         let t = self.tls_for_mode(mode)?;
                         *crate::sync::lock(&self.tls) = Some(t.clone());
@@ -363,6 +452,24 @@ impl Inner {
                     }
                     self.h2.store(true, Relaxed);
                     self.ws.store(false, Relaxed);
+                    self.quic.store(false, Relaxed);
+                    let t = self.tls_for_mode(mode)?;
+                    *crate::sync::lock(&self.tls) = Some(t.clone());
+                    tls = Some(t);
+                }
+                Err(HandshakeError::QuicRequired(mode)) if tries > 0 => {
+                    tracing::debug!(
+                        tls = mode,
+                        "the server's transport is quic, reconnecting over quic (udp)"
+                    );
+                    if mode == 0 {
+                        return Err(HandshakeError::Quic(std::io::Error::other(
+                            "the server asks for quic without tls, which type=1 never does",
+                        )));
+                    }
+                    self.quic.store(true, Relaxed);
+                    self.h2.store(false, Relaxed);
+                    self.ws.store(false, Relaxed);
                     let t = self.tls_for_mode(mode)?;
                     *crate::sync::lock(&self.tls) = Some(t.clone());
                     tls = Some(t);
@@ -371,7 +478,8 @@ impl Inner {
                     e @ (HandshakeError::Tls(_)
                     | HandshakeError::Closed
                     | HandshakeError::WebSocket(_)
-                    | HandshakeError::Http2(_)),
+                    | HandshakeError::Http2(_)
+                    | HandshakeError::Quic(_)),
                 ) => {
                     // The server may have dropped tls or websocket: try without next time
                     // (websocket stays when this client's own `type=2` asks for it).
@@ -382,6 +490,7 @@ impl Inner {
                         self.ws.store(false, Relaxed);
                     }
                     self.h2.store(false, Relaxed);
+                    self.quic.store(false, Relaxed);
                     return Err(e);
                 }
                 other => return other,
@@ -551,9 +660,11 @@ impl Filler {
     }
 
     /// Refill at normal priority: the pool is short, low-priority refills are off, or the
-    /// transport cannot move connections between runtimes (WebSocket, HTTP/2).
+    /// transport cannot move connections between runtimes (WebSocket, HTTP/2, QUIC).
     fn is_urgent(&self) -> bool {
-        let movable = !self.client.ws.load(Relaxed) && !self.client.h2.load(Relaxed);
+        let movable = !self.client.ws.load(Relaxed)
+            && !self.client.h2.load(Relaxed)
+            && !self.client.quic.load(Relaxed);
         !self.ctx.opts.low_priority_refill || !movable || self.pool.is_short()
     }
 

@@ -11,8 +11,8 @@
 //!                                       <- Welcome{...} (control) | PoolReady (pool)
 //! ```
 //! A plain `Hello` to a TLS server gets `Refuse{TlsRequired, tls mode}` and the client retries
-//! inside TLS; the same way a server whose transport is WebSocket or HTTP/2 tells the client
-//! (`WebSocketRequired`, `Http2Required`). [`accept_transport`] sets up the transport of a
+//! inside TLS; the same way a server whose transport is WebSocket, HTTP/2 or QUIC tells the
+//! client (`WebSocketRequired`, `Http2Required`, `QuicRequired`). [`accept_transport`] sets up the transport of a
 //! new TCP connection (one tunnel connection, or an HTTP/2 carrier of many), [`accept_stream`]
 //! runs the handshake on each tunnel connection, whatever carries it. Control connections run SPAKE2 with the tunnel key (`pake_*`); pool connections
 //! prove the session secret it yielded. Every proof is bound to both nonces and the TLS session
@@ -37,6 +37,8 @@ use crate::transport::{BufferedTcp, TunnelStream};
 
 /// First byte of a TLS handshake record.
 const TLS_RECORD_HANDSHAKE: u8 = 0x16;
+/// What a `type=1` server tells a client that came over TCP.
+const QUIC_REQUIRED: &str = "this server's pool transport is quic (type=1): connect over udp";
 
 /// Why a handshake failed.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +67,10 @@ pub(crate) enum HandshakeError {
     Http2Required(u8),
     #[error("http2: {0}")]
     Http2(io::Error),
+    #[error("the server's pool transport is quic (type=1, udp; tls mode {0})")]
+    QuicRequired(u8),
+    #[error("quic: {0}")]
+    Quic(io::Error),
     #[error("invalid key-exchange message from the peer")]
     BadPake,
     #[error("a tls client connected but this server has tls=0")]
@@ -118,6 +124,7 @@ impl HandshakeError {
             | HandshakeError::Io(_)
             | HandshakeError::WebSocket(_)
             | HandshakeError::Http2(_)
+            | HandshakeError::Quic(_)
             | HandshakeError::Refused {
                 code: RefuseCode::Unavailable,
                 ..
@@ -129,10 +136,11 @@ impl HandshakeError {
                 code: RefuseCode::TlsRequired,
                 ..
             } => ErrorKind::Tls,
-            // The transport is negotiated: the client retries over WebSocket or HTTP/2.
+            // The transport is negotiated: the client retries over WebSocket, HTTP/2 or QUIC.
             HandshakeError::Version { .. }
             | HandshakeError::WebSocketRequired(_)
             | HandshakeError::Http2Required(_)
+            | HandshakeError::QuicRequired(_)
             | HandshakeError::BadPake
             | HandshakeError::StaleSession
             | HandshakeError::Protocol(_)
@@ -184,6 +192,9 @@ pub(crate) enum ServerTransport<'a> {
     /// `type=3`: a TLS connection with ALPN `h2` carries many tunnel connections, one stream
     /// each, at most `max_streams` at once.
     H2 { max_streams: u32 },
+    /// `type=1`: tunnel connections come over QUIC (UDP, same port number); a TCP client is
+    /// told so.
+    Quic,
 }
 
 impl Accepted {
@@ -259,6 +270,16 @@ pub(crate) async fn accept_transport(
             )
             .await;
         }
+        (HELLO_TYPE, _) if matches!(transport, ServerTransport::Quic) => {
+            return refuse_hello(
+                TunnelStream::Plain(tcp),
+                RefuseCode::QuicRequired,
+                tls_code,
+                QUIC_REQUIRED,
+                HandshakeError::QuicRequired(tls_code),
+            )
+            .await;
+        }
         (HELLO_TYPE, _) if matches!(transport, ServerTransport::H2 { .. }) => {
             return refuse_hello(
                 TunnelStream::Plain(tcp),
@@ -283,6 +304,17 @@ pub(crate) async fn accept_transport(
     };
     match transport {
         ServerTransport::Tcp => Ok(Carried::One(stream)),
+        // A tls client over TCP that does not know yet: tell it inside its tls.
+        ServerTransport::Quic => {
+            refuse_hello(
+                stream,
+                RefuseCode::QuicRequired,
+                tls_code,
+                QUIC_REQUIRED,
+                HandshakeError::QuicRequired(tls_code),
+            )
+            .await
+        }
         ServerTransport::Ws(opts, tasks) => {
             let stream = ws::accept(stream, opts, tasks)
                 .await
@@ -530,6 +562,7 @@ fn refused(code: RefuseCode, arg: u8, message: String) -> HandshakeError {
         RefuseCode::TlsRequired => HandshakeError::TlsRequired(arg),
         RefuseCode::WebSocketRequired => HandshakeError::WebSocketRequired(arg),
         RefuseCode::Http2Required => HandshakeError::Http2Required(arg),
+        RefuseCode::QuicRequired => HandshakeError::QuicRequired(arg),
         RefuseCode::BadKey => HandshakeError::WrongKey,
         RefuseCode::Version => HandshakeError::Version { peer: arg },
         RefuseCode::StaleSession => HandshakeError::StaleSession,

@@ -22,7 +22,8 @@ use crate::protocol::auth::ProofKey;
 use crate::protocol::{Flow, Message, SessionId};
 use crate::transport::TunnelStream;
 use crate::transport::http2::{self, H2Server};
-use crate::transport::net::{bind_tcp, tune_tunnel_stream};
+use crate::transport::net::{bind_tcp, bind_udp, tune_tunnel_stream};
+use crate::transport::quic::{QuicConn, QuicListener};
 use crate::transport::tls::ServerTls;
 use crate::transport::ws;
 
@@ -38,19 +39,14 @@ pub(crate) struct Server {
     users: UserSockets,
     flow: Flow,
     tls: Option<ServerTls>,
+    /// `type=1`: the QUIC endpoint on the tunnel port number (UDP).
+    quic: Option<QuicListener>,
     /// The current session; never held across `.await`.
     current: Mutex<Option<Arc<Session>>>,
 }
 
 impl Server {
     pub(crate) async fn bind(cfg: ServerConfig, shared: &Shared) -> Result<Self> {
-        if cfg.pool_type == PoolType::Quic {
-            return Err(Error::Unsupported(format!(
-                "type={} pool transport is not implemented yet; use type=0 (tcp), type=2 \
-                 (websocket) or type=3 (http2)",
-                pool_type_code(cfg.pool_type)
-            )));
-        }
         let tls = match &cfg.tls {
             TlsMode::Off => None,
             TlsMode::SelfSigned => {
@@ -69,16 +65,23 @@ impl Server {
             (Some(t), PoolType::Http2) => Some(t.with_alpn(&[http2::ALPN_H2])?),
             (Some(t), _) => Some(t),
             // Refused when the URL is parsed; kept as a guard for typed configs.
-            (None, PoolType::Http2) => {
+            (None, PoolType::Http2 | PoolType::Quic) => {
+                let code = pool_type_code(cfg.pool_type);
                 return Err(Error::invalid(
                     "type",
-                    "3",
-                    "type=3 (HTTP/2) runs inside TLS: add tls=1 (self-signed) or tls=2 (crt and key)",
+                    &code.to_string(),
+                    &format!(
+                        "type={code} runs inside TLS: add tls=1 (self-signed) or tls=2 (crt and key)"
+                    ),
                 ));
             }
             (None, _) => None,
         };
         let tunnel = bind_tcp(&cfg.params.tunnel).await?;
+        let quic = match (&tls, cfg.pool_type) {
+            (Some(t), PoolType::Quic) => Some(bind_quic(&cfg, &tunnel, t).await?),
+            _ => None,
+        };
         let single_target = cfg.params.targets.len() == 1;
         let (flow, users) = match cfg.mode {
             ServerMode::Reverse => {
@@ -119,6 +122,7 @@ impl Server {
             users,
             flow,
             tls,
+            quic,
             current: Mutex::new(None),
         })
     }
@@ -157,7 +161,8 @@ impl Server {
             transport = match this.cfg.pool_type {
                 PoolType::WebSocket => "websocket",
                 PoolType::Http2 => "http2",
-                _ => "tcp",
+                PoolType::Quic => "quic (udp)",
+                PoolType::Tcp => "tcp",
             },
             "server listening: clients connect to the tunnel address, users to the users address"
         );
@@ -183,6 +188,12 @@ impl Server {
                 .in_current_span(),
             )
         };
+        if this.quic.is_some() {
+            let (this, ctx2, pool, guard) =
+                (this.clone(), ctx.clone(), pool.clone(), guard.clone());
+            ctx.tracker
+                .spawn(async move { this.accept_quic(guard, pool, ctx2).await }.in_current_span());
+        }
         loop {
             let (tcp, peer) = tokio::select! {
                 _ = ctx.stop.cancelled() => break,
@@ -213,9 +224,61 @@ impl Server {
             s.token.cancel();
         }
         pool.clear();
+        if let Some(q) = &this.quic {
+            // Tell the clients at once, and free the UDP port for a restart.
+            q.close(QUIC_CLOSE_GRACE).await;
+        }
         flusher.abort();
         guard.flush();
         Ok(())
+    }
+
+    /// `type=1`: accept QUIC connections until the tunnel stops; each is admitted like a TCP
+    /// connection, then served as a carrier of tunnel connections.
+    async fn accept_quic(self: Arc<Self>, guard: Guard, pool: Pool, ctx: Ctx) {
+        let Some(listener) = &self.quic else {
+            return;
+        };
+        loop {
+            let incoming = tokio::select! {
+                _ = ctx.stop.cancelled() => return,
+                i = listener.accept() => match i {
+                    Some(i) => i,
+                    None => return,
+                },
+            };
+            let peer = incoming.remote_address();
+            let Ok(permit) = guard.admit(peer.ip()) else {
+                incoming.refuse();
+                continue;
+            };
+            let (this, ctx2, pool, guard) =
+                (self.clone(), ctx.clone(), pool.clone(), guard.clone());
+            ctx.tracker.spawn(
+                async move {
+                    let Some(listener) = &this.quic else {
+                        return;
+                    };
+                    let conn = tokio::time::timeout(
+                        ctx2.opts.preauth_timeout,
+                        listener.handshake(incoming),
+                    )
+                    .await;
+                    drop(permit);
+                    match conn {
+                        Err(_) => guard.refused(peer.ip(), "quic handshake timed out", true),
+                        Ok(Err(e)) => guard.refused(peer.ip(), &e.to_string(), true),
+                        Ok(Ok(conn)) => {
+                            let carrier = CarrierConn::Quic(conn);
+                            this.clone()
+                                .serve_carrier(carrier, peer, guard, pool, ctx2)
+                                .await
+                        }
+                    }
+                }
+                .instrument(tracing::debug_span!("quic", %peer)),
+            );
+        }
     }
 
     fn session_key(&self, id: &SessionId) -> Option<ProofKey> {
@@ -237,13 +300,11 @@ impl Server {
                     stop: &ctx.stop,
                 },
             ),
-            PoolType::Http2 => {
-                // Idle pool streams, sessions in use, and some in handshake or closing.
-                let slots = self.cfg.params.slot.map_or(65536, |s| s.get());
-                let max_streams = self.cfg.max.get().saturating_add(slots).saturating_add(64);
-                ServerTransport::H2 { max_streams }
-            }
-            _ => ServerTransport::Tcp,
+            PoolType::Http2 => ServerTransport::H2 {
+                max_streams: max_streams(&self.cfg),
+            },
+            PoolType::Quic => ServerTransport::Quic,
+            PoolType::Tcp => ServerTransport::Tcp,
         }
     }
 
@@ -268,7 +329,7 @@ impl Server {
             .await?;
             match carried {
                 Carried::One(stream) => this.accept_stream(stream).await.map(Ok),
-                Carried::H2(carrier) => Ok(Err(carrier)),
+                Carried::H2(carrier) => Ok(Err(CarrierConn::H2(carrier))),
             }
         })
         .in_current_span();
@@ -323,12 +384,13 @@ impl Server {
         .await
     }
 
-    /// An HTTP/2 carrier (`type=3`): every stream the client opens is one tunnel connection,
-    /// admitted and authenticated like a TCP connection of its own. A carrier on which no
-    /// stream authenticated within the pre-authentication timeout is closed.
+    /// An HTTP/2 (`type=3`) or QUIC (`type=1`) carrier: every stream the client opens is one
+    /// tunnel connection, admitted and authenticated like a TCP connection of its own. A
+    /// carrier on which no stream authenticated within the pre-authentication timeout is
+    /// closed.
     async fn serve_carrier(
         self: Arc<Self>,
-        mut carrier: Box<H2Server>,
+        mut carrier: CarrierConn,
         peer: SocketAddr,
         guard: Guard,
         pool: Pool,
@@ -341,13 +403,13 @@ impl Server {
             let stream = tokio::select! {
                 _ = ctx.stop.cancelled() => break,
                 _ = &mut deadline, if !authed.load(std::sync::atomic::Ordering::Relaxed) => {
-                    guard.refused(peer.ip(), "no authenticated http2 stream in time", true);
+                    guard.refused(peer.ip(), carrier.close_unauthenticated(), true);
                     break;
                 }
                 s = carrier.accept() => match s {
                     None => break,
                     Some(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "http2 carrier ended");
+                        tracing::debug!(%peer, error = %e, "carrier ended");
                         break;
                     }
                     Some(Ok(s)) => s,
@@ -462,6 +524,82 @@ impl Server {
     }
 }
 
+/// How long a stopping `type=1` server waits for its QUIC connections to be closed.
+const QUIC_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How often, and how far apart, binding the QUIC endpoint's UDP port is retried while busy.
+const QUIC_BIND_TRIES: u32 = 40;
+const QUIC_BIND_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Streams a client may have open at once on one carrier (`type=1`, `type=3`): idle pool
+/// connections, sessions in use, and some in handshake or closing.
+fn max_streams(cfg: &ServerConfig) -> u32 {
+    let slots = cfg.params.slot.map_or(65536, |s| s.get());
+    cfg.max.get().saturating_add(slots).saturating_add(64)
+}
+
+/// Bind the QUIC endpoint on the UDP port of the same number as the tunnel's TCP listener.
+async fn bind_quic(cfg: &ServerConfig, tcp: &TcpListener, tls: &ServerTls) -> Result<QuicListener> {
+    let mut ep = cfg.params.tunnel.clone();
+    ep.port = tcp
+        .local_addr()
+        .map_err(|source| Error::Bind {
+            addr: cfg.params.tunnel.to_string(),
+            source,
+        })?
+        .port();
+    // A server of this tunnel stopped a moment ago may still hold the UDP port while quinn's
+    // endpoint task winds down (its connections drain for a few round trips): retry briefly.
+    let mut tries = 0;
+    let udp = loop {
+        match bind_udp(&ep).await {
+            Err(Error::Bind { source, .. })
+                if source.kind() == std::io::ErrorKind::AddrInUse && tries < QUIC_BIND_TRIES =>
+            {
+                tries += 1;
+                tokio::time::sleep(QUIC_BIND_RETRY).await;
+            }
+            r => break r?,
+        }
+    };
+    if tries > 0 {
+        tracing::debug!(tries, "udp port of the quic endpoint was busy for a moment");
+    }
+    let udp = udp.into_std().map_err(|source| Error::Bind {
+        addr: ep.to_string(),
+        source,
+    })?;
+    QuicListener::new(udp, tls, max_streams(cfg))
+}
+
+/// A connection that carries many tunnel connections, one stream each.
+enum CarrierConn {
+    H2(Box<H2Server>),
+    Quic(QuicConn),
+}
+
+impl CarrierConn {
+    /// The next stream, or `None` when the carrier ended. Cancel safe.
+    async fn accept(&mut self) -> Option<std::io::Result<TunnelStream>> {
+        match self {
+            CarrierConn::H2(c) => c.accept().await,
+            CarrierConn::Quic(c) => c.accept().await,
+        }
+    }
+
+    /// Close a carrier on which nothing authenticated in time; what to log.
+    fn close_unauthenticated(&self) -> &'static str {
+        match self {
+            // Dropping the carrier closes the connection.
+            CarrierConn::H2(_) => "no authenticated http2 stream in time",
+            CarrierConn::Quic(c) => {
+                c.close_unauthenticated();
+                "no authenticated quic stream in time"
+            }
+        }
+    }
+}
+
 fn pool_type_code(t: PoolType) -> u8 {
     match t {
         PoolType::Tcp => 0,
@@ -478,6 +616,7 @@ fn log_refusal(guard: &Guard, peer: SocketAddr, e: &HandshakeError) {
         | HandshakeError::TlsRequired(_)
         | HandshakeError::WebSocketRequired(_)
         | HandshakeError::Http2Required(_)
+        | HandshakeError::QuicRequired(_)
         | HandshakeError::StaleSession => {
             tracing::debug!(%peer, reason = %e, "tunnel connection closed during handshake")
         }
