@@ -105,17 +105,20 @@ impl Target {
     }
 
     /// Wait until at least `ended` sink connections have ended in all, or no sink byte has
-    /// arrived for `quiet` (a tunnel that never passes the end of stream on), at most
+    /// arrived for `quiet` (and this wait lasted that long: a tunnel that never passes the end
+    /// of stream on), at most
     /// `timeout`; returns the ledger then (check its count: it is short after a quiet spell
     /// or a timeout).
     pub fn wait_sinks(&self, ended: u64, quiet: Duration, timeout: Duration) -> SinkLedger {
-        let deadline = Instant::now() + timeout;
+        let begin = Instant::now();
+        let deadline = begin + timeout;
         let mut ledger = self.sinks.lock();
         // Bounded: every pass either returns or waits for at most what is left of the
         // deadline.
         loop {
             let now = Instant::now();
-            let still = ledger.last_byte.map_or(now, |t| t + quiet);
+            // Quiet since the last byte, and at least `quiet` into this wait.
+            let still = ledger.last_byte.map_or(begin, |t| t.max(begin)) + quiet;
             if ledger.ended >= ended || now >= deadline || now >= still {
                 return *ledger;
             }

@@ -192,3 +192,66 @@ fn reference_peers_run_the_latency_workloads() {
     }
     assert!(!whats.iter().any(|x| x == "p50 vs rathole tls=1"));
 }
+
+/// `--reference-peers` with `--type 2`: the Go NodePass runs with the same pool transport as
+/// ours (`go type=2`), its bulk transfer is counted at the sink (Go closes the connection on
+/// the half-close), and issue 15's type-for-type target appears. Same fixture rule as above.
+#[test]
+fn the_go_peer_runs_the_same_type_as_ours() {
+    let shared = std::env::var_os("NODEPASS_SHARED")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
+    let peers = match nodepass_benches::reference::peers(&shared.join("peers")) {
+        Ok(p) => p.into_iter().filter(|p| p.name == "go").collect(),
+        Err(e) if std::env::var_os("CI").is_some() => panic!("{e:#} (required under CI=true)"),
+        Err(e) => {
+            eprintln!("skipped: {e:#}");
+            return;
+        }
+    };
+    let nodepass =
+        process::locate_nodepass(None, process::Build::IfMissing).expect("the nodepass executable");
+    let plan = Plan {
+        workloads: vec![Workload::Bulk],
+        tls: vec![1],
+        pool_types: vec![2],
+        budget: tiny_budget(),
+        quick: true,
+        nodepass,
+        peers,
+        command: "quick.rs go same type".into(),
+        ready_timeout: Duration::from_secs(30),
+        wan: None,
+    };
+    let report = runner::run(&plan).expect("the run");
+    println!("{}", table::render(&report));
+    let json: Value = serde_json::from_str(&report.to_json()).expect("valid JSON");
+    let runs = json["workloads"]["bulk"]["runs"].as_array().unwrap();
+    let mut subjects: Vec<&str> = runs
+        .iter()
+        .map(|r| r["subject"].as_str().unwrap())
+        .collect();
+    subjects.sort_unstable();
+    assert_eq!(
+        subjects,
+        ["direct", "go type=2 tls=1", "nodepass type=2 tls=1"]
+    );
+    for r in runs {
+        assert!(r["error"].is_null(), "{}: {}", r["subject"], r["error"]);
+        assert!(
+            r["metrics"]["bytes"].as_u64().unwrap() > 0,
+            "{}",
+            r["subject"]
+        );
+    }
+    let whats: Vec<&str> = json["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["what"].as_str().unwrap())
+        .collect();
+    assert!(
+        whats.contains(&"type=2 throughput vs go type=2"),
+        "{whats:?}"
+    );
+}
