@@ -6,7 +6,7 @@
 //!
 //! Also decides, for `mode=0`, between single-end and dual-end (`decide`).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -76,20 +76,42 @@ struct Inner {
     cfg: ClientConfig,
     /// The TLS setup learned from the server; never held across `.await`.
     tls: Mutex<Option<ClientTls>>,
-    /// Tunnel connections are WebSockets (`type=2` here, or learned from the server).
-    ws: AtomicBool,
-    /// Tunnel connections are HTTP/2 streams (learned from the server's `type=3`).
-    h2: AtomicBool,
+    /// How tunnel connections are carried (a [`Carry`]): WebSocket when this client's URL has
+    /// `type=2`, otherwise TCP until the server's refusal names its transport.
+    carry: AtomicU8,
     /// The HTTP/2 carrier of the current session: every control connection opens a new one,
     /// pool connections open streams on it (a new one if it ended).
     carrier: tokio::sync::Mutex<Option<H2Client>>,
-    /// Tunnel connections are QUIC streams (learned from the server's `type=1`).
-    quic: AtomicBool,
     /// The QUIC endpoint (one UDP socket, kept across sessions) and the carrier of the
     /// current session, as for HTTP/2.
     quic_carrier: tokio::sync::Mutex<QuicSlot>,
     /// The forward-flow user sockets, kept across sessions; never held across `.await`.
     users: Mutex<Option<Arc<UserSockets>>>,
+}
+
+/// How the client carries tunnel connections, as the server's `type` numbers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Carry {
+    /// A TCP connection each, with or without TLS (`type=0`).
+    Tcp = 0,
+    /// A stream each on one QUIC connection (`type=1`).
+    Quic = 1,
+    /// A WebSocket each (`type=2`).
+    Ws = 2,
+    /// A stream each on one HTTP/2 connection (`type=3`).
+    H2 = 3,
+}
+
+impl Carry {
+    fn from_u8(v: u8) -> Carry {
+        match v {
+            1 => Carry::Quic,
+            2 => Carry::Ws,
+            3 => Carry::H2,
+            _ => Carry::Tcp,
+        }
+    }
 }
 
 /// The client's QUIC endpoint and current carrier (`type=1`).
@@ -112,14 +134,12 @@ struct Established {
 impl Client {
     pub(crate) fn new(cfg: ClientConfig, shared: &Shared) -> Result<Self> {
         shared.set_mode(Mode::Pending);
-        let ws = cfg.pool_type == PoolType::WebSocket;
+        let carry = AtomicU8::new(Inner::own_carry(&cfg) as u8);
         Ok(Client {
             inner: Arc::new(Inner {
                 cfg,
-                ws: AtomicBool::new(ws),
-                h2: AtomicBool::new(false),
+                carry,
                 carrier: tokio::sync::Mutex::new(None),
-                quic: AtomicBool::new(false),
                 quic_carrier: tokio::sync::Mutex::new(QuicSlot::default()),
                 tls: Mutex::new(None),
                 users: Mutex::new(None),
@@ -239,11 +259,10 @@ impl Inner {
         tls: Option<&ClientTls>,
         control: bool,
     ) -> std::result::Result<TunnelStream, HandshakeError> {
-        if self.h2.load(Relaxed) {
-            return self.dial_h2(ctx, tls, control).await;
-        }
-        if self.quic.load(Relaxed) {
-            return self.dial_quic(ctx, tls, control).await;
+        match self.carry() {
+            Carry::H2 => return self.dial_h2(ctx, tls, control).await,
+            Carry::Quic => return self.dial_quic(ctx, tls, control).await,
+            Carry::Tcp | Carry::Ws => {}
         }
         let tcp = self.dial_tcp(ctx).await?;
         let stream = match tls {
@@ -252,7 +271,7 @@ impl Inner {
                 t.connect(tcp).await.map_err(HandshakeError::Tls)?,
             )),
         };
-        if !self.ws.load(Relaxed) {
+        if self.carry() != Carry::Ws {
             return Ok(stream);
         }
         let authority = self.cfg.params.tunnel.to_string();
@@ -409,6 +428,62 @@ impl Inner {
         })
     }
 
+    /// The transport this client's own URL asks for: WebSocket for `type=2` (needed behind a
+    /// proxy that passes only HTTP), otherwise TCP until the server says otherwise.
+    fn own_carry(cfg: &ClientConfig) -> Carry {
+        if cfg.pool_type == PoolType::WebSocket {
+            Carry::Ws
+        } else {
+            Carry::Tcp
+        }
+    }
+
+    fn carry(&self) -> Carry {
+        Carry::from_u8(self.carry.load(Relaxed))
+    }
+
+    /// Take the transport (and TLS mode) a server's refusal named, for the next attempt.
+    /// HTTP/2 and QUIC always run inside TLS: a server naming either without TLS is an error.
+    fn learn(
+        &self,
+        carry: Carry,
+        mode: u8,
+        tls: &mut Option<ClientTls>,
+    ) -> std::result::Result<(), HandshakeError> {
+        let name = match carry {
+            Carry::Tcp => "tcp",
+            Carry::Ws => "websocket",
+            Carry::H2 => "http2 over tls",
+            Carry::Quic => "quic (udp)",
+        };
+        tracing::debug!(
+            tls = mode,
+            "the server's transport is {name}, reconnecting with it"
+        );
+        if mode == 0 {
+            match carry {
+                Carry::H2 => {
+                    return Err(HandshakeError::Http2(std::io::Error::other(
+                        "the server asks for http2 without tls, which type=3 never does",
+                    )));
+                }
+                Carry::Quic => {
+                    return Err(HandshakeError::Quic(std::io::Error::other(
+                        "the server asks for quic without tls, which type=1 never does",
+                    )));
+                }
+                Carry::Tcp | Carry::Ws => {}
+            }
+        }
+        self.carry.store(carry as u8, Relaxed);
+        if mode > 0 {
+            let t = self.tls_for_mode(mode)?;
+            *crate::sync::lock(&self.tls) = Some(t.clone());
+            *tls = Some(t);
+        }
+        Ok(())
+    }
+
     /// Connect the control session, learning from the server whether it needs TLS.
     async fn connect_control(&self, ctx: &Ctx) -> std::result::Result<Established, HandshakeError> {
         let cached = crate::sync::lock(&self.tls).clone();
@@ -427,52 +502,13 @@ impl Inner {
                     tls = Some(t);
                 }
                 Err(HandshakeError::WebSocketRequired(mode)) if tries > 0 => {
-                    tracing::debug!(
-                        tls = mode,
-                        "the server's transport is websocket, reconnecting with websocket"
-                    );
-                    self.ws.store(true, Relaxed);
-                    self.h2.store(false, Relaxed);
-                    self.quic.store(false, Relaxed);
-                    if mode > 0 {
-                        let t = self.tls_for_mode(mode)?;
-                        *crate::sync::lock(&self.tls) = Some(t.clone());
-                        tls = Some(t);
-                    }
+                    self.learn(Carry::Ws, mode, &mut tls)?;
                 }
                 Err(HandshakeError::Http2Required(mode)) if tries > 0 => {
-                    tracing::debug!(
-                        tls = mode,
-                        "the server's transport is http2, reconnecting with http2 over tls"
-                    );
-                    if mode == 0 {
-                        return Err(HandshakeError::Http2(std::io::Error::other(
-                            "the server asks for http2 without tls, which type=3 never does",
-                        )));
-                    }
-                    self.h2.store(true, Relaxed);
-                    self.ws.store(false, Relaxed);
-                    self.quic.store(false, Relaxed);
-                    let t = self.tls_for_mode(mode)?;
-                    *crate::sync::lock(&self.tls) = Some(t.clone());
-                    tls = Some(t);
+                    self.learn(Carry::H2, mode, &mut tls)?;
                 }
                 Err(HandshakeError::QuicRequired(mode)) if tries > 0 => {
-                    tracing::debug!(
-                        tls = mode,
-                        "the server's transport is quic, reconnecting over quic (udp)"
-                    );
-                    if mode == 0 {
-                        return Err(HandshakeError::Quic(std::io::Error::other(
-                            "the server asks for quic without tls, which type=1 never does",
-                        )));
-                    }
-                    self.quic.store(true, Relaxed);
-                    self.h2.store(false, Relaxed);
-                    self.ws.store(false, Relaxed);
-                    let t = self.tls_for_mode(mode)?;
-                    *crate::sync::lock(&self.tls) = Some(t.clone());
-                    tls = Some(t);
+                    self.learn(Carry::Quic, mode, &mut tls)?;
                 }
                 Err(
                     e @ (HandshakeError::Tls(_)
@@ -486,11 +522,7 @@ impl Inner {
                     if cached.is_some() {
                         *crate::sync::lock(&self.tls) = None;
                     }
-                    if self.cfg.pool_type != PoolType::WebSocket {
-                        self.ws.store(false, Relaxed);
-                    }
-                    self.h2.store(false, Relaxed);
-                    self.quic.store(false, Relaxed);
+                    self.carry.store(Inner::own_carry(&self.cfg) as u8, Relaxed);
                     return Err(e);
                 }
                 other => return other,
@@ -662,9 +694,7 @@ impl Filler {
     /// Refill at normal priority: the pool is short, low-priority refills are off, or the
     /// transport cannot move connections between runtimes (WebSocket, HTTP/2, QUIC).
     fn is_urgent(&self) -> bool {
-        let movable = !self.client.ws.load(Relaxed)
-            && !self.client.h2.load(Relaxed)
-            && !self.client.quic.load(Relaxed);
+        let movable = self.client.carry() == Carry::Tcp;
         !self.ctx.opts.low_priority_refill || !movable || self.pool.is_short()
     }
 
