@@ -549,14 +549,12 @@ impl Drop for H2Server {
 
 #[cfg(all(test, feature = "self-signed"))]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
     use crate::transport::tls::{ClientTls, ClientVerify, ServerTls};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
-    const T: Duration = Duration::from_secs(10);
+    use crate::transport::stream_checks::{self, T, next};
 
     /// A client carrier and the server's stream acceptor over loopback TLS with ALPN h2; the
     /// server's streams come out of the returned channel.
@@ -603,47 +601,14 @@ mod tests {
         (c, rx, tracker)
     }
 
-    async fn next(rx: &mut tokio::sync::mpsc::UnboundedReceiver<TunnelStream>) -> TunnelStream {
-        tokio::time::timeout(T, rx.recv()).await.unwrap().unwrap()
-    }
-
     #[tokio::test]
     async fn half_close_each_way_and_the_binding_is_the_carriers() {
         let (c, mut rx, _t) = carrier().await;
         let mut a = c.open().await.unwrap();
         // The server learns of a stream with its first frame.
         a.write_all(b"x").await.unwrap();
-        let mut b = next(&mut rx).await;
-        assert!(a.is_tls() && b.is_tls());
-        assert_eq!(a.channel_binding().unwrap(), b.channel_binding().unwrap());
-        assert_ne!(a.channel_binding().unwrap(), [0u8; BINDING_LEN]);
-        let big: Vec<u8> = (0..(5 << 20) as u32).map(|i| (i % 251) as u8).collect();
-        let expect = big.clone();
-        let writer = tokio::spawn(async move {
-            a.write_all(&big).await.unwrap();
-            a.shutdown().await.unwrap();
-            a
-        });
-        let mut got = Vec::new();
-        tokio::time::timeout(T, b.read_to_end(&mut got))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(got[0], b'x');
-        assert!(got[1..] == expect[..], "bytes differ ({} read)", got.len());
-        b.write_all(b"answer").await.unwrap();
-        b.shutdown().await.unwrap();
-        let mut a = writer.await.unwrap();
-        let mut back = Vec::new();
-        tokio::time::timeout(T, a.read_to_end(&mut back))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(back, b"answer");
-        assert!(
-            a.write_all(b"late").await.is_err(),
-            "no writes after shutdown"
-        );
+        let b = next(&mut rx).await;
+        stream_checks::half_close_each_way(a, b).await;
     }
 
     #[tokio::test]

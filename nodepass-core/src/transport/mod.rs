@@ -253,3 +253,61 @@ fn write_without_sending(shut: bool, buf: &[u8]) -> Option<io::Result<usize>> {
         None
     }
 }
+
+/// Checks every multiplexed stream transport (HTTP/2, QUIC) must pass, shared by their unit
+/// tests.
+#[cfg(test)]
+pub(crate) mod stream_checks {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::TunnelStream;
+    use crate::protocol::auth::BINDING_LEN;
+
+    /// How long any one step may take.
+    pub(crate) const T: Duration = Duration::from_secs(10);
+
+    /// The next stream the server side accepted.
+    pub(crate) async fn next(
+        rx: &mut tokio::sync::mpsc::UnboundedReceiver<TunnelStream>,
+    ) -> TunnelStream {
+        tokio::time::timeout(T, rx.recv()).await.unwrap().unwrap()
+    }
+
+    /// `a` (which has sent `b"x"`, how the far side learned of the stream) and its far end `b`:
+    /// both inside TLS with one binding; 5 MiB then a half-close from `a` arrive byte-exact,
+    /// `b` answers and half-closes, and `a` can no longer write after its shutdown.
+    pub(crate) async fn half_close_each_way(mut a: TunnelStream, mut b: TunnelStream) {
+        assert!(a.is_tls() && b.is_tls());
+        assert_eq!(a.channel_binding().unwrap(), b.channel_binding().unwrap());
+        assert_ne!(a.channel_binding().unwrap(), [0u8; BINDING_LEN]);
+        let big: Vec<u8> = (0..(5 << 20) as u32).map(|i| (i % 251) as u8).collect();
+        let expect = big.clone();
+        let writer = tokio::spawn(async move {
+            a.write_all(&big).await.unwrap();
+            a.shutdown().await.unwrap();
+            a
+        });
+        let mut got = Vec::new();
+        tokio::time::timeout(T, b.read_to_end(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got[0], b'x');
+        assert!(got[1..] == expect[..], "bytes differ ({} read)", got.len());
+        b.write_all(b"answer").await.unwrap();
+        b.shutdown().await.unwrap();
+        let mut a = writer.await.unwrap();
+        let mut back = Vec::new();
+        tokio::time::timeout(T, a.read_to_end(&mut back))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, b"answer");
+        assert!(
+            a.write_all(b"late").await.is_err(),
+            "no writes after shutdown"
+        );
+    }
+}

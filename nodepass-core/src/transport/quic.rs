@@ -520,7 +520,7 @@ mod tests {
     use crate::transport::tls::ClientVerify;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    const T: Duration = Duration::from_secs(10);
+    use crate::transport::stream_checks::{self, T, next};
 
     /// A loopback server endpoint whose streams come out of the returned channel, and a
     /// client carrier connected to it.
@@ -558,47 +558,15 @@ mod tests {
         (c, rx, server)
     }
 
-    async fn next(rx: &mut tokio::sync::mpsc::UnboundedReceiver<TunnelStream>) -> TunnelStream {
-        tokio::time::timeout(T, rx.recv()).await.unwrap().unwrap()
-    }
-
     #[tokio::test]
     async fn half_close_each_way_and_the_binding_is_the_connections() {
         let (c, mut rx, _s) = carrier().await;
         let mut a = c.open().await.unwrap();
         // The server learns of a stream with its first bytes.
         a.write_all(b"x").await.unwrap();
-        let mut b = next(&mut rx).await;
-        assert!(a.is_tls() && b.is_tls() && a.exclusive_socket().is_none());
-        assert_eq!(a.channel_binding().unwrap(), b.channel_binding().unwrap());
-        assert_ne!(a.channel_binding().unwrap(), [0u8; BINDING_LEN]);
-        let big: Vec<u8> = (0..(5 << 20) as u32).map(|i| (i % 251) as u8).collect();
-        let expect = big.clone();
-        let writer = tokio::spawn(async move {
-            a.write_all(&big).await.unwrap();
-            a.shutdown().await.unwrap();
-            a
-        });
-        let mut got = Vec::new();
-        tokio::time::timeout(T, b.read_to_end(&mut got))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(got[0], b'x');
-        assert!(got[1..] == expect[..], "bytes differ ({} read)", got.len());
-        b.write_all(b"answer").await.unwrap();
-        b.shutdown().await.unwrap();
-        let mut a = writer.await.unwrap();
-        let mut back = Vec::new();
-        tokio::time::timeout(T, a.read_to_end(&mut back))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(back, b"answer");
-        assert!(
-            a.write_all(b"late").await.is_err(),
-            "no writes after shutdown"
-        );
+        let b = next(&mut rx).await;
+        assert!(a.exclusive_socket().is_none());
+        stream_checks::half_close_each_way(a, b).await;
     }
 
     #[tokio::test]
