@@ -352,7 +352,8 @@ fn environment(role: Option<Role>) -> String {
     if role != Some(Role::Master) {
         out.push_str(
             "  NODEPASS_UDP_MAX_DATAGRAM  largest UDP datagram carried, 1..=65507 (default 65507)\n  \
-             NODEPASS_ZERO_COPY         0 turns off splice(2) for plain TCP (default on)\n",
+             NODEPASS_ZERO_COPY         0 turns off splice(2) for plain TCP (default on)\n  \
+             NODEPASS_LOW_PRIO_REFILL   0 refills the pool at normal priority (default: nice 19)\n",
         );
     }
     if role.is_none_or(|r| r == Role::Master) {

@@ -8,23 +8,41 @@ use tokio_util::sync::CancellationToken;
 pub const ZERO_COPY_ENV: &str = "NODEPASS_ZERO_COPY";
 /// Environment variable setting the largest UDP datagram carried (1..=65507).
 pub const UDP_MAX_DATAGRAM_ENV: &str = "NODEPASS_UDP_MAX_DATAGRAM";
+/// Environment variable that makes pool refills run at normal priority (`0`) instead of on the
+/// low-priority maintenance thread ([`TunnelOptions::low_priority_refill`]).
+pub const LOW_PRIO_REFILL_ENV: &str = "NODEPASS_LOW_PRIO_REFILL";
 
-/// The tunnel options with [`ZERO_COPY_ENV`] and [`UDP_MAX_DATAGRAM_ENV`] applied (the library
-/// reads no environment; this is the one place that does).
+/// The tunnel options with [`ZERO_COPY_ENV`], [`UDP_MAX_DATAGRAM_ENV`] and
+/// [`LOW_PRIO_REFILL_ENV`] applied (the library reads no environment; this is the one place
+/// that does).
 pub fn tunnel_options_from_env() -> anyhow::Result<TunnelOptions> {
-    let zero_copy = std::env::var(ZERO_COPY_ENV).ok();
-    let udp_max = std::env::var(UDP_MAX_DATAGRAM_ENV).ok();
-    tunnel_options(zero_copy.as_deref(), udp_max.as_deref()).map_err(anyhow::Error::msg)
+    let var = |name| std::env::var(name).ok();
+    let env = OptionsEnv {
+        zero_copy: var(ZERO_COPY_ENV),
+        udp_max: var(UDP_MAX_DATAGRAM_ENV),
+        low_prio_refill: var(LOW_PRIO_REFILL_ENV),
+    };
+    tunnel_options(&env).map_err(anyhow::Error::msg)
 }
 
-/// The tunnel options for the values of [`ZERO_COPY_ENV`] (anything but `0` keeps zero copy
-/// on) and [`UDP_MAX_DATAGRAM_ENV`] (a byte count from 1 to 65507); `None` = not set.
-pub fn tunnel_options(
-    zero_copy: Option<&str>,
-    udp_max: Option<&str>,
-) -> Result<TunnelOptions, String> {
+/// The values of the tunnel options' environment variables; `None` = not set.
+#[derive(Debug, Default)]
+pub struct OptionsEnv {
+    /// [`ZERO_COPY_ENV`]: anything but `0` keeps zero copy on.
+    pub zero_copy: Option<String>,
+    /// [`UDP_MAX_DATAGRAM_ENV`]: a byte count from 1 to 65507.
+    pub udp_max: Option<String>,
+    /// [`LOW_PRIO_REFILL_ENV`]: anything but `0` keeps low-priority refills on.
+    pub low_prio_refill: Option<String>,
+}
+
+/// The tunnel options for the environment values `env`.
+pub fn tunnel_options(env: &OptionsEnv) -> Result<TunnelOptions, String> {
+    let on_unless_zero = |v: &Option<String>| v.as_deref().is_none_or(|v| v.trim() != "0");
     let mut options = TunnelOptions::default();
-    options.zero_copy = zero_copy.is_none_or(|v| v.trim() != "0");
+    options.zero_copy = on_unless_zero(&env.zero_copy);
+    options.low_priority_refill = on_unless_zero(&env.low_prio_refill);
+    let udp_max = env.udp_max.as_deref();
     if let Some(v) = udp_max {
         let max = TunnelOptions::default().udp_max_datagram;
         options.udp_max_datagram = match v.trim().parse::<usize>() {
@@ -78,15 +96,23 @@ mod tests {
 
     #[test]
     fn options_from_the_environment_values() {
-        let o = tunnel_options(None, None).unwrap();
-        assert!(o.zero_copy);
+        let env = |zero_copy: Option<&str>, udp_max: Option<&str>, low_prio: Option<&str>| {
+            tunnel_options(&OptionsEnv {
+                zero_copy: zero_copy.map(String::from),
+                udp_max: udp_max.map(String::from),
+                low_prio_refill: low_prio.map(String::from),
+            })
+        };
+        let o = env(None, None, None).unwrap();
+        assert!(o.zero_copy && o.low_priority_refill);
         assert_eq!(o.udp_max_datagram, 65507);
-        let o = tunnel_options(Some(" 0 "), Some("1000")).unwrap();
-        assert!(!o.zero_copy);
+        let o = env(Some(" 0 "), Some("1000"), Some("0")).unwrap();
+        assert!(!o.zero_copy && !o.low_priority_refill);
         assert_eq!(o.udp_max_datagram, 1000);
-        assert!(tunnel_options(Some("1"), None).unwrap().zero_copy);
+        let o = env(Some("1"), None, Some("1")).unwrap();
+        assert!(o.zero_copy && o.low_priority_refill);
         for bad in ["0", "65508", "x", ""] {
-            let err = tunnel_options(None, Some(bad)).unwrap_err();
+            let err = env(None, Some(bad), None).unwrap_err();
             assert_eq!(
                 err,
                 format!(

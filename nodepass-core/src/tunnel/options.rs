@@ -13,8 +13,9 @@
 //! ```
 //!
 //! The library reads no environment variables: the `nodepass` executables read
-//! `NODEPASS_ZERO_COPY` and `NODEPASS_UDP_MAX_DATAGRAM` and set [`TunnelOptions::zero_copy`] and
-//! [`TunnelOptions::udp_max_datagram`].
+//! `NODEPASS_ZERO_COPY`, `NODEPASS_UDP_MAX_DATAGRAM` and `NODEPASS_LOW_PRIO_REFILL` and set
+//! [`TunnelOptions::zero_copy`], [`TunnelOptions::udp_max_datagram`] and
+//! [`TunnelOptions::low_priority_refill`].
 
 use std::time::Duration;
 
