@@ -10,6 +10,7 @@
 //! - [`logging`]: the `log=` level and `NODEPASS_LOG_FORMAT` applied to `tracing`.
 //! - [`signal`]: SIGINT/SIGTERM cancel the shutdown token.
 //! - [`run`]: [`run::run_instance`], the one place a config becomes a running role.
+//! - `alloc`: jemalloc as the executables' global allocator (why: in the module).
 //! - `app`: the shared `main`: `--check`, exit codes ([`EXIT_USAGE`], [`EXIT_FAILURE`]).
 //! - `import`: `nodepass import --from URL`, migration from a Go NodePass master.
 //!
@@ -18,6 +19,7 @@
 //! [`run::run_instance`]; it returns after a clean stop and the process exits 0. A second
 //! signal exits at once.
 
+mod alloc;
 mod app;
 pub mod args;
 pub mod commands;
