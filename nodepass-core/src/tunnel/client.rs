@@ -264,16 +264,35 @@ impl Inner {
             Carry::Quic => return self.dial_quic(ctx, tls, control).await,
             Carry::Tcp | Carry::Ws => {}
         }
+        let stream = self.dial_layer(ctx, tls).await?;
+        if self.carry() != Carry::Ws {
+            return Ok(stream);
+        }
+        self.upgrade_ws(ctx, stream).await
+    }
+
+    /// TCP and, with `tls`, TLS: a whole tunnel connection for `type=0`, the layer under the
+    /// WebSocket for `type=2`.
+    async fn dial_layer(
+        &self,
+        ctx: &Ctx,
+        tls: Option<&ClientTls>,
+    ) -> std::result::Result<TunnelStream, HandshakeError> {
         let tcp = self.dial_tcp(ctx).await?;
-        let stream = match tls {
+        Ok(match tls {
             None => TunnelStream::Plain(tcp),
             Some(t) => TunnelStream::ClientTls(Box::new(
                 t.connect(tcp).await.map_err(HandshakeError::Tls)?,
             )),
-        };
-        if self.carry() != Carry::Ws {
-            return Ok(stream);
-        }
+        })
+    }
+
+    /// The WebSocket (`type=2`) over a dialed layer; its tasks run on this runtime.
+    async fn upgrade_ws(
+        &self,
+        ctx: &Ctx,
+        stream: TunnelStream,
+    ) -> std::result::Result<TunnelStream, HandshakeError> {
         let authority = self.cfg.params.tunnel.to_string();
         let tasks = ws::Tasks {
             tracker: &ctx.tracker,
@@ -692,9 +711,10 @@ impl Filler {
     }
 
     /// Refill at normal priority: the pool is short, low-priority refills are off, or the
-    /// transport cannot move connections between runtimes (WebSocket, HTTP/2, QUIC).
+    /// transport cannot move connections between runtimes (HTTP/2, QUIC: one carrier for
+    /// all; a WebSocket moves its TCP and TLS only, see `add_one`).
     fn is_urgent(&self) -> bool {
-        let movable = self.client.carry() == Carry::Tcp;
+        let movable = matches!(self.client.carry(), Carry::Tcp | Carry::Ws);
         !self.ctx.opts.low_priority_refill || !movable || self.pool.is_short()
     }
 
@@ -706,8 +726,23 @@ impl Filler {
             self.session,
             self.session_key.clone(),
         );
+        // A WebSocket's tasks live on this runtime, so only its TCP and TLS move (issue 15).
+        let ws_layer_low = !urgent && self.client.carry() == Carry::Ws;
         let fut = async move {
-            let stream = client.dial(&ctx, tls.as_ref(), false).await?;
+            let stream = if ws_layer_low {
+                let (c, cx, t) = (client.clone(), ctx.clone(), tls.clone());
+                let layer = async move { c.dial_layer(&cx, t.as_ref()).await };
+                let (layer, ran) = background::offload(layer.in_current_span())
+                    .await
+                    .map_err(std::io::Error::other)?;
+                let layer = match ran {
+                    background::Ran::Elsewhere => layer?.rebind()?,
+                    background::Ran::Inline => layer?,
+                };
+                client.upgrade_ws(&ctx, layer).await?
+            } else {
+                client.dial(&ctx, tls.as_ref(), false).await?
+            };
             handshake::connect(stream, session, ClientKey::Session(&key)).await
         };
         let fut = tokio::time::timeout(self.ctx.opts.handshake_timeout, fut).in_current_span();
@@ -716,7 +751,7 @@ impl Filler {
         let conn = tokio::select! {
             _ = self.token.cancelled() => return true,
             r = async {
-                if urgent {
+                if urgent || ws_layer_low {
                     Ok((fut.await, background::Ran::Inline))
                 } else {
                     background::offload(fut).await

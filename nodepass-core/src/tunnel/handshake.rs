@@ -24,7 +24,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use tokio::net::TcpStream;
 
 use super::wire::{Wire, WireError};
-use crate::config::WebSocketOptions;
+use crate::config::{PoolType, WebSocketOptions};
 use crate::protocol::auth::{Pake, ProofKey, Transcript};
 use crate::protocol::{
     ConnKind, HELLO_TYPE, Message, NONCE_LEN, PROTOCOL_VERSION, ProtocolError, RefuseCode,
@@ -197,6 +197,18 @@ pub(crate) enum ServerTransport<'a> {
     Quic,
 }
 
+impl ServerTransport<'_> {
+    /// The `type` this transport serves.
+    pub(crate) fn pool_type(&self) -> PoolType {
+        match self {
+            ServerTransport::Tcp => PoolType::Tcp,
+            ServerTransport::Ws(..) => PoolType::WebSocket,
+            ServerTransport::H2 { .. } => PoolType::Http2,
+            ServerTransport::Quic => PoolType::Quic,
+        }
+    }
+}
+
 impl Accepted {
     /// Move the connection's socket to the current runtime (see `TunnelStream::rebind`).
     pub(crate) fn rebind(self) -> io::Result<Self> {
@@ -226,32 +238,34 @@ pub(crate) enum Carried {
 
 /// Refuse a client that does not speak the server's transport (or tls) yet: read its `Hello`
 /// and answer `code` with the tls mode, so it learns both at once.
-async fn refuse_hello(
+async fn refuse_hello<T>(
     stream: TunnelStream,
     code: RefuseCode,
     tls_code: u8,
     message: &str,
     err: HandshakeError,
-) -> Result<Carried, HandshakeError> {
+) -> Result<T, HandshakeError> {
     let mut wire = Wire::new(stream);
     let _hello = wire.recv().await?;
     refuse(&mut wire, code, tls_code, message).await;
     Err(err)
 }
 
-/// Server side, first step on a freshly accepted TCP connection: TLS, and the WebSocket or
-/// HTTP/2 layer of the server's transport. The caller bounds it with a timeout.
-pub(crate) async fn accept_transport(
+/// Server side, first step on a freshly accepted TCP connection: TLS (or plain TCP), the layer
+/// under the server's transport `pool`. A client that does not know the transport or the tls
+/// mode yet is refused here. The caller bounds it with a timeout. Needs nothing of the caller's
+/// runtime, so it may run on the pool maintenance thread (`background`).
+pub(crate) async fn accept_layer(
     tcp: TcpStream,
     tls: Option<&ServerTls>,
     tls_code: u8,
-    transport: ServerTransport<'_>,
-) -> Result<Carried, HandshakeError> {
+    pool: PoolType,
+) -> Result<TunnelStream, HandshakeError> {
     let mut first = [0u8; 1];
     if tcp.peek(&mut first).await? == 0 {
         return Err(HandshakeError::Closed);
     }
-    let stream = match (first[0], tls) {
+    Ok(match (first[0], tls) {
         (TLS_RECORD_HANDSHAKE, Some(tls)) => TunnelStream::ServerTls(Box::new(
             tls.acceptor()
                 .accept(BufferedTcp::new(tcp))
@@ -259,7 +273,7 @@ pub(crate) async fn accept_transport(
                 .map_err(HandshakeError::Tls)?,
         )),
         (TLS_RECORD_HANDSHAKE, None) => return Err(HandshakeError::UnexpectedTls),
-        (HELLO_TYPE, _) if matches!(transport, ServerTransport::Ws(..)) => {
+        (HELLO_TYPE, _) if pool == PoolType::WebSocket => {
             // A client that does not know yet: tell it the transport and the tls mode at once.
             return refuse_hello(
                 TunnelStream::Plain(tcp),
@@ -270,7 +284,7 @@ pub(crate) async fn accept_transport(
             )
             .await;
         }
-        (HELLO_TYPE, _) if matches!(transport, ServerTransport::Quic) => {
+        (HELLO_TYPE, _) if pool == PoolType::Quic => {
             return refuse_hello(
                 TunnelStream::Plain(tcp),
                 RefuseCode::QuicRequired,
@@ -280,7 +294,7 @@ pub(crate) async fn accept_transport(
             )
             .await;
         }
-        (HELLO_TYPE, _) if matches!(transport, ServerTransport::H2 { .. }) => {
+        (HELLO_TYPE, _) if pool == PoolType::Http2 => {
             return refuse_hello(
                 TunnelStream::Plain(tcp),
                 RefuseCode::Http2Required,
@@ -301,7 +315,30 @@ pub(crate) async fn accept_transport(
             .await;
         }
         (_, _) => TunnelStream::Plain(tcp),
-    };
+    })
+}
+
+/// Server side, on a freshly accepted TCP connection: TLS ([`accept_layer`]), then the
+/// WebSocket or HTTP/2 layer of the server's transport ([`accept_carrier`]). The caller bounds
+/// it with a timeout.
+pub(crate) async fn accept_transport(
+    tcp: TcpStream,
+    tls: Option<&ServerTls>,
+    tls_code: u8,
+    transport: ServerTransport<'_>,
+) -> Result<Carried, HandshakeError> {
+    let stream = accept_layer(tcp, tls, tls_code, transport.pool_type()).await?;
+    accept_carrier(stream, tls.is_some(), tls_code, transport).await
+}
+
+/// Server side, second step: the WebSocket or HTTP/2 layer of `transport` over the stream
+/// [`accept_layer`] made (`tls`: whether the server requires TLS).
+pub(crate) async fn accept_carrier(
+    stream: TunnelStream,
+    tls: bool,
+    tls_code: u8,
+    transport: ServerTransport<'_>,
+) -> Result<Carried, HandshakeError> {
     match transport {
         ServerTransport::Tcp => Ok(Carried::One(stream)),
         // A tls client over TCP that does not know yet: tell it inside its tls.
@@ -319,7 +356,7 @@ pub(crate) async fn accept_transport(
             let stream = ws::accept(stream, opts, tasks)
                 .await
                 .map_err(HandshakeError::WebSocket)?;
-            if tls.is_some() && !stream.is_tls() {
+            if tls && !stream.is_tls() {
                 // A websocket client that does not know yet that this server wants tls.
                 return refuse_hello(
                     stream,

@@ -27,6 +27,13 @@ use crate::transport::quic::{QuicConn, QuicListener};
 use crate::transport::tls::ServerTls;
 use crate::transport::ws;
 
+/// What a tunnel connection's handshake gave: a connection or an HTTP/2 carrier, a refusal, or
+/// the pre-authentication timeout.
+type Handshaken = std::result::Result<
+    std::result::Result<Result<Accepted, CarrierConn>, HandshakeError>,
+    tokio::time::error::Elapsed,
+>;
+
 struct Session {
     id: SessionId,
     key: ProofKey,
@@ -317,30 +324,20 @@ impl Server {
         ctx: Ctx,
     ) {
         tune_tunnel_stream(&tcp);
-        let this = self.clone();
-        let hctx = ctx.clone();
-        let handshake = tokio::time::timeout(ctx.opts.preauth_timeout, async move {
-            let carried = handshake::accept_transport(
-                tcp,
-                this.tls.as_ref(),
-                this.cfg.tls.code(),
-                this.transport(&hctx),
-            )
-            .await?;
-            match carried {
-                Carried::One(stream) => this.accept_stream(stream).await.map(Ok),
-                Carried::H2(carrier) => Ok(Err(CarrierConn::H2(carrier))),
-            }
-        })
-        .in_current_span();
         // TLS and the keyed handshake at low priority unless the pool runs short (issue 17):
-        // refills and strangers' attempts give way to user connections on a busy host. Only
-        // TCP and TLS connections can move between runtimes.
-        let movable = matches!(self.transport(&ctx), ServerTransport::Tcp);
-        let accepted = if !ctx.opts.low_priority_refill || pool.is_short() || !movable {
-            Ok((handshake.await, background::Ran::Inline))
-        } else {
-            background::offload(handshake).await
+        // refills and strangers' attempts give way to user connections on a busy host. TCP and
+        // TLS connections move between runtimes; of a WebSocket only the TLS below it does (its
+        // tasks live on this runtime), and HTTP/2 and QUIC carriers stay here.
+        let low = ctx.opts.low_priority_refill && !pool.is_short();
+        let accepted = match self.transport(&ctx) {
+            ServerTransport::Tcp if low => {
+                background::offload(self.clone().handshake(tcp, ctx.clone())).await
+            }
+            ServerTransport::Ws(..) if low => self.clone().ws_handshake(tcp, ctx.clone()).await,
+            _ => Ok((
+                self.clone().handshake(tcp, ctx.clone()).await,
+                background::Ran::Inline,
+            )),
         };
         drop(permit);
         let (accepted, ran) = match accepted {
@@ -375,6 +372,64 @@ impl Server {
             }
         };
         self.serve_accepted(accepted, peer, pool, ctx).await
+    }
+
+    /// The whole handshake of a new tunnel connection (TLS, transport layer, keyed handshake),
+    /// bounded by the pre-authentication timeout.
+    fn handshake(self: Arc<Self>, tcp: TcpStream, ctx: Ctx) -> impl Future<Output = Handshaken> {
+        tokio::time::timeout(ctx.opts.preauth_timeout, async move {
+            let carried = handshake::accept_transport(
+                tcp,
+                self.tls.as_ref(),
+                self.cfg.tls.code(),
+                self.transport(&ctx),
+            )
+            .await?;
+            self.carried(carried).await
+        })
+        .in_current_span()
+    }
+
+    /// [`Self::handshake`] for a WebSocket server at low priority: the TLS below the
+    /// WebSocket on the maintenance thread, the rest here, within one pre-authentication
+    /// timeout.
+    async fn ws_handshake(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        ctx: Ctx,
+    ) -> Result<(Handshaken, background::Ran), background::OffloadError> {
+        let deadline = tokio::time::Instant::now() + ctx.opts.preauth_timeout;
+        let code = self.cfg.tls.code();
+        let this = self.clone();
+        let layer = tokio::time::timeout_at(deadline, async move {
+            handshake::accept_layer(tcp, this.tls.as_ref(), code, PoolType::WebSocket).await
+        });
+        let (layer, ran) = match background::offload(layer.in_current_span()).await? {
+            (Err(elapsed), _) => return Ok((Err(elapsed), background::Ran::Inline)),
+            (Ok(layer), ran) => (layer, ran),
+        };
+        let rest = tokio::time::timeout_at(deadline, async move {
+            let stream = match ran {
+                background::Ran::Elsewhere => layer?.rebind()?,
+                background::Ran::Inline => layer?,
+            };
+            let transport = self.transport(&ctx);
+            let carried =
+                handshake::accept_carrier(stream, self.tls.is_some(), code, transport).await?;
+            self.carried(carried).await
+        });
+        Ok((rest.in_current_span().await, background::Ran::Inline))
+    }
+
+    /// The keyed handshake on what the transport layer carried.
+    async fn carried(
+        &self,
+        carried: Carried,
+    ) -> Result<Result<Accepted, CarrierConn>, HandshakeError> {
+        match carried {
+            Carried::One(stream) => self.accept_stream(stream).await.map(Ok),
+            Carried::H2(carrier) => Ok(Err(CarrierConn::H2(carrier))),
+        }
     }
 
     async fn accept_stream(&self, stream: TunnelStream) -> Result<Accepted, HandshakeError> {

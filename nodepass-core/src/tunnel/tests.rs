@@ -101,11 +101,12 @@ async fn reverse_flow_tls_first_bytes_with_open() {
 
 /// Issue 17: under a multi-thread runtime, pool refills of both ends run on the low-priority
 /// maintenance thread's runtime and are moved to this one (`TunnelStream::rebind`) before
-/// use. Many sessions in a row on a pool of 2, so most of them ride on such connections:
-/// every echo is byte-exact, in both TLS modes.
+/// use; for a WebSocket pool (`type=2`) its TCP and TLS are made there and the WebSocket on
+/// top here. Many sessions in a row on a pool of 2, so most of them ride on such connections:
+/// every echo is byte-exact, in both TLS modes and both transports.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_ride_on_connections_refilled_at_low_priority() {
-    for tls in ["&tls=0", "&tls=1"] {
+    for tls in ["&tls=0", "&tls=1", "&tls=0&type=2", "&tls=1&type=2"] {
         let stop = CancellationToken::new();
         let (server, client, users) = reverse_echo_pair(tls, 2, &stop).await;
         let payload: Vec<u8> = (0..40_000u32).map(|i| (i * 13 % 251) as u8).collect();
