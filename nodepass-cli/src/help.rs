@@ -125,6 +125,12 @@ pub const PARAMS: &[ParamDoc] = &[
         "`20s`",
     ),
     row(
+        &["wsbind"],
+        TUNNEL,
+        "`1` bind the handshake to the TLS session under the WebSocket, `0` do not (only with `type=2`, on each end whose TLS a trusted proxy terminates; on a client it also means TLS to the proxy from the first connection, its certificate verified; on a server it needs `tls` 1 or 2; README section: WebSocket transport)",
+        "`1`",
+    ),
+    row(
         &["dial"],
         TUNNEL,
         "source IP for connections to targets, or `auto`",

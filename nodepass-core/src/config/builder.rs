@@ -26,6 +26,7 @@ use super::secret::TunnelKey;
 use super::types::{
     ApiDialect, BlockSet, ClientConfig, ClientMode, DialAddr, Endpoint, LoadBalance, LogLevel,
     MasterConfig, PoolType, PostgresUrl, ProxyProtocol, ServerConfig, ServerMode, TlsMode,
+    WsBinding,
 };
 
 /// What the builders share: the settings so far, in the URL's spelling.
@@ -211,6 +212,14 @@ macro_rules! tunnel_setters {
         /// `wsping`: the WebSocket ping interval, 1s to 10m (default 20s).
         pub fn ws_ping(mut self, interval: Duration) -> Self {
             self.draft.set("wsping", duration::format(interval));
+            self
+        }
+
+        /// `wsbind`: what the handshake proofs of a WebSocket are bound to (default
+        /// [`WsBinding::Tls`]); [`WsBinding::Off`] only with `type=2`, on a server only with
+        /// TLS (see docs/protocol.md, "Proxies that terminate TLS").
+        pub fn ws_binding(mut self, binding: WsBinding) -> Self {
+            self.draft.set("wsbind", binding.to_string());
             self
         }
     };

@@ -328,13 +328,15 @@ pub(crate) fn server(parts: TunnelParts, mut q: Query) -> Result<ServerConfig, C
     if dials {
         no_port_zero(&params)?;
     }
+    let ws = params::websocket(q, false)?;
+    params::ws_binding_allowed(&ws, pool_type, Some(&tls))?;
     let config = ServerConfig {
         params,
         tls,
         max: q.get("max", default_max, params::pool_size)?,
         mode,
         pool_type,
-        ws: params::websocket(q, false)?,
+        ws,
     };
     q.finish();
     Ok(config)
@@ -350,14 +352,17 @@ pub(crate) fn client(parts: TunnelParts, mut q: Query) -> Result<ClientConfig, C
     if mode == ClientMode::SingleEnd {
         no_port_zero(&params)?;
     }
+    let pool_type = q.get("type", PoolType::default(), client_pool_type)?;
+    let ws = params::websocket(q, true)?;
+    params::ws_binding_allowed(&ws, pool_type, None)?;
     let config = ClientConfig {
         params,
         sni: q.take("sni").map(|v| params::sni("sni", &v)).transpose()?,
         ca: q.take("ca").map(|v| params::path("ca", &v)).transpose()?,
         min: q.get("min", default_min, params::pool_size)?,
         mode,
-        pool_type: q.get("type", PoolType::default(), client_pool_type)?,
-        ws: params::websocket(q, true)?,
+        pool_type,
+        ws,
     };
     q.finish();
     Ok(config)

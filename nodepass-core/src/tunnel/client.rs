@@ -20,7 +20,7 @@ use super::handshake::{self, ClientKey, HandshakeError};
 use super::users::{Upstream, UserSockets, serve_pool_conn};
 use super::wire::Wire;
 use super::{Ctx, Mode, Shared, TunnelState, control};
-use crate::config::{ClientConfig, ClientMode, Host, PoolType};
+use crate::config::{ClientConfig, ClientMode, Host, PoolType, WsBinding};
 use crate::error::{Error, ErrorKind, Result, TunnelError};
 use crate::pool::Pool;
 use crate::protocol::auth::ProofKey;
@@ -408,7 +408,15 @@ impl Inner {
         };
         let c = tokio::time::timeout(ctx.opts.handshake_timeout, fut)
             .await
-            .map_err(|_| HandshakeError::Timeout)??;
+            .map_err(|_| HandshakeError::Timeout)?
+            .map_err(|e| match e {
+                // Over a WebSocket, name the likely cause besides a wrong key: a proxy that
+                // terminates TLS between the ends.
+                HandshakeError::BadServerProof if self.carry() == Carry::Ws => {
+                    HandshakeError::BadServerProofWs
+                }
+                e => e,
+            })?;
         let Some((
             Message::Welcome {
                 session, flow, max, ..
@@ -436,6 +444,13 @@ impl Inner {
         } else {
             Carry::Tcp
         }
+    }
+
+    /// `type=2&wsbind=0`: this client's TLS ends at a proxy, so it speaks TLS from the first
+    /// connection, verifies the proxy's certificate as for `tls=2` (web roots plus `ca=`, name
+    /// `sni=` or the tunnel host) and keeps doing so whatever the server announces.
+    fn tls_ends_at_proxy(&self) -> bool {
+        self.cfg.pool_type == PoolType::WebSocket && self.cfg.ws.binding == WsBinding::Off
     }
 
     fn carry(&self) -> Carry {
@@ -486,7 +501,12 @@ impl Inner {
 
     /// Connect the control session, learning from the server whether it needs TLS.
     async fn connect_control(&self, ctx: &Ctx) -> std::result::Result<Established, HandshakeError> {
-        let cached = crate::sync::lock(&self.tls).clone();
+        let mut cached = crate::sync::lock(&self.tls).clone();
+        if cached.is_none() && self.tls_ends_at_proxy() {
+            let t = self.tls_for_mode(2)?;
+            *crate::sync::lock(&self.tls) = Some(t.clone());
+            cached = Some(t);
+        }
         let mut tls = cached.clone();
         // At most: a plain hello refused (websocket or http2, and tls, learned at once), then
         // a plain websocket or a tls connection without ALPN h2 refused, then the real attempt.
@@ -495,6 +515,11 @@ impl Inner {
             tries -= 1;
             let res = self.attempt_control(ctx, tls.as_ref()).await;
             match res {
+                // The proxy's TLS is ours; the server wanting its own means the proxy's leg
+                // to it is plain.
+                Err(HandshakeError::TlsRequired(mode)) if self.tls_ends_at_proxy() => {
+                    return Err(HandshakeError::ProxyNotTls(mode));
+                }
                 Err(HandshakeError::TlsRequired(mode)) if tries > 0 => {
                     tracing::debug!(mode, "server requires tls, reconnecting with tls");
                     let t = self.tls_for_mode(mode)?;

@@ -366,7 +366,7 @@ impl Server {
                 return;
             }
             Ok(Err(e)) => {
-                log_refusal(&guard, peer, &e);
+                log_refusal(&guard, peer, &e, self.cfg.pool_type);
                 return;
             }
             Ok(Ok(Ok(a))) => a,
@@ -434,7 +434,7 @@ impl Server {
                     drop(permit);
                     match accepted {
                         Err(_) => guard.refused(peer.ip(), "tunnel handshake timed out", true),
-                        Ok(Err(e)) => log_refusal(&guard, peer, &e),
+                        Ok(Err(e)) => log_refusal(&guard, peer, &e, this.cfg.pool_type),
                         Ok(Ok(a)) => {
                             authed.store(true, std::sync::atomic::Ordering::Relaxed);
                             this.serve_accepted(a, peer, pool, ctx2).await
@@ -610,7 +610,8 @@ fn pool_type_code(t: PoolType) -> u8 {
 }
 
 /// Ordinary endings are logged at debug; the rest go to the guard (aggregated log, back-off).
-fn log_refusal(guard: &Guard, peer: SocketAddr, e: &HandshakeError) {
+/// `pool_type` names the likely cause of a rejected proof on a WebSocket server.
+fn log_refusal(guard: &Guard, peer: SocketAddr, e: &HandshakeError, pool_type: PoolType) {
     match e {
         HandshakeError::Closed
         | HandshakeError::TlsRequired(_)
@@ -628,6 +629,15 @@ fn log_refusal(guard: &Guard, peer: SocketAddr, e: &HandshakeError) {
         }
         // The client checked this server's proof and refused it: seen from the server, the
         // client holds a different key.
+        HandshakeError::Refused {
+            code: crate::protocol::RefuseCode::BadKey,
+            ..
+        } if pool_type == PoolType::WebSocket => guard.refused(
+            peer.ip(),
+            "the client rejected this server's proof: a different key, or a proxy terminates \
+             the websocket's tls (then add wsbind=0 to each end whose tls ends at the proxy)",
+            true,
+        ),
         HandshakeError::Refused {
             code: crate::protocol::RefuseCode::BadKey,
             ..
