@@ -103,7 +103,7 @@ pub const PARAMS: &[ParamDoc] = &[
     row(
         &["type"],
         CLIENT,
-        "`0` learn the transport from the server (HTTP/2 included), `2` WebSocket from the first connection (for a server behind an HTTP proxy or CDN)",
+        "`0` learn the transport from the server (HTTP/2 included), `1` QUIC from the first connection (certificate verified as for `tls=2` with `ca` or `sni`, else as for `tls=1`), `2` WebSocket from the first connection (for a server behind an HTTP proxy or CDN)",
         "`0`",
     ),
     row(

@@ -2,14 +2,17 @@
 //! half-close, datagram-exact; the control connection and the whole pool ride on one QUIC
 //! connection from one client UDP socket; a wrong key refused; `tls=0` refused with a message
 //! that says what to add; a restarted server recovered; the slot limit honoured; a QUIC
-//! connection that never authenticates is closed. Loopback only.
+//! connection that never authenticates is closed; a client with `type=1` in its own URL speaks
+//! QUIC from its first connection (tls=1, and tls=2 verified with `ca=`). Loopback only.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use nodepass_core::TunnelOptions;
 use nodepass_tests::IO_TIMEOUT;
+use nodepass_tests::certs::{Ca, CertFiles};
 use nodepass_tests::payload::random_bytes;
 use nodepass_tests::process::Process;
 use nodepass_tests::servers;
@@ -39,10 +42,12 @@ async fn pair(flow: Flow, target: &str) -> Pair {
 }
 
 /// A relay on one port number of 127.0.0.1 that forwards TCP and UDP to the server's tunnel
-/// port, and records the source address of every UDP datagram from the client.
+/// port, counts the TCP connections, and records the source address of every UDP datagram
+/// from the client.
 struct Relay {
     addr: SocketAddr,
     sources: Arc<Mutex<HashSet<SocketAddr>>>,
+    tcp_accepted: Arc<AtomicUsize>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -67,11 +72,14 @@ impl Relay {
             }
         }
         let (udp, tcp, addr) = bound.expect("a port number free for both udp and tcp");
+        let tcp_accepted = Arc::new(AtomicUsize::new(0));
+        let accepted = tcp_accepted.clone();
         let tcp_task = tokio::spawn(async move {
             for _ in 0..RELAY_MAX {
                 let Ok((mut down, _)) = tcp.accept().await else {
                     return;
                 };
+                accepted.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(async move {
                     if let Ok(mut up) = TcpStream::connect(server).await {
                         let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
@@ -110,6 +118,7 @@ impl Relay {
         Relay {
             addr,
             sources,
+            tcp_accepted,
             tasks: vec![tcp_task, udp_task],
         }
     }
@@ -254,4 +263,52 @@ async fn a_connection_without_an_authenticated_stream_is_closed() {
         other => panic!("closed for another reason: {other}"),
     }
     shutdown(&[&server]).await;
+}
+
+/// A client with `type=1` in its own URL speaks QUIC from its first connection: through the
+/// relay it opens no TCP connection at all, from one UDP socket, and the tunnel carries TCP
+/// byte-exact; against a `tls=1` server (any certificate) and a `tls=2` one (verified with
+/// `ca=` and `sni=`).
+#[tokio::test]
+async fn a_client_with_type1_speaks_quic_from_its_first_connection() {
+    let ca = Ca::new("quic client type=1");
+    let (certs, _leaf) = CertFiles::new(&ca);
+    let tls2 = format!(
+        "tls=2&crt={}&key={}",
+        certs.crt.display(),
+        certs.key.display()
+    );
+    let verify = format!("&sni=localhost&ca={}", certs.ca.display());
+    let echo = servers::echo().await;
+    for (server_tls, client_extra) in [("tls=1".to_string(), String::new()), (tls2, verify)] {
+        let server = start(&format!(
+            "server://k-0123456789@127.0.0.1:0/127.0.0.1:0?mode=1&type=1&{server_tls}"
+        ))
+        .await;
+        let relay = Relay::start(server.local_addrs().tunnel.unwrap()).await;
+        let client = start(&format!(
+            "client://k-0123456789@{}/{}?mode=2&min=2&type=1{client_extra}",
+            relay.addr,
+            echo.addr()
+        ))
+        .await;
+        wait_ready(&client).await;
+        let users = server.local_addrs().users.unwrap();
+        let payload = random_bytes(40, 128 << 10);
+        assert!(
+            roundtrip(users, &payload).await == payload,
+            "{server_tls}: tcp over quic"
+        );
+        assert_eq!(
+            relay.tcp_accepted.load(Ordering::Relaxed),
+            0,
+            "{server_tls}: no tcp connection from a type=1 client"
+        );
+        assert_eq!(
+            relay.sources.lock().unwrap().len(),
+            1,
+            "{server_tls}: one udp socket"
+        );
+        shutdown(&[&client, &server]).await;
+    }
 }

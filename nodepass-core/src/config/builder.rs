@@ -329,8 +329,9 @@ impl ClientBuilder {
         self
     }
 
-    /// `type`: [`PoolType::Tcp`] (default: learn the transport from the server) or
-    /// [`PoolType::WebSocket`] (WebSocket from the first connection); others are an error.
+    /// `type`: [`PoolType::Tcp`] (default: learn the transport from the server),
+    /// [`PoolType::Quic`] (QUIC from the first connection) or [`PoolType::WebSocket`]
+    /// (WebSocket from the first connection); [`PoolType::Http2`] is an error.
     pub fn pool_type(mut self, transport: PoolType) -> Self {
         self.draft.set("type", transport.to_string());
         self

@@ -368,15 +368,17 @@ pub(crate) fn client(parts: TunnelParts, mut q: Query) -> Result<ClientConfig, C
     Ok(config)
 }
 
-/// A client's `type`: 0 (learn it from the server) or 2 (WebSocket from the start).
+/// A client's `type`: 0 (learn it from the server), 1 (QUIC from the start) or 2 (WebSocket
+/// from the start).
 fn client_pool_type(field: &str, value: &str) -> Result<PoolType, ConfigError> {
     match PoolType::parse_code(field, value)? {
-        t @ (PoolType::Tcp | PoolType::WebSocket) => Ok(t),
-        _ => Err(invalid(
+        t @ (PoolType::Tcp | PoolType::Quic | PoolType::WebSocket) => Ok(t),
+        PoolType::Http2 => Err(invalid(
             field,
             value,
-            "a client takes type=0 (learn the transport from the server, HTTP/2 included) or \
-             type=2 (WebSocket from the first connection, for a server behind an HTTP proxy)",
+            "a client takes type=0 (learn the transport from the server, HTTP/2 included), \
+             type=1 (QUIC from the first connection) or type=2 (WebSocket from the first \
+             connection, for a server behind an HTTP proxy)",
         )),
     }
 }

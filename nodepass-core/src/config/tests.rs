@@ -63,6 +63,10 @@ const VALID: &[(&str, &str)] = &[
         "client://:1/a:1?log=info&dns=5m&min=64&mode=0&type=2&wspath=/&wsping=20s&dial=auto&read=0&rate=0&slot=65536&proxy=0&block=0&notcp=0&noudp=0",
     ),
     (
+        "client://:1/a:1?type=1",
+        "client://:1/a:1?log=info&dns=5m&min=64&mode=0&type=1&dial=auto&read=0&rate=0&slot=65536&proxy=0&block=0&notcp=0&noudp=0",
+    ),
+    (
         "client://:1/a:1?wsping=5s",
         "client://:1/a:1?log=info&dns=5m&min=64&mode=0&wspath=/&wsping=5s&dial=auto&read=0&rate=0&slot=65536&proxy=0&block=0&notcp=0&noudp=0",
     ),
@@ -166,7 +170,6 @@ const INVALID: &[(&str, Want)] = &[
     ),
     ("client://:1/a:1?wshost=a%20b", Want::Invalid("wshost")),
     ("client://:1/a:1?wshost=", Want::Invalid("wshost")),
-    ("client://:1/a:1?type=1", Want::Invalid("type")),
     ("server://:1/a:1?tls=1&wsbind=0", Want::Invalid("wsbind")),
     (
         "server://:1/a:1?tls=1&type=3&wsbind=0",
@@ -582,10 +585,11 @@ fn config() -> impl Strategy<Value = Config> {
         proptest::option::of(path()),
         pool_size(),
         0..3usize,
-        (proptest::bool::ANY, ws_options()),
+        (0..3usize, ws_options()),
     )
-        .prop_map(|(params, sni, ca, min, mode, (ws_type, mut ws))| {
-            if !ws_type {
+        .prop_map(|(params, sni, ca, min, mode, (ty, mut ws))| {
+            let pool_type = [PoolType::Tcp, PoolType::Quic, PoolType::WebSocket][ty];
+            if pool_type != PoolType::WebSocket {
                 ws.binding = WsBinding::Tls;
             }
             let mode = [ClientMode::Auto, ClientMode::SingleEnd, ClientMode::DualEnd][mode];
@@ -599,11 +603,7 @@ fn config() -> impl Strategy<Value = Config> {
                 ca,
                 min,
                 mode,
-                pool_type: if ws_type {
-                    PoolType::WebSocket
-                } else {
-                    PoolType::Tcp
-                },
+                pool_type,
                 ws,
             })
         });

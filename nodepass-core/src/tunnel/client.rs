@@ -76,8 +76,9 @@ struct Inner {
     cfg: ClientConfig,
     /// The TLS setup learned from the server; never held across `.await`.
     tls: Mutex<Option<ClientTls>>,
-    /// How tunnel connections are carried (a [`Carry`]): WebSocket when this client's URL has
-    /// `type=2`, otherwise TCP until the server's refusal names its transport.
+    /// How tunnel connections are carried (a [`Carry`]): QUIC or WebSocket when this client's
+    /// URL has `type=1` or `type=2`, otherwise TCP until the server's refusal names its
+    /// transport.
     carry: AtomicU8,
     /// The HTTP/2 carrier of the current session: every control connection opens a new one,
     /// pool connections open streams on it (a new one if it ended).
@@ -436,14 +437,31 @@ impl Inner {
         })
     }
 
-    /// The transport this client's own URL asks for: WebSocket for `type=2` (needed behind a
-    /// proxy that passes only HTTP), otherwise TCP until the server says otherwise.
+    /// The transport this client's own URL asks for: QUIC for `type=1`, WebSocket for `type=2`
+    /// (needed behind a proxy that passes only HTTP), otherwise TCP until the server says
+    /// otherwise.
     fn own_carry(cfg: &ClientConfig) -> Carry {
-        if cfg.pool_type == PoolType::WebSocket {
-            Carry::Ws
-        } else {
-            Carry::Tcp
+        match cfg.pool_type {
+            PoolType::Quic => Carry::Quic,
+            PoolType::WebSocket => Carry::Ws,
+            PoolType::Tcp | PoolType::Http2 => Carry::Tcp,
         }
+    }
+
+    /// The TLS mode this client's own URL implies before the server said anything:
+    /// `type=2&wsbind=0` (see [`Inner::tls_ends_at_proxy`]) verifies as for `tls=2`; `type=1`
+    /// (QUIC runs inside TLS, and there is no plain attempt to learn the mode from) verifies as
+    /// for `tls=2` when `ca=` or `sni=` is set, otherwise accepts any certificate as for `tls=1`
+    /// (the handshake, bound to the TLS session, keeps a relay out).
+    fn own_tls_mode(&self) -> Option<u8> {
+        if self.tls_ends_at_proxy() {
+            return Some(2);
+        }
+        if self.cfg.pool_type == PoolType::Quic {
+            let verify = self.cfg.ca.is_some() || self.cfg.sni.is_some();
+            return Some(if verify { 2 } else { 1 });
+        }
+        None
     }
 
     /// `type=2&wsbind=0`: this client's TLS ends at a proxy, so it speaks TLS from the first
@@ -502,8 +520,8 @@ impl Inner {
     /// Connect the control session, learning from the server whether it needs TLS.
     async fn connect_control(&self, ctx: &Ctx) -> std::result::Result<Established, HandshakeError> {
         let mut cached = crate::sync::lock(&self.tls).clone();
-        if cached.is_none() && self.tls_ends_at_proxy() {
-            let t = self.tls_for_mode(2)?;
+        if let (None, Some(mode)) = (&cached, self.own_tls_mode()) {
+            let t = self.tls_for_mode(mode)?;
             *crate::sync::lock(&self.tls) = Some(t.clone());
             cached = Some(t);
         }
@@ -543,7 +561,7 @@ impl Inner {
                     | HandshakeError::Quic(_)),
                 ) => {
                     // The server may have dropped tls or websocket: try without next time
-                    // (websocket stays when this client's own `type=2` asks for it).
+                    // (the transport and tls of this client's own `type=1`/`type=2` stay).
                     if cached.is_some() {
                         *crate::sync::lock(&self.tls) = None;
                     }
