@@ -14,12 +14,9 @@ use nodepass_core::TunnelOptions;
 use nodepass_tests::IO_TIMEOUT;
 use nodepass_tests::certs::{Ca, CertFiles};
 use nodepass_tests::payload::random_bytes;
-use nodepass_tests::process::Process;
 use nodepass_tests::servers;
 use nodepass_tests::transports::{self, Flow, Pair, answer, half_close_exchange};
-use nodepass_tests::tunnel::{
-    eventually, roundtrip, shutdown, start, start_with, try_start, wait_ready,
-};
+use nodepass_tests::tunnel::{eventually, roundtrip, shutdown, start, start_with, wait_ready};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 /// `nodepass_cli::main` as the `nodepass` binary runs it (see `tests/src/bin`).
@@ -28,18 +25,6 @@ const NODEPASS: &str = env!("CARGO_BIN_EXE_nodepass-e2e");
 const POOL: u32 = 8;
 /// How many relay connections or client sockets the relay serves at most.
 const RELAY_MAX: usize = 64;
-
-/// A `type=1` server (tls=1) and a client that is told nothing about the transport.
-async fn pair(flow: Flow, target: &str) -> Pair {
-    transports::pair(
-        flow,
-        target,
-        "&type=1&tls=1",
-        &format!("&min={POOL}"),
-        false,
-    )
-    .await
-}
 
 /// A relay on one port number of 127.0.0.1 that forwards TCP and UDP to the server's tunnel
 /// port, counts the TCP connections, and records the source address of every UDP datagram
@@ -170,10 +155,7 @@ async fn tcp_reverse_flow_with_half_close_on_one_client_udp_socket() {
 
 #[tokio::test]
 async fn tcp_forward_flow_with_half_close() {
-    let target = servers::collect_then_answer(answer).await;
-    let p = pair(Flow::Forward, &target.addr().to_string()).await;
-    half_close_exchange(&p, 2).await;
-    shutdown(&[&p.client, &p.server]).await;
+    transports::forward_half_close("&type=1&tls=1", &format!("&min={POOL}"), async |_| {}).await;
 }
 
 #[tokio::test]
@@ -193,30 +175,13 @@ async fn a_wrong_key_is_refused() {
 
 #[tokio::test]
 async fn type1_without_tls_is_refused_saying_what_to_add() {
-    let Err(err) = try_start("server://k-0123456789@127.0.0.1:0/127.0.0.1:0?type=1").await else {
-        panic!("type=1 with tls=0 is refused");
-    };
-    let msg = err.to_string();
-    assert!(
-        msg.contains("type") && msg.contains("tls=1") && msg.contains("tls=2"),
-        "{msg}"
-    );
-    assert!(!msg.contains("k-0123456789"), "the key is not in the error");
+    transports::tls0_refused_by_the_library(1).await;
 }
 
 /// The same as a new user meets it: the executable exits with the message.
 #[test]
 fn the_executable_refuses_type1_without_tls() {
-    let mut p = Process::spawn(
-        NODEPASS,
-        "server",
-        "server://k-0123456789@127.0.0.1:0/127.0.0.1:0?type=1",
-    );
-    let said = p.wait_for_stderr("add tls=1", IO_TIMEOUT);
-    let report = p.report();
-    p.kill();
-    assert!(said, "the message says what to add:\n{report}");
-    assert!(!report.contains("k-0123456789"), "the key is not printed");
+    transports::tls0_refused_by_the_executable(NODEPASS, 1);
 }
 
 #[tokio::test]

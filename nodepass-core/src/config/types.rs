@@ -184,6 +184,19 @@ pub enum PoolType {
     Http2,
 }
 
+impl PoolType {
+    /// Whether this transport's connections can be made on one runtime and then used on
+    /// another (the low-priority refills and handshakes of `tunnel::background`): a TCP or TLS
+    /// socket is registered again where it is used (`TunnelStream::rebind`), while a
+    /// WebSocket's tasks and an HTTP/2 or QUIC carrier stay on the runtime that made them.
+    pub(crate) fn moves_between_runtimes(self) -> bool {
+        match self {
+            PoolType::Tcp => true,
+            PoolType::Quic | PoolType::WebSocket | PoolType::Http2 => false,
+        }
+    }
+}
+
 /// What a WebSocket's handshake proofs are bound to (`wsbind`, `type=2` only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum WsBinding {

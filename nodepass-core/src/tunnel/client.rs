@@ -105,6 +105,16 @@ enum Carry {
 }
 
 impl Carry {
+    /// The server's `type` this carriage speaks.
+    fn pool_type(self) -> PoolType {
+        match self {
+            Carry::Tcp => PoolType::Tcp,
+            Carry::Quic => PoolType::Quic,
+            Carry::Ws => PoolType::WebSocket,
+            Carry::H2 => PoolType::Http2,
+        }
+    }
+
     fn from_u8(v: u8) -> Carry {
         match v {
             1 => Carry::Quic,
@@ -737,7 +747,7 @@ impl Filler {
     /// Refill at normal priority: the pool is short, low-priority refills are off, or the
     /// transport cannot move connections between runtimes (WebSocket, HTTP/2, QUIC).
     fn is_urgent(&self) -> bool {
-        let movable = self.client.carry() == Carry::Tcp;
+        let movable = self.client.carry().pool_type().moves_between_runtimes();
         !self.ctx.opts.low_priority_refill || !movable || self.pool.is_short()
     }
 

@@ -336,7 +336,7 @@ impl Server {
         // TLS and the keyed handshake at low priority unless the pool runs short (issue 17):
         // refills and strangers' attempts give way to user connections on a busy host. Only
         // TCP and TLS connections can move between runtimes.
-        let movable = matches!(self.transport(&ctx), ServerTransport::Tcp);
+        let movable = self.cfg.pool_type.moves_between_runtimes();
         let accepted = if !ctx.opts.low_priority_refill || pool.is_short() || !movable {
             Ok((handshake.await, background::Ran::Inline))
         } else {
