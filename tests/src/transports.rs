@@ -1,9 +1,9 @@
 //! Scenarios every pool transport passes, run by each transport's test file with its own
 //! parameters (`type=1` in `tunnel_quic.rs`, `type=2` in `tunnel_websocket.rs`, `type=3` in
 //! `tunnel_http2.rs`): a server and a client in either data flow, a 1 MiB half-close exchange
-//! checked byte for byte and against both ends' counters, datagram-exact UDP, a wrong key, a restarted server, the slot limit;
-//! for the transports that run inside TLS (`type=1`, `type=3`), `tls=0` refused by the library
-//! and the executable. Loopback only.
+//! checked byte for byte and against both ends' counters, datagram-exact UDP, a wrong key, a
+//! restarted server, the slot limit; for the transports that run inside TLS (`type=1`,
+//! `type=3`), `tls=0` refused by the library and the executable. Loopback only.
 
 use std::net::SocketAddr;
 use std::time::Duration;
