@@ -7,10 +7,11 @@
 //! nginx also terminates the client's TLS (a certificate of a CA made here) and speaks https
 //! to a `tls=1` server or plain http to a `tls=0` one: with `wsbind=0` on each end whose TLS
 //! ends at nginx the tunnel works, a wrong key is still refused, and without the opt-in the
-//! client is refused with a message naming `wsbind=0`.
+//! client is refused with a message naming `wsbind=0`. Through nginx's `stream` module (TLS
+//! passed through at the TCP level) the default binding holds and is still checked.
 //!
-//! Needs `nginx`: under `CI=true` a missing nginx fails the test; elsewhere it is skipped with
-//! a message.
+//! Needs `nginx` (and for the passthrough Debian's `libnginx-mod-stream`): under `CI=true` a
+//! missing one fails the test; elsewhere it is skipped with a message.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -95,14 +96,20 @@ enum Front<'a> {
     /// TLS to the client with these certificate files, and https (`true`) or plain http to
     /// the server.
     Tls { certs: &'a CertFiles, https: bool },
+    /// No HTTP at all: TCP passed through by the `stream` module (Debian's
+    /// `libnginx-mod-stream`), so the client's TLS session is the server's.
+    Stream,
 }
+
+/// Debian's dynamic `stream` module.
+const STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
 
 fn config(dir: &Path, port: u16, upstream: SocketAddr, path: &str, front: Front<'_>) -> String {
     let d = dir.display();
     // nodepass speaks TLS 1.3 only, which nginx before 1.23.4 (Debian 12) leaves out unless
     // asked, on both legs.
     let (listen, scheme) = match front {
-        Front::Plain => (String::new(), "http"),
+        Front::Plain | Front::Stream => (String::new(), "http"),
         Front::Tls { certs, https } => (
             format!(
                 " ssl;\n        ssl_protocols TLSv1.3;\n        proxy_ssl_protocols TLSv1.3;\n        \
@@ -116,6 +123,24 @@ fn config(dir: &Path, port: u16, upstream: SocketAddr, path: &str, front: Front<
     // As root, nginx would switch its worker to an unprivileged user that cannot reach the
     // temporary directory; keep it root (CI runs as root, on a throwaway machine).
     let user = if is_root() { "user root;" } else { "" };
+    if let Front::Stream = front {
+        return format!(
+            "{user}
+load_module {STREAM_MODULE};
+worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 256; }}
+stream {{
+    server {{
+        listen 127.0.0.1:{port};
+        proxy_pass {upstream};
+    }}
+}}
+"
+        );
+    }
     format!(
         "{user}
 worker_processes 1;
@@ -448,4 +473,72 @@ async fn websocket_through_nginx_terminating_tls_without_wsbind_0_is_refused_cle
     );
     shutdown(&[&plain, &one_sided, &server]).await;
     drop(nginx);
+}
+
+/// TLS passed through at the TCP level (nginx `stream`): the client's TLS session is the
+/// server's, so the default binding holds and the tunnel carries TCP and UDP; a client that
+/// drops the binding (`wsbind=0`) is refused, which shows the binding is still checked.
+/// Needs Debian's `libnginx-mod-stream` (fails under `CI=true` without it).
+#[tokio::test]
+async fn websocket_through_nginx_passing_tls_through_keeps_the_binding() {
+    let test = "websocket_through_nginx_passing_tls_through_keeps_the_binding";
+    let Some(bin) = nginx_or_skip(test) else {
+        return;
+    };
+    if !Path::new(STREAM_MODULE).exists() {
+        if std::env::var_os("CI").is_some() {
+            panic!(
+                "{test}: {STREAM_MODULE} is required in CI (.ci/run installs libnginx-mod-stream)"
+            );
+        }
+        eprintln!("{test}: SKIPPED: {STREAM_MODULE} not found (install libnginx-mod-stream)");
+        return;
+    }
+    let ca = Ca::new("nginx stream test ca");
+    let (certs, _leaf) = CertFiles::new(&ca);
+    let echo = servers::echo().await;
+    let udp_task = udp_echo(echo.addr()).await;
+    // tls=2 with the test CA's certificate, so a client that verifies it (as wsbind=0 does)
+    // gets as far as the proofs.
+    let server = start(&format!(
+        "server://{KEY}@127.0.0.1:0/127.0.0.1:0?mode=1&tls=2&crt={}&key={}&type=2&wspath=/np/ws",
+        certs.crt.display(),
+        certs.key.display()
+    ))
+    .await;
+    let upstream = server.local_addrs().tunnel.unwrap();
+    let nginx = start_nginx(&bin, upstream, "/np/ws", Front::Stream).await;
+    // A client told nothing about tls: it learns tls=2 from the server, through nginx.
+    let client = start(&client_url(KEY, nginx.addr, echo.addr(), &certs, "")).await;
+    if let Err(e) = client.wait_ready(IO_TIMEOUT).await {
+        panic!(
+            "client not ready through nginx stream: {e}\n{}",
+            nginx.error_log()
+        );
+    }
+    let users = server.local_addrs().users.unwrap();
+    let payload = random_bytes(50, 256 << 10);
+    assert!(
+        roundtrip(users, &payload).await == payload,
+        "tcp through nginx passing tls through"
+    );
+    udp_roundtrip(users, &random_bytes(51, 1200)).await;
+
+    let unbound = start(&client_url(
+        KEY,
+        nginx.addr,
+        echo.addr(),
+        &certs,
+        "&wsbind=0",
+    ))
+    .await;
+    let err = refusal(
+        &unbound,
+        "wsbind=0 against a bound server through a passthrough",
+    )
+    .await;
+    assert_eq!(err.kind(), ErrorKind::AuthRefused, "{err}");
+    shutdown(&[&unbound, &client, &server]).await;
+    drop(nginx);
+    udp_task.abort();
 }
