@@ -103,7 +103,7 @@ pub const PARAMS: &[ParamDoc] = &[
     row(
         &["type"],
         CLIENT,
-        "`0` learn the transport from the server (HTTP/2 included), `2` WebSocket from the first connection (for a server behind an HTTP proxy or CDN)",
+        "`0` learn the transport from the server (HTTP/2 included), `1` QUIC from the first connection (certificate verified as for `tls=2` with `ca` or `sni`, else as for `tls=1`), `2` WebSocket from the first connection (for a server behind an HTTP proxy or CDN)",
         "`0`",
     ),
     row(
@@ -123,6 +123,12 @@ pub const PARAMS: &[ParamDoc] = &[
         TUNNEL,
         "WebSocket ping interval, a duration `1s..=10m`; keep it below the proxy's read timeout",
         "`20s`",
+    ),
+    row(
+        &["wsbind"],
+        TUNNEL,
+        "`1` bind the handshake to the TLS session under the WebSocket, `0` do not (only with `type=2`, on each end whose TLS a trusted proxy terminates; on a client it also means TLS to the proxy from the first connection, its certificate verified; on a server it needs `tls` 1 or 2; README section: WebSocket transport)",
+        "`1`",
     ),
     row(
         &["dial"],

@@ -1,8 +1,9 @@
 //! Scenarios every pool transport passes, run by each transport's test file with its own
-//! parameters (`type=2` in `tunnel_websocket.rs`, `type=3` in `tunnel_http2.rs`): a server and
-//! a client in either data flow, a 1 MiB half-close exchange checked byte for byte and against
-//! both ends' counters, datagram-exact UDP, a wrong key, a restarted server, the slot limit.
-//! Loopback only.
+//! parameters (`type=1` in `tunnel_quic.rs`, `type=2` in `tunnel_websocket.rs`, `type=3` in
+//! `tunnel_http2.rs`): a server and a client in either data flow, a 1 MiB half-close exchange
+//! checked byte for byte and against both ends' counters, datagram-exact UDP, a wrong key, a
+//! restarted server, the slot limit; for the transports that run inside TLS (`type=1`,
+//! `type=3`), `tls=0` refused by the library and the executable. Loopback only.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -278,4 +279,56 @@ pub async fn slot_limit_honoured(server_params: &str, client_params: &str) {
     echo_once(&mut first, b"still here").await;
     drop(first);
     shutdown(&[&p.client, &p.server]).await;
+}
+
+/// Forward flow over the transport of `server_params` (client `client_params`): the target
+/// answers after reading to the end; `check` looks at the ready pair first (what carries it),
+/// then the half-close exchange runs and both ends stop.
+pub async fn forward_half_close(
+    server_params: &str,
+    client_params: &str,
+    check: impl AsyncFnOnce(&Pair),
+) {
+    let target = servers::collect_then_answer(answer).await;
+    let p = pair(
+        Flow::Forward,
+        &target.addr().to_string(),
+        server_params,
+        client_params,
+        false,
+    )
+    .await;
+    check(&p).await;
+    half_close_exchange(&p, 2).await;
+    shutdown(&[&p.client, &p.server]).await;
+}
+
+/// The URL of a server with pool transport `pool_type` and no `tls`.
+fn without_tls(pool_type: u8) -> String {
+    format!("server://k-0123456789@127.0.0.1:0/127.0.0.1:0?type={pool_type}")
+}
+
+/// A transport that runs inside TLS (`type=1` QUIC, `type=3` HTTP/2) is refused at start
+/// with `tls=0`, by a message that names `type` and both TLS modes to add, never the key.
+pub async fn tls0_refused_by_the_library(pool_type: u8) {
+    let Err(err) = crate::tunnel::try_start(&without_tls(pool_type)).await else {
+        panic!("type={pool_type} with tls=0 is refused");
+    };
+    let msg = err.to_string();
+    assert!(
+        msg.contains("type") && msg.contains("tls=1") && msg.contains("tls=2"),
+        "{msg}"
+    );
+    assert!(!msg.contains("k-0123456789"), "the key is not in the error");
+}
+
+/// [`tls0_refused_by_the_library`] as a new user meets it: the executable `exe` (`nodepass`)
+/// exits with the message, without printing the key. Blocks (bounded by [`IO_TIMEOUT`]).
+pub fn tls0_refused_by_the_executable(exe: &str, pool_type: u8) {
+    let mut p = crate::process::Process::spawn(exe, "server", &without_tls(pool_type));
+    let said = p.wait_for_stderr("add tls=1", IO_TIMEOUT);
+    let report = p.report();
+    p.kill();
+    assert!(said, "the message says what to add:\n{report}");
+    assert!(!report.contains("k-0123456789"), "the key is not printed");
 }

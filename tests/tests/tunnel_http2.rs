@@ -5,10 +5,9 @@
 
 use nodepass_tests::IO_TIMEOUT;
 use nodepass_tests::payload::random_bytes;
-use nodepass_tests::process::Process;
 use nodepass_tests::servers;
 use nodepass_tests::transports::{self, Flow, Pair, answer, half_close_exchange};
-use nodepass_tests::tunnel::{eventually, roundtrip, shutdown, try_start};
+use nodepass_tests::tunnel::{eventually, roundtrip, shutdown};
 
 /// `nodepass_cli::main` as the `nodepass` binary runs it (see `tests/src/bin`).
 const NODEPASS: &str = env!("CARGO_BIN_EXE_nodepass-e2e");
@@ -78,11 +77,8 @@ async fn tcp_reverse_flow_with_half_close_on_one_tcp_connection() {
 
 #[tokio::test]
 async fn tcp_forward_flow_with_half_close_on_one_tcp_connection() {
-    let target = servers::collect_then_answer(answer).await;
-    let p = pair(Flow::Forward, &target.addr().to_string(), "").await;
-    one_tcp_connection(&p).await;
-    half_close_exchange(&p, 2).await;
-    shutdown(&[&p.client, &p.server]).await;
+    transports::forward_half_close("&type=3&tls=1", &format!("&min={POOL}"), one_tcp_connection)
+        .await;
 }
 
 #[tokio::test]
@@ -102,29 +98,13 @@ async fn a_wrong_key_is_refused() {
 
 #[tokio::test]
 async fn type3_without_tls_is_refused_saying_what_to_add() {
-    let Err(err) = try_start("server://k-0123456789@127.0.0.1:0/127.0.0.1:0?type=3").await else {
-        panic!("type=3 with tls=0 is refused");
-    };
-    let msg = err.to_string();
-    assert!(
-        msg.contains("type") && msg.contains("tls=1") && msg.contains("tls=2"),
-        "{msg}"
-    );
+    transports::tls0_refused_by_the_library(3).await;
 }
 
 /// The same as a new user meets it: the executable exits with the message.
 #[test]
 fn the_executable_refuses_type3_without_tls() {
-    let mut p = Process::spawn(
-        NODEPASS,
-        "server",
-        "server://k-0123456789@127.0.0.1:0/127.0.0.1:0?type=3",
-    );
-    let said = p.wait_for_stderr("add tls=1", IO_TIMEOUT);
-    let report = p.report();
-    p.kill();
-    assert!(said, "the message says what to add:\n{report}");
-    assert!(!report.contains("k-0123456789"), "the key is not printed");
+    transports::tls0_refused_by_the_executable(NODEPASS, 3);
 }
 
 #[tokio::test]

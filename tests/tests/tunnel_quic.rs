@@ -2,21 +2,21 @@
 //! half-close, datagram-exact; the control connection and the whole pool ride on one QUIC
 //! connection from one client UDP socket; a wrong key refused; `tls=0` refused with a message
 //! that says what to add; a restarted server recovered; the slot limit honoured; a QUIC
-//! connection that never authenticates is closed. Loopback only.
+//! connection that never authenticates is closed; a client with `type=1` in its own URL speaks
+//! QUIC from its first connection (tls=1, and tls=2 verified with `ca=`). Loopback only.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use nodepass_core::TunnelOptions;
 use nodepass_tests::IO_TIMEOUT;
+use nodepass_tests::certs::{Ca, CertFiles};
 use nodepass_tests::payload::random_bytes;
-use nodepass_tests::process::Process;
 use nodepass_tests::servers;
 use nodepass_tests::transports::{self, Flow, Pair, answer, half_close_exchange};
-use nodepass_tests::tunnel::{
-    eventually, roundtrip, shutdown, start, start_with, try_start, wait_ready,
-};
+use nodepass_tests::tunnel::{eventually, roundtrip, shutdown, start, start_with, wait_ready};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 /// `nodepass_cli::main` as the `nodepass` binary runs it (see `tests/src/bin`).
@@ -26,23 +26,13 @@ const POOL: u32 = 8;
 /// How many relay connections or client sockets the relay serves at most.
 const RELAY_MAX: usize = 64;
 
-/// A `type=1` server (tls=1) and a client that is told nothing about the transport.
-async fn pair(flow: Flow, target: &str) -> Pair {
-    transports::pair(
-        flow,
-        target,
-        "&type=1&tls=1",
-        &format!("&min={POOL}"),
-        false,
-    )
-    .await
-}
-
 /// A relay on one port number of 127.0.0.1 that forwards TCP and UDP to the server's tunnel
-/// port, and records the source address of every UDP datagram from the client.
+/// port, counts the TCP connections, and records the source address of every UDP datagram
+/// from the client.
 struct Relay {
     addr: SocketAddr,
     sources: Arc<Mutex<HashSet<SocketAddr>>>,
+    tcp_accepted: Arc<AtomicUsize>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -67,11 +57,14 @@ impl Relay {
             }
         }
         let (udp, tcp, addr) = bound.expect("a port number free for both udp and tcp");
+        let tcp_accepted = Arc::new(AtomicUsize::new(0));
+        let accepted = tcp_accepted.clone();
         let tcp_task = tokio::spawn(async move {
             for _ in 0..RELAY_MAX {
                 let Ok((mut down, _)) = tcp.accept().await else {
                     return;
                 };
+                accepted.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(async move {
                     if let Ok(mut up) = TcpStream::connect(server).await {
                         let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
@@ -110,6 +103,7 @@ impl Relay {
         Relay {
             addr,
             sources,
+            tcp_accepted,
             tasks: vec![tcp_task, udp_task],
         }
     }
@@ -161,10 +155,7 @@ async fn tcp_reverse_flow_with_half_close_on_one_client_udp_socket() {
 
 #[tokio::test]
 async fn tcp_forward_flow_with_half_close() {
-    let target = servers::collect_then_answer(answer).await;
-    let p = pair(Flow::Forward, &target.addr().to_string()).await;
-    half_close_exchange(&p, 2).await;
-    shutdown(&[&p.client, &p.server]).await;
+    transports::forward_half_close("&type=1&tls=1", &format!("&min={POOL}"), async |_| {}).await;
 }
 
 #[tokio::test]
@@ -184,30 +175,13 @@ async fn a_wrong_key_is_refused() {
 
 #[tokio::test]
 async fn type1_without_tls_is_refused_saying_what_to_add() {
-    let Err(err) = try_start("server://k-0123456789@127.0.0.1:0/127.0.0.1:0?type=1").await else {
-        panic!("type=1 with tls=0 is refused");
-    };
-    let msg = err.to_string();
-    assert!(
-        msg.contains("type") && msg.contains("tls=1") && msg.contains("tls=2"),
-        "{msg}"
-    );
-    assert!(!msg.contains("k-0123456789"), "the key is not in the error");
+    transports::tls0_refused_by_the_library(1).await;
 }
 
 /// The same as a new user meets it: the executable exits with the message.
 #[test]
 fn the_executable_refuses_type1_without_tls() {
-    let mut p = Process::spawn(
-        NODEPASS,
-        "server",
-        "server://k-0123456789@127.0.0.1:0/127.0.0.1:0?type=1",
-    );
-    let said = p.wait_for_stderr("add tls=1", IO_TIMEOUT);
-    let report = p.report();
-    p.kill();
-    assert!(said, "the message says what to add:\n{report}");
-    assert!(!report.contains("k-0123456789"), "the key is not printed");
+    transports::tls0_refused_by_the_executable(NODEPASS, 1);
 }
 
 #[tokio::test]
@@ -254,4 +228,52 @@ async fn a_connection_without_an_authenticated_stream_is_closed() {
         other => panic!("closed for another reason: {other}"),
     }
     shutdown(&[&server]).await;
+}
+
+/// A client with `type=1` in its own URL speaks QUIC from its first connection: through the
+/// relay it opens no TCP connection at all, from one UDP socket, and the tunnel carries TCP
+/// byte-exact; against a `tls=1` server (any certificate) and a `tls=2` one (verified with
+/// `ca=` and `sni=`).
+#[tokio::test]
+async fn a_client_with_type1_speaks_quic_from_its_first_connection() {
+    let ca = Ca::new("quic client type=1");
+    let (certs, _leaf) = CertFiles::new(&ca);
+    let tls2 = format!(
+        "tls=2&crt={}&key={}",
+        certs.crt.display(),
+        certs.key.display()
+    );
+    let verify = format!("&sni=localhost&ca={}", certs.ca.display());
+    let echo = servers::echo().await;
+    for (server_tls, client_extra) in [("tls=1".to_string(), String::new()), (tls2, verify)] {
+        let server = start(&format!(
+            "server://k-0123456789@127.0.0.1:0/127.0.0.1:0?mode=1&type=1&{server_tls}"
+        ))
+        .await;
+        let relay = Relay::start(server.local_addrs().tunnel.unwrap()).await;
+        let client = start(&format!(
+            "client://k-0123456789@{}/{}?mode=2&min=2&type=1{client_extra}",
+            relay.addr,
+            echo.addr()
+        ))
+        .await;
+        wait_ready(&client).await;
+        let users = server.local_addrs().users.unwrap();
+        let payload = random_bytes(40, 128 << 10);
+        assert!(
+            roundtrip(users, &payload).await == payload,
+            "{server_tls}: tcp over quic"
+        );
+        assert_eq!(
+            relay.tcp_accepted.load(Ordering::Relaxed),
+            0,
+            "{server_tls}: no tcp connection from a type=1 client"
+        );
+        assert_eq!(
+            relay.sources.lock().unwrap().len(),
+            1,
+            "{server_tls}: one udp socket"
+        );
+        shutdown(&[&client, &server]).await;
+    }
 }

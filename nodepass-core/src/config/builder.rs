@@ -26,6 +26,7 @@ use super::secret::TunnelKey;
 use super::types::{
     ApiDialect, BlockSet, ClientConfig, ClientMode, DialAddr, Endpoint, LoadBalance, LogLevel,
     MasterConfig, PoolType, PostgresUrl, ProxyProtocol, ServerConfig, ServerMode, TlsMode,
+    WsBinding,
 };
 
 /// What the builders share: the settings so far, in the URL's spelling.
@@ -213,6 +214,14 @@ macro_rules! tunnel_setters {
             self.draft.set("wsping", duration::format(interval));
             self
         }
+
+        /// `wsbind`: what the handshake proofs of a WebSocket are bound to (default
+        /// [`WsBinding::Tls`]); [`WsBinding::Off`] only with `type=2`, on a server only with
+        /// TLS (see docs/protocol.md, "Proxies that terminate TLS").
+        pub fn ws_binding(mut self, binding: WsBinding) -> Self {
+            self.draft.set("wsbind", binding.to_string());
+            self
+        }
     };
 }
 
@@ -320,8 +329,9 @@ impl ClientBuilder {
         self
     }
 
-    /// `type`: [`PoolType::Tcp`] (default: learn the transport from the server) or
-    /// [`PoolType::WebSocket`] (WebSocket from the first connection); others are an error.
+    /// `type`: [`PoolType::Tcp`] (default: learn the transport from the server),
+    /// [`PoolType::Quic`] (QUIC from the first connection) or [`PoolType::WebSocket`]
+    /// (WebSocket from the first connection); [`PoolType::Http2`] is an error.
     pub fn pool_type(mut self, transport: PoolType) -> Self {
         self.draft.set("type", transport.to_string());
         self

@@ -210,6 +210,13 @@ fn mistakes_are_the_urls_errors() {
             "server://:10101/127.0.0.1:0?mode=2",
         ),
         (
+            server()
+                .ws_binding(WsBinding::Off)
+                .build()
+                .map(Config::Server),
+            "server://:10101/127.0.0.1:80?wsbind=0",
+        ),
+        (
             server().ws_path("np").build().map(Config::Server),
             "server://:10101/127.0.0.1:80?wspath=np",
         ),

@@ -14,7 +14,7 @@ use super::params::PARAMS;
 use super::secret::MASK;
 use super::types::{
     Balance, ClientConfig, Config, LoadBalance, MasterConfig, PoolType, ServerConfig, TlsMode,
-    TunnelParams, WebSocketOptions,
+    TunnelParams, WebSocketOptions, WsBinding,
 };
 
 /// Everything but the RFC 3986 unreserved characters is encoded in the key.
@@ -147,13 +147,17 @@ fn server_params(c: &ServerConfig) -> Params {
     out
 }
 
-/// `wspath`, `wshost` (when set), `wsping`.
+/// `wspath`, `wshost` (when set), `wsping`, `wsbind` (only `0`, so ordinary URLs keep their
+/// canonical form).
 fn ws_params(ws: &WebSocketOptions, out: &mut Params) {
     out.push(("wspath", ws.path.clone()));
     if let Some(host) = &ws.host {
         out.push(("wshost", host.clone()));
     }
     out.push(("wsping", duration::format(ws.ping)));
+    if ws.binding != WsBinding::Tls {
+        out.push(("wsbind", ws.binding.to_string()));
+    }
 }
 
 fn client_params(c: &ClientConfig) -> Params {

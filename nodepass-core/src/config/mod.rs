@@ -35,8 +35,8 @@
 //! key (it is derived from the tunnel port), `log` info, `dns` 5m, `dial` auto, no `read`
 //! timeout, no `rate` limit, `slot` 65536, `proxy` off, nothing blocked, TCP and UDP on,
 //! round-robin balancing without probes, `tls` off, `max` 1024 (server), `min` 64 (client),
-//! `mode` 0 (auto), `type` 0 (TCP), `wspath` `/`, `wsping` 20s; a master gets the prefix `/api`,
-//! the `nodepass` dialect and the SQLite state file at its default place.
+//! `mode` 0 (auto), `type` 0 (TCP), `wspath` `/`, `wsping` 20s, `wsbind` 1; a master gets the
+//! prefix `/api`, the `nodepass` dialect and the SQLite state file at its default place.
 //!
 //! ```
 //! use std::net::SocketAddr;

@@ -14,7 +14,7 @@ use super::duration;
 use super::types::{
     ApiDialect, Balance, BlockSet, ClientMode, DEFAULT_LATENCY_PROBE, DialAddr, LoadBalance,
     LogLevel, MIN_PROBE_INTERVAL, PoolType, ProxyProtocol, Role, ServerMode, TlsMode,
-    WebSocketOptions,
+    WebSocketOptions, WsBinding,
 };
 
 const ALL: &[Role] = &[Role::Server, Role::Client, Role::Master];
@@ -38,6 +38,7 @@ pub const PARAMS: &[(&str, &[Role])] = &[
     ("wspath", TUNNEL),
     ("wshost", &[Role::Client]),
     ("wsping", TUNNEL),
+    ("wsbind", TUNNEL),
     ("dial", TUNNEL),
     ("read", TUNNEL),
     ("rate", TUNNEL),
@@ -213,6 +214,7 @@ codes! {
     LoadBalance => ["0" => LoadBalance::RoundRobin, "1" => LoadBalance::Latency,
                     "2" => LoadBalance::PrimaryBackup];
     ApiDialect => ["nodepass" => ApiDialect::NodePass, "envelope" => ApiDialect::Envelope];
+    WsBinding => ["1" => WsBinding::Tls, "0" => WsBinding::Off];
 }
 
 /// A `0`/`1` switch.
@@ -313,7 +315,8 @@ pub(crate) fn ws_ping(field: &str, value: &str) -> Result<Duration, ConfigError>
     Ok(d)
 }
 
-/// `wspath`, `wshost` (client only) and `wsping`.
+/// `wspath`, `wshost` (client only), `wsping` and `wsbind` (checked against `type` and `tls`
+/// by the caller, see [`ws_binding_allowed`]).
 pub(crate) fn websocket(q: &mut Query, client: bool) -> Result<WebSocketOptions, ConfigError> {
     let d = WebSocketOptions::default();
     Ok(WebSocketOptions {
@@ -326,7 +329,41 @@ pub(crate) fn websocket(q: &mut Query, client: bool) -> Result<WebSocketOptions,
             None
         },
         ping: q.get("wsping", d.ping, ws_ping)?,
+        binding: q.get("wsbind", d.binding, WsBinding::parse_code)?,
     })
+}
+
+/// `wsbind=0` only where it means something: with `type=2`, and on a server only with
+/// `tls>=1` (a plain server's WebSockets carry no TLS binding to drop). `tls` is `None` for a
+/// client.
+pub(crate) fn ws_binding_allowed(
+    ws: &WebSocketOptions,
+    pool_type: PoolType,
+    tls: Option<&TlsMode>,
+) -> Result<(), ConfigError> {
+    if ws.binding == WsBinding::Tls {
+        return Ok(());
+    }
+    if pool_type != PoolType::WebSocket {
+        return Err(invalid(
+            "wsbind",
+            "0",
+            format!(
+                "only used with type=2 (WebSocket), not type={pool_type}: it drops the \
+                 binding to a TLS session that a proxy terminates"
+            ),
+        ));
+    }
+    if tls == Some(&TlsMode::Off) {
+        return Err(invalid(
+            "wsbind",
+            "0",
+            "this server has tls=0, so its WebSockets have no TLS binding to drop: remove \
+             wsbind=0 here (the client whose TLS ends at the proxy needs it), or add tls=1 \
+             and let the proxy speak https to this server",
+        ));
+    }
+    Ok(())
 }
 
 /// `lbs`, `fallback` and `probe` together: `fallback` only with `lbs=2`, `probe` a positive

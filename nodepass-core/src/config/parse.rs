@@ -328,13 +328,15 @@ pub(crate) fn server(parts: TunnelParts, mut q: Query) -> Result<ServerConfig, C
     if dials {
         no_port_zero(&params)?;
     }
+    let ws = params::websocket(q, false)?;
+    params::ws_binding_allowed(&ws, pool_type, Some(&tls))?;
     let config = ServerConfig {
         params,
         tls,
         max: q.get("max", default_max, params::pool_size)?,
         mode,
         pool_type,
-        ws: params::websocket(q, false)?,
+        ws,
     };
     q.finish();
     Ok(config)
@@ -350,28 +352,33 @@ pub(crate) fn client(parts: TunnelParts, mut q: Query) -> Result<ClientConfig, C
     if mode == ClientMode::SingleEnd {
         no_port_zero(&params)?;
     }
+    let pool_type = q.get("type", PoolType::default(), client_pool_type)?;
+    let ws = params::websocket(q, true)?;
+    params::ws_binding_allowed(&ws, pool_type, None)?;
     let config = ClientConfig {
         params,
         sni: q.take("sni").map(|v| params::sni("sni", &v)).transpose()?,
         ca: q.take("ca").map(|v| params::path("ca", &v)).transpose()?,
         min: q.get("min", default_min, params::pool_size)?,
         mode,
-        pool_type: q.get("type", PoolType::default(), client_pool_type)?,
-        ws: params::websocket(q, true)?,
+        pool_type,
+        ws,
     };
     q.finish();
     Ok(config)
 }
 
-/// A client's `type`: 0 (learn it from the server) or 2 (WebSocket from the start).
+/// A client's `type`: 0 (learn it from the server), 1 (QUIC from the start) or 2 (WebSocket
+/// from the start).
 fn client_pool_type(field: &str, value: &str) -> Result<PoolType, ConfigError> {
     match PoolType::parse_code(field, value)? {
-        t @ (PoolType::Tcp | PoolType::WebSocket) => Ok(t),
-        _ => Err(invalid(
+        t @ (PoolType::Tcp | PoolType::Quic | PoolType::WebSocket) => Ok(t),
+        PoolType::Http2 => Err(invalid(
             field,
             value,
-            "a client takes type=0 (learn the transport from the server, HTTP/2 included) or \
-             type=2 (WebSocket from the first connection, for a server behind an HTTP proxy)",
+            "a client takes type=0 (learn the transport from the server, HTTP/2 included), \
+             type=1 (QUIC from the first connection) or type=2 (WebSocket from the first \
+             connection, for a server behind an HTTP proxy)",
         )),
     }
 }

@@ -51,6 +51,22 @@ const VALID: &[(&str, &str)] = &[
         "client://:1/a:1?log=info&dns=5m&min=64&mode=0&type=2&wspath=/t&wshost=cdn.example.com:443&wsping=20s&dial=auto&read=0&rate=0&slot=65536&proxy=0&block=0&notcp=0&noudp=0",
     ),
     (
+        "server://:1/a:1?tls=1&type=2&wsbind=0",
+        "server://:1/a:1?log=info&tls=1&dns=5m&max=1024&mode=0&type=2&wspath=/&wsping=20s&wsbind=0&dial=auto&read=0&rate=0&slot=65536&proxy=0&block=0&notcp=0&noudp=0",
+    ),
+    (
+        "client://:1/a:1?type=2&wsbind=0",
+        "client://:1/a:1?log=info&dns=5m&min=64&mode=0&type=2&wspath=/&wsping=20s&wsbind=0&dial=auto&read=0&rate=0&slot=65536&proxy=0&block=0&notcp=0&noudp=0",
+    ),
+    (
+        "client://:1/a:1?type=2&wsbind=1",
+        "client://:1/a:1?log=info&dns=5m&min=64&mode=0&type=2&wspath=/&wsping=20s&dial=auto&read=0&rate=0&slot=65536&proxy=0&block=0&notcp=0&noudp=0",
+    ),
+    (
+        "client://:1/a:1?type=1",
+        "client://:1/a:1?log=info&dns=5m&min=64&mode=0&type=1&dial=auto&read=0&rate=0&slot=65536&proxy=0&block=0&notcp=0&noudp=0",
+    ),
+    (
         "client://:1/a:1?wsping=5s",
         "client://:1/a:1?log=info&dns=5m&min=64&mode=0&wspath=/&wsping=5s&dial=auto&read=0&rate=0&slot=65536&proxy=0&block=0&notcp=0&noudp=0",
     ),
@@ -154,7 +170,18 @@ const INVALID: &[(&str, Want)] = &[
     ),
     ("client://:1/a:1?wshost=a%20b", Want::Invalid("wshost")),
     ("client://:1/a:1?wshost=", Want::Invalid("wshost")),
-    ("client://:1/a:1?type=1", Want::Invalid("type")),
+    ("server://:1/a:1?tls=1&wsbind=0", Want::Invalid("wsbind")),
+    (
+        "server://:1/a:1?tls=1&type=3&wsbind=0",
+        Want::Invalid("wsbind"),
+    ),
+    ("server://:1/a:1?type=2&wsbind=0", Want::Invalid("wsbind")),
+    (
+        "server://:1/a:1?tls=1&type=2&wsbind=2",
+        Want::Invalid("wsbind"),
+    ),
+    ("client://:1/a:1?wsbind=0", Want::Invalid("wsbind")),
+    ("client://:1/a:1?type=2&wsbind=off", Want::Invalid("wsbind")),
     ("client://:1/a:1?type=3", Want::Invalid("type")),
     ("server:/:1/a:1", Want::Syntax),
     ("http://:1/a:1", Want::Invalid("scheme")),
@@ -415,11 +442,13 @@ fn ws_options() -> impl Strategy<Value = WebSocketOptions> {
         "(/[a-zA-Z0-9_~%.-]{0,8}){1,3}",
         proptest::option::of("[a-z][a-z0-9]{0,8}(\\.[a-z]{1,4}){0,2}(:[1-9][0-9]{0,3})?"),
         1..=600u64,
+        proptest::bool::ANY,
     )
-        .prop_map(|(path, host, secs)| WebSocketOptions {
+        .prop_map(|(path, host, secs, bind)| WebSocketOptions {
             path,
             host,
             ping: Duration::from_secs(secs),
+            binding: if bind { WsBinding::Tls } else { WsBinding::Off },
         })
 }
 
@@ -528,6 +557,10 @@ fn config() -> impl Strategy<Value = Config> {
             if tls == TlsMode::Off && matches!(pool_type, PoolType::Quic | PoolType::Http2) {
                 pool_type = PoolType::WebSocket;
             }
+            // `wsbind=0` only with type=2 and tls (checked by the parser).
+            if pool_type != PoolType::WebSocket || tls == TlsMode::Off {
+                ws.binding = WsBinding::Tls;
+            }
             let mode = [ServerMode::Auto, ServerMode::Reverse, ServerMode::Forward][mode];
             let mut params = params;
             if mode == ServerMode::Forward || params.targets.len() > 1 {
@@ -552,9 +585,13 @@ fn config() -> impl Strategy<Value = Config> {
         proptest::option::of(path()),
         pool_size(),
         0..3usize,
-        (proptest::bool::ANY, ws_options()),
+        (0..3usize, ws_options()),
     )
-        .prop_map(|(params, sni, ca, min, mode, (ws_type, ws))| {
+        .prop_map(|(params, sni, ca, min, mode, (ty, mut ws))| {
+            let pool_type = [PoolType::Tcp, PoolType::Quic, PoolType::WebSocket][ty];
+            if pool_type != PoolType::WebSocket {
+                ws.binding = WsBinding::Tls;
+            }
             let mode = [ClientMode::Auto, ClientMode::SingleEnd, ClientMode::DualEnd][mode];
             let mut params = params;
             if mode == ClientMode::SingleEnd {
@@ -566,11 +603,7 @@ fn config() -> impl Strategy<Value = Config> {
                 ca,
                 min,
                 mode,
-                pool_type: if ws_type {
-                    PoolType::WebSocket
-                } else {
-                    PoolType::Tcp
-                },
+                pool_type,
                 ws,
             })
         });

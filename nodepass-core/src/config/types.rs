@@ -184,7 +184,48 @@ pub enum PoolType {
     Http2,
 }
 
-/// The WebSocket transport's settings (`wspath`, `wshost`, `wsping`), used with `type=2`.
+impl PoolType {
+    /// How much of a new tunnel connection of this transport can be made on one runtime and
+    /// then used on another (the low-priority refills and handshakes of `tunnel::background`):
+    /// a TCP or TLS socket is registered again where it is used (`TunnelStream::rebind`), a
+    /// WebSocket's tasks stay on the runtime that started them (so only the TCP and TLS under
+    /// it move), and an HTTP/2 or QUIC carrier stays where it was made.
+    pub(crate) fn movable(self) -> Movable {
+        match self {
+            PoolType::Tcp => Movable::Whole,
+            PoolType::WebSocket => Movable::Layer,
+            PoolType::Quic | PoolType::Http2 => Movable::Nothing,
+        }
+    }
+}
+
+/// See [`PoolType::movable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Movable {
+    /// The whole connection, handshakes included.
+    Whole,
+    /// The TCP and TLS under the transport.
+    Layer,
+    /// Nothing.
+    Nothing,
+}
+
+/// What a WebSocket's handshake proofs are bound to (`wsbind`, `type=2` only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum WsBinding {
+    /// `1`: the TLS session under the WebSocket (its exporter; zeros without TLS), so a relay
+    /// that terminates TLS is detected.
+    #[default]
+    Tls,
+    /// `0`: no channel binding, for a WebSocket whose TLS a trusted proxy terminates (a CDN or
+    /// nginx). SPAKE2 still refuses a wrong key, but a relay that terminates TLS is no longer
+    /// detected; on a client it also means TLS to the proxy from the first connection, with the
+    /// proxy's certificate verified (web roots plus `ca=`, name `sni=` or the tunnel host).
+    Off,
+}
+
+/// The WebSocket transport's settings (`wspath`, `wshost`, `wsping`, `wsbind`), used with
+/// `type=2`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct WebSocketOptions {
     /// `wspath`: the request path (default `/`); the server answers 404 to any other.
@@ -194,15 +235,19 @@ pub struct WebSocketOptions {
     /// `wsping`: ping interval on every WebSocket (default 20s); a peer silent for three
     /// intervals is dead.
     pub ping: Duration,
+    /// `wsbind`: what the handshake proofs are bound to (default [`WsBinding::Tls`]; see
+    /// docs/protocol.md, "Proxies that terminate TLS").
+    pub binding: WsBinding,
 }
 
 impl Default for WebSocketOptions {
-    /// Path `/`, the tunnel address as `Host`, a ping every 20 s.
+    /// Path `/`, the tunnel address as `Host`, a ping every 20 s, bound to the TLS session.
     fn default() -> Self {
         WebSocketOptions {
             path: DEFAULT_WS_PATH.to_string(),
             host: None,
             ping: DEFAULT_WS_PING,
+            binding: WsBinding::Tls,
         }
     }
 }

@@ -40,7 +40,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::{CancellationToken, PollSender};
 use tokio_util::task::TaskTracker;
 
-use crate::config::WebSocketOptions;
+use crate::config::{WebSocketOptions, WsBinding};
 use crate::protocol::auth::BINDING_LEN;
 
 use super::TunnelStream;
@@ -402,6 +402,29 @@ fn client_request(authority: &str, opts: &WebSocketOptions) -> io::Result<Reques
     Ok(req)
 }
 
+/// The channel binding of a WebSocket over `stream`: the TLS exporter (zeros without TLS), or
+/// zeros with `wsbind=0` (a proxy terminates the TLS; docs/protocol.md).
+fn binding_for(stream: &TunnelStream, opts: &WebSocketOptions) -> io::Result<[u8; BINDING_LEN]> {
+    match opts.binding {
+        WsBinding::Tls => stream.channel_binding(),
+        WsBinding::Off => Ok([0; BINDING_LEN]),
+    }
+}
+
+/// Why an upgrade was refused, with what to check. A proxy that terminates TLS answers a plain
+/// request with 400 (nginx: "The plain HTTP request was sent to HTTPS port").
+fn upgrade_refused(status: StatusCode, tls: bool) -> io::Error {
+    let hint = if status == StatusCode::BAD_REQUEST && !tls {
+        "check wspath and wshost; if the proxy in front of the server expects https, add \
+         wsbind=0 so this client speaks tls to it (docs/protocol.md, proxies that terminate tls)"
+    } else {
+        "check wspath and wshost"
+    };
+    io::Error::other(format!(
+        "websocket upgrade refused with HTTP {status} ({hint})"
+    ))
+}
+
 /// Client side: upgrade an established TCP or TLS stream to a WebSocket (`authority` is the
 /// tunnel address as `host:port`, used when `wshost` is not set). The caller bounds it with a
 /// timeout.
@@ -413,17 +436,14 @@ pub(crate) async fn connect(
     opts: &WebSocketOptions,
     tasks: Tasks<'_>,
 ) -> io::Result<TunnelStream> {
-    let binding = stream.channel_binding()?;
+    let binding = binding_for(&stream, opts)?;
     let tls = stream.is_tls();
     let socket = stream.socket().try_clone()?;
     let req = client_request(authority, opts)?;
     let (ws, _resp) = tokio_tungstenite::client_async_with_config(req, stream, Some(ws_config()))
         .await
         .map_err(|e| match e {
-            tungstenite::Error::Http(resp) => io::Error::other(format!(
-                "websocket upgrade refused with HTTP {} (check wspath and wshost)",
-                resp.status()
-            )),
+            tungstenite::Error::Http(resp) => upgrade_refused(resp.status(), tls),
             other => to_io(other),
         })?;
     Ok(TunnelStream::Ws(Box::new(WsStream::spawn(
@@ -440,7 +460,7 @@ pub(crate) async fn accept(
     opts: &WebSocketOptions,
     tasks: Tasks<'_>,
 ) -> io::Result<TunnelStream> {
-    let binding = stream.channel_binding()?;
+    let binding = binding_for(&stream, opts)?;
     let tls = stream.is_tls();
     let socket = stream.socket().try_clone()?;
     let path = opts.path.clone();

@@ -20,7 +20,7 @@ use super::handshake::{self, ClientKey, HandshakeError};
 use super::users::{Upstream, UserSockets, serve_pool_conn};
 use super::wire::Wire;
 use super::{Ctx, Mode, Shared, TunnelState, control};
-use crate::config::{ClientConfig, ClientMode, Host, PoolType};
+use crate::config::{ClientConfig, ClientMode, Host, Movable, PoolType, WsBinding};
 use crate::error::{Error, ErrorKind, Result, TunnelError};
 use crate::pool::Pool;
 use crate::protocol::auth::ProofKey;
@@ -76,8 +76,9 @@ struct Inner {
     cfg: ClientConfig,
     /// The TLS setup learned from the server; never held across `.await`.
     tls: Mutex<Option<ClientTls>>,
-    /// How tunnel connections are carried (a [`Carry`]): WebSocket when this client's URL has
-    /// `type=2`, otherwise TCP until the server's refusal names its transport.
+    /// How tunnel connections are carried (a [`Carry`]): QUIC or WebSocket when this client's
+    /// URL has `type=1` or `type=2`, otherwise TCP until the server's refusal names its
+    /// transport.
     carry: AtomicU8,
     /// The HTTP/2 carrier of the current session: every control connection opens a new one,
     /// pool connections open streams on it (a new one if it ended).
@@ -104,6 +105,16 @@ enum Carry {
 }
 
 impl Carry {
+    /// The server's `type` this carriage speaks.
+    fn pool_type(self) -> PoolType {
+        match self {
+            Carry::Tcp => PoolType::Tcp,
+            Carry::Quic => PoolType::Quic,
+            Carry::Ws => PoolType::WebSocket,
+            Carry::H2 => PoolType::Http2,
+        }
+    }
+
     fn from_u8(v: u8) -> Carry {
         match v {
             1 => Carry::Quic,
@@ -427,7 +438,15 @@ impl Inner {
         };
         let c = tokio::time::timeout(ctx.opts.handshake_timeout, fut)
             .await
-            .map_err(|_| HandshakeError::Timeout)??;
+            .map_err(|_| HandshakeError::Timeout)?
+            .map_err(|e| match e {
+                // Over a WebSocket, name the likely cause besides a wrong key: a proxy that
+                // terminates TLS between the ends.
+                HandshakeError::BadServerProof if self.carry() == Carry::Ws => {
+                    HandshakeError::BadServerProofWs
+                }
+                e => e,
+            })?;
         let Some((
             Message::Welcome {
                 session, flow, max, ..
@@ -447,14 +466,38 @@ impl Inner {
         })
     }
 
-    /// The transport this client's own URL asks for: WebSocket for `type=2` (needed behind a
-    /// proxy that passes only HTTP), otherwise TCP until the server says otherwise.
+    /// The transport this client's own URL asks for: QUIC for `type=1`, WebSocket for `type=2`
+    /// (needed behind a proxy that passes only HTTP), otherwise TCP until the server says
+    /// otherwise.
     fn own_carry(cfg: &ClientConfig) -> Carry {
-        if cfg.pool_type == PoolType::WebSocket {
-            Carry::Ws
-        } else {
-            Carry::Tcp
+        match cfg.pool_type {
+            PoolType::Quic => Carry::Quic,
+            PoolType::WebSocket => Carry::Ws,
+            PoolType::Tcp | PoolType::Http2 => Carry::Tcp,
         }
+    }
+
+    /// The TLS mode this client's own URL implies before the server said anything:
+    /// `type=2&wsbind=0` (see [`Inner::tls_ends_at_proxy`]) verifies as for `tls=2`; `type=1`
+    /// (QUIC runs inside TLS, and there is no plain attempt to learn the mode from) verifies as
+    /// for `tls=2` when `ca=` or `sni=` is set, otherwise accepts any certificate as for `tls=1`
+    /// (the handshake, bound to the TLS session, keeps a relay out).
+    fn own_tls_mode(&self) -> Option<u8> {
+        if self.tls_ends_at_proxy() {
+            return Some(2);
+        }
+        if self.cfg.pool_type == PoolType::Quic {
+            let verify = self.cfg.ca.is_some() || self.cfg.sni.is_some();
+            return Some(if verify { 2 } else { 1 });
+        }
+        None
+    }
+
+    /// `type=2&wsbind=0`: this client's TLS ends at a proxy, so it speaks TLS from the first
+    /// connection, verifies the proxy's certificate as for `tls=2` (web roots plus `ca=`, name
+    /// `sni=` or the tunnel host) and keeps doing so whatever the server announces.
+    fn tls_ends_at_proxy(&self) -> bool {
+        self.cfg.pool_type == PoolType::WebSocket && self.cfg.ws.binding == WsBinding::Off
     }
 
     fn carry(&self) -> Carry {
@@ -505,7 +548,12 @@ impl Inner {
 
     /// Connect the control session, learning from the server whether it needs TLS.
     async fn connect_control(&self, ctx: &Ctx) -> std::result::Result<Established, HandshakeError> {
-        let cached = crate::sync::lock(&self.tls).clone();
+        let mut cached = crate::sync::lock(&self.tls).clone();
+        if let (None, Some(mode)) = (&cached, self.own_tls_mode()) {
+            let t = self.tls_for_mode(mode)?;
+            *crate::sync::lock(&self.tls) = Some(t.clone());
+            cached = Some(t);
+        }
         let mut tls = cached.clone();
         // At most: a plain hello refused (websocket or http2, and tls, learned at once), then
         // a plain websocket or a tls connection without ALPN h2 refused, then the real attempt.
@@ -514,6 +562,11 @@ impl Inner {
             tries -= 1;
             let res = self.attempt_control(ctx, tls.as_ref()).await;
             match res {
+                // The proxy's TLS is ours; the server wanting its own means the proxy's leg
+                // to it is plain.
+                Err(HandshakeError::TlsRequired(mode)) if self.tls_ends_at_proxy() => {
+                    return Err(HandshakeError::ProxyNotTls(mode));
+                }
                 Err(HandshakeError::TlsRequired(mode)) if tries > 0 => {
                     tracing::debug!(mode, "server requires tls, reconnecting with tls");
                     let t = self.tls_for_mode(mode)?;
@@ -537,7 +590,7 @@ impl Inner {
                     | HandshakeError::Quic(_)),
                 ) => {
                     // The server may have dropped tls or websocket: try without next time
-                    // (websocket stays when this client's own `type=2` asks for it).
+                    // (the transport and tls of this client's own `type=1`/`type=2` stay).
                     if cached.is_some() {
                         *crate::sync::lock(&self.tls) = None;
                     }
@@ -714,7 +767,7 @@ impl Filler {
     /// transport cannot move connections between runtimes (HTTP/2, QUIC: one carrier for
     /// all; a WebSocket moves its TCP and TLS only, see `add_one`).
     fn is_urgent(&self) -> bool {
-        let movable = matches!(self.client.carry(), Carry::Tcp | Carry::Ws);
+        let movable = self.client.carry().pool_type().movable() != Movable::Nothing;
         !self.ctx.opts.low_priority_refill || !movable || self.pool.is_short()
     }
 
@@ -727,7 +780,7 @@ impl Filler {
             self.session_key.clone(),
         );
         // A WebSocket's tasks live on this runtime, so only its TCP and TLS move (issue 15).
-        let ws_layer_low = !urgent && self.client.carry() == Carry::Ws;
+        let ws_layer_low = !urgent && self.client.carry().pool_type().movable() == Movable::Layer;
         let fut = async move {
             let stream = if ws_layer_low {
                 let (c, cx, t) = (client.clone(), ctx.clone(), tls.clone());

@@ -53,6 +53,18 @@ pub(crate) enum HandshakeError {
         "the server could not prove it knows the tunnel key (wrong key, or a man in the middle)"
     )]
     BadServerProof,
+    #[error(
+        "the server could not prove it knows the tunnel key over websocket: a wrong key, or the \
+         two ends bind different tls sessions because a proxy terminates tls between them; then \
+         add wsbind=0 to each end whose tls ends at the proxy (docs/protocol.md, proxies that \
+         terminate tls)"
+    )]
+    BadServerProofWs,
+    #[error(
+        "the server requires tls (mode {0}) but the proxy in front of it speaks plain http to \
+         it: let the proxy speak https to the server (nginx: proxy_pass https://...)"
+    )]
+    ProxyNotTls(u8),
     #[error("refused by the server: wrong key")]
     WrongKey,
     #[error("protocol version mismatch: peer speaks {peer}, we speak {PROTOCOL_VERSION}")]
@@ -112,6 +124,7 @@ impl HandshakeError {
         match self {
             HandshakeError::BadProof
             | HandshakeError::BadServerProof
+            | HandshakeError::BadServerProofWs
             | HandshakeError::WrongKey
             | HandshakeError::Refused {
                 code: RefuseCode::BadKey,
@@ -131,6 +144,7 @@ impl HandshakeError {
             } => ErrorKind::Unreachable,
             HandshakeError::Tls(_)
             | HandshakeError::TlsRequired(_)
+            | HandshakeError::ProxyNotTls(_)
             | HandshakeError::UnexpectedTls
             | HandshakeError::Refused {
                 code: RefuseCode::TlsRequired,
@@ -152,6 +166,8 @@ impl HandshakeError {
         matches!(
             self,
             HandshakeError::BadServerProof
+                | HandshakeError::BadServerProofWs
+                | HandshakeError::ProxyNotTls(_)
                 | HandshakeError::WrongKey
                 | HandshakeError::Version { .. }
         )

@@ -15,7 +15,7 @@ use super::guard::{Guard, Permit};
 use super::handshake::{self, Accepted, Carried, HandshakeError, ServerTransport};
 use super::users::{Upstream, UserSockets, serve_pool_conn};
 use super::{Ctx, Mode, Shared, TunnelState, control};
-use crate::config::{Host, PoolType, ServerConfig, ServerMode, TlsMode};
+use crate::config::{Host, Movable, PoolType, ServerConfig, ServerMode, TlsMode};
 use crate::error::{ConfigErrorExt, Error, Result};
 use crate::pool::Pool;
 use crate::protocol::auth::ProofKey;
@@ -329,11 +329,11 @@ impl Server {
         // TLS connections move between runtimes; of a WebSocket only the TLS below it does (its
         // tasks live on this runtime), and HTTP/2 and QUIC carriers stay here.
         let low = ctx.opts.low_priority_refill && !pool.is_short();
-        let accepted = match self.transport(&ctx) {
-            ServerTransport::Tcp if low => {
+        let accepted = match self.cfg.pool_type.movable() {
+            Movable::Whole if low => {
                 background::offload(self.clone().handshake(tcp, ctx.clone())).await
             }
-            ServerTransport::Ws(..) if low => self.clone().ws_handshake(tcp, ctx.clone()).await,
+            Movable::Layer if low => self.clone().ws_handshake(tcp, ctx.clone()).await,
             _ => Ok((
                 self.clone().handshake(tcp, ctx.clone()).await,
                 background::Ran::Inline,
@@ -363,7 +363,7 @@ impl Server {
                 return;
             }
             Ok(Err(e)) => {
-                log_refusal(&guard, peer, &e);
+                log_refusal(&guard, peer, &e, self.cfg.pool_type);
                 return;
             }
             Ok(Ok(Ok(a))) => a,
@@ -489,7 +489,7 @@ impl Server {
                     drop(permit);
                     match accepted {
                         Err(_) => guard.refused(peer.ip(), "tunnel handshake timed out", true),
-                        Ok(Err(e)) => log_refusal(&guard, peer, &e),
+                        Ok(Err(e)) => log_refusal(&guard, peer, &e, this.cfg.pool_type),
                         Ok(Ok(a)) => {
                             authed.store(true, std::sync::atomic::Ordering::Relaxed);
                             this.serve_accepted(a, peer, pool, ctx2).await
@@ -665,7 +665,8 @@ fn pool_type_code(t: PoolType) -> u8 {
 }
 
 /// Ordinary endings are logged at debug; the rest go to the guard (aggregated log, back-off).
-fn log_refusal(guard: &Guard, peer: SocketAddr, e: &HandshakeError) {
+/// `pool_type` names the likely cause of a rejected proof on a WebSocket server.
+fn log_refusal(guard: &Guard, peer: SocketAddr, e: &HandshakeError, pool_type: PoolType) {
     match e {
         HandshakeError::Closed
         | HandshakeError::TlsRequired(_)
@@ -683,6 +684,15 @@ fn log_refusal(guard: &Guard, peer: SocketAddr, e: &HandshakeError) {
         }
         // The client checked this server's proof and refused it: seen from the server, the
         // client holds a different key.
+        HandshakeError::Refused {
+            code: crate::protocol::RefuseCode::BadKey,
+            ..
+        } if pool_type == PoolType::WebSocket => guard.refused(
+            peer.ip(),
+            "the client rejected this server's proof: a different key, or a proxy terminates \
+             the websocket's tls (then add wsbind=0 to each end whose tls ends at the proxy)",
+            true,
+        ),
         HandshakeError::Refused {
             code: crate::protocol::RefuseCode::BadKey,
             ..
