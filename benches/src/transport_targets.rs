@@ -1,7 +1,8 @@
 //! Issue 15's targets for the pool transports (`type`), checked against nodepass's runs:
 //!
-//! - on loopback, WebSocket and HTTP/2 (any `type` other than 0) bulk within 15 % of the TCP
-//!   pool's bulk at the same TLS mode, measured in the same run;
+//! - on loopback, WebSocket and HTTP/2 (`type=2`, `type=3`) bulk within 15 % of the TCP
+//!   pool's bulk at the same TLS mode, measured in the same run (QUIC's target is across a
+//!   lossy WAN instead, where it is compared by hand: see docs/benchmarks.md);
 //! - on loopback and on the WAN, every transport at least as fast as the Go NodePass with the
 //!   same `type` and TLS mode (`go type=N`, or `go` for the TCP pool) when it ran: throughput
 //!   (`bulk`, `parallel`) at least Go's, round trip (`rtt`) and, for `type` other than 0,
@@ -52,7 +53,7 @@ pub fn evaluate(workloads: &[WorkloadReport], wan: bool) -> Vec<TargetCheck> {
                     .zip(other.and_then(|o| o.get(key)))
                     .map(|(a, b)| a / b)
             };
-            if !wan && w.name == "bulk" && pool_type != 0 {
+            if !wan && w.name == "bulk" && matches!(pool_type, 2 | 3) {
                 let tcp = w.run("nodepass", Some(tls));
                 add(
                     format!("type={pool_type} throughput vs type=0"),
@@ -124,6 +125,8 @@ mod tests {
                 run("nodepass", Some(1), &[("gbit_per_s", 10.0)]),
                 run("nodepass type=2", Some(1), &[("gbit_per_s", 9.0)]),
                 run("nodepass type=3", Some(1), &[("gbit_per_s", 8.0)]),
+                // QUIC has no loopback target against the TCP pool.
+                run("nodepass type=1", Some(1), &[("gbit_per_s", 4.0)]),
                 run("go", Some(1), &[("gbit_per_s", 5.0)]),
                 run("go type=3", Some(1), &[("gbit_per_s", 10.0)]),
             ],
