@@ -8,8 +8,10 @@
 //! low-priority thread cannot hold up the workers that serve users). The sockets it yields are
 //! registered with that runtime; the caller moves them to its own with
 //! [`TunnelStream::rebind`](crate::transport::TunnelStream::rebind) before using them. So only
-//! plain TCP and TLS-over-TCP connections are made there (the WebSocket and HTTP/2 transports
-//! keep state on the caller's runtime).
+//! plain TCP and TLS-over-TCP connections are made there: a whole `type=0` connection, and the
+//! TCP and TLS under a WebSocket (`type=2`), whose upgrade and tasks then run on the caller's
+//! runtime; HTTP/2 and QUIC carriers stay where they are ([`crate::config::PoolType`]'s
+//! `movable`).
 //!
 //! Only under a multi-thread runtime (the `nodepass` executables): a current-thread runtime
 //! (most tests) would see no work of its own while a handshake runs on the other thread, and

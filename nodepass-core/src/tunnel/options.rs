@@ -72,9 +72,9 @@ pub struct TunnelOptions {
     pub udp_max_datagram: usize,
     /// Relay plain TCP without a rate limit with `splice(2)` on Linux (default true).
     pub zero_copy: bool,
-    /// Run the TCP and TLS pool's refills (dials, TLS and keyed handshakes, both sides) on one
-    /// process-wide thread at nice 19 while the pool is not short (default true; only under a
-    /// multi-thread runtime on Unix). Measured on a loaded 2-core machine (docs/benchmarks.md,
+    /// Run the TCP and TLS pool's refills (dials, TLS and keyed handshakes, both sides; for a
+    /// WebSocket pool the TCP and TLS under it) on one process-wide thread at nice 19 while
+    /// the pool is not short (default true; only under a multi-thread runtime on Unix). Measured on a loaded 2-core machine (docs/benchmarks.md,
     /// issue 17): new-connection p50 30-65% lower at tls=1 and 10-70% lower at tls=0, p99 lower
     /// at tls=0 but not at tls=1; `false` gives back the earlier behaviour.
     pub low_priority_refill: bool,
