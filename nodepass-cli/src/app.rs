@@ -164,6 +164,13 @@ fn serve(config: Config) -> anyhow::Result<()> {
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         signal::cancel_on_signals(shutdown.clone()).context("cannot install signal handlers")?;
-        run::run_instance(config, shutdown).await
+        // On a worker thread, not on this one: the tunnel's accept loops then hand each new
+        // connection's task to their own worker (its next-task slot) instead of waking another
+        // thread for it (issue 17).
+        match tokio::spawn(run::run_instance(config, shutdown)).await {
+            Ok(res) => res,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(anyhow::anyhow!("the instance task stopped: {e}")),
+        }
     })
 }

@@ -65,19 +65,14 @@ pub(crate) trait Tap: Send + Sync + std::fmt::Debug {
 /// closes *both* sockets with a reset (`SO_LINGER` 0): the reset travels on across the
 /// tunnel to the far user or target, which so never mistakes a cut stream for a complete one.
 pub(crate) async fn relay_stream(
-    local: TcpStream,
-    remote: TunnelStream,
+    mut local: TcpStream,
+    mut remote: TunnelStream,
     prefix: BytesMut,
     ctx: &RelayCtx,
 ) -> Result<(u64, u64), RelayEnd> {
-    // Second handles on both sockets, kept past the relay (which owns and drops the streams),
-    // so the last close can still be turned into a reset once the outcome is known.
-    let handles = [
-        socket2::SockRef::from(&local).try_clone().ok(),
-        // An HTTP/2 stream shares its socket: dropped unfinished, it is reset on its own.
-        remote.exclusive_socket().and_then(|s| s.try_clone().ok()),
-    ];
-    let res = relay_stream_inner(local, remote, prefix, ctx).await;
+    // The relay borrows both sockets, so the last close can still be turned into a reset once
+    // the outcome is known (no second handle: that was two `dup`s and two `close`s per session).
+    let res = relay_stream_inner(&mut local, &mut remote, prefix, ctx).await;
     // Only a reset or abort is passed on: a broken pipe (the peer stopped reading) must not
     // discard the other direction's data still queued in the kernel.
     let abort = match &res {
@@ -89,26 +84,27 @@ pub(crate) async fn relay_stream(
         _ => false,
     };
     if abort {
-        for h in handles.iter().flatten() {
-            let _ = h.set_linger(Some(Duration::ZERO));
-        }
+        let _ = socket2::SockRef::from(&local).set_linger(Some(Duration::ZERO));
+        // An HTTP/2 or QUIC stream shares its connection: dropped unfinished, it is reset on
+        // its own.
+        remote.abort_on_close();
     }
     res
 }
 
 async fn relay_stream_inner(
-    local: TcpStream,
-    remote: TunnelStream,
+    local: &mut TcpStream,
+    remote: &mut TunnelStream,
     prefix: BytesMut,
     ctx: &RelayCtx,
 ) -> Result<(u64, u64), RelayEnd> {
     #[cfg(target_os = "linux")]
-    let remote = match remote {
-        TunnelStream::Plain(tcp) if ctx.zero_copy && ctx.rate.is_none() => {
-            return splice::relay(local, tcp, prefix, ctx).await;
-        }
-        other => other,
-    };
+    if let TunnelStream::Plain(tcp) = remote
+        && ctx.zero_copy
+        && ctx.rate.is_none()
+    {
+        return splice::relay(local, tcp, prefix, ctx).await;
+    }
     relay_tcp(local, remote, prefix, ctx).await
 }
 

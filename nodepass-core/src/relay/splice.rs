@@ -143,8 +143,8 @@ async fn one_way(
 /// `splice`, after writing `prefix` to `local`. Returns bytes carried (local→remote,
 /// remote→local). Counts `local` reads as `tcp_rx` and `local` writes as `tcp_tx`.
 pub(crate) async fn relay(
-    mut local: TcpStream,
-    remote: TcpStream,
+    local: &mut TcpStream,
+    remote: &TcpStream,
     prefix: BytesMut,
     ctx: &RelayCtx,
 ) -> Result<(u64, u64), RelayEnd> {
@@ -158,9 +158,10 @@ pub(crate) async fn relay(
         }
     }
     let tap = ctx.tap.as_deref();
+    let local = &*local;
     let up = one_way(
-        &local,
-        &remote,
+        local,
+        remote,
         &stats.tcp_rx,
         |n| {
             if let Some(t) = tap {
@@ -170,8 +171,8 @@ pub(crate) async fn relay(
         &activity,
     );
     let down = one_way(
-        &remote,
-        &local,
+        remote,
+        local,
         &stats.tcp_tx,
         |n| {
             if let Some(t) = tap {

@@ -196,8 +196,8 @@ async fn copy_path_carries_64_mib_each_way_exactly() {
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn splice_path_carries_64_mib_each_way_exactly() {
-    carry_64_mib(|local, tunnel, c| async move {
-        super::splice::relay(local, tunnel, BytesMut::new(), &c).await
+    carry_64_mib(|mut local, tunnel, c| async move {
+        super::splice::relay(&mut local, &tunnel, BytesMut::new(), &c).await
     })
     .await;
 }
@@ -205,8 +205,8 @@ async fn splice_path_carries_64_mib_each_way_exactly() {
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn splice_path_sends_the_prefix_first_and_propagates_half_close() {
-    prefix_then_half_close(|local, tunnel, prefix, c| async move {
-        super::splice::relay(local, tunnel, prefix, &c).await
+    prefix_then_half_close(|mut local, tunnel, prefix, c| async move {
+        super::splice::relay(&mut local, &tunnel, prefix, &c).await
     })
     .await;
 }

@@ -107,6 +107,51 @@ fn bind_tcp_addr(addr: SocketAddr) -> io::Result<TcpListener> {
     sock.listen(LISTEN_BACKLOG)
 }
 
+/// What a listener's connections are, so it can hand them their socket options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepts {
+    /// User connections: no Nagle delay ([`tune_stream`]).
+    Users,
+    /// Tunnel connections: no Nagle delay and keepalive probes ([`tune_tunnel_stream`]).
+    Tunnel,
+}
+
+/// [`bind_tcp`], with the options of the connections it will accept set on the listener itself.
+/// Linux copies them to every accepted socket, so [`tune_accepted`] has nothing left to do there
+/// (two to four `setsockopt` calls fewer for each new connection; issue 17).
+///
+/// Cancel safety: safe; a dropped future leaves nothing bound.
+pub async fn bind_tcp_for(ep: &Endpoint, accepts: Accepts) -> Result<TcpListener> {
+    let l = bind_tcp(ep).await?;
+    let sock = SockRef::from(&l);
+    let tuned = sock.set_tcp_nodelay(true).and_then(|()| match accepts {
+        Accepts::Users => Ok(()),
+        Accepts::Tunnel => sock.set_tcp_keepalive(&tunnel_keepalive()),
+    });
+    match tuned {
+        Ok(()) => Ok(l),
+        Err(source) => Err(Error::Bind {
+            addr: l
+                .local_addr()
+                .map_or_else(|_| ep.to_string(), |a| a.to_string()),
+            source,
+        }),
+    }
+}
+
+/// The options of a socket accepted from a listener bound with [`bind_tcp_for`]: inherited on
+/// Linux (the test `accepted_sockets_inherit_the_listeners_options` checks it), set here
+/// elsewhere.
+pub fn tune_accepted(s: &TcpStream, accepts: Accepts) {
+    if cfg!(target_os = "linux") {
+        return;
+    }
+    match accepts {
+        Accepts::Users => tune_stream(s),
+        Accepts::Tunnel => tune_tunnel_stream(s),
+    }
+}
+
 /// Bind a UDP socket on `ep` (dual-stack for an empty host).
 ///
 /// Cancel safety: safe; a dropped future leaves nothing bound.
@@ -145,10 +190,13 @@ pub fn tune_stream(s: &TcpStream) {
 /// is noticed even on an idle pool connection.
 pub fn tune_tunnel_stream(s: &TcpStream) {
     tune_stream(s);
-    let ka = TcpKeepalive::new()
+    let _ = SockRef::from(s).set_tcp_keepalive(&tunnel_keepalive());
+}
+
+fn tunnel_keepalive() -> TcpKeepalive {
+    TcpKeepalive::new()
         .with_time(KEEPALIVE_IDLE)
-        .with_interval(KEEPALIVE_INTERVAL);
-    let _ = SockRef::from(s).set_tcp_keepalive(&ka);
+        .with_interval(KEEPALIVE_INTERVAL)
 }
 
 /// Cached answers: (name, port) → (addresses, when resolved).
@@ -327,6 +375,29 @@ mod tests {
             err.to_string().contains(&format!("127.0.0.1:{port}")),
             "{err}"
         );
+    }
+
+    /// Accepted sockets carry the options their listener was given, set by the kernel (Linux)
+    /// or by `tune_accepted` (elsewhere): user connections no Nagle delay, tunnel connections
+    /// also keepalive probes after `KEEPALIVE_IDLE`, every `KEEPALIVE_INTERVAL`.
+    #[tokio::test]
+    async fn accepted_sockets_inherit_the_listeners_options() {
+        for accepts in [Accepts::Users, Accepts::Tunnel] {
+            let l = bind_tcp_for(&ep(Host::Ip([127, 0, 0, 1].into()), 0), accepts)
+                .await
+                .unwrap();
+            let (c, a) = tokio::join!(TcpStream::connect(l.local_addr().unwrap()), l.accept());
+            let (_c, (a, _)) = (c.unwrap(), a.unwrap());
+            tune_accepted(&a, accepts);
+            let s = SockRef::from(&a);
+            assert!(s.tcp_nodelay().unwrap(), "{accepts:?}: nodelay");
+            let tunnel = accepts == Accepts::Tunnel;
+            assert_eq!(s.keepalive().unwrap(), tunnel, "{accepts:?}: keepalive");
+            if tunnel {
+                assert_eq!(s.tcp_keepalive_time().unwrap(), KEEPALIVE_IDLE);
+                assert_eq!(s.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
+            }
+        }
     }
 
     #[tokio::test]

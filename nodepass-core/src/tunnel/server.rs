@@ -22,7 +22,7 @@ use crate::protocol::auth::ProofKey;
 use crate::protocol::{Flow, Message, SessionId};
 use crate::transport::TunnelStream;
 use crate::transport::http2::{self, H2Server};
-use crate::transport::net::{bind_tcp, bind_udp, tune_tunnel_stream};
+use crate::transport::net::{Accepts, bind_tcp_for, bind_udp, tune_accepted};
 use crate::transport::quic::{QuicConn, QuicListener};
 use crate::transport::tls::ServerTls;
 use crate::transport::ws;
@@ -84,7 +84,7 @@ impl Server {
             }
             (None, _) => None,
         };
-        let tunnel = bind_tcp(&cfg.params.tunnel).await?;
+        let tunnel = bind_tcp_for(&cfg.params.tunnel, Accepts::Tunnel).await?;
         let quic = match (&tls, cfg.pool_type) {
             (Some(t), PoolType::Quic) => Some(bind_quic(&cfg, &tunnel, t).await?),
             _ => None,
@@ -323,7 +323,7 @@ impl Server {
         pool: Pool,
         ctx: Ctx,
     ) {
-        tune_tunnel_stream(&tcp);
+        tune_accepted(&tcp, Accepts::Tunnel);
         // TLS and the keyed handshake at low priority unless the pool runs short (issue 17):
         // refills and strangers' attempts give way to user connections on a busy host. TCP and
         // TLS connections move between runtimes; of a WebSocket only the TLS below it does (its

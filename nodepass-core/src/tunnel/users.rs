@@ -22,7 +22,7 @@ use crate::relay::{RelayEnd, is_peer_disconnect, relay_stream};
 use crate::sniff;
 use crate::stats::Stats;
 use crate::transport::TunnelStream;
-use crate::transport::net::{bind_tcp, bind_udp, tune_stream};
+use crate::transport::net::{Accepts, bind_tcp_for, bind_udp, tune_accepted};
 
 /// The user-facing sockets of a tunnel end: TCP and/or UDP on the same address.
 #[derive(Debug, Default)]
@@ -35,7 +35,11 @@ impl UserSockets {
     /// Bind TCP (if `tcp`) and UDP (if `udp`) on `ep`; UDP takes the port TCP got when `ep`
     /// asks for port 0, so users find both on one port.
     pub(crate) async fn bind(ep: &Endpoint, tcp: bool, udp: bool) -> Result<Self> {
-        let tcp_l = if tcp { Some(bind_tcp(ep).await?) } else { None };
+        let tcp_l = if tcp {
+            Some(bind_tcp_for(ep, Accepts::Users).await?)
+        } else {
+            None
+        };
         let port = match &tcp_l {
             Some(l) => l.local_addr().map(|a| a.port()).unwrap_or(ep.port),
             None => ep.port,
@@ -117,6 +121,11 @@ pub(crate) async fn accept_loop(
     ctx: Ctx,
     cancel: CancellationToken,
 ) {
+    // A listener on one address is every connection's local address: no `getsockname` each.
+    let bound = listener
+        .local_addr()
+        .ok()
+        .filter(|a| !a.ip().is_unspecified());
     loop {
         let (user, peer) = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -141,22 +150,32 @@ pub(crate) async fn accept_loop(
         ctx.tracker.spawn(
             async move {
                 let _permit = permit;
-                handle_user(user, peer, upstream, &ctx2).await;
+                handle_user(user, peer, bound, upstream, &ctx2).await;
             }
             .instrument(span),
         );
     }
 }
 
-async fn handle_user(user: TcpStream, peer: SocketAddr, upstream: Upstream, ctx: &Ctx) {
-    tune_stream(&user);
+/// `bound`: the listener's address when it is bound to one (the user's `dst`).
+async fn handle_user(
+    user: TcpStream,
+    peer: SocketAddr,
+    bound: Option<SocketAddr>,
+    upstream: Upstream,
+    ctx: &Ctx,
+) {
+    tune_accepted(&user, Accepts::Users);
     let stats = &ctx.shared.stats;
     if let Some(p) = sniff::check(&user, &ctx.params.block, ctx.opts.sniff_wait).await {
         Stats::add(&stats.refused, 1);
         tracing::warn!(%peer, protocol = p.name(), "blocked by the block rule");
         return;
     }
-    let dst = user.local_addr().unwrap_or(peer);
+    let dst = match bound {
+        Some(addr) => addr,
+        None => user.local_addr().unwrap_or(peer),
+    };
     match upstream {
         Upstream::Pool(pool) => {
             // The first bytes ride with the `Open` unless a rate limit must meter them.
