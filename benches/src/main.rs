@@ -53,6 +53,11 @@ struct Args {
     /// side, clients and the target on the other.
     #[arg(long, value_name = "PROFILE")]
     wan: Option<Profile>,
+    /// Pause before each new connection of the connect workload, in microseconds (default:
+    /// none, back to back). Longer than a connection's teardown and pool refill, it shows each
+    /// connection's own path, without that work competing for the cores.
+    #[arg(long, value_name = "MICROSECONDS", default_value_t = 0)]
+    connect_pause: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -128,10 +133,13 @@ fn run(args: Args) -> anyhow::Result<bool> {
             .iter()
             .map(|t| t.parse().expect("checked by clap"))
             .collect(),
-        budget: match &args.wan {
-            Some(p) => Budget::wan(p, args.quick),
-            None if args.quick => Budget::quick(),
-            None => Budget::full(),
+        budget: Budget {
+            connect_pause: Duration::from_micros(args.connect_pause),
+            ..match &args.wan {
+                Some(p) => Budget::wan(p, args.quick),
+                None if args.quick => Budget::quick(),
+                None => Budget::full(),
+            }
         },
         quick: args.quick,
         nodepass: process::locate_nodepass(args.nodepass.as_deref(), build)?,

@@ -59,9 +59,13 @@ impl Workload {
             Workload::Parallel => {
                 format!("TCP, {} streams into a sink for {:?}", b.streams, b.bulk)
             }
-            Workload::Connect => format!(
+            Workload::Connect if b.connect_pause.is_zero() => format!(
                 "{} sequential connections: connect, 1-byte echo, close",
                 b.connects
+            ),
+            Workload::Connect => format!(
+                "{} sequential connections, {:?} apart: connect, 1-byte echo, close",
+                b.connects, b.connect_pause
             ),
             Workload::Rtt => format!("{} 1-byte ping-pongs on one connection", b.round_trips),
             Workload::Udp => format!(
@@ -106,6 +110,9 @@ pub struct Budget {
     pub streams: usize,
     /// Connections of the connect workload.
     pub connects: usize,
+    /// Pause before each new connection of the connect workload (zero: back to back).
+    #[serde(serialize_with = "secs", rename = "connect_pause_s")]
+    pub connect_pause: Duration,
     /// Ping-pongs of the round-trip workload.
     pub round_trips: usize,
     /// Duration of the UDP workload.
@@ -133,6 +140,7 @@ impl Budget {
             bulk: Duration::from_secs(5),
             streams: 8,
             connects: 2_000,
+            connect_pause: Duration::ZERO,
             round_trips: 10_000,
             udp: Duration::from_secs(3),
             udp_rate_mbit: 500,

@@ -21,15 +21,23 @@ const RTT_WARMUP: usize = 100;
 /// On the emulated WAN (`link_rtt`), the time to the first response byte is also given in
 /// round trips of the link (`p50_rtts`, `p99_rtts`): a direct connection needs two (the TCP
 /// handshake, then the echo), a tunnel with a warm pool one.
+///
+/// `pause` (zero: back to back) comes before each connection, outside the sample: with a
+/// pause longer than the previous connection's teardown and pool refill, a sample shows a new
+/// connection's own path, without that work competing for the cores.
 pub fn connect(
     addr: SocketAddr,
     count: usize,
     link_rtt: Option<std::time::Duration>,
+    pause: std::time::Duration,
 ) -> anyhow::Result<Metrics> {
     let mut samples = Vec::with_capacity(count);
     let mut connects = Vec::with_capacity(count);
     let mut echoes = Vec::with_capacity(count);
     for i in 0..count {
+        if !pause.is_zero() {
+            std::thread::sleep(pause);
+        }
         let t0 = Instant::now();
         let mut s = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
             .with_context(|| format!("connection {i}: connect"))?;
@@ -108,7 +116,7 @@ mod tests {
     #[test]
     fn direct_latencies() {
         let target = Target::start().unwrap();
-        let c = connect(target.addr(), 20, None).unwrap();
+        let c = connect(target.addr(), 20, None, std::time::Duration::ZERO).unwrap();
         assert_eq!(c.get("count"), Some(20.0));
         assert!(c.get("p50_us").unwrap() <= c.get("max_us").unwrap());
         let r = round_trip(target.addr(), 50).unwrap();

@@ -51,7 +51,12 @@ pub fn run(
                     .sum()
             };
             let before = cpu(&endpoint.procs);
-            let mut m = latency::connect(endpoint.addr, budget.connects, link_rtt)?;
+            let mut m = latency::connect(
+                endpoint.addr,
+                budget.connects,
+                link_rtt,
+                budget.connect_pause,
+            )?;
             if !endpoint.procs.is_empty() {
                 // The tunnel processes' CPU per new connection (user+sys, including the pool
                 // refill it triggers): on a shared 2-core machine, what competes with the
