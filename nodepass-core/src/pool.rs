@@ -11,9 +11,17 @@
 //! `min` after a quiet period in which the pool never ran below half its capacity (or was not
 //! used at all). Shrinking closes the connections beyond the new capacity: queued ones at once,
 //! parked ones through [`Parked::retired`], so the peer sees them close and drops its end too.
+//!
+//! A TLS pool connection can carry one session after another (issue 17; `docs/protocol.md`,
+//! reusable sessions). The parked side then *lends* it to a session ([`Parked::lend`]): it no
+//! longer counts as idle, but the filler does not replace it either, since it is expected
+//! back. A session that outlives [`LOAN`] (or starts while the pool is short) has its
+//! connection written off ([`Parked::write_off`]) and replaced at once; one that ends cleanly
+//! gives its connection back ([`Parked::repay`]), and a pool then over its capacity closes
+//! the excess as when it shrinks.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,6 +41,10 @@ struct Inner {
     /// Never held across `.await`.
     queue: Mutex<VecDeque<TunnelStream>>,
     parked: AtomicUsize,
+    /// Parked connections lent to a session and expected back (not idle, not replaced).
+    lent: AtomicUsize,
+    /// Both ends agreed to reuse TLS pool connections (see the module doc).
+    reuse: AtomicBool,
     available: Notify,
     demand: Notify,
     min: usize,
@@ -59,6 +71,8 @@ impl Pool {
             inner: Arc::new(Inner {
                 queue: Mutex::new(VecDeque::new()),
                 parked: AtomicUsize::new(0),
+                lent: AtomicUsize::new(0),
+                reuse: AtomicBool::new(false),
                 available: Notify::new(),
                 demand: Notify::new(),
                 min,
@@ -120,9 +134,29 @@ impl Pool {
         idle == 0 || idle * 4 < full
     }
 
-    /// How many connections the filler should add now to reach the capacity.
+    /// Whether a connection just lent must be replaced at once: no idle one left, or fewer than
+    /// a quarter of the capacity (unlike [`Pool::is_short`], not against the most the pool
+    /// held: connections given back would raise that mark and feed more replacements).
+    fn short_for_loan(&self) -> bool {
+        let idle = self.idle();
+        idle == 0 || idle * 4 < self.capacity()
+    }
+
+    /// How many connections the filler should add now to reach the capacity (connections lent
+    /// to sessions are expected back).
     pub(crate) fn deficit(&self) -> usize {
-        self.capacity().saturating_sub(self.idle())
+        self.capacity()
+            .saturating_sub(self.idle() + self.inner.lent.load(Relaxed))
+    }
+
+    /// Whether both ends agreed to reuse TLS pool connections after a session.
+    pub(crate) fn reuses(&self) -> bool {
+        self.inner.reuse.load(Relaxed)
+    }
+
+    /// Record that both ends agreed to reuse TLS pool connections.
+    pub(crate) fn set_reuse(&self) {
+        self.inner.reuse.store(true, Relaxed);
     }
 
     /// Add an idle connection and wake one waiting taker.
@@ -133,13 +167,25 @@ impl Pool {
     }
 
     /// Take an idle connection now, skipping (and dropping) ones the peer has closed.
+    #[cfg(test)]
     pub(crate) fn try_take(&self) -> Option<TunnelStream> {
+        self.try_take_for(false).map(|(c, _)| c)
+    }
+
+    /// [`Pool::try_take`]; with `lend`, a connection that can carry chunked sessions (both ends
+    /// agreed, TLS of its own) is lent rather than consumed: not replaced while its session
+    /// may give it back ([`Lent`]).
+    fn try_take_for(&self, lend: bool) -> Option<(TunnelStream, Option<Lent>)> {
         loop {
             let conn = crate::sync::lock(&self.inner.queue).pop_front();
             match conn {
                 Some(c) if c.is_idle_healthy() => {
+                    if lend && self.reuses() && c.is_reusable() {
+                        let lent = self.lent();
+                        return Some((c, Some(lent)));
+                    }
                     self.consumed();
-                    return Some(c);
+                    return Some((c, None));
                 }
                 Some(_) => {
                     tracing::debug!("dropping a pool connection the peer closed");
@@ -157,19 +203,56 @@ impl Pool {
     }
 
     /// Take an idle connection, waiting up to `wait` for one. Cancel safe.
+    #[cfg(test)]
     pub(crate) async fn take(&self, wait: Duration) -> Option<TunnelStream> {
+        self.take_for(wait, false).await.map(|(c, _)| c)
+    }
+
+    /// [`Pool::take`] for a TCP session: the connection comes lent when it can carry the
+    /// session in chunks. Cancel safe.
+    pub(crate) async fn take_for(
+        &self,
+        wait: Duration,
+        lend: bool,
+    ) -> Option<(TunnelStream, Option<Lent>)> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let notified = self.inner.available.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(c) = self.try_take() {
+            if let Some(c) = self.try_take_for(lend) {
                 return Some(c);
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return None;
             }
         }
+    }
+
+    /// Count a taken connection as lent (see [`Lent`]); a pool already short replaces it at
+    /// once.
+    fn lent(&self) -> Lent {
+        self.inner.lent.fetch_add(1, Relaxed);
+        self.inner.low_water.fetch_min(self.idle(), Relaxed);
+        let mut lent = Lent {
+            pool: self.clone(),
+            written_off: false,
+        };
+        if self.short_for_loan() {
+            lent.write_off();
+        }
+        self.publish();
+        lent
+    }
+
+    /// A lent connection whose session ended cleanly: idle again, at the back of the queue
+    /// (over the capacity until the next [`Pool::adapt`] if it was replaced meanwhile).
+    pub(crate) fn give_back(&self, mut lent: Lent, conn: TunnelStream) {
+        if !lent.written_off {
+            self.inner.lent.fetch_sub(1, Relaxed);
+        }
+        lent.written_off = true;
+        self.put(conn);
     }
 
     /// Count a connection whose waiting task is parked on it (it is idle but not queued here).
@@ -180,6 +263,7 @@ impl Pool {
         Parked {
             pool: self.clone(),
             retired: false,
+            state: Loan::Idle,
         }
     }
 
@@ -285,14 +369,98 @@ impl Pool {
     }
 }
 
+/// A connection taken for a chunked session and expected back (the taking side's
+/// counterpart of [`Parked::lend`]): counted as lent until given back
+/// ([`Pool::give_back`]), written off ([`Lent::write_off`]) or dropped (the session failed),
+/// the last two asking the filler for a replacement.
+#[derive(Debug)]
+pub(crate) struct Lent {
+    pool: Pool,
+    written_off: bool,
+}
+
+impl Lent {
+    /// The session outlived its loan: replace the connection now (it may still come back).
+    pub(crate) fn write_off(&mut self) {
+        if !self.written_off {
+            self.written_off = true;
+            self.pool.inner.lent.fetch_sub(1, Relaxed);
+            self.pool.consumed();
+        }
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        self.write_off();
+    }
+}
+
+/// How long a session may keep a lent connection before the filler replaces it.
+pub(crate) const LOAN: Duration = Duration::from_millis(250);
+
 /// Counts one parked connection as idle until dropped (see [`Pool::park`]).
 #[derive(Debug)]
 pub(crate) struct Parked {
     pool: Pool,
     retired: bool,
+    state: Loan,
+}
+
+/// Where a parked connection stands with the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Loan {
+    /// Waiting for an `Open`: counted as idle.
+    Idle,
+    /// Carrying a session it may come back from: counted as lent.
+    Lent,
+    /// Carrying a session, already replaced: counted nowhere.
+    WrittenOff,
 }
 
 impl Parked {
+    /// The connection carries a session that may give it back: it stops counting as idle and
+    /// is not replaced yet. A pool already short replaces it at once.
+    pub(crate) fn lend(&mut self) {
+        debug_assert_eq!(self.state, Loan::Idle);
+        let inner = &self.pool.inner;
+        inner.parked.fetch_sub(1, Relaxed);
+        inner.lent.fetch_add(1, Relaxed);
+        self.state = Loan::Lent;
+        inner.low_water.fetch_min(self.pool.idle(), Relaxed);
+        if self.pool.short_for_loan() {
+            self.write_off();
+        } else {
+            self.pool.publish();
+        }
+    }
+
+    /// The session outlived its loan: replace the connection now (it may still come back).
+    pub(crate) fn write_off(&mut self) {
+        if self.state == Loan::Lent {
+            self.pool.inner.lent.fetch_sub(1, Relaxed);
+            self.state = Loan::WrittenOff;
+            self.pool.consumed();
+        }
+    }
+
+    /// The session ended cleanly: the connection is idle again. One replaced meanwhile leaves
+    /// the pool over its capacity until the filler's next [`Pool::adapt`] (only the client
+    /// knows the capacity; the server's pool follows it).
+    pub(crate) fn repay(&mut self) {
+        let inner = &self.pool.inner;
+        match self.state {
+            Loan::Idle => return,
+            Loan::Lent => {
+                inner.lent.fetch_sub(1, Relaxed);
+            }
+            Loan::WrittenOff => {}
+        }
+        inner.parked.fetch_add(1, Relaxed);
+        self.state = Loan::Idle;
+        self.pool.publish();
+    }
+
     /// Resolves when the pool shrank and this connection should be closed. Cancel safe.
     pub(crate) async fn retired(&mut self) {
         let inner = &self.pool.inner;
@@ -315,7 +483,19 @@ impl Parked {
 
 impl Drop for Parked {
     fn drop(&mut self) {
-        self.pool.inner.parked.fetch_sub(1, Relaxed);
+        match self.state {
+            Loan::Idle => {
+                self.pool.inner.parked.fetch_sub(1, Relaxed);
+            }
+            Loan::Lent => {
+                self.pool.inner.lent.fetch_sub(1, Relaxed);
+            }
+            // Replaced already.
+            Loan::WrittenOff => {
+                self.pool.publish();
+                return;
+            }
+        }
         if self.retired {
             // Given back, not used: no demand, no growth.
             self.pool.publish();
@@ -353,6 +533,48 @@ mod tests {
         assert!(p.try_take().is_some());
         assert_eq!(p.idle(), 0);
         assert!(p.take(Duration::from_millis(10)).await.is_none());
+    }
+
+    /// Issue 17: a parked connection lent to a chunked session is not replaced while it may
+    /// come back; written off (or dropped, the session failed) it is; a pool left without
+    /// idle connections replaces at once.
+    #[test]
+    fn lent_connections_are_replaced_only_when_written_off() {
+        let p = pool(4, 8);
+        let mut parked: Vec<_> = (0..4).map(|_| p.park()).collect();
+        assert_eq!((p.idle(), p.deficit()), (4, 0));
+        parked[0].lend();
+        assert_eq!((p.idle(), p.deficit()), (3, 0));
+        parked[0].repay();
+        assert_eq!((p.idle(), p.deficit()), (4, 0));
+        parked[0].lend();
+        parked[0].write_off();
+        assert_eq!((p.idle(), p.deficit()), (3, 1));
+        // Back after its replacement was asked for: counted again (the filler's adapt trims).
+        parked[0].repay();
+        assert_eq!((p.idle(), p.deficit()), (4, 0));
+        parked[1].lend();
+        drop(parked.remove(1));
+        assert_eq!((p.idle(), p.deficit()), (3, 1));
+        drop(parked);
+        let mut last = p.park();
+        last.lend();
+        // Replaced at once, and the pool grows as when a take empties it.
+        assert_eq!((p.idle(), p.capacity(), p.deficit()), (0, 8, 8));
+    }
+
+    /// Only a TLS connection of its own is lent to a taker (a plain one is consumed), and only
+    /// once both ends agreed to reuse.
+    #[tokio::test]
+    async fn plain_connections_are_never_lent() {
+        let p = pool(2, 8);
+        p.set_reuse();
+        let (a, _pa) = pair().await;
+        p.put(a);
+        let (_, lent) = p.take_for(Duration::from_millis(10), true).await.unwrap();
+        assert!(lent.is_none());
+        // Consumed: the whole capacity is to be dialed (nothing counted as lent).
+        assert_eq!(p.deficit(), p.capacity());
     }
 
     #[tokio::test]

@@ -85,8 +85,9 @@ fn message() -> impl Strategy<Value = Message> {
             any::<u32>(),
             any::<bool>(),
             any::<bool>(),
+            any::<bool>(),
         )
-            .prop_map(|(session, flow, max, heartbeat_ms, tcp, udp)| {
+            .prop_map(|(session, flow, max, heartbeat_ms, tcp, udp, reuse)| {
                 Message::Welcome {
                     session,
                     flow,
@@ -94,8 +95,10 @@ fn message() -> impl Strategy<Value = Message> {
                     heartbeat_ms,
                     tcp,
                     udp,
+                    reuse,
                 }
             }),
+        Just(Message::Reuse),
         Just(Message::PoolReady),
         // Messages up to the frame limit (longer ones are cut, tested in protocol/tests.rs).
         (refuse_code(), any::<u8>(), "(?s).{0,300}")
@@ -103,11 +106,15 @@ fn message() -> impl Strategy<Value = Message> {
             .prop_map(|(code, arg, message)| Message::Refuse { code, arg, message }),
         any::<u64>().prop_map(|seq| Message::Ping { seq }),
         any::<u64>().prop_map(|seq| Message::Pong { seq }),
-        (stream_kind(), socket_addr(), socket_addr()).prop_map(|(kind, src, dst)| Message::Open {
-            kind,
-            src,
-            dst
-        }),
+        (stream_kind(), socket_addr(), socket_addr(), any::<bool>()).prop_map(
+            |(kind, src, dst, chunked)| Message::Open {
+                kind,
+                src,
+                dst,
+                // Only a TCP session travels in chunks.
+                chunked: chunked && kind == StreamKind::Tcp,
+            }
+        ),
         Just(Message::Goodbye),
     ]
 }

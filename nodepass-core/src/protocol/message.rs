@@ -142,6 +142,9 @@ pub enum Message {
         tcp: bool,
         /// Whether the server carries UDP.
         udp: bool,
+        /// Whether the server can reuse TLS pool connections (`TcpChunked` sessions); the
+        /// client agrees with [`Message::Reuse`].
+        reuse: bool,
     },
     /// Server → client on a pool connection: it is authenticated and in the pool.
     PoolReady,
@@ -172,9 +175,17 @@ pub enum Message {
         src: SocketAddr,
         /// The address the user connected to.
         dst: SocketAddr,
+        /// TCP only: the stream travels in chunks (`u16` length, then that many bytes; a zero
+        /// length ends one direction), after which the connection carries the next `Open`.
+        /// Sent only when both ends agreed (`Welcome`'s `reuse`, then `Reuse`). Kind byte 3
+        /// on the wire.
+        chunked: bool,
     },
     /// Server → client on the control connection: the server is shutting down.
     Goodbye,
+    /// Client → server on the control connection, only after a `Welcome` with `reuse`: the
+    /// client agrees to `TcpChunked` sessions on TLS pool connections.
+    Reuse,
 }
 
 const T_HELLO: u8 = super::HELLO_TYPE;
@@ -187,6 +198,7 @@ const T_PING: u8 = 0x07;
 const T_PONG: u8 = 0x08;
 const T_OPEN: u8 = 0x09;
 const T_GOODBYE: u8 = 0x0a;
+const T_REUSE: u8 = 0x0b;
 
 impl Message {
     /// A short name for logs and errors.
@@ -197,6 +209,7 @@ impl Message {
             Message::Proof { .. } => "proof",
             Message::Welcome { .. } => "welcome",
             Message::PoolReady => "pool-ready",
+            Message::Reuse => "reuse",
             Message::Refuse { .. } => "refuse",
             Message::Ping { .. } => "ping",
             Message::Pong { .. } => "pong",
@@ -212,6 +225,7 @@ impl Message {
             Message::Proof { .. } => T_PROOF,
             Message::Welcome { .. } => T_WELCOME,
             Message::PoolReady => T_POOL_READY,
+            Message::Reuse => T_REUSE,
             Message::Refuse { .. } => T_REFUSE,
             Message::Ping { .. } => T_PING,
             Message::Pong { .. } => T_PONG,
@@ -262,6 +276,7 @@ impl Message {
                 heartbeat_ms,
                 tcp,
                 udp,
+                reuse,
             } => {
                 dst.put_slice(session);
                 dst.put_u8(match flow {
@@ -270,9 +285,9 @@ impl Message {
                 });
                 dst.put_u32(*max);
                 dst.put_u32(*heartbeat_ms);
-                dst.put_u8(u8::from(*tcp) | (u8::from(*udp) << 1));
+                dst.put_u8(u8::from(*tcp) | (u8::from(*udp) << 1) | (u8::from(*reuse) << 2));
             }
-            Message::PoolReady | Message::Goodbye => {}
+            Message::PoolReady | Message::Goodbye | Message::Reuse => {}
             Message::Refuse { code, arg, message } => {
                 dst.put_u8(code.code());
                 dst.put_u8(*arg);
@@ -284,10 +299,16 @@ impl Message {
                 dst.put_slice(&message.as_bytes()[..end]);
             }
             Message::Ping { seq } | Message::Pong { seq } => dst.put_u64(*seq),
-            Message::Open { kind, src, dst: to } => {
-                dst.put_u8(match kind {
-                    StreamKind::Tcp => 1,
-                    StreamKind::Udp => 2,
+            Message::Open {
+                kind,
+                src,
+                dst: to,
+                chunked,
+            } => {
+                dst.put_u8(match (kind, chunked) {
+                    (StreamKind::Tcp, false) => 1,
+                    (StreamKind::Udp, _) => 2,
+                    (StreamKind::Tcp, true) => 3,
                 });
                 put_addr(dst, src);
                 put_addr(dst, to);
@@ -359,10 +380,12 @@ impl Message {
                     heartbeat_ms,
                     tcp: bits & 1 != 0,
                     udp: bits & 2 != 0,
+                    reuse: bits & 4 != 0,
                 }
             }
             T_POOL_READY => Message::PoolReady,
             T_GOODBYE => Message::Goodbye,
+            T_REUSE => Message::Reuse,
             T_REFUSE => {
                 let code = RefuseCode::from_code(r.u8("refuse")?);
                 let arg = r.u8("refuse")?;
@@ -380,15 +403,17 @@ impl Message {
                 seq: r.u64("pong")?,
             },
             T_OPEN => {
-                let kind = match r.u8("open")? {
-                    1 => StreamKind::Tcp,
-                    2 => StreamKind::Udp,
+                let (kind, chunked) = match r.u8("open")? {
+                    1 => (StreamKind::Tcp, false),
+                    2 => (StreamKind::Udp, false),
+                    3 => (StreamKind::Tcp, true),
                     _ => return Err(malformed("open", "unknown stream kind")),
                 };
                 Message::Open {
                     kind,
                     src: r.addr("open")?,
                     dst: r.addr("open")?,
+                    chunked,
                 }
             }
             other => return Err(ProtocolError::UnknownType(other)),

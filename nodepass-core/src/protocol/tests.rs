@@ -58,9 +58,11 @@ fn all_messages() -> Vec<Message> {
             heartbeat_ms: 5000,
             tcp: true,
             udp: false,
+            reuse: true,
         },
         Message::PoolReady,
         Message::Goodbye,
+        Message::Reuse,
         Message::Refuse {
             code: RefuseCode::TlsRequired,
             arg: 2,
@@ -72,11 +74,19 @@ fn all_messages() -> Vec<Message> {
             kind: StreamKind::Tcp,
             src: v4,
             dst: v6,
+            chunked: false,
+        },
+        Message::Open {
+            kind: StreamKind::Tcp,
+            src: v4,
+            dst: v6,
+            chunked: true,
         },
         Message::Open {
             kind: StreamKind::Udp,
             src: v6,
             dst: v4,
+            chunked: false,
         },
     ]
 }
@@ -160,6 +170,7 @@ fn open_layout_is_exact() {
             kind: StreamKind::Tcp,
             src: "10.0.0.1:80".parse().unwrap(),
             dst: "127.0.0.1:8080".parse().unwrap(),
+            chunked: false,
         },
         &mut buf,
     );
@@ -234,7 +245,7 @@ fn malformed_frames_are_errors_not_panics() {
             },
         ),
         (
-            vec![0x09, 0, 1, 3],
+            vec![0x09, 0, 1, 4],
             ProtocolError::Malformed {
                 kind: "open",
                 reason: "unknown stream kind",

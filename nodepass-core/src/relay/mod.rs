@@ -8,6 +8,7 @@
 //! the tunnel's shared rate limit (`rate`).
 
 mod copy;
+pub(crate) mod framed;
 mod metered;
 #[cfg(target_os = "linux")]
 pub(crate) mod splice;
@@ -73,23 +74,51 @@ pub(crate) async fn relay_stream(
     // The relay borrows both sockets, so the last close can still be turned into a reset once
     // the outcome is known (no second handle: that was two `dup`s and two `close`s per session).
     let res = relay_stream_inner(&mut local, &mut remote, prefix, ctx).await;
-    // Only a reset or abort is passed on: a broken pipe (the peer stopped reading) must not
-    // discard the other direction's data still queued in the kernel.
-    let abort = match &res {
-        Err(RelayEnd::Io(e)) => matches!(
-            e.kind(),
-            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
-        ),
-        Err(RelayEnd::Stopped) => true,
-        _ => false,
-    };
-    if abort {
+    if is_abort(&res) {
         let _ = socket2::SockRef::from(&local).set_linger(Some(Duration::ZERO));
         // An HTTP/2 or QUIC stream shares its connection: dropped unfinished, it is reset on
         // its own.
         remote.abort_on_close();
     }
     res
+}
+
+/// Whether a relay's end must reach both peers as a reset. Only a reset or abort is passed
+/// on: a broken pipe (the peer stopped reading) must not discard the other direction's data
+/// still queued in the kernel.
+fn is_abort(res: &Result<(u64, u64), RelayEnd>) -> bool {
+    match res {
+        Err(RelayEnd::Io(e)) => matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+        ),
+        Err(RelayEnd::Stopped) => true,
+        _ => false,
+    }
+}
+
+/// [`relay_stream`] for a chunked session (`Open`'s `chunked`, see [`framed`]) on a TLS pool
+/// connection; `prefix` holds the bytes already read off `remote` after the `Open`. Besides
+/// the outcome, gives back the connection and the bytes read past the session when both
+/// directions ended cleanly: it can carry the next `Open`.
+pub(crate) async fn relay_chunked(
+    mut local: TcpStream,
+    remote: TunnelStream,
+    prefix: BytesMut,
+    ctx: &RelayCtx,
+) -> (
+    Result<(u64, u64), RelayEnd>,
+    Option<(TunnelStream, BytesMut)>,
+) {
+    let mut framed = framed::Framed::new(remote, prefix);
+    let res = relay_tcp(&mut local, &mut framed, BytesMut::new(), ctx).await;
+    if is_abort(&res) {
+        let _ = socket2::SockRef::from(&local).set_linger(Some(Duration::ZERO));
+        framed.get_ref().abort_on_close();
+        return (res, None);
+    }
+    let back = (res.is_ok() && framed.reusable()).then(|| framed.into_parts());
+    (res, back)
 }
 
 async fn relay_stream_inner(

@@ -80,6 +80,15 @@ impl TunnelStream {
         }
     }
 
+    /// True for a TLS connection of its own (not shared, not a WebSocket): one that can carry
+    /// chunked sessions one after another (`docs/protocol.md`, reusable sessions).
+    pub fn is_reusable(&self) -> bool {
+        matches!(
+            self,
+            TunnelStream::ClientTls(_) | TunnelStream::ServerTls(_)
+        )
+    }
+
     /// True when the stream runs inside TLS.
     pub fn is_tls(&self) -> bool {
         match self {

@@ -140,6 +140,8 @@ struct Established {
     flow: Flow,
     max: u32,
     tls: Option<ClientTls>,
+    /// The server can carry chunked sessions (`Welcome`'s `reuse`).
+    reuse: bool,
 }
 
 impl Client {
@@ -449,7 +451,11 @@ impl Inner {
             })?;
         let Some((
             Message::Welcome {
-                session, flow, max, ..
+                session,
+                flow,
+                max,
+                reuse,
+                ..
             },
             session_key,
         )) = c.welcome
@@ -463,6 +469,7 @@ impl Inner {
             flow,
             max,
             tls: tls.cloned(),
+            reuse,
         })
     }
 
@@ -611,6 +618,7 @@ impl Inner {
             flow,
             max,
             tls,
+            reuse,
         } = est;
         let token = ctx.stop.child_token();
         let pool = Pool::new(
@@ -646,7 +654,17 @@ impl Inner {
             Flow::Forward => "forward: this client accepts the users",
         };
         tracing::info!(server = %self.cfg.params.tunnel, flow = %flow_name, "connected to the server");
-        let end = control::run(&mut wire, &ctx.shared.stats, &token, &ctx.opts).await;
+        // Agree to chunked sessions, so TLS pool connections carry one session after another
+        // (`docs/protocol.md`, reusable sessions); a server that did not offer them never
+        // hears of it.
+        let end = if reuse && let Err(e) = wire.send(&Message::Reuse).await {
+            control::ControlEnd::Lost(e.to_string())
+        } else {
+            if reuse {
+                pool.set_reuse();
+            }
+            control::run(&mut wire, &ctx.shared.stats, &token, &ctx.opts, None).await
+        };
         token.cancel();
         pool.clear();
         let end_kind = match &end {

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::TunnelOptions;
 use super::wire::{Wire, WireError};
+use crate::pool::Pool;
 use crate::protocol::Message;
 use crate::stats::Stats;
 use crate::transport::TunnelStream;
@@ -26,11 +27,13 @@ pub(crate) enum ControlEnd {
 
 /// Run heartbeats on `wire` until `cancel`, a goodbye, or the peer is lost. Pings go out every
 /// [`TunnelOptions::heartbeat_interval`]; each pong updates the round-trip time in `stats`.
+/// The server passes its `pool`: a client's `Reuse` marks it for chunked sessions.
 pub(crate) async fn run(
     wire: &mut Wire<TunnelStream>,
     stats: &Stats,
     cancel: &CancellationToken,
     opts: &TunnelOptions,
+    pool: Option<&Pool>,
 ) -> ControlEnd {
     let (interval, dead_after) = (opts.heartbeat_interval, opts.heartbeat_dead_after);
     let mut seq: u64 = 0;
@@ -71,6 +74,11 @@ pub(crate) async fn run(
                     }
                     Ok(Message::Pong { .. }) => {}
                     Ok(Message::Goodbye) => return ControlEnd::Goodbye,
+                    Ok(Message::Reuse) if pool.is_some() => {
+                        if let Some(p) = pool {
+                            p.set_reuse();
+                        }
+                    }
                     Ok(other) => {
                         return ControlEnd::Lost(format!("unexpected {} on the control connection", other.name()));
                     }

@@ -556,12 +556,15 @@ impl Server {
             heartbeat_ms: ctx.opts.heartbeat_interval.as_millis() as u32,
             tcp: self.cfg.params.tcp,
             udp: self.cfg.params.udp,
+            // This build can carry chunked sessions; they start once the client agrees.
+            reuse: true,
         };
         if let Err(e) = wire.send(&welcome).await {
             tracing::debug!(%peer, error = %e, "client left before the welcome");
         } else {
             tracing::info!(%peer, "client connected");
-            let end = control::run(&mut wire, &ctx.shared.stats, &token, &ctx.opts).await;
+            let end =
+                control::run(&mut wire, &ctx.shared.stats, &token, &ctx.opts, Some(&pool)).await;
             match end {
                 control::ControlEnd::Cancelled => {}
                 control::ControlEnd::Goodbye => tracing::info!(%peer, "client said goodbye"),

@@ -242,3 +242,81 @@ async fn websocket_smoke() {
     server.wait().await.unwrap();
     client.wait().await.unwrap();
 }
+
+/// A TCP forwarder to `to` that counts the connections it carries (here: tunnel connections,
+/// control and pool).
+async fn counting_forwarder(to: SocketAddr) -> nodepass_testkit::server::Server {
+    nodepass_testkit::server::Server::spawn(move |mut s, _| async move {
+        if let Ok(mut up) = TcpStream::connect(to).await {
+            let _ = tokio::io::copy_bidirectional(&mut s, &mut up).await;
+        }
+    })
+    .await
+}
+
+/// Issue 17: a TLS pool connection carries one session after another in chunks (both flows),
+/// so sequential sessions cost no new tunnel connection; every echo stays byte-exact, with the
+/// user's half-close passed on. Plain TCP pools (`tls=0`) keep one connection per session
+/// (splice needs the raw stream), which also shows that the count sees every connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_pool_connections_carry_one_session_after_another() {
+    const SESSIONS: usize = 24;
+    let payload: Vec<u8> = (0..40_000u32).map(|i| (i * 11 % 251) as u8).collect();
+    for (tls, flow) in [("1", 1), ("1", 2), ("0", 1)] {
+        let stop = CancellationToken::new();
+        let echo = echo_server().await;
+        // Reverse flow: the server takes the users; forward flow: the client does.
+        let (server_target, client_target) = if flow == 1 {
+            ("127.0.0.1:0".to_string(), echo.to_string())
+        } else {
+            (echo.to_string(), "127.0.0.1:0".to_string())
+        };
+        let server = start(
+            &format!("server://secret@127.0.0.1:0/{server_target}?mode={flow}&tls={tls}"),
+            &stop,
+        )
+        .await;
+        let fwd = counting_forwarder(server.local_addrs().tunnel.unwrap()).await;
+        let client = start(
+            &format!(
+                "client://secret@{}/{client_target}?mode=2&min=2",
+                fwd.addr()
+            ),
+            &stop,
+        )
+        .await;
+        ready(&client).await;
+        let users = if flow == 1 {
+            server.local_addrs().users.unwrap()
+        } else {
+            client.local_addrs().users.unwrap()
+        };
+        // Count from a full pool on (sessions while it fills may replace connections).
+        nodepass_testkit::wait::eventually(Duration::from_secs(10), "a full pool", || async {
+            (client.stats().pool_idle >= 2).then_some(())
+        })
+        .await;
+        let before = fwd.accepted();
+        for i in 0..SESSIONS {
+            let size = [1, 900, payload.len()][i % 3];
+            assert_eq!(
+                roundtrip(users, &payload[..size]).await,
+                &payload[..size],
+                "tls={tls} mode={flow} #{i}"
+            );
+        }
+        let made = fwd.accepted() - before;
+        if tls == "1" {
+            // Without reuse, one per session.
+            assert!(
+                made <= 2,
+                "tls={tls} mode={flow}: {made} new tunnel connections"
+            );
+        } else {
+            assert!(made > SESSIONS, "tls=0: {made} tunnel connections");
+        }
+        stop.cancel();
+        server.wait().await.unwrap();
+        client.wait().await.unwrap();
+    }
+}

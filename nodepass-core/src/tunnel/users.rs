@@ -16,9 +16,9 @@ use super::Ctx;
 use super::wire::{Wire, WireError};
 use crate::config::Endpoint;
 use crate::error::Result;
-use crate::pool::{Parked, Pool};
+use crate::pool::{Lent, Parked, Pool};
 use crate::protocol::{self, Message, StreamKind};
-use crate::relay::{RelayEnd, is_peer_disconnect, relay_stream};
+use crate::relay::{RelayEnd, framed, is_peer_disconnect, relay_chunked, relay_stream};
 use crate::sniff;
 use crate::stats::Stats;
 use crate::transport::TunnelStream;
@@ -191,7 +191,7 @@ async fn handle_user(
                     return;
                 }
             };
-            let Some((conn, first)) = opened else {
+            let Some(Opened { conn, first, lent }) = opened else {
                 Stats::add(&stats.refused, 1);
                 tracing::warn!(
                     %peer,
@@ -202,6 +202,19 @@ async fn handle_user(
             };
             Stats::add(&stats.tcp_rx, first as u64);
             let _active = stats.session(false);
+            if let Some(mut lent) = lent {
+                let session = relay_chunked(user, conn, BytesMut::new(), &ctx.relay);
+                let (res, back) = on_loan(session, || lent.write_off()).await;
+                // Both directions ended cleanly: the connection is idle again (nothing may
+                // follow the far side's end before our next `Open`).
+                if let Some((conn, rest)) = back
+                    && rest.is_empty()
+                {
+                    pool.give_back(lent, conn);
+                }
+                finish(res);
+                return;
+            }
             finish(relay_stream(user, conn, BytesMut::new(), &ctx.relay).await);
         }
         Upstream::Direct => match ctx.targets.connect_tcp(peer, dst).await {
@@ -238,7 +251,7 @@ pub(crate) async fn open_on_pool(
     wait: Duration,
 ) -> Option<TunnelStream> {
     match open_with_first_bytes(pool, kind, src, dst, None, wait).await {
-        Ok(opened) => opened.map(|(conn, _)| conn),
+        Ok(opened) => opened.map(|o| o.conn),
         // Without a user socket to read there is no user error.
         Err(_) => None,
     }
@@ -247,15 +260,25 @@ pub(crate) async fn open_on_pool(
 /// Largest number of the user's first bytes sent in the same write as `Open` (one TLS record).
 const FIRST_BYTES_MAX: usize = 16 * 1024;
 
+/// A session opened on a pool connection.
+pub(crate) struct Opened {
+    pub(crate) conn: TunnelStream,
+    /// User bytes sent with the `Open`.
+    pub(crate) first: usize,
+    /// The session travels in chunks and the connection, lent, can be reused after it.
+    pub(crate) lent: Option<Lent>,
+}
+
 /// [`open_on_pool`], and when `user` is given, whatever the user has already sent (at most
 /// [`FIRST_BYTES_MAX`], read without waiting) travels in the same write as the `Open`: one
 /// segment (one TLS record) instead of two, and the far side finds the first bytes with the
 /// `Open`, so it can write them to the target right after connecting. The far side relays
 /// optimistically: nothing waits for a confirmation of the target connection (a refused
-/// target resets the tunnel connection, which the relay passes on to the user). Returns the
-/// connection and the number of user bytes sent with the `Open` (`None`: no pool connection
-/// came in time), or the user socket's error (a reset before the session started: the pool
-/// connection is then closed with a reset, unused).
+/// target resets the tunnel connection, which the relay passes on to the user). A TCP session
+/// on a TLS connection of a pool whose ends agreed to reuse travels in chunks
+/// ([`Opened::chunked`]). Returns `None` when no pool connection came in time, or the user
+/// socket's error (a reset before the session started: the pool connection is then closed
+/// with a reset, unused).
 pub(crate) async fn open_with_first_bytes(
     pool: &Pool,
     kind: StreamKind,
@@ -263,29 +286,44 @@ pub(crate) async fn open_with_first_bytes(
     dst: SocketAddr,
     user: Option<&TcpStream>,
     wait: Duration,
-) -> std::io::Result<Option<(TunnelStream, usize)>> {
-    let mut frame = BytesMut::with_capacity(48);
-    protocol::encode(&Message::Open { kind, src, dst }, &mut frame);
-    let mut first = 0;
+) -> std::io::Result<Option<Opened>> {
+    let mut early = BytesMut::new();
     for attempt in 0..2 {
-        let Some(mut conn) = pool.take(wait).await else {
+        let Some((mut conn, lent)) = pool.take_for(wait, kind == StreamKind::Tcp).await else {
             return Ok(None);
         };
         if attempt == 0
             && let Some(user) = user
         {
-            // Read once, after the (possibly waited-for) take: the bytes stay in `frame` for
+            // Read once, after the (possibly waited-for) take: the bytes stay in `early` for
             // the retry.
-            match read_ready(user, &mut frame, FIRST_BYTES_MAX) {
-                Ok(n) => first = n,
-                Err(e) => {
-                    conn.abort_on_close();
-                    return Err(e);
-                }
+            if let Err(e) = read_ready(user, &mut early, FIRST_BYTES_MAX) {
+                conn.abort_on_close();
+                return Err(e);
             }
         }
+        let chunked = lent.is_some();
+        let mut frame = BytesMut::with_capacity(48 + 2 + early.len());
+        let open = Message::Open {
+            kind,
+            src,
+            dst,
+            chunked,
+        };
+        protocol::encode(&open, &mut frame);
+        if chunked {
+            framed::put_chunk(&mut frame, &early);
+        } else {
+            frame.extend_from_slice(&early);
+        }
         match write_flushed(&mut conn, &frame).await {
-            Ok(()) => return Ok(Some((conn, first))),
+            Ok(()) => {
+                return Ok(Some(Opened {
+                    conn,
+                    first: early.len(),
+                    lent,
+                }));
+            }
             Err(e) => tracing::debug!(error = %e, "pool connection dead on open, trying another"),
         }
     }
@@ -335,76 +373,164 @@ pub(crate) async fn serve_pool_conn(
     ctx: Ctx,
     session: CancellationToken,
 ) {
-    let msg = tokio::select! {
-        _ = session.cancelled() => return,
-        // The pool shrank: closing this connection tells the other side to drop its end.
-        _ = parked.retired() => return,
-        m = wire.recv() => m,
-    };
-    // `parked` is dropped (asking the filler for a replacement) once the target is connected:
-    // the refill dial then does not compete with this session's critical path.
-    let (kind, src, dst) = match msg {
-        Ok(Message::Open { kind, src, dst }) => (kind, src, dst),
-        Ok(other) => {
-            tracing::warn!(
-                got = other.name(),
-                "unexpected message on a pool connection"
-            );
-            return;
-        }
-        Err(WireError::Closed) => return,
-        Err(e) => {
-            tracing::debug!(error = %e, "pool connection lost");
-            return;
-        }
-    };
-    let span = tracing::debug_span!("session", %src);
-    async move {
-        let stats = &ctx.shared.stats;
-        let Some(_permit) = ctx.slots.try_acquire() else {
-            Stats::add(&stats.refused, 1);
-            tracing::debug!("slot limit reached, session refused");
-            return;
+    loop {
+        let msg = tokio::select! {
+            _ = session.cancelled() => return,
+            // The pool shrank: closing this connection tells the other side to drop its end.
+            _ = parked.retired() => return,
+            m = wire.recv() => m,
         };
-        match kind {
-            StreamKind::Tcp => {
-                if !ctx.params.tcp {
-                    tracing::warn!("tcp session refused: notcp=1");
-                    return;
-                }
-                let connected = ctx.targets.connect_tcp(src, dst).await;
-                drop(parked);
-                let (target, addr, lease) = match connected {
-                    Ok(t) => t,
-                    Err(e) => {
-                        tracing::warn!(
-                            targets = %targets_text(&ctx),
-                            error = %e,
-                            "no target reachable, session closed"
-                        );
-                        // The user sees a reset, as when dialing an unreachable target directly.
-                        wire.stream.abort_on_close();
-                        return;
-                    }
-                };
-                tracing::debug!(%addr, "target connected");
-                let _active = stats.session(false);
-                let (stream, prefix) = wire.into_parts();
-                let relay = Arc::new(lease).relay_ctx(&ctx.relay);
-                finish(relay_stream(target, stream, prefix, &relay).await);
+        // `parked` is dropped (asking the filler for a replacement) once the target is connected:
+        // the refill dial then does not compete with this session's critical path. A chunked
+        // session lends it instead, and the connection comes back for the next `Open`.
+        let (kind, src, dst, chunked) = match msg {
+            Ok(Message::Open {
+                kind,
+                src,
+                dst,
+                chunked,
+            }) => (kind, src, dst, chunked && kind == StreamKind::Tcp),
+            Ok(other) => {
+                tracing::warn!(
+                    got = other.name(),
+                    "unexpected message on a pool connection"
+                );
+                return;
             }
-            StreamKind::Udp => {
-                drop(parked);
-                if !ctx.params.udp {
-                    tracing::warn!("udp session refused: noudp=1");
+            Err(WireError::Closed) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "pool connection lost");
+                return;
+            }
+        };
+        let span = tracing::debug_span!("session", %src);
+        if !chunked {
+            return serve_open(wire, parked, ctx, kind, src, dst)
+                .instrument(span)
+                .await;
+        }
+        match serve_chunked(wire, &mut parked, &ctx, src, dst)
+            .instrument(span)
+            .await
+        {
+            // The session ended cleanly: wait for the next `Open`.
+            Some(back) => {
+                wire = back;
+                parked.repay();
+            }
+            None => return,
+        }
+    }
+}
+
+/// A chunked TCP session ([`Message::Open`]'s `chunked`) on a parked connection, lent to it
+/// (see [`crate::pool`]): dial a target and relay; the connection back when both directions
+/// ended cleanly. A session that outlives [`crate::pool::LOAN`] has its connection replaced.
+async fn serve_chunked(
+    wire: Wire<TunnelStream>,
+    parked: &mut Parked,
+    ctx: &Ctx,
+    src: SocketAddr,
+    dst: SocketAddr,
+) -> Option<Wire<TunnelStream>> {
+    let stats = &ctx.shared.stats;
+    let Some(_permit) = ctx.slots.try_acquire() else {
+        Stats::add(&stats.refused, 1);
+        tracing::debug!("slot limit reached, session refused");
+        return None;
+    };
+    if !ctx.params.tcp {
+        tracing::warn!("tcp session refused: notcp=1");
+        return None;
+    }
+    parked.lend();
+    let (target, addr, lease) = match ctx.targets.connect_tcp(src, dst).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(
+                targets = %targets_text(ctx),
+                error = %e,
+                "no target reachable, session closed"
+            );
+            // The user sees a reset, as when dialing an unreachable target directly.
+            wire.stream.abort_on_close();
+            return None;
+        }
+    };
+    tracing::debug!(%addr, "target connected");
+    let _active = stats.session(false);
+    let relay = Arc::new(lease).relay_ctx(&ctx.relay);
+    let (stream, prefix) = wire.into_parts();
+    let session = relay_chunked(target, stream, prefix, &relay);
+    let (res, back) = on_loan(session, || parked.write_off()).await;
+    finish(res);
+    back.map(|(stream, buf)| Wire { stream, buf })
+}
+
+/// Run a chunked `session`; if it outlives [`crate::pool::LOAN`], `write_off` its connection
+/// (the pool replaces it) and let it go on.
+async fn on_loan<F: Future>(session: F, write_off: impl FnOnce()) -> F::Output {
+    tokio::pin!(session);
+    tokio::select! {
+        r = &mut session => r,
+        _ = tokio::time::sleep(crate::pool::LOAN) => {
+            write_off();
+            session.await
+        }
+    }
+}
+
+/// One session on a pool connection whose `Open` was read: dial a target and relay.
+async fn serve_open(
+    wire: Wire<TunnelStream>,
+    parked: Parked,
+    ctx: Ctx,
+    kind: StreamKind,
+    src: SocketAddr,
+    dst: SocketAddr,
+) {
+    let stats = &ctx.shared.stats;
+    let Some(_permit) = ctx.slots.try_acquire() else {
+        Stats::add(&stats.refused, 1);
+        tracing::debug!("slot limit reached, session refused");
+        return;
+    };
+    match kind {
+        StreamKind::Tcp => {
+            if !ctx.params.tcp {
+                tracing::warn!("tcp session refused: notcp=1");
+                return;
+            }
+            let connected = ctx.targets.connect_tcp(src, dst).await;
+            drop(parked);
+            let (target, addr, lease) = match connected {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(
+                        targets = %targets_text(&ctx),
+                        error = %e,
+                        "no target reachable, session closed"
+                    );
+                    // The user sees a reset, as when dialing an unreachable target directly.
+                    wire.stream.abort_on_close();
                     return;
                 }
-                if let Err(e) = super::udp::serve_open(wire, &ctx).await {
-                    tracing::debug!(error = %e, "udp session ended");
-                }
+            };
+            tracing::debug!(%addr, "target connected");
+            let _active = stats.session(false);
+            let (stream, prefix) = wire.into_parts();
+            let relay = Arc::new(lease).relay_ctx(&ctx.relay);
+            finish(relay_stream(target, stream, prefix, &relay).await);
+        }
+        StreamKind::Udp => {
+            drop(parked);
+            if !ctx.params.udp {
+                tracing::warn!("udp session refused: noudp=1");
+                return;
+            }
+            if let Err(e) = super::udp::serve_open(wire, &ctx).await {
+                tracing::debug!(error = %e, "udp session ended");
             }
         }
     }
-    .instrument(span)
-    .await
 }
