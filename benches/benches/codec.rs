@@ -29,6 +29,7 @@ fn messages() -> Vec<(&'static str, Message)> {
                 kind: StreamKind::Tcp,
                 src,
                 dst,
+                chunked: false,
             },
         ),
         ("ping", Message::Ping { seq: 42 }),
