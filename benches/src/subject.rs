@@ -153,11 +153,18 @@ impl Subject {
                 procs: Vec::new(),
             }),
             Subject::Nodepass { tls, pool_type } => start_nodepass(ctx, *tls, *pool_type),
+            // A peer that does not carry its first echo is started once more, afresh: the Go
+            // NodePass sometimes loses its first pool connection and stalls ("pool connection
+            // not found"), which says nothing about its speed once it runs.
             Subject::Peer {
                 spec,
                 tls,
                 pool_type,
-            } => start_peer(ctx, spec, *tls, *pool_type),
+            } => start_peer(ctx, spec, *tls, *pool_type).or_else(|first| {
+                eprintln!("{}: {first:#}; starting it once more", spec.name);
+                start_peer(ctx, spec, *tls, *pool_type)
+                    .map_err(|again| again.context(format!("and before: {first:#}")))
+            }),
         }
     }
 }
