@@ -232,17 +232,23 @@ impl Pool {
     /// Count a taken connection as lent (see [`Lent`]); a pool already short replaces it at
     /// once.
     fn lent(&self) -> Lent {
-        self.inner.lent.fetch_add(1, Relaxed);
-        self.inner.low_water.fetch_min(self.idle(), Relaxed);
         let mut lent = Lent {
             pool: self.clone(),
             written_off: false,
         };
-        if self.short_for_loan() {
+        if self.count_lent() {
             lent.write_off();
         }
-        self.publish();
         lent
+    }
+
+    /// Count one more connection as lent (taken off the idle ones by the caller); true when
+    /// the pool is now short, so the loan must be written off at once.
+    fn count_lent(&self) -> bool {
+        self.inner.lent.fetch_add(1, Relaxed);
+        self.inner.low_water.fetch_min(self.idle(), Relaxed);
+        self.publish();
+        self.short_for_loan()
     }
 
     /// A lent connection whose session ended cleanly: idle again, at the back of the queue
@@ -423,15 +429,10 @@ impl Parked {
     /// is not replaced yet. A pool already short replaces it at once.
     pub(crate) fn lend(&mut self) {
         debug_assert_eq!(self.state, Loan::Idle);
-        let inner = &self.pool.inner;
-        inner.parked.fetch_sub(1, Relaxed);
-        inner.lent.fetch_add(1, Relaxed);
+        self.pool.inner.parked.fetch_sub(1, Relaxed);
         self.state = Loan::Lent;
-        inner.low_water.fetch_min(self.pool.idle(), Relaxed);
-        if self.pool.short_for_loan() {
+        if self.pool.count_lent() {
             self.write_off();
-        } else {
-            self.pool.publish();
         }
     }
 

@@ -276,7 +276,7 @@ pub(crate) struct Opened {
 /// optimistically: nothing waits for a confirmation of the target connection (a refused
 /// target resets the tunnel connection, which the relay passes on to the user). A TCP session
 /// on a TLS connection of a pool whose ends agreed to reuse travels in chunks
-/// ([`Opened::chunked`]). Returns `None` when no pool connection came in time, or the user
+/// ([`Opened::lent`]). Returns `None` when no pool connection came in time, or the user
 /// socket's error (a reset before the session started: the pool connection is then closed
 /// with a reset, unused).
 pub(crate) async fn open_with_first_bytes(
@@ -444,20 +444,7 @@ async fn serve_chunked(
         return None;
     }
     parked.lend();
-    let (target, addr, lease) = match ctx.targets.connect_tcp(src, dst).await {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::warn!(
-                targets = %targets_text(ctx),
-                error = %e,
-                "no target reachable, session closed"
-            );
-            // The user sees a reset, as when dialing an unreachable target directly.
-            wire.stream.abort_on_close();
-            return None;
-        }
-    };
-    tracing::debug!(%addr, "target connected");
+    let (target, lease) = dial_target(ctx, &wire, src, dst).await?;
     let _active = stats.session(false);
     let relay = Arc::new(lease).relay_ctx(&ctx.relay);
     let (stream, prefix) = wire.into_parts();
@@ -476,6 +463,31 @@ async fn on_loan<F: Future>(session: F, write_off: impl FnOnce()) -> F::Output {
         _ = tokio::time::sleep(crate::pool::LOAN) => {
             write_off();
             session.await
+        }
+    }
+}
+
+/// Dial the target of a session opened on `wire`. When none is reachable, say so and reset
+/// the pool connection: the user sees a reset, as when dialing an unreachable target directly.
+async fn dial_target(
+    ctx: &Ctx,
+    wire: &Wire<TunnelStream>,
+    src: SocketAddr,
+    dst: SocketAddr,
+) -> Option<(TcpStream, super::targets::Lease)> {
+    match ctx.targets.connect_tcp(src, dst).await {
+        Ok((target, addr, lease)) => {
+            tracing::debug!(%addr, "target connected");
+            Some((target, lease))
+        }
+        Err(e) => {
+            tracing::warn!(
+                targets = %targets_text(ctx),
+                error = %e,
+                "no target reachable, session closed"
+            );
+            wire.stream.abort_on_close();
+            None
         }
     }
 }
@@ -501,22 +513,11 @@ async fn serve_open(
                 tracing::warn!("tcp session refused: notcp=1");
                 return;
             }
-            let connected = ctx.targets.connect_tcp(src, dst).await;
+            let connected = dial_target(&ctx, &wire, src, dst).await;
             drop(parked);
-            let (target, addr, lease) = match connected {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::warn!(
-                        targets = %targets_text(&ctx),
-                        error = %e,
-                        "no target reachable, session closed"
-                    );
-                    // The user sees a reset, as when dialing an unreachable target directly.
-                    wire.stream.abort_on_close();
-                    return;
-                }
+            let Some((target, lease)) = connected else {
+                return;
             };
-            tracing::debug!(%addr, "target connected");
             let _active = stats.session(false);
             let (stream, prefix) = wire.into_parts();
             let relay = Arc::new(lease).relay_ctx(&ctx.relay);
