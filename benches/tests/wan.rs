@@ -74,8 +74,25 @@ fn check(profile: &str) {
         e.sent,
         p.round_trip_loss()
     );
-    // The link's own counters agree: what it dropped is what went missing one way.
-    assert_eq!(tb.a_to_b().lost, lost, "{profile}");
+    // The link's own counters agree: what it dropped is what went missing one way, give or
+    // take the few packets that were not probes (the kernel's own, such as IPv6 neighbour
+    // discovery: they cross the link too and may be dropped) and the probes a full send
+    // buffer kept from the link (counted as sent and lost).
+    let link = tb.a_to_b();
+    let strays = link.received.saturating_sub(e.sent);
+    let unsent = e.sent.saturating_sub(link.received);
+    assert!(
+        strays.max(unsent) <= e.sent / 100,
+        "{profile}: the link carried {} packets for {} probes",
+        link.received,
+        e.sent
+    );
+    assert!(
+        (lost.saturating_sub(unsent)..=lost + strays).contains(&link.lost),
+        "{profile}: the link dropped {} where {lost} probes were lost ({} packets read)",
+        link.lost,
+        link.received
+    );
     if p.loss == 0.0 {
         assert_eq!((lost, missing), (0, 0), "{profile}");
     }
