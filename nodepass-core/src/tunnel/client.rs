@@ -816,7 +816,11 @@ impl Filler {
             };
             handshake::connect(stream, session, ClientKey::Session(&key)).await
         };
-        let fut = tokio::time::timeout(self.ctx.opts.handshake_timeout, fut).in_current_span();
+        // The timer is made where the future runs (inside `async`): one made here would belong
+        // to this runtime and be polled from the maintenance thread, even as this one shuts
+        // down (a panic there).
+        let limit = self.ctx.opts.handshake_timeout;
+        let fut = async move { tokio::time::timeout(limit, fut).await }.in_current_span();
         // The dial and both handshakes run at low priority unless urgent (issue 17): on a busy
         // host they then give way to the sessions they replenish.
         let conn = tokio::select! {

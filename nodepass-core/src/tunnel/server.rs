@@ -377,7 +377,8 @@ impl Server {
     /// The whole handshake of a new tunnel connection (TLS, transport layer, keyed handshake),
     /// bounded by the pre-authentication timeout.
     fn handshake(self: Arc<Self>, tcp: TcpStream, ctx: Ctx) -> impl Future<Output = Handshaken> {
-        tokio::time::timeout(ctx.opts.preauth_timeout, async move {
+        let limit = ctx.opts.preauth_timeout;
+        let accept = async move {
             let carried = handshake::accept_transport(
                 tcp,
                 self.tls.as_ref(),
@@ -386,8 +387,10 @@ impl Server {
             )
             .await?;
             self.carried(carried).await
-        })
-        .in_current_span()
+        };
+        // The timer is made where the future runs: on the maintenance thread when offloaded
+        // (one made here would fire into this runtime from there, even as it shuts down).
+        async move { tokio::time::timeout(limit, accept).await }.in_current_span()
     }
 
     /// [`Self::handshake`] for a WebSocket server at low priority: the TLS below the
@@ -401,9 +404,11 @@ impl Server {
         let deadline = tokio::time::Instant::now() + ctx.opts.preauth_timeout;
         let code = self.cfg.tls.code();
         let this = self.clone();
-        let layer = tokio::time::timeout_at(deadline, async move {
-            handshake::accept_layer(tcp, this.tls.as_ref(), code, PoolType::WebSocket).await
-        });
+        // The timer is made where the future runs (see `handshake`).
+        let layer = async move {
+            let layer = handshake::accept_layer(tcp, this.tls.as_ref(), code, PoolType::WebSocket);
+            tokio::time::timeout_at(deadline, layer).await
+        };
         let (layer, ran) = match background::offload(layer.in_current_span()).await? {
             (Err(elapsed), _) => return Ok((Err(elapsed), background::Ran::Inline)),
             (Ok(layer), ran) => (layer, ran),
