@@ -58,6 +58,9 @@ struct Direction {
     cap: usize,
     amt: u64,
     read_done: bool,
+    /// A read error met while topping up a buffer that already held data: reported once
+    /// that data is written (the bytes before a cut still reach the far side).
+    read_err: Option<io::Error>,
     need_flush: bool,
     done: bool,
 }
@@ -74,6 +77,11 @@ impl Direction {
         W: AsyncWrite + ?Sized,
     {
         loop {
+            if self.pos == self.cap
+                && let Some(e) = self.read_err.take()
+            {
+                return Poll::Ready(Err(e));
+            }
             if self.pos == self.cap && !self.read_done {
                 let mut buf = self.buf.take().unwrap_or_else(take_buffer);
                 let mut rb = ReadBuf::new(&mut buf);
@@ -108,6 +116,7 @@ impl Direction {
             // possible (fewer, fuller TLS records); a pending read just means "write now".
             if self.pos == 0
                 && !self.read_done
+                && self.read_err.is_none()
                 && let Some(buf) = self.buf.as_mut()
             {
                 while self.cap < buf.len() {
@@ -118,7 +127,10 @@ impl Direction {
                             break;
                         }
                         Poll::Ready(Ok(())) => self.cap += rb.filled().len(),
-                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Ready(Err(e)) => {
+                            self.read_err = Some(e);
+                            break;
+                        }
                         Poll::Pending => break,
                     }
                 }
