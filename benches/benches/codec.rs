@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use bytes::BytesMut;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use nodepass_core::protocol::{self, ConnKind, Message, StreamKind, datagram};
+use nodepass_core::protocol::{self, Chunks, ConnKind, Message, StreamKind, datagram};
 
 /// The messages of the hot paths: a pool connection's hello, the open of a user session and
 /// a heartbeat.
@@ -29,7 +29,7 @@ fn messages() -> Vec<(&'static str, Message)> {
                 kind: StreamKind::Tcp,
                 src,
                 dst,
-                chunked: false,
+                chunks: Chunks::Off,
             },
         ),
         ("ping", Message::Ping { seq: 42 }),

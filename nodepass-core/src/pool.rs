@@ -12,8 +12,8 @@
 //! used at all). Shrinking closes the connections beyond the new capacity: queued ones at once,
 //! parked ones through [`Parked::retired`], so the peer sees them close and drops its end too.
 //!
-//! A TLS pool connection can carry one session after another (issue 17; `docs/protocol.md`,
-//! reusable sessions). The parked side then *lends* it to a session ([`Parked::lend`]): it no
+//! A pool connection of its own (TCP or TLS) can carry one session after another (issue 17;
+//! `docs/protocol.md`, reusable sessions). The parked side then *lends* it to a session ([`Parked::lend`]): it no
 //! longer counts as idle, but the filler does not replace it either, since it is expected
 //! back. A session that outlives [`LOAN`] (or starts while the pool is short) has its
 //! connection written off ([`Parked::write_off`]) and replaced at once; one that ends cleanly
@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use crate::protocol::Chunks;
 use crate::stats::Stats;
 use crate::transport::TunnelStream;
 
@@ -45,6 +46,8 @@ struct Inner {
     lent: AtomicUsize,
     /// Both ends agreed to reuse TLS pool connections (see the module doc).
     reuse: AtomicBool,
+    /// Both ends agreed to reuse plain TCP pool connections.
+    reuse_plain: AtomicBool,
     available: Notify,
     demand: Notify,
     min: usize,
@@ -73,6 +76,7 @@ impl Pool {
                 parked: AtomicUsize::new(0),
                 lent: AtomicUsize::new(0),
                 reuse: AtomicBool::new(false),
+                reuse_plain: AtomicBool::new(false),
                 available: Notify::new(),
                 demand: Notify::new(),
                 min,
@@ -149,14 +153,25 @@ impl Pool {
             .saturating_sub(self.idle() + self.inner.lent.load(Relaxed))
     }
 
-    /// Whether both ends agreed to reuse TLS pool connections after a session.
-    pub(crate) fn reuses(&self) -> bool {
-        self.inner.reuse.load(Relaxed)
+    /// How a TCP session on `conn` travels: in chunks when `conn` can carry them and both ends
+    /// agreed to reuse connections of its kind (TLS, or plain TCP).
+    pub(crate) fn chunks_for(&self, conn: &TunnelStream) -> Chunks {
+        let agreed = match conn.chunks() {
+            Chunks::Off => false,
+            Chunks::Narrow => self.inner.reuse.load(Relaxed),
+            Chunks::Wide => self.inner.reuse_plain.load(Relaxed),
+        };
+        if agreed { conn.chunks() } else { Chunks::Off }
     }
 
-    /// Record that both ends agreed to reuse TLS pool connections.
-    pub(crate) fn set_reuse(&self) {
-        self.inner.reuse.store(true, Relaxed);
+    /// Record that both ends agreed to reuse pool connections of one kind: TLS ones
+    /// ([`Chunks::Narrow`]) or plain TCP ones ([`Chunks::Wide`]).
+    pub(crate) fn set_reuse(&self, chunks: Chunks) {
+        match chunks {
+            Chunks::Off => {}
+            Chunks::Narrow => self.inner.reuse.store(true, Relaxed),
+            Chunks::Wide => self.inner.reuse_plain.store(true, Relaxed),
+        }
     }
 
     /// Add an idle connection and wake one waiting taker.
@@ -172,16 +187,17 @@ impl Pool {
         self.try_take_for(false).map(|(c, _)| c)
     }
 
-    /// [`Pool::try_take`]; with `lend`, a connection that can carry chunked sessions (both ends
-    /// agreed, TLS of its own) is lent rather than consumed: not replaced while its session
-    /// may give it back ([`Lent`]).
+    /// [`Pool::try_take`]; with `lend`, a connection that can carry chunked sessions
+    /// ([`Pool::chunks_for`]) is lent rather than consumed: not replaced while its session may
+    /// give it back ([`Lent`]).
     fn try_take_for(&self, lend: bool) -> Option<(TunnelStream, Option<Lent>)> {
         loop {
             let conn = crate::sync::lock(&self.inner.queue).pop_front();
             match conn {
                 Some(c) if c.is_idle_healthy() => {
-                    if lend && self.reuses() && c.is_reusable() {
-                        let lent = self.lent();
+                    let chunks = self.chunks_for(&c);
+                    if lend && chunks != Chunks::Off {
+                        let lent = self.lent(chunks);
                         return Some((c, Some(lent)));
                     }
                     self.consumed();
@@ -231,9 +247,10 @@ impl Pool {
 
     /// Count a taken connection as lent (see [`Lent`]); a pool already short replaces it at
     /// once.
-    fn lent(&self) -> Lent {
+    fn lent(&self, chunks: Chunks) -> Lent {
         let mut lent = Lent {
             pool: self.clone(),
+            chunks,
             written_off: false,
         };
         if self.count_lent() {
@@ -382,10 +399,16 @@ impl Pool {
 #[derive(Debug)]
 pub(crate) struct Lent {
     pool: Pool,
+    chunks: Chunks,
     written_off: bool,
 }
 
 impl Lent {
+    /// How the session travels on the lent connection.
+    pub(crate) fn chunks(&self) -> Chunks {
+        self.chunks
+    }
+
     /// The session outlived its loan: replace the connection now (it may still come back).
     pub(crate) fn write_off(&mut self) {
         if !self.written_off {
@@ -564,18 +587,34 @@ mod tests {
         assert_eq!((p.idle(), p.capacity(), p.deficit()), (0, 8, 8));
     }
 
-    /// Only a TLS connection of its own is lent to a taker (a plain one is consumed), and only
-    /// once both ends agreed to reuse.
+    /// A connection is lent to a taker only once both ends agreed to reuse, and only for a
+    /// session that can be chunked (a TCP one, `lend`); otherwise it is consumed.
     #[tokio::test]
-    async fn plain_connections_are_never_lent() {
+    async fn connections_are_lent_only_after_the_agreement() {
         let p = pool(2, 8);
-        p.set_reuse();
         let (a, _pa) = pair().await;
         p.put(a);
         let (_, lent) = p.take_for(Duration::from_millis(10), true).await.unwrap();
         assert!(lent.is_none());
         // Consumed: the whole capacity is to be dialed (nothing counted as lent).
         assert_eq!(p.deficit(), p.capacity());
+        p.set_reuse(Chunks::Narrow);
+        let (b, _pb) = pair().await;
+        p.put(b);
+        let (_, lent) = p.take_for(Duration::from_millis(10), true).await.unwrap();
+        assert!(lent.is_none(), "plain TCP needs its own agreement");
+        p.set_reuse(Chunks::Wide);
+        let (b, _pb) = pair().await;
+        p.put(b);
+        let (_, lent) = p.take_for(Duration::from_millis(10), false).await.unwrap();
+        assert!(lent.is_none(), "not for a session that cannot be chunked");
+        let (c, _pc) = pair().await;
+        let (d, _pd) = pair().await;
+        p.put(c);
+        p.put(d);
+        let (_, lent) = p.take_for(Duration::from_millis(10), true).await.unwrap();
+        let lent = lent.expect("a TCP connection of its own, after the agreement");
+        assert_eq!(lent.chunks(), Chunks::Wide);
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::BytesMut;
 use nodepass_core::protocol::{
-    self, ConnKind, FRAME_HEADER_LEN, Flow, MAX_FRAME_LEN, Message, RefuseCode, StreamKind,
+    self, Chunks, ConnKind, FRAME_HEADER_LEN, Flow, MAX_FRAME_LEN, Message, RefuseCode, StreamKind,
     datagram, proxy,
 };
 use proptest::prelude::*;
@@ -86,19 +86,24 @@ fn message() -> impl Strategy<Value = Message> {
             any::<bool>(),
             any::<bool>(),
             any::<bool>(),
+            any::<bool>(),
         )
-            .prop_map(|(session, flow, max, heartbeat_ms, tcp, udp, reuse)| {
-                Message::Welcome {
-                    session,
-                    flow,
-                    max,
-                    heartbeat_ms,
-                    tcp,
-                    udp,
-                    reuse,
+            .prop_map(
+                |(session, flow, max, heartbeat_ms, tcp, udp, reuse, reuse_plain)| {
+                    Message::Welcome {
+                        session,
+                        flow,
+                        max,
+                        heartbeat_ms,
+                        tcp,
+                        udp,
+                        reuse,
+                        reuse_plain,
+                    }
                 }
-            }),
+            ),
         Just(Message::Reuse),
+        Just(Message::ReusePlain),
         Just(Message::PoolReady),
         // Messages up to the frame limit (longer ones are cut, tested in protocol/tests.rs).
         (refuse_code(), any::<u8>(), "(?s).{0,300}")
@@ -106,15 +111,23 @@ fn message() -> impl Strategy<Value = Message> {
             .prop_map(|(code, arg, message)| Message::Refuse { code, arg, message }),
         any::<u64>().prop_map(|seq| Message::Ping { seq }),
         any::<u64>().prop_map(|seq| Message::Pong { seq }),
-        (stream_kind(), socket_addr(), socket_addr(), any::<bool>()).prop_map(
-            |(kind, src, dst, chunked)| Message::Open {
+        (
+            stream_kind(),
+            socket_addr(),
+            socket_addr(),
+            prop_oneof![Just(Chunks::Off), Just(Chunks::Narrow), Just(Chunks::Wide)]
+        )
+            .prop_map(|(kind, src, dst, chunks)| Message::Open {
                 kind,
                 src,
                 dst,
                 // Only a TCP session travels in chunks.
-                chunked: chunked && kind == StreamKind::Tcp,
-            }
-        ),
+                chunks: if kind == StreamKind::Tcp {
+                    chunks
+                } else {
+                    Chunks::Off
+                },
+            }),
         Just(Message::Goodbye),
     ]
 }

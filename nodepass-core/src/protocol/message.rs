@@ -39,6 +39,32 @@ pub enum StreamKind {
     Udp,
 }
 
+/// How a TCP session's bytes travel on its pool connection (`Open`'s `chunks`). In chunks, a
+/// length then that many bytes, and a zero length ends one direction (a half-close); after
+/// both ends the connection carries the next `Open`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chunks {
+    /// Raw bytes: the connection ends with the session (`Open` kind byte 1).
+    Off,
+    /// 2-byte lengths (kind byte 3), on TLS pool connections: a chunk of at most 64 KiB − 2 is
+    /// four full TLS records with its length.
+    Narrow,
+    /// 4-byte lengths (kind byte 4), on plain TCP pool connections: a chunk is as large as one
+    /// `splice` moves (up to 1 MiB), so bulk transfers pay one extra small write per chunk.
+    Wide,
+}
+
+impl Chunks {
+    /// Bytes of a chunk's length (0 for [`Chunks::Off`]).
+    pub fn len_bytes(self) -> usize {
+        match self {
+            Chunks::Off => 0,
+            Chunks::Narrow => 2,
+            Chunks::Wide => 4,
+        }
+    }
+}
+
 /// Why a peer refused a connection; sent in `Refuse` before closing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefuseCode {
@@ -142,9 +168,12 @@ pub enum Message {
         tcp: bool,
         /// Whether the server carries UDP.
         udp: bool,
-        /// Whether the server can reuse TLS pool connections (`TcpChunked` sessions); the
-        /// client agrees with [`Message::Reuse`].
+        /// Whether the server can reuse TLS pool connections ([`Chunks::Narrow`] sessions);
+        /// the client agrees with [`Message::Reuse`]. Flag bit 2.
         reuse: bool,
+        /// Whether the server can reuse plain TCP pool connections ([`Chunks::Wide`]
+        /// sessions); the client agrees with [`Message::ReusePlain`]. Flag bit 3.
+        reuse_plain: bool,
     },
     /// Server → client on a pool connection: it is authenticated and in the pool.
     PoolReady,
@@ -175,17 +204,20 @@ pub enum Message {
         src: SocketAddr,
         /// The address the user connected to.
         dst: SocketAddr,
-        /// TCP only: the stream travels in chunks (`u16` length, then that many bytes; a zero
-        /// length ends one direction), after which the connection carries the next `Open`.
-        /// Sent only when both ends agreed (`Welcome`'s `reuse`, then `Reuse`). Kind byte 3
-        /// on the wire.
-        chunked: bool,
+        /// TCP only: whether the stream travels in chunks, after which the connection
+        /// carries the next `Open`. Chunked only when both ends agreed (`Welcome`'s `reuse`
+        /// then `Reuse` for [`Chunks::Narrow`], `reuse_plain` then `ReusePlain` for
+        /// [`Chunks::Wide`]). Ignored for UDP.
+        chunks: Chunks,
     },
     /// Server → client on the control connection: the server is shutting down.
     Goodbye,
     /// Client → server on the control connection, only after a `Welcome` with `reuse`: the
-    /// client agrees to `TcpChunked` sessions on TLS pool connections.
+    /// client agrees to [`Chunks::Narrow`] sessions on TLS pool connections.
     Reuse,
+    /// Client → server on the control connection, only after a `Welcome` with `reuse_plain`:
+    /// the client agrees to [`Chunks::Wide`] sessions on plain TCP pool connections.
+    ReusePlain,
 }
 
 const T_HELLO: u8 = super::HELLO_TYPE;
@@ -199,6 +231,7 @@ const T_PONG: u8 = 0x08;
 const T_OPEN: u8 = 0x09;
 const T_GOODBYE: u8 = 0x0a;
 const T_REUSE: u8 = 0x0b;
+const T_REUSE_PLAIN: u8 = 0x0c;
 
 impl Message {
     /// A short name for logs and errors.
@@ -210,6 +243,7 @@ impl Message {
             Message::Welcome { .. } => "welcome",
             Message::PoolReady => "pool-ready",
             Message::Reuse => "reuse",
+            Message::ReusePlain => "reuse-plain",
             Message::Refuse { .. } => "refuse",
             Message::Ping { .. } => "ping",
             Message::Pong { .. } => "pong",
@@ -226,6 +260,7 @@ impl Message {
             Message::Welcome { .. } => T_WELCOME,
             Message::PoolReady => T_POOL_READY,
             Message::Reuse => T_REUSE,
+            Message::ReusePlain => T_REUSE_PLAIN,
             Message::Refuse { .. } => T_REFUSE,
             Message::Ping { .. } => T_PING,
             Message::Pong { .. } => T_PONG,
@@ -277,6 +312,7 @@ impl Message {
                 tcp,
                 udp,
                 reuse,
+                reuse_plain,
             } => {
                 dst.put_slice(session);
                 dst.put_u8(match flow {
@@ -285,9 +321,14 @@ impl Message {
                 });
                 dst.put_u32(*max);
                 dst.put_u32(*heartbeat_ms);
-                dst.put_u8(u8::from(*tcp) | (u8::from(*udp) << 1) | (u8::from(*reuse) << 2));
+                dst.put_u8(
+                    u8::from(*tcp)
+                        | (u8::from(*udp) << 1)
+                        | (u8::from(*reuse) << 2)
+                        | (u8::from(*reuse_plain) << 3),
+                );
             }
-            Message::PoolReady | Message::Goodbye | Message::Reuse => {}
+            Message::PoolReady | Message::Goodbye | Message::Reuse | Message::ReusePlain => {}
             Message::Refuse { code, arg, message } => {
                 dst.put_u8(code.code());
                 dst.put_u8(*arg);
@@ -303,12 +344,13 @@ impl Message {
                 kind,
                 src,
                 dst: to,
-                chunked,
+                chunks,
             } => {
-                dst.put_u8(match (kind, chunked) {
-                    (StreamKind::Tcp, false) => 1,
+                dst.put_u8(match (kind, chunks) {
+                    (StreamKind::Tcp, Chunks::Off) => 1,
                     (StreamKind::Udp, _) => 2,
-                    (StreamKind::Tcp, true) => 3,
+                    (StreamKind::Tcp, Chunks::Narrow) => 3,
+                    (StreamKind::Tcp, Chunks::Wide) => 4,
                 });
                 put_addr(dst, src);
                 put_addr(dst, to);
@@ -381,11 +423,13 @@ impl Message {
                     tcp: bits & 1 != 0,
                     udp: bits & 2 != 0,
                     reuse: bits & 4 != 0,
+                    reuse_plain: bits & 8 != 0,
                 }
             }
             T_POOL_READY => Message::PoolReady,
             T_GOODBYE => Message::Goodbye,
             T_REUSE => Message::Reuse,
+            T_REUSE_PLAIN => Message::ReusePlain,
             T_REFUSE => {
                 let code = RefuseCode::from_code(r.u8("refuse")?);
                 let arg = r.u8("refuse")?;
@@ -403,17 +447,18 @@ impl Message {
                 seq: r.u64("pong")?,
             },
             T_OPEN => {
-                let (kind, chunked) = match r.u8("open")? {
-                    1 => (StreamKind::Tcp, false),
-                    2 => (StreamKind::Udp, false),
-                    3 => (StreamKind::Tcp, true),
+                let (kind, chunks) = match r.u8("open")? {
+                    1 => (StreamKind::Tcp, Chunks::Off),
+                    2 => (StreamKind::Udp, Chunks::Off),
+                    3 => (StreamKind::Tcp, Chunks::Narrow),
+                    4 => (StreamKind::Tcp, Chunks::Wide),
                     _ => return Err(malformed("open", "unknown stream kind")),
                 };
                 Message::Open {
                     kind,
                     src: r.addr("open")?,
                     dst: r.addr("open")?,
-                    chunked,
+                    chunks,
                 }
             }
             other => return Err(ProtocolError::UnknownType(other)),

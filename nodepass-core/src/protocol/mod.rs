@@ -16,7 +16,7 @@ pub mod datagram;
 mod message;
 pub mod proxy;
 
-pub use message::{ConnKind, Flow, Message, PakeMsg, RefuseCode, SessionId, StreamKind};
+pub use message::{Chunks, ConnKind, Flow, Message, PakeMsg, RefuseCode, SessionId, StreamKind};
 
 use bytes::{Buf, BufMut, BytesMut};
 

@@ -59,10 +59,12 @@ fn all_messages() -> Vec<Message> {
             tcp: true,
             udp: false,
             reuse: true,
+            reuse_plain: true,
         },
         Message::PoolReady,
         Message::Goodbye,
         Message::Reuse,
+        Message::ReusePlain,
         Message::Refuse {
             code: RefuseCode::TlsRequired,
             arg: 2,
@@ -74,19 +76,25 @@ fn all_messages() -> Vec<Message> {
             kind: StreamKind::Tcp,
             src: v4,
             dst: v6,
-            chunked: false,
+            chunks: Chunks::Off,
         },
         Message::Open {
             kind: StreamKind::Tcp,
             src: v4,
             dst: v6,
-            chunked: true,
+            chunks: Chunks::Narrow,
+        },
+        Message::Open {
+            kind: StreamKind::Tcp,
+            src: v6,
+            dst: v6,
+            chunks: Chunks::Wide,
         },
         Message::Open {
             kind: StreamKind::Udp,
             src: v6,
             dst: v4,
-            chunked: false,
+            chunks: Chunks::Off,
         },
     ]
 }
@@ -170,7 +178,7 @@ fn open_layout_is_exact() {
             kind: StreamKind::Tcp,
             src: "10.0.0.1:80".parse().unwrap(),
             dst: "127.0.0.1:8080".parse().unwrap(),
-            chunked: false,
+            chunks: Chunks::Off,
         },
         &mut buf,
     );
@@ -245,7 +253,7 @@ fn malformed_frames_are_errors_not_panics() {
             },
         ),
         (
-            vec![0x09, 0, 1, 4],
+            vec![0x09, 0, 1, 5],
             ProtocolError::Malformed {
                 kind: "open",
                 reason: "unknown stream kind",

@@ -1,9 +1,11 @@
-//! Chunked sessions (issue 17): a TCP session on a reusable TLS pool connection travels in
-//! chunks, `u16` big-endian length then that many bytes, and a zero length ends one
-//! direction (as a TCP half-close would). [`Framed`] reads exactly up to the end of the
-//! session, never past it, so once both directions ended the connection can carry the next
-//! `Open` instead of being closed and replaced by a new TLS handshake. The layout is in
-//! `docs/protocol.md` (reusable sessions).
+//! Chunked sessions (issue 17): a TCP session on a reusable pool connection travels in
+//! chunks, a big-endian length ([`Chunks::Narrow`]: 2 bytes, on TLS; [`Chunks::Wide`]: 4
+//! bytes, on plain TCP) then that many bytes, and a zero length ends one direction (as a TCP
+//! half-close would). [`Framed`] reads exactly up to the end of the session, never past it, so
+//! once both directions ended the connection can carry the next `Open` instead of being closed
+//! and replaced by a new connection and handshake. The layout is in `docs/protocol.md`
+//! (reusable sessions). Plain connections normally take the spliced twin of this
+//! (`super::splice::relay_chunked`); [`Framed`] carries them under a rate limit.
 
 use std::io;
 use std::pin::Pin;
@@ -12,22 +14,52 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Largest chunk: with its 2-byte length, four full TLS records (64 KiB of payload), so the
-/// relay's 64 KiB writes stay one write each (one flush to the socket) and a chunk never
-/// spills a few bytes into a record of their own.
-const CHUNK: usize = 64 * 1024 - 2;
+use crate::protocol::Chunks;
 
-/// Append `data` to `out` as chunks of at most [`CHUNK`] bytes (nothing when empty).
-pub(crate) fn put_chunk(out: &mut BytesMut, data: &[u8]) {
-    for piece in data.chunks(CHUNK) {
-        out.put_u16(piece.len() as u16);
+/// Largest narrow chunk: with its 2-byte length, four full TLS records (64 KiB of payload),
+/// so the relay's 64 KiB writes stay one write each (one flush to the socket) and a chunk
+/// never spills a few bytes into a record of their own.
+pub(crate) const CHUNK: usize = 64 * 1024 - 2;
+
+/// Largest chunk of a kind.
+fn most(chunks: Chunks) -> usize {
+    match chunks {
+        Chunks::Wide => u32::MAX as usize,
+        _ => CHUNK,
+    }
+}
+
+/// A chunk's length as it travels: the first [`Chunks::len_bytes`] bytes of the result.
+pub(crate) fn length(chunks: Chunks, n: usize) -> [u8; 4] {
+    match chunks {
+        Chunks::Wide => (n as u32).to_be_bytes(),
+        _ => {
+            let [a, b] = (n as u16).to_be_bytes();
+            [a, b, 0, 0]
+        }
+    }
+}
+
+/// Read a chunk's length from its first [`Chunks::len_bytes`] bytes.
+pub(crate) fn parse_length(chunks: Chunks, hdr: [u8; 4]) -> usize {
+    match chunks {
+        Chunks::Wide => u32::from_be_bytes(hdr) as usize,
+        _ => usize::from(u16::from_be_bytes([hdr[0], hdr[1]])),
+    }
+}
+
+/// Append `data` to `out` as chunks of a kind (nothing when empty).
+pub(crate) fn put_chunk(out: &mut BytesMut, chunks: Chunks, data: &[u8]) {
+    let len_bytes = chunks.len_bytes();
+    for piece in data.chunks(most(chunks)) {
+        out.put_slice(&length(chunks, piece.len())[..len_bytes]);
         out.extend_from_slice(piece);
     }
 }
 
 #[derive(Debug, Clone, Copy)]
 enum ReadState {
-    Header { got: usize, hdr: [u8; 2] },
+    Header { got: usize, hdr: [u8; 4] },
     Body(usize),
     Ended,
 }
@@ -37,9 +69,10 @@ enum ReadState {
 pub(crate) struct Framed<S> {
     inner: S,
     prefix: BytesMut,
+    chunks: Chunks,
     read: ReadState,
-    /// The length of the chunk being written and how many of its two bytes are out.
-    hdr: ([u8; 2], usize),
+    /// The length of the chunk being written and how many of its bytes are out.
+    hdr: ([u8; 4], usize),
     /// Bytes of the current chunk still to write after its length.
     owed: usize,
     /// The zero length that ends our direction is (being) written.
@@ -47,16 +80,19 @@ pub(crate) struct Framed<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
-    /// `prefix`: bytes already read from `inner` after the `Open`.
-    pub(crate) fn new(inner: S, prefix: BytesMut) -> Self {
+    /// `prefix`: bytes already read from `inner` after the `Open`; `chunks`: narrow or wide
+    /// (not [`Chunks::Off`]).
+    pub(crate) fn new(inner: S, prefix: BytesMut, chunks: Chunks) -> Self {
+        debug_assert_ne!(chunks, Chunks::Off);
         Framed {
             inner,
             prefix,
+            chunks,
             read: ReadState::Header {
                 got: 0,
-                hdr: [0; 2],
+                hdr: [0; 4],
             },
-            hdr: ([0; 2], 2),
+            hdr: ([0; 4], chunks.len_bytes()),
             owed: 0,
             ending: false,
         }
@@ -69,7 +105,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
 
     /// True when both directions ended cleanly: the connection can carry another session.
     pub(crate) fn reusable(&self) -> bool {
-        matches!(self.read, ReadState::Ended) && self.ending && self.hdr.1 == 2
+        matches!(self.read, ReadState::Ended) && self.ending && self.hdr_done()
     }
 
     /// The stream and the bytes read past the session's end (none unless the peer misbehaved).
@@ -90,18 +126,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
         Poll::Ready(Ok(rb.filled().len()))
     }
 
+    fn hdr_done(&self) -> bool {
+        self.hdr.1 == self.chunks.len_bytes()
+    }
+
     /// Write what is left of the current length, and with it up to `owed` bytes of `data`
     /// (one vectored write: one TLS record for both). Returns the bytes of `data` written.
     fn poll_header(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        while self.hdr.1 < 2 {
+        let len_bytes = self.chunks.len_bytes();
+        while self.hdr.1 < len_bytes {
             let (hdr, off) = self.hdr;
             let body = &data[..data.len().min(self.owed)];
-            let bufs = [io::IoSlice::new(&hdr[off..]), io::IoSlice::new(body)];
+            let bufs = [
+                io::IoSlice::new(&hdr[off..len_bytes]),
+                io::IoSlice::new(body),
+            ];
             let n = ready!(Pin::new(&mut self.inner).poll_write_vectored(cx, &bufs))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            let in_hdr = n.min(2 - off);
+            let in_hdr = n.min(len_bytes - off);
             self.hdr.1 += in_hdr;
             let in_body = n - in_hdr;
             self.owed -= in_body;
@@ -112,9 +156,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
         Poll::Ready(Ok(0))
     }
 }
+
 /// The connection ended without the session's end: the session was cut, and the relay passes
 /// that on as a reset (an abort), never as a complete stream.
-fn cut() -> io::Error {
+pub(crate) fn cut() -> io::Error {
     io::Error::new(
         io::ErrorKind::ConnectionAborted,
         "the tunnel connection ended before the session's end",
@@ -139,14 +184,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Framed<S> {
             let step = match this.read {
                 ReadState::Ended => return Poll::Ready(Ok(())),
                 ReadState::Header { mut got, mut hdr } => {
-                    match this.poll_raw(cx, &mut hdr[got..]) {
+                    let len_bytes = this.chunks.len_bytes();
+                    match this.poll_raw(cx, &mut hdr[got..len_bytes]) {
                         Poll::Ready(Ok(0)) => Poll::Ready(Err(cut())),
                         Poll::Ready(Ok(n)) => {
                             got += n;
-                            this.read = if got < 2 {
+                            this.read = if got < len_bytes {
                                 ReadState::Header { got, hdr }
                             } else {
-                                match u16::from_be_bytes(hdr) as usize {
+                                match parse_length(this.chunks, hdr) {
                                     0 => ReadState::Ended,
                                     len => ReadState::Body(len),
                                 }
@@ -166,7 +212,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Framed<S> {
                             this.read = if rem == n {
                                 ReadState::Header {
                                     got: 0,
-                                    hdr: [0; 2],
+                                    hdr: [0; 4],
                                 }
                             } else {
                                 ReadState::Body(rem - n)
@@ -202,8 +248,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Framed<S> {
         }
         if this.owed == 0 {
             // A new chunk: its length travels with its bytes.
-            let n = data.len().min(CHUNK);
-            this.hdr = ((n as u16).to_be_bytes(), 0);
+            let n = data.len().min(most(this.chunks));
+            this.hdr = (length(this.chunks, n), 0);
             this.owed = n;
         }
         let n = ready!(this.poll_header(cx, data))?;
@@ -231,7 +277,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Framed<S> {
         }
         if !this.ending {
             this.ending = true;
-            this.hdr = ([0; 2], 0);
+            this.hdr = ([0; 4], 0);
         }
         ready!(this.poll_header(cx, &[]))?;
         Pin::new(&mut this.inner).poll_flush(cx)
@@ -247,7 +293,7 @@ mod tests {
     #[tokio::test]
     async fn a_cut_session_is_an_abort() {
         let (a, mut b) = tokio::io::duplex(64);
-        let mut fa = Framed::new(a, BytesMut::new());
+        let mut fa = Framed::new(a, BytesMut::new(), Chunks::Narrow);
         b.write_all(&[0, 5, b'a', b'b']).await.unwrap();
         drop(b);
         let mut got = Vec::new();
@@ -257,17 +303,52 @@ mod tests {
         assert!(!fa.reusable());
     }
 
+    /// Ending a direction inside a chunk whose length is out would leave the peer waiting
+    /// for bytes that never come: refused. Nothing may be written after the end.
+    #[tokio::test]
+    async fn no_end_inside_a_chunk_and_no_write_after_the_end() {
+        let (a, mut b) = tokio::io::duplex(8);
+        let mut fa = Framed::new(a, BytesMut::new(), Chunks::Narrow);
+        // The pipe takes 8 bytes: the length and 6 of the 100 announced.
+        assert_eq!(fa.write(&[7u8; 100]).await.unwrap(), 6);
+        let err = fa.shutdown().await.unwrap_err();
+        assert!(err.to_string().contains("inside a chunk"), "{err}");
+        let mut head = [0u8; 8];
+        b.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head[..2], &[0, 100]);
+        // A direction ended cleanly takes no more writes.
+        let (c, _d) = tokio::io::duplex(64);
+        let mut fc = Framed::new(c, BytesMut::new(), Chunks::Narrow);
+        fc.write_all(b"x").await.unwrap();
+        fc.shutdown().await.unwrap();
+        let err = fc.write(b"y").await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+    }
+
+    /// Both kinds of chunk: a session larger than a narrow chunk goes through, both ends see
+    /// the other's end, and the stream carries on after it unread.
     #[tokio::test]
     async fn both_directions_end_and_the_stream_carries_on() {
+        for chunks in [Chunks::Narrow, Chunks::Wide] {
+            carry_and_reuse(chunks).await;
+        }
+    }
+
+    async fn carry_and_reuse(chunks: Chunks) {
         let (a, b) = tokio::io::duplex(64);
         let (mut fa, mut fb) = (
-            Framed::new(a, BytesMut::new()),
-            Framed::new(b, BytesMut::new()),
+            Framed::new(a, BytesMut::new(), chunks),
+            Framed::new(b, BytesMut::new(), chunks),
         );
         let data: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
         let d2 = data.clone();
         let w = tokio::spawn(async move {
-            fa.write_all(&d2).await.unwrap();
+            // One write larger than a narrow chunk.
+            let mut left = &d2[..];
+            while !left.is_empty() {
+                let n = fa.write(left).await.unwrap();
+                left = &left[n..];
+            }
             fa.shutdown().await.unwrap();
             let mut got = Vec::new();
             fa.read_to_end(&mut got).await.unwrap();
@@ -278,7 +359,7 @@ mod tests {
         });
         let mut got = Vec::new();
         fb.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got, data);
+        assert!(got == data, "{chunks:?}: bytes differ");
         fb.write_all(b"back").await.unwrap();
         fb.shutdown().await.unwrap();
         assert!(fb.reusable());
@@ -288,5 +369,15 @@ mod tests {
         let mut next = [0u8; 4];
         s.read_exact(&mut next).await.unwrap();
         assert_eq!(&next, b"next");
+    }
+
+    #[test]
+    fn lengths_are_big_endian_of_their_width() {
+        let mut out = BytesMut::new();
+        put_chunk(&mut out, Chunks::Wide, b"abc");
+        put_chunk(&mut out, Chunks::Narrow, b"de");
+        assert_eq!(&out[..], b"\0\0\0\x03abc\0\x02de");
+        assert_eq!(parse_length(Chunks::Wide, [0, 1, 0, 2]), 65538);
+        assert_eq!(parse_length(Chunks::Narrow, [1, 2, 9, 9]), 258);
     }
 }

@@ -25,6 +25,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::limit::RateLimiter;
+use crate::protocol::Chunks;
 use crate::stats::Stats;
 use crate::transport::TunnelStream;
 
@@ -97,20 +98,40 @@ fn is_abort(res: &Result<(u64, u64), RelayEnd>) -> bool {
     }
 }
 
-/// [`relay_stream`] for a chunked session (`Open`'s `chunked`, see [`framed`]) on a TLS pool
-/// connection; `prefix` holds the bytes already read off `remote` after the `Open`. Besides
-/// the outcome, gives back the connection and the bytes read past the session when both
-/// directions ended cleanly: it can carry the next `Open`.
+/// [`relay_stream`] for a chunked session (`Open`'s `chunks`, see [`framed`]) on a pool
+/// connection of its own; `prefix` holds the bytes already read off `remote` after the `Open`.
+/// Wide chunks on a plain connection are spliced, like [`relay_stream`], without a rate limit.
+/// Besides the outcome, gives back the connection and the bytes read past the session when
+/// both directions ended cleanly: it can carry the next `Open`.
 pub(crate) async fn relay_chunked(
     mut local: TcpStream,
     remote: TunnelStream,
     prefix: BytesMut,
+    chunks: Chunks,
     ctx: &RelayCtx,
 ) -> (
     Result<(u64, u64), RelayEnd>,
     Option<(TunnelStream, BytesMut)>,
 ) {
-    let mut framed = framed::Framed::new(remote, prefix);
+    #[cfg(target_os = "linux")]
+    if let TunnelStream::Plain(tcp) = &remote
+        && chunks == Chunks::Wide
+        && ctx.zero_copy
+        && ctx.rate.is_none()
+    {
+        return match splice::relay_chunked(&local, tcp, prefix, ctx).await {
+            Ok((carried, rest)) => (Ok(carried), Some((remote, rest))),
+            Err(end) => {
+                let res = Err(end);
+                if is_abort(&res) {
+                    let _ = socket2::SockRef::from(&local).set_linger(Some(Duration::ZERO));
+                    remote.abort_on_close();
+                }
+                (res, None)
+            }
+        };
+    }
+    let mut framed = framed::Framed::new(remote, prefix, chunks);
     let res = relay_tcp(&mut local, &mut framed, BytesMut::new(), ctx).await;
     if is_abort(&res) {
         let _ = socket2::SockRef::from(&local).set_linger(Some(Duration::ZERO));

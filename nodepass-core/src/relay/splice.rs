@@ -16,12 +16,13 @@ use std::net::Shutdown;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use rustix::pipe::{self, PipeFlags, SpliceFlags};
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
-use super::{Activity, RelayCtx, RelayEnd};
+use super::{Activity, RelayCtx, RelayEnd, framed};
+use crate::protocol::Chunks;
 
 /// Pipe capacity requested per direction (the kernel may grant less; that is fine).
 pub(crate) const PIPE_SIZE: usize = 1 << 20;
@@ -82,11 +83,64 @@ fn splice(from: impl AsFd, to: impl AsFd, len: usize) -> io::Result<usize> {
     )?)
 }
 
-/// Move everything from `from` to `to` until EOF, then shut down `to`'s write half. Counts the
-/// bytes written to `to` into `counter`.
+/// Move `n` bytes that are in pipe `p` to `to`, counting them as they go.
+async fn drain(
+    p: &Pipe,
+    to: &TcpStream,
+    n: usize,
+    counter: &AtomicU64,
+    tap: &impl Fn(u64),
+) -> io::Result<u64> {
+    let mut left = n;
+    while left > 0 {
+        to.writable().await?;
+        match to.try_io(Interest::WRITABLE, || splice(&p.read, to, left)) {
+            Ok(n) => {
+                left -= n;
+                counter.fetch_add(n as u64, Relaxed);
+                tap(n as u64);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            // The pipe may still hold bytes: the caller drops it (closed), not cached.
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n as u64)
+}
+
+/// Write all of `buf` to `to`; `more` holds it back for the data that follows (`MSG_MORE`),
+/// so a chunk's length leaves in the same segment as its bytes.
+async fn send_all(to: &TcpStream, mut buf: &[u8], more: bool) -> io::Result<()> {
+    let flags = if more { libc::MSG_MORE } else { 0 };
+    while !buf.is_empty() {
+        to.writable().await?;
+        match to.try_io(Interest::WRITABLE, || {
+            socket2::SockRef::from(to).send_with_flags(buf, flags)
+        }) {
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Half-close: the far side sees EOF and may still answer.
+fn shutdown_write(to: &TcpStream) -> io::Result<()> {
+    match socket2::SockRef::from(to).shutdown(Shutdown::Write) {
+        Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Move everything from `from` to `to` until EOF, then end `to`'s direction: a write
+/// shutdown, or with `chunks` a wide chunk length before each piece and a zero length at the
+/// end ([`super::framed`]'s layout, so the connection can carry another session). Counts the
+/// bytes written to `to` (lengths excluded) into `counter`.
 async fn one_way(
     from: &TcpStream,
     to: &TcpStream,
+    chunks: bool,
     counter: &AtomicU64,
     tap: impl Fn(u64),
     activity: &Activity,
@@ -112,31 +166,86 @@ async fn one_way(
                     Err(e) => return Err(e),
                 };
             activity.touch();
-            let mut left = filled;
-            while left > 0 {
-                to.writable().await?;
-                match to.try_io(Interest::WRITABLE, || splice(&p.read, to, left)) {
-                    Ok(n) => {
-                        left -= n;
-                        total += n as u64;
-                        counter.fetch_add(n as u64, Relaxed);
-                        tap(n as u64);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    // The pipe may still hold bytes: it is dropped (closed), not cached.
-                    Err(e) => return Err(e),
-                }
+            if chunks {
+                send_all(to, &framed::length(Chunks::Wide, filled), true).await?;
             }
+            total += drain(&p, to, filled, counter, &tap).await?;
             activity.touch();
         }
     }
-    // Half-close: the far side sees EOF and may still answer.
-    match socket2::SockRef::from(to).shutdown(Shutdown::Write) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
-        Err(e) => return Err(e),
+    if chunks {
+        send_all(to, &[0; 4], false).await?;
+    } else {
+        shutdown_write(to)?;
     }
     Ok(total)
+}
+
+/// The reading direction of a wide-chunked session: move each chunk's bytes from `from` (the
+/// tunnel connection) to `to`, reading exactly up to the zero length that ends the direction
+/// (nothing past it), then shut down `to`'s write half. `prefix` holds bytes already read from
+/// `from`; what is left of it past the end is returned with the byte count.
+async fn from_chunks(
+    from: &TcpStream,
+    to: &TcpStream,
+    mut prefix: BytesMut,
+    counter: &AtomicU64,
+    tap: impl Fn(u64),
+    activity: &Activity,
+) -> io::Result<(u64, BytesMut)> {
+    let mut total = 0u64;
+    loop {
+        let mut hdr = [0u8; 4];
+        let mut got = 0;
+        while got < hdr.len() {
+            if !prefix.is_empty() {
+                hdr[got] = prefix[0];
+                prefix.advance(1);
+                got += 1;
+                continue;
+            }
+            from.readable().await?;
+            match from.try_read(&mut hdr[got..]) {
+                Ok(0) => return Err(framed::cut()),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut left = framed::parse_length(Chunks::Wide, hdr);
+        if left == 0 {
+            break;
+        }
+        activity.touch();
+        if !prefix.is_empty() {
+            let n = left.min(prefix.len());
+            send_all(to, &prefix[..n], false).await?;
+            prefix.advance(n);
+            left -= n;
+            total += n as u64;
+            counter.fetch_add(n as u64, Relaxed);
+            tap(n as u64);
+        }
+        while left > 0 {
+            from.readable().await?;
+            let p = take_pipe()?;
+            while left > 0 {
+                let filled = match from.try_io(Interest::READABLE, || splice(from, &p.write, left))
+                {
+                    Ok(0) => return Err(framed::cut()),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                };
+                left -= filled;
+                total += drain(&p, to, filled, counter, &tap).await?;
+            }
+            give_pipe(p);
+            activity.touch();
+        }
+    }
+    shutdown_write(to)?;
+    Ok((total, prefix))
 }
 
 /// Relay `local` (user or target socket) and `remote` (plain tunnel connection or target) with
@@ -157,35 +266,59 @@ pub(crate) async fn relay(
             t.written(prefix.len() as u64);
         }
     }
-    let tap = ctx.tap.as_deref();
+    let (read, written) = taps(ctx);
     let local = &*local;
-    let up = one_way(
-        local,
-        remote,
-        &stats.tcp_rx,
-        |n| {
+    let up = one_way(local, remote, false, &stats.tcp_rx, read, &activity);
+    let down = one_way(remote, local, false, &stats.tcp_tx, written, &activity);
+    let (u, d) = bounded(async { tokio::try_join!(up, down) }, &activity, ctx).await?;
+    Ok((u, d + prefix.len() as u64))
+}
+
+/// [`relay`] for a session in wide chunks on a plain pool connection ([`super::framed`]'s
+/// layout, spliced: each chunk's length is a small write of its own, its bytes never leave the
+/// kernel). `prefix` holds the bytes already read off `remote` after the `Open`. Returns the
+/// bytes carried and what was read past the session's end (nothing from a well-behaved peer)
+/// when both directions ended cleanly: `remote` can then carry the next `Open`.
+pub(crate) async fn relay_chunked(
+    local: &TcpStream,
+    remote: &TcpStream,
+    prefix: BytesMut,
+    ctx: &RelayCtx,
+) -> Result<((u64, u64), BytesMut), RelayEnd> {
+    let activity = Activity::new();
+    let stats = &ctx.stats;
+    let (read, written) = taps(ctx);
+    let up = one_way(local, remote, true, &stats.tcp_rx, read, &activity);
+    let down = from_chunks(remote, local, prefix, &stats.tcp_tx, written, &activity);
+    let (u, (d, rest)) = bounded(async { tokio::try_join!(up, down) }, &activity, ctx).await?;
+    Ok(((u, d), rest))
+}
+
+/// The extra accounting of the local socket's reads and writes ([`RelayCtx::tap`]).
+fn taps(ctx: &RelayCtx) -> (impl Fn(u64) + '_, impl Fn(u64) + '_) {
+    let tap = ctx.tap.as_deref();
+    (
+        move |n| {
             if let Some(t) = tap {
                 t.read(n)
             }
         },
-        &activity,
-    );
-    let down = one_way(
-        remote,
-        local,
-        &stats.tcp_tx,
-        |n| {
+        move |n| {
             if let Some(t) = tap {
                 t.written(n)
             }
         },
-        &activity,
-    );
+    )
+}
+
+/// Run both directions of a relay until done, the idle timeout, or the tunnel's hard stop.
+async fn bounded<T>(
+    both: impl Future<Output = io::Result<T>>,
+    activity: &Activity,
+    ctx: &RelayCtx,
+) -> Result<T, RelayEnd> {
     tokio::select! {
-        r = async { tokio::try_join!(up, down) } => {
-            let (u, d) = r?;
-            Ok((u, d + prefix.len() as u64))
-        }
+        r = both => Ok(r?),
         _ = activity.idle_for(ctx.idle_timeout) => Err(RelayEnd::Idle),
         _ = ctx.hard_stop.cancelled() => Err(RelayEnd::Stopped),
     }

@@ -210,3 +210,122 @@ async fn splice_path_sends_the_prefix_first_and_propagates_half_close() {
     })
     .await;
 }
+
+/// user <-> [local_in | chunked relay | tunnel_in] <-> far, where `far` speaks chunks: the
+/// relay hands the user the chunk begun in the prefix (its rest arrives on the socket), carries
+/// 300 KB up (several chunks, more than a pipe holds at once), passes the half-close both ways
+/// as zero lengths, and gives the connection back unread past the session's end: the bytes
+/// that follow it are still there for the next `Open`.
+async fn chunked_session_then_reuse(zero_copy: bool) {
+    let (mut user, local_in) = pair().await;
+    let (tunnel_in, mut far) = pair().await;
+    let mut c = ctx();
+    c.zero_copy = zero_copy;
+    let stats = c.stats.clone();
+    // The `Open` was followed by the start of a chunk: its length and two of its five bytes.
+    let prefix = BytesMut::from(&[0, 0, 0, 5, b'e', b'a'][..]);
+    let relay = tokio::spawn(async move {
+        relay_chunked(
+            local_in,
+            TunnelStream::Plain(tunnel_in),
+            prefix,
+            Chunks::Wide,
+            &c,
+        )
+        .await
+    });
+    let up: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    let far_task = tokio::spawn(async move {
+        far.write_all(b"rly").await.unwrap();
+        let mut framed = framed::Framed::new(far, BytesMut::new(), Chunks::Wide);
+        let mut got = Vec::new();
+        framed.read_to_end(&mut got).await.unwrap();
+        framed.write_all(b" answer").await.unwrap();
+        framed.shutdown().await.unwrap();
+        assert!(framed.reusable());
+        let (mut far, _) = framed.into_parts();
+        far.write_all(b"next").await.unwrap();
+        (got, far)
+    });
+    user.write_all(&up).await.unwrap();
+    user.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    user.read_to_end(&mut answer).await.unwrap();
+    assert_eq!(answer, b"early answer");
+    let (got, _far) = far_task.await.unwrap();
+    assert!(got == up, "zero_copy={zero_copy}: upstream bytes differ");
+    let (res, back) = relay.await.unwrap();
+    assert_eq!(res.unwrap(), (300_000, 12), "zero_copy={zero_copy}");
+    let s = stats.snapshot();
+    assert_eq!((s.tcp_rx, s.tcp_tx), (300_000, 12));
+    let (mut conn, rest) = back.expect("the connection comes back");
+    let mut next = rest.to_vec();
+    while next.len() < 4 {
+        let mut b = [0u8; 4];
+        let n = conn.read(&mut b[..4 - next.len()]).await.unwrap();
+        assert_ne!(n, 0, "the connection closed");
+        next.extend_from_slice(&b[..n]);
+    }
+    assert_eq!(next, b"next");
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spliced_chunked_session_ends_cleanly_and_the_connection_carries_on() {
+    chunked_session_then_reuse(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copied_chunked_session_ends_cleanly_and_the_connection_carries_on() {
+    chunked_session_then_reuse(false).await;
+}
+
+/// A tunnel connection that closes inside a chunked session is an abort: the relay gives no
+/// connection back and resets the user, who gets the bytes before the cut and then a reset,
+/// never a clean end of stream.
+async fn cut_chunked_session(zero_copy: bool) {
+    let (mut user, local_in) = pair().await;
+    let (tunnel_in, mut far) = pair().await;
+    let mut c = ctx();
+    c.zero_copy = zero_copy;
+    let relay = tokio::spawn(async move {
+        let prefix = BytesMut::new();
+        relay_chunked(
+            local_in,
+            TunnelStream::Plain(tunnel_in),
+            prefix,
+            Chunks::Wide,
+            &c,
+        )
+        .await
+    });
+    // A chunk of ten announced, two sent, then the connection ends.
+    far.write_all(&[0, 0, 0, 10, b'a', b'b']).await.unwrap();
+    far.shutdown().await.unwrap();
+    let (res, back) = relay.await.unwrap();
+    let err = match res {
+        Err(RelayEnd::Io(e)) => e,
+        other => panic!("zero_copy={zero_copy}: {other:?}"),
+    };
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
+    assert!(back.is_none());
+    let mut got = Vec::new();
+    let end = user.read_to_end(&mut got).await;
+    assert_eq!(got, b"ab", "zero_copy={zero_copy}");
+    assert_eq!(
+        end.unwrap_err().kind(),
+        io::ErrorKind::ConnectionReset,
+        "zero_copy={zero_copy}"
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_cut_spliced_chunked_session_resets_the_user() {
+    cut_chunked_session(true).await;
+}
+
+#[tokio::test]
+async fn a_cut_copied_chunked_session_resets_the_user() {
+    cut_chunked_session(false).await;
+}

@@ -28,6 +28,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::protocol::Chunks;
 use crate::protocol::auth::{BINDING_LEN, EXPORTER_LABEL};
 
 /// A tunnel connection: plain TCP, TLS over TCP, or a WebSocket over either, on either side.
@@ -80,13 +81,15 @@ impl TunnelStream {
         }
     }
 
-    /// True for a TLS connection of its own (not shared, not a WebSocket): one that can carry
-    /// chunked sessions one after another (`docs/protocol.md`, reusable sessions).
-    pub fn is_reusable(&self) -> bool {
-        matches!(
-            self,
-            TunnelStream::ClientTls(_) | TunnelStream::ServerTls(_)
-        )
+    /// How this connection would carry chunked sessions one after another
+    /// (`docs/protocol.md`, reusable sessions): a TLS one of its own in narrow chunks, a plain
+    /// TCP one in wide chunks (spliced), others (shared or WebSocket) not at all.
+    pub fn chunks(&self) -> Chunks {
+        match self {
+            TunnelStream::Plain(_) => Chunks::Wide,
+            TunnelStream::ClientTls(_) | TunnelStream::ServerTls(_) => Chunks::Narrow,
+            _ => Chunks::Off,
+        }
     }
 
     /// True when the stream runs inside TLS.

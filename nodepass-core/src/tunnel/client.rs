@@ -24,7 +24,7 @@ use crate::config::{ClientConfig, ClientMode, Host, Movable, PoolType, WsBinding
 use crate::error::{Error, ErrorKind, Result, TunnelError};
 use crate::pool::Pool;
 use crate::protocol::auth::ProofKey;
-use crate::protocol::{Flow, Message, SessionId};
+use crate::protocol::{Chunks, Flow, Message, SessionId};
 use crate::transport::TunnelStream;
 use crate::transport::http2::{ALPN_H2, H2Client};
 use crate::transport::net::tune_tunnel_stream;
@@ -140,8 +140,10 @@ struct Established {
     flow: Flow,
     max: u32,
     tls: Option<ClientTls>,
-    /// The server can carry chunked sessions (`Welcome`'s `reuse`).
+    /// The server can carry chunked sessions on TLS pool connections (`Welcome`'s `reuse`).
     reuse: bool,
+    /// The server can carry chunked sessions on plain TCP pool connections (`reuse_plain`).
+    reuse_plain: bool,
 }
 
 impl Client {
@@ -455,6 +457,7 @@ impl Inner {
                 flow,
                 max,
                 reuse,
+                reuse_plain,
                 ..
             },
             session_key,
@@ -470,6 +473,7 @@ impl Inner {
             max,
             tls: tls.cloned(),
             reuse,
+            reuse_plain,
         })
     }
 
@@ -619,6 +623,7 @@ impl Inner {
             max,
             tls,
             reuse,
+            reuse_plain,
         } = est;
         let token = ctx.stop.child_token();
         let pool = Pool::new(
@@ -654,16 +659,27 @@ impl Inner {
             Flow::Forward => "forward: this client accepts the users",
         };
         tracing::info!(server = %self.cfg.params.tunnel, flow = %flow_name, "connected to the server");
-        // Agree to chunked sessions, so TLS pool connections carry one session after another
+        // Agree to chunked sessions, so pool connections carry one session after another
         // (`docs/protocol.md`, reusable sessions); a server that did not offer them never
         // hears of it.
-        let end = if reuse && let Err(e) = wire.send(&Message::Reuse).await {
-            control::ControlEnd::Lost(e.to_string())
-        } else {
-            if reuse {
-                pool.set_reuse();
+        let offers = [
+            (reuse, Message::Reuse, Chunks::Narrow),
+            (reuse_plain, Message::ReusePlain, Chunks::Wide),
+        ];
+        let mut lost = None;
+        for (offered, agree, chunks) in offers {
+            if !offered {
+                continue;
             }
-            control::run(&mut wire, &ctx.shared.stats, &token, &ctx.opts, None).await
+            if let Err(e) = wire.send(&agree).await {
+                lost = Some(control::ControlEnd::Lost(e.to_string()));
+                break;
+            }
+            pool.set_reuse(chunks);
+        }
+        let end = match lost {
+            Some(end) => end,
+            None => control::run(&mut wire, &ctx.shared.stats, &token, &ctx.opts, None).await,
         };
         token.cancel();
         pool.clear();

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::TunnelOptions;
 use super::wire::{Wire, WireError};
 use crate::pool::Pool;
-use crate::protocol::Message;
+use crate::protocol::{Chunks, Message};
 use crate::stats::Stats;
 use crate::transport::TunnelStream;
 
@@ -76,7 +76,12 @@ pub(crate) async fn run(
                     Ok(Message::Goodbye) => return ControlEnd::Goodbye,
                     Ok(Message::Reuse) if pool.is_some() => {
                         if let Some(p) = pool {
-                            p.set_reuse();
+                            p.set_reuse(Chunks::Narrow);
+                        }
+                    }
+                    Ok(Message::ReusePlain) if pool.is_some() => {
+                        if let Some(p) = pool {
+                            p.set_reuse(Chunks::Wide);
                         }
                     }
                     Ok(other) => {

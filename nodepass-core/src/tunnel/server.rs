@@ -563,6 +563,7 @@ impl Server {
             udp: self.cfg.params.udp,
             // This build can carry chunked sessions; they start once the client agrees.
             reuse: true,
+            reuse_plain: true,
         };
         if let Err(e) = wire.send(&welcome).await {
             tracing::debug!(%peer, error = %e, "client left before the welcome");

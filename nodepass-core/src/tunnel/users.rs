@@ -17,7 +17,7 @@ use super::wire::{Wire, WireError};
 use crate::config::Endpoint;
 use crate::error::Result;
 use crate::pool::{Lent, Parked, Pool};
-use crate::protocol::{self, Message, StreamKind};
+use crate::protocol::{self, Chunks, Message, StreamKind};
 use crate::relay::{RelayEnd, framed, is_peer_disconnect, relay_chunked, relay_stream};
 use crate::sniff;
 use crate::stats::Stats;
@@ -203,7 +203,8 @@ async fn handle_user(
             Stats::add(&stats.tcp_rx, first as u64);
             let _active = stats.session(false);
             if let Some(mut lent) = lent {
-                let session = relay_chunked(user, conn, BytesMut::new(), &ctx.relay);
+                let chunks = lent.chunks();
+                let session = relay_chunked(user, conn, BytesMut::new(), chunks, &ctx.relay);
                 let (res, back) = on_loan(session, || lent.write_off()).await;
                 // Both directions ended cleanly: the connection is idle again (nothing may
                 // follow the far side's end before our next `Open`).
@@ -302,17 +303,17 @@ pub(crate) async fn open_with_first_bytes(
                 return Err(e);
             }
         }
-        let chunked = lent.is_some();
-        let mut frame = BytesMut::with_capacity(48 + 2 + early.len());
+        let chunks = lent.as_ref().map_or(Chunks::Off, Lent::chunks);
+        let mut frame = BytesMut::with_capacity(48 + 4 + early.len());
         let open = Message::Open {
             kind,
             src,
             dst,
-            chunked,
+            chunks,
         };
         protocol::encode(&open, &mut frame);
-        if chunked {
-            framed::put_chunk(&mut frame, &early);
+        if chunks != Chunks::Off {
+            framed::put_chunk(&mut frame, chunks, &early);
         } else {
             frame.extend_from_slice(&early);
         }
@@ -383,13 +384,16 @@ pub(crate) async fn serve_pool_conn(
         // `parked` is dropped (asking the filler for a replacement) once the target is connected:
         // the refill dial then does not compete with this session's critical path. A chunked
         // session lends it instead, and the connection comes back for the next `Open`.
-        let (kind, src, dst, chunked) = match msg {
+        let (kind, src, dst, chunks) = match msg {
             Ok(Message::Open {
                 kind,
                 src,
                 dst,
-                chunked,
-            }) => (kind, src, dst, chunked && kind == StreamKind::Tcp),
+                chunks,
+            }) => match kind {
+                StreamKind::Tcp => (kind, src, dst, chunks),
+                StreamKind::Udp => (kind, src, dst, Chunks::Off),
+            },
             Ok(other) => {
                 tracing::warn!(
                     got = other.name(),
@@ -404,12 +408,12 @@ pub(crate) async fn serve_pool_conn(
             }
         };
         let span = tracing::debug_span!("session", %src);
-        if !chunked {
+        if chunks == Chunks::Off {
             return serve_open(wire, parked, ctx, kind, src, dst)
                 .instrument(span)
                 .await;
         }
-        match serve_chunked(wire, &mut parked, &ctx, src, dst)
+        match serve_chunked(wire, &mut parked, &ctx, (src, dst), chunks)
             .instrument(span)
             .await
         {
@@ -423,15 +427,15 @@ pub(crate) async fn serve_pool_conn(
     }
 }
 
-/// A chunked TCP session ([`Message::Open`]'s `chunked`) on a parked connection, lent to it
+/// A chunked TCP session ([`Message::Open`]'s `chunks`) on a parked connection, lent to it
 /// (see [`crate::pool`]): dial a target and relay; the connection back when both directions
 /// ended cleanly. A session that outlives [`crate::pool::LOAN`] has its connection replaced.
 async fn serve_chunked(
     wire: Wire<TunnelStream>,
     parked: &mut Parked,
     ctx: &Ctx,
-    src: SocketAddr,
-    dst: SocketAddr,
+    (src, dst): (SocketAddr, SocketAddr),
+    chunks: Chunks,
 ) -> Option<Wire<TunnelStream>> {
     let stats = &ctx.shared.stats;
     let Some(_permit) = ctx.slots.try_acquire() else {
@@ -448,7 +452,7 @@ async fn serve_chunked(
     let _active = stats.session(false);
     let relay = Arc::new(lease).relay_ctx(&ctx.relay);
     let (stream, prefix) = wire.into_parts();
-    let session = relay_chunked(target, stream, prefix, &relay);
+    let session = relay_chunked(target, stream, prefix, chunks, &relay);
     let (res, back) = on_loan(session, || parked.write_off()).await;
     finish(res);
     back.map(|(stream, buf)| Wire { stream, buf })
