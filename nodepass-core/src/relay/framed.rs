@@ -77,6 +77,9 @@ pub(crate) struct Framed<S> {
     owed: usize,
     /// The zero length that ends our direction is (being) written.
     ending: bool,
+    /// A read error met after some bytes of a read: returned by the next read (a socket
+    /// reports a reset once, so it must not be dropped).
+    read_err: Option<io::Error>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
@@ -95,6 +98,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
             hdr: ([0; 4], chunks.len_bytes()),
             owed: 0,
             ending: false,
+            read_err: None,
         }
     }
 
@@ -122,8 +126,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
             return Poll::Ready(Ok(n));
         }
         let mut rb = ReadBuf::new(dst);
-        ready!(Pin::new(&mut self.inner).poll_read(cx, &mut rb))?;
-        Poll::Ready(Ok(rb.filled().len()))
+        match ready!(Pin::new(&mut self.inner).poll_read(cx, &mut rb)) {
+            Ok(()) => Poll::Ready(Ok(rb.filled().len())),
+            // TLS says so for a connection that ended without `close_notify`: inside a
+            // session, as for any end of the stream, that is a cut.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Poll::Ready(Ok(0)),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 
     fn hdr_done(&self) -> bool {
@@ -175,6 +184,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Framed<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(e) = this.read_err.take() {
+            return Poll::Ready(Err(e));
+        }
         let start = buf.filled().len();
         loop {
             let got_some = buf.filled().len() > start;
@@ -225,8 +237,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Framed<S> {
             };
             match step {
                 Poll::Ready(Ok(())) => {}
-                // What was read so far is returned; the error or the wait comes next call.
-                _ if got_some => return Poll::Ready(Ok(())),
+                // What was read so far is returned; the error comes with the next call.
+                Poll::Ready(Err(e)) if got_some => {
+                    this.read_err = Some(e);
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Pending if got_some => return Poll::Ready(Ok(())),
                 other => return other,
             }
         }
@@ -301,6 +317,79 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
         assert_eq!(got, b"ab");
         assert!(!fa.reusable());
+    }
+
+    /// A stream that answers reads from a script, then reports EOF (as a socket does after
+    /// reporting a reset once); writes go nowhere.
+    struct Script(std::collections::VecDeque<io::Result<Vec<u8>>>);
+
+    impl AsyncRead for Script {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            match self.0.pop_front() {
+                Some(Ok(mut bytes)) => {
+                    // What does not fit comes with the next read.
+                    let rest = bytes.split_off(bytes.len().min(buf.remaining()));
+                    buf.put_slice(&bytes);
+                    if !rest.is_empty() {
+                        self.0.push_front(Ok(rest));
+                    }
+                    Poll::Ready(Ok(()))
+                }
+                Some(Err(e)) => Poll::Ready(Err(e)),
+                None => Poll::Ready(Ok(())),
+            }
+        }
+    }
+
+    impl AsyncWrite for Script {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            b: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(b.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A reset reported (once) in the middle of a read reaches the reader after the bytes
+    /// before it, not as the end of the stream that the socket reports afterwards.
+    #[tokio::test]
+    async fn a_reset_after_some_bytes_is_kept_for_the_next_read() {
+        let script = Script(
+            [
+                Ok(vec![0, 4, b'a', b'b']),
+                Err(io::ErrorKind::ConnectionReset.into()),
+            ]
+            .into(),
+        );
+        let mut f = Framed::new(script, BytesMut::new(), Chunks::Narrow);
+        let mut buf = [0u8; 16];
+        assert_eq!(f.read(&mut buf).await.unwrap(), 2);
+        let err = f.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
+    }
+
+    /// TLS reports a connection that ended without `close_notify` as `UnexpectedEof`: inside a
+    /// session that is a cut like any other end (an abort, passed on as a reset).
+    #[tokio::test]
+    async fn an_unexpected_eof_inside_a_session_is_a_cut() {
+        let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "no close_notify");
+        let script = Script([Ok(vec![0, 0, 0, 9, b'x']), Err(eof)].into());
+        let mut f = Framed::new(script, BytesMut::new(), Chunks::Wide);
+        let mut got = Vec::new();
+        let err = f.read_to_end(&mut got).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
+        assert_eq!(got, b"x");
     }
 
     /// Ending a direction inside a chunk whose length is out would leave the peer waiting
