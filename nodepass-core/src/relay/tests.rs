@@ -211,6 +211,30 @@ async fn splice_path_sends_the_prefix_first_and_propagates_half_close() {
     .await;
 }
 
+type Chunked = (
+    Result<(u64, u64), RelayEnd>,
+    Option<(TunnelStream, BytesMut)>,
+);
+
+/// Relay `local_in` with the plain tunnel connection `tunnel_in` in wide chunks, spliced or
+/// copied; the task and the counters.
+fn spawn_wide(
+    local_in: TcpStream,
+    tunnel_in: TcpStream,
+    prefix: BytesMut,
+    zero_copy: bool,
+) -> (tokio::task::JoinHandle<Chunked>, Arc<Stats>) {
+    let mut c = ctx();
+    c.zero_copy = zero_copy;
+    let stats = c.stats.clone();
+    let remote = TunnelStream::Plain(tunnel_in);
+    let task =
+        tokio::spawn(
+            async move { relay_chunked(local_in, remote, prefix, Chunks::Wide, &c).await },
+        );
+    (task, stats)
+}
+
 /// user <-> [local_in | chunked relay | tunnel_in] <-> far, where `far` speaks chunks: the
 /// relay hands the user the chunk begun in the prefix (its rest arrives on the socket), carries
 /// 300 KB up (several chunks, more than a pipe holds at once), passes the half-close both ways
@@ -219,21 +243,9 @@ async fn splice_path_sends_the_prefix_first_and_propagates_half_close() {
 async fn chunked_session_then_reuse(zero_copy: bool) {
     let (mut user, local_in) = pair().await;
     let (tunnel_in, mut far) = pair().await;
-    let mut c = ctx();
-    c.zero_copy = zero_copy;
-    let stats = c.stats.clone();
     // The `Open` was followed by the start of a chunk: its length and two of its five bytes.
     let prefix = BytesMut::from(&[0, 0, 0, 5, b'e', b'a'][..]);
-    let relay = tokio::spawn(async move {
-        relay_chunked(
-            local_in,
-            TunnelStream::Plain(tunnel_in),
-            prefix,
-            Chunks::Wide,
-            &c,
-        )
-        .await
-    });
+    let (relay, stats) = spawn_wide(local_in, tunnel_in, prefix, zero_copy);
     let up: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
     let far_task = tokio::spawn(async move {
         far.write_all(b"rly").await.unwrap();
@@ -286,19 +298,7 @@ async fn copied_chunked_session_ends_cleanly_and_the_connection_carries_on() {
 async fn cut_chunked_session(zero_copy: bool) {
     let (mut user, local_in) = pair().await;
     let (tunnel_in, mut far) = pair().await;
-    let mut c = ctx();
-    c.zero_copy = zero_copy;
-    let relay = tokio::spawn(async move {
-        let prefix = BytesMut::new();
-        relay_chunked(
-            local_in,
-            TunnelStream::Plain(tunnel_in),
-            prefix,
-            Chunks::Wide,
-            &c,
-        )
-        .await
-    });
+    let (relay, _) = spawn_wide(local_in, tunnel_in, BytesMut::new(), zero_copy);
     // A chunk of ten announced, two sent, then the connection ends.
     far.write_all(&[0, 0, 0, 10, b'a', b'b']).await.unwrap();
     far.shutdown().await.unwrap();
