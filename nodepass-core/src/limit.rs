@@ -133,6 +133,8 @@ pub(crate) struct RateLimiter {
 #[derive(Debug)]
 struct RateInner {
     bytes_per_sec: u64,
+    /// What a full bucket holds.
+    burst_bytes: u64,
     /// How far the theoretical arrival time may run ahead of now before callers must wait:
     /// the burst capacity expressed as time.
     burst: Duration,
@@ -151,12 +153,19 @@ impl RateLimiter {
         let burst_bytes = (bytes_per_sec / 10).max(MIN_BURST_BYTES);
         let inner = RateInner {
             bytes_per_sec,
+            burst_bytes,
             burst: duration_for(burst_bytes, bytes_per_sec),
             tat: Mutex::new(Instant::now()),
         };
         RateLimiter {
             inner: Arc::new(inner),
         }
+    }
+
+    /// What a full bucket holds: the relay moves at most this much per read or write under
+    /// the limit, so a large relay buffer does not turn into long bursts and long pauses.
+    pub(crate) fn burst_bytes(&self) -> usize {
+        usize::try_from(self.inner.burst_bytes).unwrap_or(usize::MAX)
     }
 
     /// The rate in bytes per second.

@@ -17,8 +17,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::RELAY_BUFFER;
 
-/// Idle buffers kept per thread for reuse.
-const BUFFER_CACHE: usize = 32;
+/// Idle buffers kept per thread for reuse (at most 4 MiB).
+const BUFFER_CACHE: usize = 16;
 
 thread_local! {
     /// Free relay buffers; only touched by the owning thread, never across `.await`.

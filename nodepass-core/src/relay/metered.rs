@@ -132,9 +132,21 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(poll_delay(&mut this.read_delay, cx));
-        let before = buf.filled().len();
-        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-        let n = buf.filled().len() - before;
+        let n = match this.rate.as_ref().map(RateLimiter::burst_bytes) {
+            // Under a rate limit, at most a bucketful per read.
+            Some(most) if buf.remaining() > most => {
+                let mut part = ReadBuf::new(buf.initialize_unfilled_to(most));
+                ready!(Pin::new(&mut this.inner).poll_read(cx, &mut part))?;
+                let n = part.filled().len();
+                buf.advance(n);
+                n
+            }
+            _ => {
+                let before = buf.filled().len();
+                ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+                buf.filled().len() - before
+            }
+        };
         if n > 0 {
             this.count(true, n);
             this.read_delay = this.delay_after(n);
@@ -151,6 +163,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         ready!(poll_delay(&mut this.write_delay, cx));
+        // Under a rate limit, at most a bucketful per write.
+        let most = this
+            .rate
+            .as_ref()
+            .map_or(buf.len(), RateLimiter::burst_bytes);
+        let buf = &buf[..buf.len().min(most)];
         let n = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
         if n > 0 {
             this.count(false, n);
@@ -214,5 +232,29 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::num::NonZeroU32;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Under a rate limit a read or write moves at most a bucketful (here the 64 KiB floor of
+    /// a 1 Mbit/s bucket), whatever the relay's buffer: no long burst then long pause. Without
+    /// one, the whole buffer.
+    #[tokio::test]
+    async fn a_rate_limited_read_or_write_moves_at_most_a_bucketful() {
+        for (rate, most) in [(Some(1), 64 * 1024), (None, 200_000)] {
+            let (a, mut far) = tokio::io::duplex(1 << 20);
+            let rate = rate.map(|m| RateLimiter::new(NonZeroU32::new(m).unwrap()));
+            let stats = Arc::new(Stats::default());
+            let mut m = Metered::tcp(a, stats, rate, Activity::new());
+            far.write_all(&[1u8; 200_000]).await.unwrap();
+            let mut buf = vec![0u8; 256 * 1024];
+            assert_eq!(m.read(&mut buf).await.unwrap(), most);
+            assert_eq!(m.write(&buf[..200_000]).await.unwrap(), most);
+        }
     }
 }
