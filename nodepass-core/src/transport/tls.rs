@@ -29,15 +29,19 @@ use crate::error::{Error, Result};
 /// How often certificate files are checked for changes.
 pub const CERT_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
-/// ring, with TLS 1.3's AES-128-GCM-SHA256 preferred over the default AES-256-GCM-SHA384 (the
-/// client offers its order and the server follows it). Measured (docs/benchmarks.md, issue 17):
+/// aws-lc-rs (rustls's default provider), with TLS 1.3's AES-128-GCM-SHA256 preferred over the
+/// default AES-256-GCM-SHA384 (the client offers its order and the server follows it).
+/// aws-lc-rs over ring (still used for the keyed handshake and certificates): its AES-GCM uses
+/// AVX-512 where the CPU has it, and took 13 % less tunnel CPU per GB of TLS bulk on this
+/// project's benchmark machine (AES-GCM from 28 % to 13 % of all samples; docs/benchmarks.md,
+/// round 6). Measured (docs/benchmarks.md, issue 17):
 /// the SHA-384 key schedule of every pool handshake ran on SHA-512 code without hardware
 /// support (5.6% of the tunnel processes' CPU in the `connect` workload at tls=1), while
 /// SHA-256 has it; AES-128 also takes 10 rounds per block instead of 14 for bulk. Both suites
 /// are mandatory-to-implement TLS 1.3 suites with 128-bit or better security.
 fn provider() -> Arc<CryptoProvider> {
-    let mut p = rustls::crypto::ring::default_provider();
-    let preferred = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
+    let mut p = rustls::crypto::aws_lc_rs::default_provider();
+    let preferred = rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256;
     p.cipher_suites.retain(|s| s.suite() != preferred.suite());
     p.cipher_suites.insert(0, preferred);
     Arc::new(p)
