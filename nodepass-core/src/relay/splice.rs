@@ -26,6 +26,8 @@ use crate::protocol::Chunks;
 
 /// Pipe capacity requested per direction (the kernel may grant less; that is fine).
 pub(crate) const PIPE_SIZE: usize = 1 << 20;
+/// Bytes read with a wide chunk's length (see `from_chunks`).
+const HEAD_READ: usize = 2048;
 /// Largest single `splice` call.
 const SPLICE_CHUNK: usize = 1 << 20;
 /// Empty pipes kept per thread for reuse.
@@ -204,10 +206,13 @@ async fn from_chunks(
                 got += 1;
                 continue;
             }
+            // The length, and with it a small chunk whole (one `recv` and one `send` instead
+            // of a `recv` and two `splice`s); whatever follows is taken from `prefix` as well.
             from.readable().await?;
-            match from.try_read(&mut hdr[got..]) {
+            let mut head = [0u8; HEAD_READ];
+            match from.try_read(&mut head) {
                 Ok(0) => return Err(framed::cut()),
-                Ok(n) => got += n,
+                Ok(n) => prefix.extend_from_slice(&head[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
