@@ -26,7 +26,8 @@ use crate::protocol::Chunks;
 
 /// Pipe capacity requested per direction (the kernel may grant less; that is fine).
 pub(crate) const PIPE_SIZE: usize = 1 << 20;
-/// Bytes read with a wide chunk's length (see `from_chunks`).
+/// Bytes read into user space with a wide chunk's length, after a chunk no larger than this
+/// (see `from_chunks`).
 const HEAD_READ: usize = 2048;
 /// Largest single `splice` call.
 const SPLICE_CHUNK: usize = 1 << 20;
@@ -196,6 +197,7 @@ async fn from_chunks(
     activity: &Activity,
 ) -> io::Result<(u64, BytesMut)> {
     let mut total = 0u64;
+    let mut small = true;
     loop {
         let mut hdr = [0u8; 4];
         let mut got = 0;
@@ -206,11 +208,13 @@ async fn from_chunks(
                 got += 1;
                 continue;
             }
-            // The length, and with it a small chunk whole (one `recv` and one `send` instead
-            // of a `recv` and two `splice`s); whatever follows is taken from `prefix` as well.
+            // After a small chunk (interactive traffic), the length and with it the next small
+            // chunk whole: one `recv` and one `send` instead of a `recv` and two `splice`s.
+            // After a large one (bulk), only the length, so bulk stays spliced.
             from.readable().await?;
             let mut head = [0u8; HEAD_READ];
-            match from.try_read(&mut head) {
+            let want = if small { HEAD_READ } else { hdr.len() - got };
+            match from.try_read(&mut head[..want]) {
                 Ok(0) => return Err(framed::cut()),
                 Ok(n) => prefix.extend_from_slice(&head[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -221,6 +225,7 @@ async fn from_chunks(
         if left == 0 {
             break;
         }
+        small = left <= HEAD_READ;
         activity.touch();
         if !prefix.is_empty() {
             let n = left.min(prefix.len());
