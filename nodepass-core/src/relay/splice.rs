@@ -9,6 +9,10 @@
 //! A direction holds a pipe only while data is moving: when its socket runs dry the (empty) pipe
 //! goes back to a small per-thread cache, so idle connections cost no pipe descriptors and busy
 //! ones rarely create a pipe. EOF on one side becomes a write shutdown on the other (half-close).
+//!
+//! [`relay_chunked`] carries a session on a reusable plain pool connection in wide chunks
+//! ([`super::framed`]'s layout): the same splices, with each chunk's 4-byte length written
+//! (`MSG_MORE`) and read on its own, and a zero length instead of the write shutdown.
 
 use std::cell::RefCell;
 use std::io;
@@ -285,8 +289,8 @@ pub(crate) async fn relay(
 }
 
 /// [`relay`] for a session in wide chunks on a plain pool connection ([`super::framed`]'s
-/// layout, spliced: each chunk's length is a small write of its own, its bytes never leave the
-/// kernel). `prefix` holds the bytes already read off `remote` after the `Open`. Returns the
+/// layout, spliced: each chunk's length is a small write of its own, and its bytes stay in the
+/// kernel, except small chunks read with their length after a small one). `prefix` holds the bytes already read off `remote` after the `Open`. Returns the
 /// bytes carried and what was read past the session's end (nothing from a well-behaved peer)
 /// when both directions ended cleanly: `remote` can then carry the next `Open`.
 pub(crate) async fn relay_chunked(
