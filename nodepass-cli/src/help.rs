@@ -269,12 +269,39 @@ pub fn text_table(role: Option<Role>) -> String {
         } else {
             format!("  {name:<12}")
         };
+        let default = format!("default: {}{roles}", plain(p.default));
         out.push_str(&format!(
-            "{lead} {}\n  {:<12} default: {}{roles}\n",
-            plain(p.values),
+            "{lead} {}\n  {:<12} {}\n",
+            wrap(&plain(p.values), 15),
             "",
-            plain(p.default)
+            wrap(&default, 15)
         ));
+    }
+    out
+}
+
+/// Width of the hand-made parts of `--help` (clap wraps its own to the terminal, or to this
+/// width when it cannot tell).
+pub const HELP_WIDTH: usize = 100;
+
+/// `text` wrapped at word boundaries to lines that fit [`HELP_WIDTH`] when they start at column
+/// `indent`; continuation lines are indented to that column. A word longer than a line stays
+/// whole.
+fn wrap(text: &str, indent: usize) -> String {
+    let room = HELP_WIDTH.saturating_sub(indent).max(20);
+    let mut out = String::new();
+    let mut line = 0;
+    for word in text.split(' ').filter(|w| !w.is_empty()) {
+        if line > 0 && line + 1 + word.len() > room {
+            out.push('\n');
+            out.push_str(&" ".repeat(indent));
+            line = 0;
+        } else if line > 0 {
+            out.push(' ');
+            line += 1;
+        }
+        out.push_str(word);
+        line += word.len();
     }
     out
 }
@@ -479,6 +506,22 @@ mod tests {
             "README.md's parameter table differs from nodepass-cli/src/help.rs; replace it with:\n{}",
             markdown_table()
         );
+    }
+
+    #[test]
+    fn wrap_keeps_words_whole_and_lines_within_the_width() {
+        let text = "word ".repeat(60);
+        let wrapped = wrap(&text, 15);
+        assert!(wrapped.lines().count() > 1);
+        for (i, l) in wrapped.lines().enumerate() {
+            let width = if i == 0 { 15 + l.len() } else { l.len() };
+            assert!(width <= HELP_WIDTH, "{l:?}");
+            if i > 0 {
+                assert!(l.starts_with(&" ".repeat(15)) && !l.starts_with(&" ".repeat(16)));
+            }
+        }
+        assert_eq!(wrapped.split_whitespace().count(), 60);
+        assert_eq!(wrap("short text", 15), "short text");
     }
 
     #[test]

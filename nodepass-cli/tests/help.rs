@@ -197,3 +197,31 @@ fn completions_and_man_page_come_from_the_same_definition() {
         assert!(page.contains(word), "man page lacks {word}");
     }
 }
+
+/// What a person reads in a terminal: no line of any executable's `--help` (and of the
+/// subcommands') is wider than 100 columns when the width is unknown (a pipe, a pager).
+#[test]
+fn help_lines_fit_in_100_columns() {
+    let mut pages: Vec<(&str, Vec<&str>)> =
+        EXES.iter().map(|(exe, _)| (*exe, vec!["--help"])).collect();
+    for sub in ["keygen", "completions", "man", "import"] {
+        pages.push((NODEPASS, vec![sub, "--help"]));
+    }
+    for (exe, args) in pages {
+        let out = Command::new(exe)
+            .args(&args)
+            .env_remove("COLUMNS")
+            .output()
+            .expect("run the executable");
+        assert_eq!(out.status.code(), Some(0), "{exe} {args:?}");
+        let page = text(&out.stdout);
+        assert!(page.lines().count() > 5, "{exe} {args:?}: {page}");
+        for line in page.lines() {
+            assert!(
+                line.chars().count() <= 100,
+                "{exe} {args:?}: a line of {} columns:\n{line}",
+                line.chars().count()
+            );
+        }
+    }
+}
