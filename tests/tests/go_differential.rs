@@ -515,7 +515,20 @@ async fn our_master_answers_like_the_go_master() {
             _ => continue,
         };
         for side in &sides {
-            if let Err(e) = wait_status(side, "srv", settled).await {
+            let mut settled_now = wait_status(side, "srv", settled).await;
+            // The Go master can still end a start in `error` when its stopped child had not
+            // yet let go of the port (its race, seen in CI even after `stopped`): the Go side
+            // alone gets the same request once more. Ours never does.
+            if settled_now.is_err() && side.name == "Go" && settled == "running" {
+                eprintln!(
+                    "note: the Go master did not reach `running` after {body}; asking it once more"
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                side.send(Method::PATCH, "/v1/instances/{srv}", Some(body), true)
+                    .await;
+                settled_now = wait_status(side, "srv", settled).await;
+            }
+            if let Err(e) = settled_now {
                 out.push(format!("after PATCH {body}: {e}"));
             }
         }
