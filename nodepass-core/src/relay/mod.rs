@@ -77,12 +77,16 @@ pub(crate) async fn relay_stream(
     // the outcome is known (no second handle: that was two `dup`s and two `close`s per session).
     let res = relay_stream_inner(&mut local, &mut remote, prefix, ctx).await;
     if is_abort(&res) {
-        let _ = socket2::SockRef::from(&local).set_linger(Some(Duration::ZERO));
-        // An HTTP/2 or QUIC stream shares its connection: dropped unfinished, it is reset on
-        // its own.
-        remote.abort_on_close();
+        reset_on_close(&local, &remote);
     }
     res
+}
+
+/// Make both sockets of an aborted relay close with a reset (`SO_LINGER` 0). An HTTP/2 or
+/// QUIC stream shares its connection: dropped unfinished, it is reset on its own.
+fn reset_on_close(local: &TcpStream, remote: &TunnelStream) {
+    let _ = socket2::SockRef::from(local).set_linger(Some(Duration::ZERO));
+    remote.abort_on_close();
 }
 
 /// Whether a relay's end must reach both peers as a reset. Only a reset or abort is passed
@@ -125,8 +129,7 @@ pub(crate) async fn relay_chunked(
             Err(end) => {
                 let res = Err(end);
                 if is_abort(&res) {
-                    let _ = socket2::SockRef::from(&local).set_linger(Some(Duration::ZERO));
-                    remote.abort_on_close();
+                    reset_on_close(&local, &remote);
                 }
                 (res, None)
             }
@@ -135,8 +138,7 @@ pub(crate) async fn relay_chunked(
     let mut framed = framed::Framed::new(remote, prefix, chunks);
     let res = relay_tcp(&mut local, &mut framed, BytesMut::new(), ctx).await;
     if is_abort(&res) {
-        let _ = socket2::SockRef::from(&local).set_linger(Some(Duration::ZERO));
-        framed.get_ref().abort_on_close();
+        reset_on_close(&local, framed.get_ref());
         return (res, None);
     }
     let back = (res.is_ok() && framed.reusable()).then(|| framed.into_parts());
