@@ -58,6 +58,10 @@ struct Args {
     /// connection's own path, without that work competing for the cores.
     #[arg(long, value_name = "MICROSECONDS", default_value_t = 0)]
     connect_pause: u64,
+    /// Simultaneous new connections in each burst of the burst workload (the pools hold 64).
+    #[arg(long, value_name = "CONNECTIONS", default_value_t = 48,
+          value_parser = clap::value_parser!(u16).range(1..=1000))]
+    burst: u16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -66,6 +70,7 @@ enum Which {
     Bulk,
     Parallel,
     Connect,
+    Burst,
     Rtt,
     Udp,
     Memory,
@@ -135,6 +140,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
             .collect(),
         budget: Budget {
             connect_pause: Duration::from_micros(args.connect_pause),
+            burst: usize::from(args.burst),
             ..match &args.wan {
                 Some(p) => Budget::wan(p, args.quick),
                 None if args.quick => Budget::quick(),

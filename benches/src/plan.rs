@@ -17,6 +17,8 @@ pub enum Workload {
     Parallel,
     /// Sequential new connections, each with a 1-byte echo.
     Connect,
+    /// Bursts of simultaneous new connections, each with a 1-byte echo.
+    Burst,
     /// 1-byte ping-pongs on one connection.
     Rtt,
     /// Paced UDP probes into a sink.
@@ -29,10 +31,11 @@ pub enum Workload {
 
 impl Workload {
     /// Every workload, in run order.
-    pub const ALL: [Workload; 7] = [
+    pub const ALL: [Workload; 8] = [
         Workload::Bulk,
         Workload::Parallel,
         Workload::Connect,
+        Workload::Burst,
         Workload::Rtt,
         Workload::Udp,
         Workload::Memory,
@@ -45,6 +48,7 @@ impl Workload {
             Workload::Bulk => "bulk",
             Workload::Parallel => "parallel",
             Workload::Connect => "connect",
+            Workload::Burst => "burst",
             Workload::Rtt => "rtt",
             Workload::Udp => "udp",
             Workload::Memory => "memory",
@@ -66,6 +70,10 @@ impl Workload {
             Workload::Connect => format!(
                 "{} sequential connections, {:?} apart: connect, 1-byte echo, close",
                 b.connects, b.connect_pause
+            ),
+            Workload::Burst => format!(
+                "{} bursts of {} simultaneous connections, {:?} apart: connect, 1-byte echo, close",
+                b.bursts, b.burst, b.burst_pause
             ),
             Workload::Rtt => format!("{} 1-byte ping-pongs on one connection", b.round_trips),
             Workload::Udp => format!(
@@ -113,6 +121,13 @@ pub struct Budget {
     /// Pause before each new connection of the connect workload (zero: back to back).
     #[serde(serialize_with = "secs", rename = "connect_pause_s")]
     pub connect_pause: Duration,
+    /// Simultaneous new connections in each burst of the burst workload.
+    pub burst: usize,
+    /// Bursts of the burst workload.
+    pub bursts: usize,
+    /// Pause between two bursts (the pools refill).
+    #[serde(serialize_with = "secs", rename = "burst_pause_s")]
+    pub burst_pause: Duration,
     /// Ping-pongs of the round-trip workload.
     pub round_trips: usize,
     /// Duration of the UDP workload.
@@ -141,6 +156,9 @@ impl Budget {
             streams: 8,
             connects: 2_000,
             connect_pause: Duration::ZERO,
+            burst: 48,
+            bursts: 40,
+            burst_pause: Duration::from_millis(100),
             round_trips: 10_000,
             udp: Duration::from_secs(3),
             udp_rate_mbit: 500,
@@ -160,6 +178,8 @@ impl Budget {
         Budget {
             bulk: Duration::from_secs(if quick { 3 } else { 5 }),
             connects: if quick { 30 } else { 200 },
+            bursts: if quick { 3 } else { 10 },
+            burst_pause: Duration::from_millis(500),
             round_trips: if quick { 30 } else { 200 },
             udp: Duration::from_secs(if quick { 2 } else { 3 }),
             udp_rate_mbit,
@@ -172,6 +192,7 @@ impl Budget {
         Budget {
             bulk: Duration::from_secs(1),
             connects: 200,
+            bursts: 5,
             round_trips: 1_000,
             udp: Duration::from_secs(1),
             connections: 1_000,

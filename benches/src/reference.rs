@@ -21,13 +21,14 @@ use crate::subject::PeerSpec;
 pub const DEFAULT_DIR: &str = "../shared/peers";
 
 /// The workloads rathole runs.
-pub const REFERENCE_WORKLOADS: &[Workload] = &[Workload::Connect, Workload::Rtt];
+pub const REFERENCE_WORKLOADS: &[Workload] = &[Workload::Connect, Workload::Burst, Workload::Rtt];
 
 /// The workloads the Go NodePass runs.
 pub const GO_WORKLOADS: &[Workload] = &[
     Workload::Bulk,
     Workload::Parallel,
     Workload::Connect,
+    Workload::Burst,
     Workload::Rtt,
 ];
 

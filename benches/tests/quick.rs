@@ -15,6 +15,8 @@ fn tiny_budget() -> Budget {
         bulk: Duration::from_millis(200),
         streams: 4,
         connects: 50,
+        burst: 8,
+        bursts: 3,
         round_trips: 200,
         udp: Duration::from_millis(300),
         udp_rate_mbit: 50,
@@ -95,8 +97,8 @@ fn quick_run_produces_complete_json() {
     assert!(!json["targets"].as_array().unwrap().is_empty());
 }
 
-/// `--reference-peers`: the Go NodePass (both TLS modes) and rathole run `connect` and `rtt`
-/// beside nodepass, and issue 17's comparison targets appear. Needs `../shared/peers` (or
+/// `--reference-peers`: the Go NodePass (both TLS modes) and rathole run `connect`, `burst` and
+/// `rtt` beside nodepass, and issue 17's comparison targets appear. Needs `../shared/peers` (or
 /// `$NODEPASS_SHARED/peers`): fails under `CI=true` when it is missing, skips otherwise.
 #[test]
 fn reference_peers_run_the_latency_workloads() {
@@ -115,7 +117,12 @@ fn reference_peers_run_the_latency_workloads() {
     let nodepass =
         process::locate_nodepass(None, process::Build::IfMissing).expect("the nodepass executable");
     let plan = Plan {
-        workloads: vec![Workload::Connect, Workload::Rtt, Workload::Udp],
+        workloads: vec![
+            Workload::Connect,
+            Workload::Burst,
+            Workload::Rtt,
+            Workload::Udp,
+        ],
         tls: vec![0, 1],
         pool_types: vec![0],
         budget: Budget {
@@ -136,6 +143,17 @@ fn reference_peers_run_the_latency_workloads() {
     for (workload, expected) in [
         (
             "connect",
+            &[
+                "direct",
+                "go tls=0",
+                "go tls=1",
+                "nodepass tls=0",
+                "nodepass tls=1",
+                "rathole",
+            ][..],
+        ),
+        (
+            "burst",
             &[
                 "direct",
                 "go tls=0",

@@ -3,7 +3,8 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Instant;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
@@ -73,6 +74,93 @@ pub fn connect(
     Ok(m)
 }
 
+/// `bursts` times, `size` threads at once: connect, send 1 byte, read its echo, close; then a
+/// `pause` (outside the samples) for the pools to refill. A sample spans one connection from
+/// the moment its burst was released to its echo, so it includes the wait behind the rest of
+/// the burst (for the tunnel's accept, its pool and the cores). Also given: the whole burst
+/// (release to the last echo), and in round trips of the link on the emulated WAN.
+pub fn burst(
+    addr: SocketAddr,
+    size: usize,
+    bursts: usize,
+    pause: Duration,
+    link_rtt: Option<Duration>,
+) -> anyhow::Result<Metrics> {
+    anyhow::ensure!(size > 0 && bursts > 0, "a burst needs connections");
+    // Released together by `go`; `done` collects them after each burst.
+    let (go, done) = (Barrier::new(size + 1), Barrier::new(size + 1));
+    let mut wholes = Vec::with_capacity(bursts);
+    let results: Vec<anyhow::Result<Vec<u64>>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..size)
+            .map(|w| {
+                let (go, done) = (&go, &done);
+                scope.spawn(move || {
+                    let mut samples = Vec::with_capacity(bursts);
+                    let mut failure = None;
+                    for b in 0..bursts {
+                        go.wait();
+                        let t0 = Instant::now();
+                        // After a failure the thread still meets every barrier (the others
+                        // wait for it) but stops connecting.
+                        if failure.is_none() {
+                            match one_connection(addr) {
+                                Ok(()) => samples.push(t0.elapsed().as_nanos() as u64),
+                                Err(e) => {
+                                    failure = Some(e.context(format!("burst {b}, connection {w}")))
+                                }
+                            }
+                        }
+                        done.wait();
+                    }
+                    failure.map_or(Ok(samples), Err)
+                })
+            })
+            .collect();
+        for _ in 0..bursts {
+            std::thread::sleep(pause);
+            go.wait();
+            let t0 = Instant::now();
+            done.wait();
+            wholes.push(t0.elapsed().as_nanos() as u64);
+        }
+        workers
+            .into_iter()
+            .map(|h| h.join().expect("burst thread panicked"))
+            .collect()
+    });
+    let mut samples = Vec::with_capacity(size * bursts);
+    for r in results {
+        samples.extend(r?);
+    }
+    let l = Latency::from_nanos(&mut samples).context("no connections measured")?;
+    let whole = Latency::from_nanos(&mut wholes).context("no bursts measured")?;
+    let mut m = Metrics::default();
+    m.show("p50_us", l.p50_us);
+    m.show("p99_us", l.p99_us);
+    m.show("burst_p50_us", whole.p50_us);
+    if let Some(rtt) = link_rtt.filter(|r| !r.is_zero()) {
+        let rtt_us = rtt.as_secs_f64() * 1e6;
+        m.show("p50_rtts", l.p50_us / rtt_us);
+        m.show("p99_rtts", l.p99_us / rtt_us);
+    }
+    m.add("p90_us", l.p90_us);
+    m.add("max_us", l.max_us);
+    m.add("mean_us", l.mean_us);
+    m.add("count", l.count);
+    m.add("burst_max_us", whole.max_us);
+    m.add("size", size);
+    Ok(m)
+}
+
+/// Connect, one echo, close.
+fn one_connection(addr: SocketAddr) -> anyhow::Result<()> {
+    let mut s = TcpStream::connect_timeout(&addr, IO_TIMEOUT).context("connect")?;
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(IO_TIMEOUT))?;
+    ping(&mut s).context("echo")?;
+    Ok(())
+}
+
 /// `count` 1-byte ping-pongs on one connection, after a short warm-up.
 pub fn round_trip(addr: SocketAddr, count: usize) -> anyhow::Result<Metrics> {
     let mut s = TcpStream::connect_timeout(&addr, IO_TIMEOUT).context("connect")?;
@@ -121,5 +209,10 @@ mod tests {
         assert!(c.get("p50_us").unwrap() <= c.get("max_us").unwrap());
         let r = round_trip(target.addr(), 50).unwrap();
         assert_eq!(r.get("count"), Some(50.0));
+        let b = burst(target.addr(), 8, 3, Duration::from_millis(1), None).unwrap();
+        assert_eq!(b.get("count"), Some(24.0));
+        assert!(b.get("p50_us").unwrap() <= b.get("max_us").unwrap());
+        // A connection's time is within its burst's.
+        assert!(b.get("max_us").unwrap() <= b.get("burst_max_us").unwrap());
     }
 }

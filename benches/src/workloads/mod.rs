@@ -39,11 +39,7 @@ pub fn run(
         Workload::Bulk => tcp::bulk(endpoint.addr, target, 1, budget.bulk),
         Workload::Parallel => tcp::bulk(endpoint.addr, target, budget.streams, budget.bulk),
         Workload::Connect => {
-            // New connections are measured with a warm pool (issue 17): wait until every
-            // process's descriptor count has been still for a while (its pool is full).
-            if !endpoint.procs.is_empty() {
-                crate::process::settle(&endpoint.procs, POOL_QUIET, POOL_FILL_MAX);
-            }
+            settle(endpoint);
             let cpu = |procs: &[crate::process::Proc]| -> Duration {
                 procs
                     .iter()
@@ -69,9 +65,27 @@ pub fn run(
             }
             Ok(m)
         }
+        Workload::Burst => {
+            settle(endpoint);
+            latency::burst(
+                endpoint.addr,
+                budget.burst,
+                budget.bursts,
+                budget.burst_pause,
+                link_rtt,
+            )
+        }
         Workload::Rtt => latency::round_trip(endpoint.addr, budget.round_trips),
         Workload::Udp => udp::run(endpoint.addr, target, budget),
         Workload::Memory => memory::run(endpoint, budget.connections),
         Workload::Cpu => tcp::cpu(endpoint, target, budget.cpu),
+    }
+}
+
+/// New connections are measured with a warm pool (issue 17): wait until every process's
+/// descriptor count has been still for a while (its pool is full).
+fn settle(endpoint: &Endpoint) {
+    if !endpoint.procs.is_empty() {
+        crate::process::settle(&endpoint.procs, POOL_QUIET, POOL_FILL_MAX);
     }
 }
