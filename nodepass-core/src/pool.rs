@@ -156,12 +156,13 @@ impl Pool {
     /// How a TCP session on `conn` travels: in chunks when `conn` can carry them and both ends
     /// agreed to reuse connections of its kind (TLS, or plain TCP).
     pub(crate) fn chunks_for(&self, conn: &TunnelStream) -> Chunks {
-        let agreed = match conn.chunks() {
+        let chunks = conn.chunks();
+        let agreed = match chunks {
             Chunks::Off => false,
             Chunks::Narrow => self.inner.reuse.load(Relaxed),
             Chunks::Wide => self.inner.reuse_plain.load(Relaxed),
         };
-        if agreed { conn.chunks() } else { Chunks::Off }
+        if agreed { chunks } else { Chunks::Off }
     }
 
     /// Record that both ends agreed to reuse pool connections of one kind: TLS ones
