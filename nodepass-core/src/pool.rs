@@ -165,8 +165,8 @@ impl Pool {
         if agreed { chunks } else { Chunks::Off }
     }
 
-    /// Record that both ends agreed to reuse pool connections of one kind: TLS ones
-    /// ([`Chunks::Narrow`]) or plain TCP ones ([`Chunks::Wide`]).
+    /// Record that both ends agreed to reuse pool connections of one kind: TLS and WebSocket
+    /// ones ([`Chunks::Narrow`]) or plain TCP ones ([`Chunks::Wide`]).
     pub(crate) fn set_reuse(&self, chunks: Chunks) {
         match chunks {
             Chunks::Off => {}

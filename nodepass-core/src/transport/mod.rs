@@ -82,13 +82,16 @@ impl TunnelStream {
     }
 
     /// How this connection would carry chunked sessions one after another
-    /// (`docs/protocol.md`, reusable sessions): a TLS one of its own in narrow chunks, a plain
-    /// TCP one in wide chunks (spliced), others (shared or WebSocket) not at all.
+    /// (`docs/protocol.md`, reusable sessions): a TLS or WebSocket one of its own in narrow
+    /// chunks, a plain TCP one in wide chunks (spliced), a stream sharing its connection
+    /// (HTTP/2, QUIC: a new stream costs no handshake) not at all.
     pub fn chunks(&self) -> Chunks {
         match self {
             TunnelStream::Plain(_) => Chunks::Wide,
-            TunnelStream::ClientTls(_) | TunnelStream::ServerTls(_) => Chunks::Narrow,
-            _ => Chunks::Off,
+            TunnelStream::ClientTls(_) | TunnelStream::ServerTls(_) | TunnelStream::Ws(_) => {
+                Chunks::Narrow
+            }
+            TunnelStream::H2(_) | TunnelStream::Quic(_) => Chunks::Off,
         }
     }
 

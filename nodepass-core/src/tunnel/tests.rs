@@ -254,10 +254,11 @@ async fn counting_forwarder(to: SocketAddr) -> nodepass_testkit::server::Server 
     .await
 }
 
-/// Issue 17: a pool connection of its own (TCP or TLS) carries one session after another in
-/// chunks (both flows), so sequential sessions cost no new tunnel connection; every echo stays
-/// byte-exact, with the user's half-close passed on. Plain pools splice the chunks; a rate
-/// limit on the server makes it copy them instead, so that case has one end of each kind.
+/// Issue 17: a pool connection of its own (TCP, TLS or WebSocket) carries one session after
+/// another in chunks (both flows), so sequential sessions cost no new tunnel connection; every
+/// echo stays byte-exact, with the user's half-close passed on. Plain pools splice the chunks;
+/// a rate limit on the server makes it copy them instead, so that case has one end of each
+/// kind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_connections_carry_one_session_after_another() {
     const SESSIONS: usize = 24;
@@ -268,6 +269,8 @@ async fn pool_connections_carry_one_session_after_another() {
         ("0", 1, ""),
         ("0", 2, ""),
         ("0", 1, "&rate=1000"),
+        ("1", 1, "&type=2"),
+        ("0", 2, "&type=2"),
     ];
     for (tls, flow, extra) in cases {
         let stop = CancellationToken::new();
