@@ -168,8 +168,8 @@ pub enum Message {
         tcp: bool,
         /// Whether the server carries UDP.
         udp: bool,
-        /// Whether the server can reuse TLS pool connections ([`Chunks::Narrow`] sessions);
-        /// the client agrees with [`Message::Reuse`]. Flag bit 2.
+        /// Whether the server can reuse TLS and WebSocket pool connections
+        /// ([`Chunks::Narrow`] sessions); the client agrees with [`Message::Reuse`]. Flag bit 2.
         reuse: bool,
         /// Whether the server can reuse plain TCP pool connections ([`Chunks::Wide`]
         /// sessions); the client agrees with [`Message::ReusePlain`]. Flag bit 3.
@@ -213,7 +213,7 @@ pub enum Message {
     /// Server → client on the control connection: the server is shutting down.
     Goodbye,
     /// Client → server on the control connection, only after a `Welcome` with `reuse`: the
-    /// client agrees to [`Chunks::Narrow`] sessions on TLS pool connections.
+    /// client agrees to [`Chunks::Narrow`] sessions on TLS and WebSocket pool connections.
     Reuse,
     /// Client → server on the control connection, only after a `Welcome` with `reuse_plain`:
     /// the client agrees to [`Chunks::Wide`] sessions on plain TCP pool connections.
