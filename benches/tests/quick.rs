@@ -140,40 +140,18 @@ fn reference_peers_run_the_latency_workloads() {
     let report = runner::run(&plan).expect("the run");
     println!("{}", table::render(&report));
     let json: Value = serde_json::from_str(&report.to_json()).expect("valid JSON");
+    let every = &[
+        "direct",
+        "go tls=0",
+        "go tls=1",
+        "nodepass tls=0",
+        "nodepass tls=1",
+        "rathole",
+    ][..];
     for (workload, expected) in [
-        (
-            "connect",
-            &[
-                "direct",
-                "go tls=0",
-                "go tls=1",
-                "nodepass tls=0",
-                "nodepass tls=1",
-                "rathole",
-            ][..],
-        ),
-        (
-            "burst",
-            &[
-                "direct",
-                "go tls=0",
-                "go tls=1",
-                "nodepass tls=0",
-                "nodepass tls=1",
-                "rathole",
-            ][..],
-        ),
-        (
-            "rtt",
-            &[
-                "direct",
-                "go tls=0",
-                "go tls=1",
-                "nodepass tls=0",
-                "nodepass tls=1",
-                "rathole",
-            ][..],
-        ),
+        ("connect", every),
+        ("burst", every),
+        ("rtt", every),
         // The reference peers skip the workloads they cannot carry.
         ("udp", &["direct", "nodepass tls=0", "nodepass tls=1"][..]),
     ] {
