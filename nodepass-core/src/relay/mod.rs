@@ -15,14 +15,17 @@ pub(crate) mod splice;
 
 pub(crate) use metered::{Activity, Metered, Prefixed};
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::limit::RateLimiter;
 use crate::protocol::Chunks;
@@ -193,10 +196,60 @@ where
         .with_tap(ctx.tap.clone());
     let mut tunnel = Prefixed::new(prefix, tunnel);
     let copy = copy::copy_bidirectional(&mut local, &mut tunnel);
-    tokio::select! {
-        res = copy => res.map_err(RelayEnd::Io),
-        _ = activity.idle_for(ctx.idle_timeout) => Err(RelayEnd::Idle),
-        _ = ctx.hard_stop.cancelled() => Err(RelayEnd::Stopped),
+    bounded(copy, &activity, ctx).await
+}
+
+/// Run a relay's directions (`both`) until done, the idle timeout, or the tunnel's hard stop.
+pub(crate) fn bounded<'a, T, B>(
+    both: B,
+    activity: &'a Activity,
+    ctx: &'a RelayCtx,
+) -> Bounded<B, impl Future<Output = ()> + 'a, WaitForCancellationFuture<'a>>
+where
+    B: Future<Output = io::Result<T>>,
+{
+    Bounded {
+        both,
+        idle: activity.idle_for(ctx.idle_timeout),
+        stop: ctx.hard_stop.cancelled(),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`bounded`]. A struct, not an `async fn` around `select!`, so that each
+    /// future is stored once: such an `async fn` keeps its argument and the copy `select!`
+    /// moves it into side by side, and every session task carries this future (nested, that
+    /// doubled a session task's size at each level).
+    pub(crate) struct Bounded<B, I, S> {
+        #[pin]
+        both: B,
+        #[pin]
+        idle: I,
+        #[pin]
+        stop: S,
+    }
+}
+
+impl<T, B, I, S> Future for Bounded<B, I, S>
+where
+    B: Future<Output = io::Result<T>>,
+    I: Future<Output = ()>,
+    S: Future<Output = ()>,
+{
+    type Output = Result<T, RelayEnd>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(r) = this.both.poll(cx) {
+            return Poll::Ready(r.map_err(RelayEnd::Io));
+        }
+        if this.idle.poll(cx).is_ready() {
+            return Poll::Ready(Err(RelayEnd::Idle));
+        }
+        if this.stop.poll(cx).is_ready() {
+            return Poll::Ready(Err(RelayEnd::Stopped));
+        }
+        Poll::Pending
     }
 }
 

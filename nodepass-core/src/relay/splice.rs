@@ -21,11 +21,12 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use bytes::{Buf, BytesMut};
+use futures_util::future::try_join;
 use rustix::pipe::{self, PipeFlags, SpliceFlags};
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
-use super::{Activity, RelayCtx, RelayEnd, framed};
+use super::{Activity, RelayCtx, RelayEnd, bounded, framed};
 use crate::protocol::Chunks;
 
 /// Pipe capacity requested per direction (the kernel may grant less; that is fine).
@@ -284,7 +285,7 @@ pub(crate) async fn relay(
     let local = &*local;
     let up = one_way(local, remote, false, &stats.tcp_rx, read, &activity);
     let down = one_way(remote, local, false, &stats.tcp_tx, written, &activity);
-    let (u, d) = bounded(async { tokio::try_join!(up, down) }, &activity, ctx).await?;
+    let (u, d) = bounded(try_join(up, down), &activity, ctx).await?;
     Ok((u, d + prefix.len() as u64))
 }
 
@@ -304,7 +305,7 @@ pub(crate) async fn relay_chunked(
     let (read, written) = taps(ctx);
     let up = one_way(local, remote, true, &stats.tcp_rx, read, &activity);
     let down = from_chunks(remote, local, prefix, &stats.tcp_tx, written, &activity);
-    let (u, (d, rest)) = bounded(async { tokio::try_join!(up, down) }, &activity, ctx).await?;
+    let (u, (d, rest)) = bounded(try_join(up, down), &activity, ctx).await?;
     Ok(((u, d), rest))
 }
 
@@ -323,17 +324,4 @@ fn taps(ctx: &RelayCtx) -> (impl Fn(u64) + '_, impl Fn(u64) + '_) {
             }
         },
     )
-}
-
-/// Run both directions of a relay until done, the idle timeout, or the tunnel's hard stop.
-async fn bounded<T>(
-    both: impl Future<Output = io::Result<T>>,
-    activity: &Activity,
-    ctx: &RelayCtx,
-) -> Result<T, RelayEnd> {
-    tokio::select! {
-        r = both => Ok(r?),
-        _ = activity.idle_for(ctx.idle_timeout) => Err(RelayEnd::Idle),
-        _ = ctx.hard_stop.cancelled() => Err(RelayEnd::Stopped),
-    }
 }

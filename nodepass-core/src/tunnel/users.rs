@@ -2,8 +2,11 @@
 //! connection, carried over a pool connection or dialed directly) and the dialing side
 //! ([`serve_pool_conn`], which waits for `Open` on a parked pool connection and dials a target).
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -460,14 +463,41 @@ async fn serve_chunked(
 
 /// Run a chunked `session`; if it outlives [`crate::pool::LOAN`], `write_off` its connection
 /// (the pool replaces it) and let it go on.
-async fn on_loan<F: Future>(session: F, write_off: impl FnOnce()) -> F::Output {
-    tokio::pin!(session);
-    tokio::select! {
-        r = &mut session => r,
-        _ = tokio::time::sleep(crate::pool::LOAN) => {
-            write_off();
-            session.await
+fn on_loan<F: Future, W: FnOnce()>(session: F, write_off: W) -> OnLoan<F, W> {
+    OnLoan {
+        session,
+        loan: tokio::time::sleep(crate::pool::LOAN),
+        write_off: Some(write_off),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`on_loan`]: a struct so that the session's future is stored once (an
+    /// `async fn` that pins its argument holds it twice, in every session task).
+    struct OnLoan<F, W> {
+        #[pin]
+        session: F,
+        #[pin]
+        loan: tokio::time::Sleep,
+        write_off: Option<W>,
+    }
+}
+
+impl<F: Future, W: FnOnce()> Future for OnLoan<F, W> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        if let Poll::Ready(out) = this.session.poll(cx) {
+            return Poll::Ready(out);
         }
+        if this.write_off.is_some()
+            && this.loan.poll(cx).is_ready()
+            && let Some(write_off) = this.write_off.take()
+        {
+            write_off();
+        }
+        Poll::Pending
     }
 }
 
