@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Barrier;
+use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -87,19 +87,22 @@ pub fn burst(
     link_rtt: Option<Duration>,
 ) -> anyhow::Result<Metrics> {
     anyhow::ensure!(size > 0 && bursts > 0, "a burst needs connections");
-    // Released together by `go`; `done` collects them after each burst.
+    // Released together by `go`; `done` collects them after each burst. Every sample and the
+    // whole burst count from one instant, taken just before the release (each thread's own
+    // wake-up may come later than another's), so no connection outlasts its burst.
     let (go, done) = (Barrier::new(size + 1), Barrier::new(size + 1));
+    let released = Mutex::new(Instant::now());
     let mut wholes = Vec::with_capacity(bursts);
     let results: Vec<anyhow::Result<Vec<u64>>> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..size)
             .map(|w| {
-                let (go, done) = (&go, &done);
+                let (go, done, released) = (&go, &done, &released);
                 scope.spawn(move || {
                     let mut samples = Vec::with_capacity(bursts);
                     let mut failure = None;
                     for b in 0..bursts {
                         go.wait();
-                        let t0 = Instant::now();
+                        let t0 = *released.lock().expect("not poisoned");
                         // After a failure the thread still meets every barrier (the others
                         // wait for it) but stops connecting.
                         if failure.is_none() {
@@ -118,8 +121,9 @@ pub fn burst(
             .collect();
         for _ in 0..bursts {
             std::thread::sleep(pause);
-            go.wait();
             let t0 = Instant::now();
+            *released.lock().expect("not poisoned") = t0;
+            go.wait();
             done.wait();
             wholes.push(t0.elapsed().as_nanos() as u64);
         }
