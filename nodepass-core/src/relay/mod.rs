@@ -200,7 +200,7 @@ where
 }
 
 /// Run a relay's directions (`both`) until done, the idle timeout, or the tunnel's hard stop.
-pub(crate) fn bounded<'a, T, B>(
+fn bounded<'a, T, B>(
     both: B,
     activity: &'a Activity,
     ctx: &'a RelayCtx,
@@ -220,7 +220,7 @@ pin_project_lite::pin_project! {
     /// future is stored once: such an `async fn` keeps its argument and the copy `select!`
     /// moves it into side by side, and every session task carries this future (nested, that
     /// doubled a session task's size at each level).
-    pub(crate) struct Bounded<B, I, S> {
+    struct Bounded<B, I, S> {
         #[pin]
         both: B,
         #[pin]

@@ -20,7 +20,7 @@ use std::net::Shutdown;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use futures_util::future::try_join;
 use rustix::pipe::{self, PipeFlags, SpliceFlags};
 use tokio::io::{AsyncWriteExt, Interest};
@@ -217,11 +217,11 @@ async fn from_chunks(
             // chunk whole: one `recv` and one `send` instead of a `recv` and two `splice`s.
             // After a large one (bulk), only the length, so bulk stays spliced.
             from.readable().await?;
-            let mut head = [0u8; HEAD_READ];
             let want = if small { HEAD_READ } else { hdr.len() - got };
-            match from.try_read(&mut head[..want]) {
+            prefix.reserve(want);
+            match from.try_read_buf(&mut (&mut prefix).limit(want)) {
                 Ok(0) => return Err(framed::cut()),
-                Ok(n) => prefix.extend_from_slice(&head[..n]),
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
@@ -291,9 +291,10 @@ pub(crate) async fn relay(
 
 /// [`relay`] for a session in wide chunks on a plain pool connection ([`super::framed`]'s
 /// layout, spliced: each chunk's length is a small write of its own, and its bytes stay in the
-/// kernel, except small chunks read with their length after a small one). `prefix` holds the bytes already read off `remote` after the `Open`. Returns the
-/// bytes carried and what was read past the session's end (nothing from a well-behaved peer)
-/// when both directions ended cleanly: `remote` can then carry the next `Open`.
+/// kernel, except small chunks read with their length after a small one). `prefix` holds the
+/// bytes already read off `remote` after the `Open`. Returns the bytes carried and what was
+/// read past the session's end (nothing from a well-behaved peer) when both directions ended
+/// cleanly: `remote` can then carry the next `Open`.
 pub(crate) async fn relay_chunked(
     local: &TcpStream,
     remote: &TcpStream,
