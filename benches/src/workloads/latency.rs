@@ -216,6 +216,8 @@ mod tests {
         let b = burst(target.addr(), 8, 3, Duration::from_millis(1), None).unwrap();
         assert_eq!(b.get("count"), Some(24.0));
         assert!(b.get("p50_us").unwrap() <= b.get("max_us").unwrap());
+        let empty = burst(target.addr(), 0, 3, Duration::ZERO, None).unwrap_err();
+        assert!(empty.to_string().contains("needs connections"), "{empty}");
         // A connection's time is within its burst's.
         assert!(b.get("max_us").unwrap() <= b.get("burst_max_us").unwrap());
     }
