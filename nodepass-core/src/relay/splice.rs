@@ -13,6 +13,14 @@
 //! [`relay_chunked`] carries a session on a reusable plain pool connection in wide chunks
 //! ([`super::framed`]'s layout): the same splices, with each chunk's 4-byte length written
 //! (`MSG_MORE`) and read on its own, and a zero length instead of the write shutdown.
+//!
+//! Small messages (interactive traffic: requests, keystrokes, pings) are not spliced: after a
+//! wake-up that moved at most [`HEAD_READ`] bytes, the next one starts with a `recv` of that
+//! size and a single `send` (with the chunk's length in front), two syscalls instead of a
+//! splice in, a splice out (and a length) and a splice that finds the socket dry. A `recv`
+//! shorter than asked shows the socket had nothing more, so it clears the socket's readiness
+//! as tokio's own `poll_read` does (see [`read_some`]). A `recv` that fills the buffer sends
+//! it and goes on with `splice` for the rest.
 
 use std::cell::RefCell;
 use std::io;
@@ -31,8 +39,8 @@ use crate::protocol::Chunks;
 
 /// Pipe capacity requested per direction (the kernel may grant less; that is fine).
 pub(crate) const PIPE_SIZE: usize = 1 << 20;
-/// Bytes read into user space with a wide chunk's length, after a chunk no larger than this
-/// (see `from_chunks`).
+/// Size of the `recv` that starts a wake-up after a small one, in both directions: at most
+/// this much is copied through user space before `splice` takes over (see the module doc).
 const HEAD_READ: usize = 2048;
 /// Largest single `splice` call.
 const SPLICE_CHUNK: usize = 1 << 20;
@@ -133,6 +141,73 @@ async fn send_all(to: &TcpStream, mut buf: &[u8], more: bool) -> io::Result<()> 
     Ok(())
 }
 
+/// One `recv` into `buf` (at most its `remaining_mut`). A read shorter than that shows the
+/// socket's receive queue was empty at that moment (a TCP `recv` returns less than asked only
+/// then), so the socket's readiness is cleared with it, as tokio's `poll_read` does: the next
+/// wait goes to the reactor instead of a `recv` that would find nothing. Data arriving during
+/// the call raises a newer readiness event, which the clearing leaves alone. `WouldBlock`
+/// when there was nothing to read; `Ok(0)` is EOF.
+fn read_some<B: BufMut>(from: &TcpStream, buf: &mut B) -> io::Result<usize> {
+    let want = buf.remaining_mut();
+    let mut got = 0;
+    let res = from.try_io(Interest::READABLE, || {
+        got = from.try_read_buf(buf)?;
+        if 0 < got && got < want {
+            // Short: drained. Cleared by `try_io` with the readiness seen before the read.
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(got)
+        }
+    });
+    match res {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+        other => other,
+    }
+}
+
+/// What a wake-up's first, copying read found (see [`head`]).
+enum Head {
+    /// EOF on the reading side.
+    End,
+    /// Nothing to read after all (readiness cleared).
+    Dry,
+    /// This many bytes read and sent on; `full` when the read filled its buffer (more may be
+    /// waiting: go on with `splice`).
+    Moved { n: usize, full: bool },
+}
+
+/// Start a wake-up with one `recv` of up to [`HEAD_READ`] bytes and pass them on in one write,
+/// behind a wide chunk length with `chunks`. The buffer lives on the stack only until the
+/// write: what the socket does not take at once is copied out and written after an await.
+async fn head(from: &TcpStream, to: &TcpStream, chunks: bool) -> io::Result<Head> {
+    let (n, rest) = {
+        let mut buf = [0u8; 4 + HEAD_READ];
+        let n = match read_some(from, &mut &mut buf[4..]) {
+            Ok(0) => return Ok(Head::End),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Head::Dry),
+            Err(e) => return Err(e),
+        };
+        let out = if chunks {
+            buf[..4].copy_from_slice(&framed::length(Chunks::Wide, n));
+            &buf[..4 + n]
+        } else {
+            &buf[4..4 + n]
+        };
+        let sent = match to.try_write(out) {
+            Ok(k) => k,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        (n, BytesMut::from(&out[sent..]))
+    };
+    send_all(to, &rest, false).await?;
+    Ok(Head::Moved {
+        n,
+        full: n == HEAD_READ,
+    })
+}
+
 /// Half-close: the far side sees EOF and may still answer.
 fn shutdown_write(to: &TcpStream) -> io::Result<()> {
     match socket2::SockRef::from(to).shutdown(Shutdown::Write) {
@@ -154,9 +229,28 @@ async fn one_way(
     activity: &Activity,
 ) -> io::Result<u64> {
     let mut total = 0u64;
+    // Whether the last wake-up moved a small message: then this one starts with a copy.
+    let mut small = true;
     'idle: loop {
         // Wait for data without holding a pipe.
         from.readable().await?;
+        let mut moved = 0;
+        if small {
+            match head(from, to, chunks).await? {
+                Head::End => break 'idle,
+                Head::Dry => continue 'idle,
+                Head::Moved { n, full } => {
+                    activity.touch();
+                    total += n as u64;
+                    counter.fetch_add(n as u64, Relaxed);
+                    tap(n as u64);
+                    if !full {
+                        continue 'idle;
+                    }
+                    moved = n;
+                }
+            }
+        }
         let p = take_pipe()?;
         loop {
             let filled =
@@ -169,10 +263,12 @@ async fn one_way(
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         // Dry for now: the pipe is empty, hand it back until data returns.
                         give_pipe(p);
+                        small = moved <= HEAD_READ;
                         continue 'idle;
                     }
                     Err(e) => return Err(e),
                 };
+            moved += filled;
             activity.touch();
             if chunks {
                 send_all(to, &framed::length(Chunks::Wide, filled), true).await?;
@@ -219,7 +315,7 @@ async fn from_chunks(
             from.readable().await?;
             let want = if small { HEAD_READ } else { hdr.len() - got };
             prefix.reserve(want);
-            match from.try_read_buf(&mut (&mut prefix).limit(want)) {
+            match read_some(from, &mut (&mut prefix).limit(want)) {
                 Ok(0) => return Err(framed::cut()),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}

@@ -329,3 +329,102 @@ async fn a_cut_spliced_chunked_session_resets_the_user() {
 async fn a_cut_copied_chunked_session_resets_the_user() {
     cut_chunked_session(false).await;
 }
+
+/// Message sizes for the ping-pong tests: below, at and above the size of a wake-up's first
+/// copying read (2 KiB), and large ones that go on with `splice`, mixed so each direction
+/// switches between the copy and the splice path several times.
+const PING_SIZES: [usize; 10] = [1, 7, 2047, 2048, 2049, 5000, 300_000, 3, 65_536, 1];
+
+/// The user sends each message of `PING_SIZES` (40 rounds) and waits for the far side's
+/// echo before the next, through `relay_in` and `tunnel_in`; the far side echoes through
+/// `echo`. A wake-up lost to a wrongly cleared readiness would stall a round (the test has a
+/// deadline); every echo must match its message byte for byte, and the counters the total.
+async fn ping_pong(
+    mut user: TcpStream,
+    relay: tokio::task::JoinHandle<(u64, u64)>,
+    stats: Arc<Stats>,
+    echo: tokio::task::JoinHandle<()>,
+) {
+    let mut total = 0u64;
+    let rounds = async {
+        for round in 0..40usize {
+            let len = PING_SIZES[round % PING_SIZES.len()];
+            let msg: Vec<u8> = (0..len).map(|i| (i * 13 + round) as u8).collect();
+            let mut back = vec![0u8; len];
+            let (mut r, mut w) = user.split();
+            // Concurrently: a large message's echo comes back while it is still being sent.
+            let (sent, got) = tokio::join!(w.write_all(&msg), r.read_exact(&mut back));
+            sent.unwrap();
+            got.unwrap();
+            assert!(
+                back == msg,
+                "round {round}: the echo of {len} bytes differs"
+            );
+            total += len as u64;
+        }
+        user.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        user.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty(), "nothing after the last echo");
+    };
+    tokio::time::timeout(Duration::from_secs(60), rounds)
+        .await
+        .expect("every round trip completes");
+    echo.await.unwrap();
+    assert_eq!(relay.await.unwrap(), (total, total));
+    let s = stats.snapshot();
+    assert_eq!((s.tcp_rx, s.tcp_tx), (total, total));
+}
+
+/// Read whatever arrives and write it back until EOF, then shut down.
+async fn echo_back<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut s: S) -> S {
+    let mut buf = vec![0u8; 64 * 1024];
+    for _ in 0..1_000_000 {
+        let n = s.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        s.write_all(&buf[..n]).await.unwrap();
+    }
+    s.shutdown().await.unwrap();
+    s
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn splice_path_carries_small_and_large_messages_back_and_forth() {
+    let (user, mut local_in) = pair().await;
+    let (tunnel_in, far) = pair().await;
+    let c = ctx();
+    let stats = c.stats.clone();
+    let relay = tokio::spawn(async move {
+        super::splice::relay(&mut local_in, &tunnel_in, BytesMut::new(), &c)
+            .await
+            .unwrap()
+    });
+    let echo = tokio::spawn(async move {
+        echo_back(far).await;
+    });
+    ping_pong(user, relay, stats, echo).await;
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spliced_chunked_session_carries_small_and_large_messages_back_and_forth() {
+    let (user, local_in) = pair().await;
+    let (tunnel_in, far) = pair().await;
+    let (task, stats) = spawn_wide(local_in, tunnel_in, BytesMut::new(), true);
+    let relay = tokio::spawn(async move {
+        let (res, back) = task.await.unwrap();
+        assert!(
+            back.is_some(),
+            "the connection comes back after a clean end"
+        );
+        res.unwrap()
+    });
+    let echo = tokio::spawn(async move {
+        let framed = echo_back(framed::Framed::new(far, BytesMut::new(), Chunks::Wide)).await;
+        assert!(framed.reusable());
+    });
+    ping_pong(user, relay, stats, echo).await;
+}
