@@ -62,6 +62,12 @@ struct Args {
     #[arg(long, value_name = "CONNECTIONS", default_value_t = 48,
           value_parser = clap::value_parser!(u16).range(1..=1000))]
     burst: u16,
+    /// Measure each workload N times, the subjects interleaved (direct, nodepass, peers,
+    /// direct, ...), and report each figure as the median of its N rounds: steadier ratios on
+    /// a noisy machine.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=20))]
+    rounds: u8,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -141,6 +147,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
         budget: Budget {
             connect_pause: Duration::from_micros(args.connect_pause),
             burst: usize::from(args.burst),
+            rounds: usize::from(args.rounds),
             ..match &args.wan {
                 Some(p) => Budget::wan(p, args.quick),
                 None if args.quick => Budget::quick(),

@@ -142,6 +142,9 @@ pub struct Budget {
     /// Duration of the transfer the CPU workload measures.
     #[serde(serialize_with = "secs", rename = "cpu_s")]
     pub cpu: Duration,
+    /// Rounds of each workload: every subject once per round, the subjects interleaved, and
+    /// each figure the median of its rounds ([`crate::report::Run::median`]).
+    pub rounds: usize,
 }
 
 fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -165,6 +168,7 @@ impl Budget {
             udp_size: 1400,
             connections: 10_000,
             cpu: Duration::from_secs(3),
+            rounds: 1,
         }
     }
 

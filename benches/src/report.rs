@@ -145,6 +145,70 @@ impl Run {
     pub fn get(&self, key: &str) -> Option<f64> {
         self.metrics.get(key)
     }
+
+    /// One run from the rounds of one subject (`None` for no rounds): each metric the median
+    /// of the rounds that succeeded (of an even number, the mean of the middle two; a count
+    /// takes the lower of them, a value one round had), every note once, and a note saying
+    /// how many rounds failed and the first one's error. All rounds failed: the first one.
+    pub fn median(rounds: Vec<Run>) -> Option<Run> {
+        let total = rounds.len();
+        let (ok, failed): (Vec<Run>, Vec<Run>) =
+            rounds.into_iter().partition(|r| r.error.is_none());
+        let Some(first) = ok.first() else {
+            return failed.into_iter().next();
+        };
+        if total == 1 {
+            return ok.into_iter().next();
+        }
+        let mut metrics = Metrics::default();
+        for m in first.metrics.iter() {
+            let values: Vec<Num> = ok
+                .iter()
+                .filter_map(|r| r.metrics.values.iter().find(|x| x.key == m.key))
+                .map(|x| x.value)
+                .collect();
+            metrics.push(m.key.clone(), median_of(values), m.shown);
+        }
+        let mut notes: Vec<String> = Vec::new();
+        for n in ok.iter().flat_map(|r| &r.notes) {
+            if !notes.contains(n) {
+                notes.push(n.clone());
+            }
+        }
+        if let Some(f) = failed.first() {
+            notes.push(format!(
+                "{} of {total} rounds failed, not counted (first: {})",
+                failed.len(),
+                f.error.as_deref().unwrap_or_default()
+            ));
+        }
+        Some(Run {
+            subject: first.subject.clone(),
+            implementation: first.implementation.clone(),
+            tls: first.tls,
+            metrics,
+            ratio_to_direct: BTreeMap::new(),
+            notes,
+            error: None,
+        })
+    }
+}
+
+/// The median of `values` (not empty): counts give the lower middle one, measurements the
+/// middle one or the mean of the middle two.
+fn median_of(mut values: Vec<Num>) -> Num {
+    if values.iter().all(|v| matches!(v, Num::Int(_))) {
+        values.sort_by_key(|v| v.as_f64() as u64);
+        return values[(values.len() - 1) / 2];
+    }
+    let mut f: Vec<f64> = values.iter().map(|v| v.as_f64()).collect();
+    f.sort_by(f64::total_cmp);
+    let n = f.len();
+    Num::Float(if n % 2 == 1 {
+        f[n / 2]
+    } else {
+        (f[n / 2 - 1] + f[n / 2]) / 2.0
+    })
 }
 
 /// Every run of one workload.
@@ -322,5 +386,49 @@ mod tests {
     fn metrics_serialise_as_an_object_with_integer_counts() {
         let json = serde_json::to_value(run("direct", None, 1.5).metrics).unwrap();
         assert_eq!(json, serde_json::json!({"gbit_per_s": 1.5, "bytes": 10}));
+    }
+
+    /// Rounds combine metric by metric: the median of the rounds that succeeded (the mean of
+    /// the middle two for an even count of measurements, the lower middle one for counts),
+    /// shown/hidden kept, notes once each, failed rounds left out and said; all failed: the
+    /// first failure; one round: unchanged.
+    #[test]
+    fn rounds_combine_into_medians() {
+        let with = |gbps: f64, bytes: u64, note: &str| {
+            let mut r = run("nodepass", Some(1), gbps);
+            r.metrics.values[1].value = Num::Int(bytes);
+            r.notes.push(note.into());
+            r
+        };
+        let failed = |why: &str| Run {
+            metrics: Metrics::default(),
+            error: Some(why.into()),
+            ..run("nodepass", Some(1), 0.0)
+        };
+        let m = Run::median(vec![
+            with(30.0, 7, "a"),
+            failed("start failed"),
+            with(10.0, 5, "b"),
+            with(20.0, 9, "a"),
+        ])
+        .unwrap();
+        assert_eq!(m.get("gbit_per_s"), Some(20.0));
+        assert_eq!(m.metrics.values[1].value, Num::Int(7));
+        assert!(m.metrics.values[0].shown && !m.metrics.values[1].shown);
+        assert_eq!(m.error, None);
+        assert_eq!(m.notes[..2], ["a".to_owned(), "b".to_owned()]);
+        assert_eq!(
+            m.notes[2],
+            "1 of 4 rounds failed, not counted (first: start failed)"
+        );
+        let even = Run::median(vec![with(10.0, 4, "x"), with(40.0, 8, "x")]).unwrap();
+        assert_eq!(even.get("gbit_per_s"), Some(25.0));
+        assert_eq!(even.metrics.values[1].value, Num::Int(4));
+        assert_eq!(even.notes, ["x".to_owned()]);
+        let all_failed = Run::median(vec![failed("first"), failed("second")]).unwrap();
+        assert_eq!(all_failed.error.as_deref(), Some("first"));
+        let one = with(3.0, 1, "n");
+        assert_eq!(Run::median(vec![one.clone()]).unwrap().metrics, one.metrics);
+        assert!(Run::median(Vec::new()).is_none());
     }
 }

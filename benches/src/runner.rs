@@ -1,5 +1,6 @@
 //! One benchmark run: for each workload, each subject in turn (so direct and tunneled figures
-//! of one workload are measured close together in time), each on freshly started processes.
+//! of one workload are measured close together in time), each on freshly started processes;
+//! with several rounds, all subjects once per round and each figure the median of its rounds.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -65,28 +66,36 @@ fn run_here(plan: &Plan, wan: Option<Arc<Testbed>>) -> anyhow::Result<Report> {
     let link_rtt = plan.wan.as_ref().map(|p| p.rtt);
 
     let subjects = plan.subjects();
-    let steps = plan
-        .workloads
-        .iter()
-        .map(|w| subjects.iter().filter(|s| w.applies_to(s)).count())
-        .sum::<usize>();
+    let rounds = plan.budget.rounds.max(1);
+    let steps = rounds
+        * plan
+            .workloads
+            .iter()
+            .map(|w| subjects.iter().filter(|s| w.applies_to(s)).count())
+            .sum::<usize>();
     let bar = progress_bar(steps as u64);
     let mut reports = Vec::new();
     for &workload in &plan.workloads {
-        let mut runs = Vec::new();
-        for subject in subjects.iter().filter(|s| workload.applies_to(s)) {
-            let step = format!("{}: {}", workload.name(), subject.label());
-            if bar.is_hidden() {
-                eprintln!("[{}/{steps}] {step}", bar.position() + 1);
+        let measured: Vec<&Subject> = subjects.iter().filter(|s| workload.applies_to(s)).collect();
+        let mut each: Vec<Vec<Run>> = vec![Vec::with_capacity(rounds); measured.len()];
+        for round in 1..=rounds {
+            for (subject, runs) in measured.iter().zip(&mut each) {
+                let mut step = format!("{}: {}", workload.name(), subject.label());
+                if rounds > 1 {
+                    step.push_str(&format!(" (round {round} of {rounds})"));
+                }
+                if bar.is_hidden() {
+                    eprintln!("[{}/{steps}] {step}", bar.position() + 1);
+                }
+                bar.set_message(step);
+                runs.push(measure(workload, subject, &ctx, &target, plan, link_rtt));
+                bar.inc(1);
             }
-            bar.set_message(step);
-            runs.push(measure(workload, subject, &ctx, &target, plan, link_rtt));
-            bar.inc(1);
         }
         let mut report = WorkloadReport {
             name: workload.name(),
             description: workload.describe(&plan.budget),
-            runs,
+            runs: each.into_iter().filter_map(Run::median).collect(),
         };
         report.compute_ratios();
         reports.push(report);

@@ -52,6 +52,13 @@ pub fn render(report: &Report) -> String {
             w.b_to_a.queue_drops
         );
     }
+    if report.budget.rounds > 1 {
+        let _ = writeln!(
+            out,
+            "Each figure: the median of {} rounds (the subjects measured in turn in each).\n",
+            report.budget.rounds
+        );
+    }
     out.push_str(&markdown(&header, &rows));
 
     if !report.targets.is_empty() {

@@ -251,3 +251,46 @@ fn the_go_peer_runs_the_same_type_as_ours() {
         "{whats:?}"
     );
 }
+
+/// `rounds`: every subject measured once per round, one run per subject in the report (the
+/// medians), the round count in the JSON budget and said above the table.
+#[test]
+fn rounds_report_one_median_run_per_subject() {
+    let nodepass =
+        process::locate_nodepass(None, process::Build::IfMissing).expect("the nodepass executable");
+    let plan = Plan {
+        workloads: vec![Workload::Rtt],
+        tls: vec![0],
+        pool_types: vec![0],
+        budget: Budget {
+            round_trips: 100,
+            rounds: 3,
+            ..tiny_budget()
+        },
+        quick: true,
+        nodepass,
+        peers: Vec::new(),
+        command: "quick.rs rounds".into(),
+        ready_timeout: Duration::from_secs(30),
+        wan: None,
+    };
+    let report = runner::run(&plan).expect("the run");
+    let text = table::render(&report);
+    println!("{text}");
+    assert!(
+        text.contains("the median of 3 rounds"),
+        "the table says how its figures were taken"
+    );
+    let json: Value = serde_json::from_str(&report.to_json()).expect("valid JSON");
+    assert_eq!(json["budget"]["rounds"], 3);
+    let runs = json["workloads"]["rtt"]["runs"].as_array().unwrap();
+    let subjects: Vec<&str> = runs
+        .iter()
+        .map(|r| r["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(subjects, ["direct", "nodepass tls=0"]);
+    for r in runs {
+        assert!(r["error"].is_null(), "{r}");
+        assert!(r["metrics"]["p50_us"].as_f64().unwrap() > 0.0, "{r}");
+    }
+}
