@@ -294,3 +294,21 @@ fn rounds_report_one_median_run_per_subject() {
         assert!(r["metrics"]["p50_us"].as_f64().unwrap() > 0.0, "{r}");
     }
 }
+
+/// `--rounds` outside 1..=20 is refused before anything runs, the message naming the flag and
+/// the range.
+#[test]
+fn rounds_out_of_range_are_refused() {
+    for bad in ["0", "21", "x"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_nodepass-benches"))
+            .args(["rtt", "--rounds", bad])
+            .output()
+            .expect("run nodepass-benches");
+        assert_eq!(out.status.code(), Some(2), "--rounds {bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--rounds") && err.contains(bad),
+            "--rounds {bad}: {err}"
+        );
+    }
+}
