@@ -321,9 +321,11 @@ async fn pool_connections_carry_one_session_after_another() {
             );
         }
         let made = fwd.accepted() - before;
-        // Without reuse, one per session.
+        // Without reuse, one per session (24). With it, a few at most: a session that outlives
+        // its loan (about 250 ms; a loaded CI machine, all tests in parallel, did that once
+        // here: 3) has its connection replaced.
         assert!(
-            made <= 2,
+            made <= SESSIONS / 4,
             "tls={tls} mode={flow}{extra}: {made} new tunnel connections"
         );
         stop.cancel();
