@@ -29,22 +29,102 @@ use crate::error::{Error, Result};
 /// How often certificate files are checked for changes.
 pub const CERT_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
-/// aws-lc-rs (rustls's default provider), with TLS 1.3's AES-128-GCM-SHA256 preferred over the
+/// rustls's aws-lc-rs provider (key exchange, signatures, hashes) with the record layer's
+/// AES-GCM from whichever of the two AES-GCM implementations in the binary is faster on this
+/// CPU ([`RecordAead::for_this_cpu`]), and TLS 1.3's AES-128-GCM-SHA256 preferred over the
 /// default AES-256-GCM-SHA384 (the client offers its order and the server follows it).
-/// aws-lc-rs over ring (still used for the keyed handshake and certificates): its AES-GCM uses
-/// AVX-512 where the CPU has it, and took 13 % less tunnel CPU per GB of TLS bulk on this
-/// project's benchmark machine (AES-GCM from 28 % to 13 % of all samples; docs/benchmarks.md,
-/// round 6). Measured (docs/benchmarks.md, issue 17):
-/// the SHA-384 key schedule of every pool handshake ran on SHA-512 code without hardware
-/// support (5.6% of the tunnel processes' CPU in the `connect` workload at tls=1), while
-/// SHA-256 has it; AES-128 also takes 10 rounds per block instead of 14 for bulk. Both suites
-/// are mandatory-to-implement TLS 1.3 suites with 128-bit or better security.
+///
+/// Measured (docs/benchmarks.md, issue 17): the SHA-384 key schedule of every pool handshake
+/// ran on SHA-512 code without hardware support (5.6% of the tunnel processes' CPU in the
+/// `connect` workload at tls=1), while SHA-256 has it; AES-128 also takes 10 rounds per block
+/// instead of 14 for bulk. Both suites are mandatory-to-implement TLS 1.3 suites with 128-bit
+/// or better security. The two ends of a tunnel may pick different implementations: the
+/// records on the wire are the same.
 fn provider() -> Arc<CryptoProvider> {
+    static AEAD: std::sync::OnceLock<RecordAead> = std::sync::OnceLock::new();
+    let aead = *AEAD.get_or_init(|| {
+        let aead = RecordAead::for_this_cpu();
+        tracing::debug!(
+            aes_gcm = aead.name(),
+            "TLS records: the AES-GCM implementation for this CPU"
+        );
+        aead
+    });
+    provider_with(aead)
+}
+
+/// [`provider`] with the record layer of `aead`.
+fn provider_with(aead: RecordAead) -> Arc<CryptoProvider> {
     let mut p = rustls::crypto::aws_lc_rs::default_provider();
-    let preferred = rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256;
+    let preferred = match aead {
+        RecordAead::AwsLc => rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256,
+        RecordAead::Ring => {
+            p.cipher_suites = rustls::crypto::ring::default_provider().cipher_suites;
+            rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256
+        }
+    };
     p.cipher_suites.retain(|s| s.suite() != preferred.suite());
     p.cipher_suites.insert(0, preferred);
     Arc::new(p)
+}
+
+/// Which library encrypts and decrypts TLS records (the AEAD of the cipher suites).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RecordAead {
+    /// aws-lc-rs: AES-GCM with AVX-512 (VAES, VPCLMULQDQ on 512-bit registers) where the CPU
+    /// has it; took AES-GCM from 28 % to 13 % of the samples of TLS bulk against ring on an
+    /// AVX-512 machine (docs/benchmarks.md, round 6). Also the choice where neither has an edge.
+    AwsLc,
+    /// ring: AES-GCM with VAES and VPCLMULQDQ on 256-bit (AVX2) registers, which the aws-lc in
+    /// the tree (aws-lc-sys 0.47) lacks: it falls back to 128-bit AES-NI code there. On a CPU
+    /// with AVX2 and VAES but no AVX-512 (AMD Zen 3, recent Intel desktop parts) ring took
+    /// 19-23 % less tunnel CPU per GB of TLS bulk (docs/benchmarks.md, round 9).
+    Ring,
+}
+
+/// The x86 features that decide [`RecordAead::for_this_cpu`].
+#[derive(Debug, Clone, Copy, Default)]
+struct AesFeatures {
+    /// AVX-512 F, BW and VL: what aws-lc's 512-bit AES-GCM needs besides VAES and VPCLMULQDQ.
+    avx512: bool,
+    /// VAES and VPCLMULQDQ (vector AES and carry-less multiply).
+    vaes: bool,
+    /// AVX2 (256-bit integer vectors).
+    avx2: bool,
+}
+
+impl RecordAead {
+    /// The faster implementation on this CPU: ring on x86-64 with VAES and AVX2 but no
+    /// AVX-512, aws-lc-rs everywhere else.
+    fn for_this_cpu() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        let features = AesFeatures {
+            avx512: std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vl"),
+            vaes: std::arch::is_x86_feature_detected!("vaes")
+                && std::arch::is_x86_feature_detected!("vpclmulqdq"),
+            avx2: std::arch::is_x86_feature_detected!("avx2"),
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let features = AesFeatures::default();
+        Self::for_features(features)
+    }
+
+    fn for_features(f: AesFeatures) -> Self {
+        if f.vaes && f.avx2 && !f.avx512 {
+            RecordAead::Ring
+        } else {
+            RecordAead::AwsLc
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            RecordAead::AwsLc => "aws-lc-rs",
+            RecordAead::Ring => "ring",
+        }
+    }
 }
 
 /// The server side of tunnel (or API) TLS: a config whose certificate can be swapped live.
@@ -423,5 +503,95 @@ mod tests {
                 Some(HandshakeKind::Resumed)
             ]
         );
+    }
+
+    #[test]
+    fn ring_records_only_on_vaes_avx2_without_avx512() {
+        let f = |avx512, vaes, avx2| RecordAead::for_features(AesFeatures { avx512, vaes, avx2 });
+        assert_eq!(f(false, true, true), RecordAead::Ring, "Zen 3, Alder Lake");
+        assert_eq!(f(true, true, true), RecordAead::AwsLc, "AVX-512 with VAES");
+        assert_eq!(
+            f(false, false, true),
+            RecordAead::AwsLc,
+            "AES-NI and AVX2 only"
+        );
+        assert_eq!(f(false, true, false), RecordAead::AwsLc, "no AVX2");
+        assert_eq!(f(false, false, false), RecordAead::AwsLc, "not x86-64");
+    }
+
+    /// The two ends of a tunnel may pick different record-layer libraries (different CPUs):
+    /// each pair carries a megabyte each way byte for byte, on the suite of the library chosen.
+    #[cfg(feature = "self-signed")]
+    #[tokio::test]
+    async fn record_layers_of_both_libraries_interoperate() {
+        use rustls::crypto::{aws_lc_rs, ring};
+        let suite = |aead| match aead {
+            RecordAead::AwsLc => aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256,
+            RecordAead::Ring => ring::cipher_suite::TLS13_AES_128_GCM_SHA256,
+        };
+        let same = |a: rustls::SupportedCipherSuite, b: rustls::SupportedCipherSuite| match (a, b) {
+            (rustls::SupportedCipherSuite::Tls13(a), rustls::SupportedCipherSuite::Tls13(b)) => {
+                std::ptr::eq(a, b)
+            }
+            _ => false,
+        };
+        let data: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+        let cert = ServerTls::self_signed(&["nodepass".into()]).unwrap();
+        for (server_aead, client_aead) in [
+            (RecordAead::AwsLc, RecordAead::Ring),
+            (RecordAead::Ring, RecordAead::AwsLc),
+            (RecordAead::Ring, RecordAead::Ring),
+        ] {
+            let server_config =
+                rustls::ServerConfig::builder_with_provider(provider_with(server_aead))
+                    .with_protocol_versions(&[&rustls::version::TLS13])
+                    .unwrap()
+                    .with_no_client_auth()
+                    .with_cert_resolver(cert.resolver.clone());
+            let client_provider = provider_with(client_aead);
+            let client_config =
+                rustls::ClientConfig::builder_with_provider(client_provider.clone())
+                    .with_protocol_versions(&[&rustls::version::TLS13])
+                    .unwrap()
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(AnyCert(
+                        client_provider.signature_verification_algorithms,
+                    )))
+                    .with_no_client_auth();
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
+            let len = data.len();
+            let serve = tokio::spawn(async move {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let mut tls = acceptor.accept(tcp).await.unwrap();
+                let mut got = vec![0u8; len];
+                tls.read_exact(&mut got).await.unwrap();
+                tls.write_all(&got).await.unwrap();
+                tls.shutdown().await.unwrap();
+                tls.get_ref().1.negotiated_cipher_suite().unwrap()
+            });
+            let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let name = ServerName::try_from("nodepass").unwrap();
+            let mut tls = connector.connect(name, tcp).await.unwrap();
+            tls.write_all(&data).await.unwrap();
+            let mut back = Vec::new();
+            tls.read_to_end(&mut back).await.unwrap();
+            assert!(
+                back == data,
+                "{server_aead:?} <- {client_aead:?}: bytes differ"
+            );
+            let client_suite = tls.get_ref().1.negotiated_cipher_suite().unwrap();
+            let server_suite = serve.await.unwrap();
+            assert!(
+                same(client_suite, suite(client_aead)),
+                "client on {client_aead:?}"
+            );
+            assert!(
+                same(server_suite, suite(server_aead)),
+                "server on {server_aead:?}"
+            );
+        }
     }
 }
