@@ -171,12 +171,7 @@ impl Subject {
 
 fn start_nodepass(ctx: &Ctx, tls: u8, pool_type: u8) -> anyhow::Result<Endpoint> {
     // QUIC (type=1) listens on the tunnel port number over UDP too.
-    let tunnel = if pool_type == 1 {
-        process::free_port_pair()?
-    } else {
-        process::free_tcp_port()?
-    };
-    let user = process::free_port_pair()?;
+    let [tunnel, user] = process::free_ports([pool_type == 1, true])?;
     let (key, target, host) = (&ctx.key, ctx.target, ctx.tunnel_host());
     let urls = [
         (
@@ -215,8 +210,7 @@ fn start_peer(
     tls: Option<u8>,
     pool_type: Option<u8>,
 ) -> anyhow::Result<Endpoint> {
-    let tunnel = process::free_tcp_port()?;
-    let user = process::free_port_pair()?;
+    let [tunnel, user] = process::free_ports([false, true])?;
     let work = ctx.work_dir.join(format!("peer-{}", spec.name));
     std::fs::create_dir_all(&work).with_context(|| format!("create {}", work.display()))?;
     let tls_text = tls.map(|t| t.to_string()).unwrap_or_default();
