@@ -9,14 +9,7 @@ use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::{Api, DEADLINE, Sse, SseItem, options};
 
-/// A free loopback port (bound then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use nodepass_testkit::{free_port, free_ports};
 
 async fn create(api: &Api, body: Value) -> Value {
     let res = api
@@ -471,7 +464,7 @@ async fn export_then_import_recreates_the_instances() {
 #[tokio::test]
 async fn a_server_reports_its_mode_once_a_client_connected() {
     let api = Api::start_nodepass(options(), "").await;
-    let (tunnel, target, users) = (free_port(), free_port(), free_port());
+    let [tunnel, target, users] = free_ports();
     let server = create(
         &api,
         json!({ "url": format!("server://mode-key@127.0.0.1:{tunnel}/127.0.0.1:{target}") }),

@@ -56,20 +56,12 @@ fn temp_dir(name: &str) -> nodepass_testkit::TempDir {
     nodepass_testkit::temp_dir(&format!("readme-{name}"))
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn quick_start_fetches_a_page_through_nodepass() {
     if !(have("python3") && have("curl") && have("bash")) {
         return;
     }
-    let (web, local) = (free_port(), free_port());
+    let [web, local] = nodepass_testkit::free_ports();
     let script: String = block("quick-start:")
         .lines()
         .filter(|l| !l.starts_with("cargo build"))

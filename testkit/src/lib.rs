@@ -6,6 +6,7 @@
 //! - [`server`]: a loopback TCP [`Server`](server::Server) that serves every connection with
 //!   a handler and stops when dropped, and the [`echo`](server::echo) server.
 //! - [`wait`]: the bounded [`eventually`](wait::eventually) for conditions no event announces.
+//! - [`port`]: loopback ports chosen ahead of use, all different within one call.
 //! - [`temp_dir`]: a named temporary directory (the `tempfile` crate), removed on drop.
 //! - `http` (feature `http`): a one-connection-per-request HTTP/1.1 client (hyper) and a
 //!   server-sent events reader, for the tests of a master.
@@ -20,9 +21,11 @@
 
 #[cfg(feature = "http")]
 pub mod http;
+pub mod port;
 pub mod server;
 pub mod wait;
 
+pub use port::{free_port, free_ports};
 pub use tempfile::TempDir;
 pub use wait::eventually;
 

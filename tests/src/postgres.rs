@@ -13,7 +13,6 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -254,10 +253,4 @@ fn as_owner(cmd: &mut Command, owner: Option<(u32, u32)>) {
     }
 }
 
-/// A port that was free a moment ago on 127.0.0.1 (the server must be told one up front).
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind a free port")
-}
+use nodepass_testkit::free_port;

@@ -151,15 +151,10 @@ pub async fn read_until_closed(s: &mut TcpStream, within: Duration) -> Option<Cl
     }
 }
 
-/// A port that was free a moment ago on 127.0.0.1 (bind port 0, read it, close). Only for
-/// executables that must be told their ports up front; callers retry if the port was taken
-/// in between.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
+/// Ports that were free a moment ago on 127.0.0.1, all different within one call to
+/// [`free_ports`]. Only for executables that must be told their ports up front; callers retry
+/// if a port was taken in between.
+pub use nodepass_testkit::{free_port, free_ports};
 
 /// A port on 127.0.0.1 with nothing listening (see [`free_port`]): connections are refused.
 pub fn closed_port() -> u16 {

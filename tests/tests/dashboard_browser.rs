@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use master_support::{MasterProcess, free_port, temp_dir};
+use master_support::{MasterProcess, free_ports, temp_dir};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -65,7 +65,8 @@ async fn the_dashboard_works_in_a_browser() {
     let key = generated_key(&master);
     let origin = master.base.trim_end_matches("/api").to_string();
     let shots = repo().join("target/dashboard-screens");
-    let ports = format!("{},{}", free_port(), free_port());
+    let [a, b] = free_ports();
+    let ports = format!("{a},{b}");
 
     let mut child = Command::new("node")
         .arg(repo().join("tests/browser/dashboard.mjs"))

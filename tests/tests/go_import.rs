@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 use master_support::{
-    DEADLINE, MasterProcess, Res, echo_server, echo_through, free_port, payload, temp_dir,
+    DEADLINE, MasterProcess, Res, echo_server, echo_through, free_ports, payload, temp_dir,
 };
 use peer_support::GoMaster;
 use serde_json::{Value, json};
@@ -101,7 +101,7 @@ async fn import_from_a_go_master_moves_every_instance_and_they_carry_traffic() {
     let go_send =
         async |method: Method, path: String, json: Option<Value>| go.send(method, path, json).await;
     let echo = echo_server().await;
-    let (tunnel, users) = (free_port(), free_port());
+    let [tunnel, users] = free_ports();
 
     // --- On the Go master: a server and a client with key, aliases, tags, restart policy. ----
     let server_url = format!("server://{TUNNEL_KEY}@127.0.0.1:{tunnel}/{echo}?log=info");
@@ -302,7 +302,7 @@ async fn the_import_command_moves_a_go_masters_instances_without_showing_keys() 
     };
     let go_send =
         async |method: Method, path: String, json: Option<Value>| go.send(method, path, json).await;
-    let (tunnel, users, target) = (free_port(), free_port(), free_port());
+    let [tunnel, users, target] = free_ports();
     let mut go_ids = Vec::new();
     for (url, alias, restart) in [
         (

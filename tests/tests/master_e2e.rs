@@ -3,7 +3,7 @@
 //! action works, a master restart brings everything back, and every protected endpoint wants
 //! the key.
 //!
-//! The server's ports are picked with [`free_port`] (bind 127.0.0.1:0, close, reuse): the
+//! The server's ports are picked with [`free_ports`] (bind 127.0.0.1:0, close, reuse): the
 //! client's URL must name the server's tunnel port before the client exists, and the same ports
 //! must come back after the master restarts.
 
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 use master_support::{
-    DEADLINE, MasterProcess, Sse, echo_server, echo_through, free_port, payload, temp_dir,
+    DEADLINE, MasterProcess, Sse, echo_server, echo_through, free_ports, payload, temp_dir,
 };
 use serde_json::{Value, json};
 
@@ -101,7 +101,7 @@ async fn a_tunnel_managed_over_the_api_survives_a_master_restart() {
     let env = [("NODEPASS_API_KEY", KEY)];
     let master = MasterProcess::start(&state, &env);
     let echo = echo_server().await;
-    let (tunnel_port, users_port) = (free_port(), free_port());
+    let [tunnel_port, users_port] = free_ports();
     let users: std::net::SocketAddr = format!("127.0.0.1:{users_port}").parse().unwrap();
 
     let server = create(

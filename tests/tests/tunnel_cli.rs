@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use nodepass_tests::process::{Process, curl, curl_or_skip};
 use nodepass_tests::servers::{self, Server};
-use nodepass_tests::tunnel::free_port;
+use nodepass_tests::tunnel::free_ports;
 
 /// `nodepass_cli::main` as the `nodepass` binary runs it (see `tests/src/bin`).
 const NODEPASS: &str = env!("CARGO_BIN_EXE_nodepass-e2e");
@@ -66,7 +66,7 @@ fn lost_a_port_race(p: &mut Process) -> bool {
 fn start_pair(flow: Flow, http: &Server) -> Pair {
     let http = http.addr().port();
     for attempt in 1..=PORT_ATTEMPTS {
-        let (tunnel, users) = (free_port(), free_port());
+        let [tunnel, users] = free_ports();
         if tunnel == users {
             continue;
         }

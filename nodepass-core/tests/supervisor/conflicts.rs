@@ -5,11 +5,7 @@ use nodepass_core::supervisor::{CreateInstance, InstanceStatus, SupervisorError}
 
 use super::support::*;
 
-/// A port that was free a moment ago (the listener is closed before use).
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
+use nodepass_testkit::free_port;
 
 fn req(url: String) -> CreateInstance {
     CreateInstance {

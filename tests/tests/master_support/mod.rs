@@ -172,16 +172,12 @@ pub async fn echo_server() -> SocketAddr {
     nodepass_testkit::server::echo().await.detach()
 }
 
-/// A port that was free a moment ago on 127.0.0.1. Racy by nature: used only where an instance
-/// URL must name its port before the instance exists (a client must know its server's tunnel
-/// port, and the same ports must come back after a master restart).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// Ports that were free a moment ago on 127.0.0.1 (all different within one `free_ports`
+/// call). Racy by nature: used only where an instance URL must name its port before the
+/// instance exists (a client must know its server's tunnel port, and the same ports must come
+/// back after a master restart).
+#[allow(unused_imports)]
+pub use nodepass_testkit::{free_port, free_ports};
 
 /// Send `payload` to `addr` and read back as many bytes; `None` on any failure (e.g. the tunnel
 /// is not ready yet).
