@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 use master_support::{
-    DEADLINE, MasterProcess, Res, Sse, echo_server, echo_through, free_port, payload, request,
+    DEADLINE, MasterProcess, Res, Sse, echo_server, echo_through, free_ports, payload, request,
     temp_dir,
 };
 use peer_support::GoMaster;
@@ -373,9 +373,12 @@ async fn our_master_answers_like_the_go_master() {
             vars: BTreeMap::new(),
         },
     ];
-    for side in &mut sides {
-        for var in ["T", "U", "T2", "CLOSED"] {
-            side.vars.insert(var.into(), free_port().to_string());
+    // Both sides' ports chosen together: one after the other, two could come out equal (a Go
+    // client listening on its server's tunnel port failed this test once in CI).
+    let ports = free_ports::<8>();
+    for (side, ports) in sides.iter_mut().zip(ports.chunks(4)) {
+        for (var, port) in ["T", "U", "T2", "CLOSED"].into_iter().zip(ports) {
+            side.vars.insert(var.into(), port.to_string());
         }
         side.vars.insert("ECHO".into(), echo.port().to_string());
         side.vars.insert("TK".into(), TUNNEL_KEY.into());
