@@ -6,10 +6,9 @@
 mod support;
 
 use http::{Method, StatusCode};
+use nodepass_testkit::{free_port, free_ports};
 use serde_json::{Value, json};
 use support::{Api, DEADLINE, Sse, SseItem, options};
-
-use nodepass_testkit::{free_port, free_ports};
 
 async fn create(api: &Api, body: Value) -> Value {
     let res = api

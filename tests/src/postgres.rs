@@ -20,6 +20,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use nodepass_testkit::free_port;
+
 /// How long a start or a stop of the server may take.
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -252,5 +254,3 @@ fn as_owner(cmd: &mut Command, owner: Option<(u32, u32)>) {
         cmd.uid(uid).gid(gid);
     }
 }
-
-use nodepass_testkit::free_port;

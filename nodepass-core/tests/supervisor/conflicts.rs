@@ -2,10 +2,9 @@
 //! is running or starting; allowed once it stopped. Port 0 never conflicts.
 
 use nodepass_core::supervisor::{CreateInstance, InstanceStatus, SupervisorError};
+use nodepass_testkit::free_port;
 
 use super::support::*;
-
-use nodepass_testkit::free_port;
 
 fn req(url: String) -> CreateInstance {
     CreateInstance {
